@@ -1,0 +1,3 @@
+from argoctl.cli import main
+
+main()

@@ -1,0 +1,21 @@
+"""`argoctl bench ...`: benchmarks that print one JSON object per line.
+
+Each subcommand lives next to its measurement code and registers itself here."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+
+def emit(record: dict) -> None:
+    """Print one benchmark result as a single JSON line (flushed: benches are long)."""
+    sys.stdout.write(json.dumps(record, sort_keys=True) + "\n")
+    sys.stdout.flush()
+
+
+@click.group("bench")
+def bench() -> None:
+    """Benchmarks; each prints one JSON object per line."""

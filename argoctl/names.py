@@ -1,0 +1,67 @@
+"""Everything argoctl creates on a host is recognisable by these names and ranges.
+
+`down` and reconcile touch only objects that match them, so a user's own links,
+routes, rules and nft tables are never changed. Change them only with care: a
+host that ran an older argoctl must still be cleaned up by a newer one.
+"""
+
+# Links: one tunnel device per peer, named LINK_PREFIX + peer name, and
+# carrying IFLA_IFALIAS = ALIAS_PREFIX + peer name. Both must match for
+# argoctl to consider a link its own.
+LINK_PREFIX = "ag-"
+ALIAS_PREFIX = "argoctl:"
+IFNAMSIZ = 15  # usable characters in an interface name
+MAX_PEER_NAME = IFNAMSIZ - len(LINK_PREFIX)  # 12
+
+# Routes argoctl installs carry this rtm_protocol (iproute2 shows the number;
+# contrib/rt_protos.d/argoctl.conf names it). babeld uses 42, bird 12, zebra 11..
+RTPROT_ARGOCTL = 176
+
+# Default routing tables and rule priorities: path id N uses
+# table TABLE_BASE + N and rule priority RULE_PRIORITY_BASE + N.
+# Path id 0 is "direct" (its rule looks up the main table).
+DEFAULT_TABLE_BASE = 7200
+DEFAULT_RULE_PRIORITY_BASE = 7200
+MAX_PATH_ID = 254  # peers get ids 1..254
+DIRECT_PATH_ID = 0
+RESERVED_TABLES = frozenset({0, 253, 254, 255})  # unspec, default, main, local
+
+# fwmark: a path's mark is its id shifted into the bits of the mask; the
+# direct path uses the all-ones value of the field (so an unmarked packet,
+# mark 0 in the field, is distinguishable from "steered direct").
+DEFAULT_FWMARK_MASK = 0x00FF0000
+
+# nftables: one table of our own per family-agnostic "inet".
+NFT_TABLE = "argoctl"
+NFT_FAMILY = "inet"
+
+# bpffs pins (programs and maps) live under this directory.
+BPF_PIN_DIR = "/sys/fs/bpf/argoctl"
+
+# Runtime state (daemon socket, last decisions) lives here.
+RUN_DIR = "/run/argoctl"
+
+
+def link_name(peer_name: str) -> str:
+    return LINK_PREFIX + peer_name
+
+
+def link_alias(peer_name: str) -> str:
+    return ALIAS_PREFIX + peer_name
+
+
+def mark_shift(mask: int) -> int:
+    """Bit position of the lowest set bit of the mask."""
+    if mask <= 0:
+        raise ValueError("fwmark mask must be non-zero")
+    return (mask & -mask).bit_length() - 1
+
+
+def path_mark(path_id: int, mask: int = DEFAULT_FWMARK_MASK) -> int:
+    """The fwmark value that selects path `path_id` (0 = direct)."""
+    shift = mark_shift(mask)
+    field_max = mask >> shift
+    value = field_max if path_id == DIRECT_PATH_ID else path_id
+    if value > field_max:
+        raise ValueError(f"path id {path_id} does not fit fwmark mask {mask:#x}")
+    return (value << shift) & mask
