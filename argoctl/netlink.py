@@ -1,0 +1,557 @@
+"""Reading the kernel state argoctl owns, and applying plan ops to it with pyroute2.
+
+Ownership (names.py): links whose name has the prefix AND whose alias matches;
+routes with protocol 176 in our table range; rules in our priority range that look
+up one of our tables (or main with the direct mark); the nft table inet argoctl;
+per-device sysctls of our links; global forwarding sysctls only while we hold
+their saved prior values. Nothing else is read-modified.
+
+`Applier.apply` journals the inverse of every op it completes; on any exception it
+undoes the journal in reverse, so the host returns to its state before the call.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import ipaddress
+import json
+import os
+import socket
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Optional
+
+from argoctl import names
+from argoctl.config import Routing
+from argoctl.plan import Address, Link, Nft, Op, PlanError, Route, Rule, State, Sysctl, GLOBAL_SYSCTLS
+
+RT_TABLE_MAIN = 254
+GRE_KEY_FLAG = 0x2000
+FAMILIES = {4: socket.AF_INET, 6: socket.AF_INET6}
+CLONE_NEWNET = 0x40000000
+
+
+class ApplyError(Exception):
+    """An op failed; the journal was rolled back (rollback_errors lists any undo that failed)."""
+
+    def __init__(self, message: str, rollback_errors=()):
+        self.rollback_errors = list(rollback_errors)
+        if self.rollback_errors:
+            message += "; ROLLBACK INCOMPLETE: " + "; ".join(self.rollback_errors)
+        super().__init__(message)
+
+
+class InjectedFailure(Exception):
+    """Raised by the failure-injection hook (fail_at / ARGOCTL_FAIL_AT)."""
+
+
+# ---------------------------------------------------------------------------- namespaces
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _setns(fd: int) -> None:
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e))
+
+
+@contextmanager
+def netns(name: Optional[str]):
+    """Run the body with this thread inside network namespace `name` (None: stay).
+    Sockets (netlink, nft, WireGuard) and /proc/sys/net opened inside belong to it."""
+    if name is None:
+        yield
+        return
+    back = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        target = os.open(f"/run/netns/{name}", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            _setns(target)
+        finally:
+            os.close(target)
+        try:
+            yield
+        finally:
+            _setns(back)
+    finally:
+        os.close(back)
+
+
+def state_dir(ns: Optional[str], run_dir: str = names.RUN_DIR) -> str:
+    """Where saved sysctl values and owned ranges live (per namespace: sysctls are)."""
+    return run_dir if ns is None else os.path.join(run_dir, "netns", ns)
+
+
+# ---------------------------------------------------------------------------- helpers
+
+def _attr(msg, name, default=None):
+    v = msg.get_attr(name)
+    return default if v is None else v
+
+
+def _family(addr: str) -> int:
+    return ipaddress.ip_address(addr).version
+
+
+def _sysctl_read(path: str) -> Optional[str]:
+    try:
+        with open("/proc/sys/" + path) as f:
+            return f.read().strip()
+    except FileNotFoundError:
+        return None
+
+
+def _sysctl_write(path: str, value: str) -> None:
+    with open("/proc/sys/" + path, "w") as f:
+        f.write(value)
+
+
+class Saved:
+    """Prior values of global sysctls argoctl changed, persisted so `down` can restore them."""
+
+    def __init__(self, directory: str):
+        self.path = os.path.join(directory, "saved-sysctls.json")
+
+    def load(self) -> dict:
+        try:
+            with open(self.path) as f:
+                return json.load(f)
+        except FileNotFoundError:
+            return {}
+
+    def store(self, values: dict) -> None:
+        if not values:
+            if os.path.exists(self.path):
+                os.unlink(self.path)
+            return
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        tmp = self.path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(values, f)
+        os.replace(tmp, self.path)
+
+
+def save_routing(directory: str, routing: Routing) -> None:
+    """Remember the ranges of the last `up`, so `down` without a config finds our objects."""
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, "routing.json"), "w") as f:
+        json.dump({"table_base": routing.table_base,
+                   "rule_priority_base": routing.rule_priority_base,
+                   "fwmark_mask": routing.fwmark_mask}, f)
+
+
+def load_routing(directory: str) -> Routing:
+    try:
+        with open(os.path.join(directory, "routing.json")) as f:
+            return Routing(**json.load(f))
+    except FileNotFoundError:
+        return Routing()
+
+
+# ---------------------------------------------------------------------------- env for plan
+
+class KernelEnv:
+    """What plan.desired needs from the host: underlay MTU and keys."""
+
+    def __init__(self, ipr):
+        self.ipr = ipr
+
+    def underlay_mtu(self, address) -> int:
+        try:
+            route = self.ipr.route("get", dst=str(address))[0]
+        except Exception as e:  # NetlinkError ENETUNREACH etc.
+            raise PlanError(f"no underlay route to peer address {address}: {e}") from None
+        oif = route.get_attr("RTA_OIF")
+        link = self.ipr.get_links(oif)[0]
+        mtu = link.get_attr("IFLA_MTU")
+        metrics = route.get_attr("RTA_METRICS")
+        if metrics is not None and metrics.get_attr("RTAX_MTU"):
+            mtu = min(mtu, metrics.get_attr("RTAX_MTU"))
+        return mtu
+
+    def private_key(self, path: str) -> bytes:
+        from argoctl import keys
+        try:
+            return keys.read_private_key(path)
+        except keys.KeyFileError as e:
+            raise PlanError(str(e)) from None
+
+    def public_key(self, private: bytes) -> str:
+        from argoctl import keys
+        return keys.encode(keys.public_key(private))
+
+
+# ---------------------------------------------------------------------------- reading
+
+def _owned_links(ipr) -> dict[str, tuple[int, object]]:
+    out = {}
+    for msg in ipr.get_links():
+        name = msg.get_attr("IFLA_IFNAME")
+        if not name.startswith(names.LINK_PREFIX):
+            continue
+        if msg.get_attr("IFLA_IFALIAS") != names.ALIAS_PREFIX + name[len(names.LINK_PREFIX):]:
+            continue  # right prefix, but not ours: leave it alone
+        out[name] = (msg["index"], msg)
+    return out
+
+
+def _read_link(msg, wg) -> Link:
+    """`wg`: zero-argument callable returning a WireGuard socket (opened only if needed)."""
+    name = msg.get_attr("IFLA_IFNAME")
+    mtu = msg.get_attr("IFLA_MTU")
+    info = msg.get_attr("IFLA_LINKINFO")
+    kind = info.get_attr("IFLA_INFO_KIND") if info else "unknown"
+    data = info.get_attr("IFLA_INFO_DATA") if info else None
+    if kind in ("gre", "ip6gre") and data is not None:
+        ikey = data.get_attr("IFLA_GRE_IKEY")
+        iflags = data.get_attr("IFLA_GRE_IFLAGS") or 0
+        return Link(name=name, kind=kind, mtu=mtu,
+                    local=str(ipaddress.ip_address(data.get_attr("IFLA_GRE_LOCAL"))),
+                    remote=str(ipaddress.ip_address(data.get_attr("IFLA_GRE_REMOTE"))),
+                    gre_key=ikey if (iflags & GRE_KEY_FLAG or ikey) else None,
+                    ttl=data.get_attr("IFLA_GRE_TTL"))
+    if kind == "wireguard":
+        return _read_wireguard(name, mtu, wg())
+    return Link(name=name, kind=kind, mtu=mtu)
+
+
+def wg_info(wg, name: str) -> dict:
+    """Device and (first) peer attributes of a WireGuard device, as plain values."""
+    msg = wg.info(name)[0]
+    dev = {"listen_port": msg.get_attr("WGDEVICE_A_LISTEN_PORT"),
+           "private_key": msg.get_attr("WGDEVICE_A_PRIVATE_KEY"),
+           "public_key": msg.get_attr("WGDEVICE_A_PUBLIC_KEY"), "peers": []}
+    for peer in msg.get_attr("WGDEVICE_A_PEERS") or []:
+        ep = peer.get_attr("WGPEER_A_ENDPOINT")
+        endpoint = None
+        if ep and ep.get("addr") and ep.get("port"):
+            addr = ep["addr"]
+            endpoint = f"[{addr}]:{ep['port']}" if ":" in addr else f"{addr}:{ep['port']}"
+        allowed = []
+        for a in peer.get_attr("WGPEER_A_ALLOWEDIPS") or []:
+            allowed.append(a.get("addr"))
+        hs = peer.get_attr("WGPEER_A_LAST_HANDSHAKE_TIME") or {}
+        dev["peers"].append({
+            "public_key": _b64(peer.get_attr("WGPEER_A_PUBLIC_KEY")),
+            "endpoint": endpoint,
+            "keepalive": peer.get_attr("WGPEER_A_PERSISTENT_KEEPALIVE_INTERVAL"),
+            "allowed_ips": tuple(sorted(a for a in allowed if a)),
+            "last_handshake": hs.get("tv_sec", 0) if isinstance(hs, dict) else 0,
+            "rx_bytes": peer.get_attr("WGPEER_A_RX_BYTES"),
+            "tx_bytes": peer.get_attr("WGPEER_A_TX_BYTES"),
+        })
+    return dev
+
+
+def _b64(v):
+    if isinstance(v, dict):
+        v = v.get("value")
+    if isinstance(v, bytes):
+        v = v.decode()
+    return v
+
+
+def _read_wireguard(name, mtu, wg) -> Link:
+    d = wg_info(wg, name)
+    peer = d["peers"][0] if len(d["peers"]) == 1 else None
+    private = _b64(d["private_key"])
+    if private:
+        import base64
+        private = base64.b64decode(private)
+    return Link(name=name, kind="wireguard", mtu=mtu, listen_port=d["listen_port"],
+                public_key=_b64(d["public_key"]),
+                peer_public_key=peer["public_key"] if peer else None,
+                endpoint=peer["endpoint"] if peer else None,
+                keepalive=(peer["keepalive"] or None) if peer else None,
+                allowed_ips=_canonical_ips(peer["allowed_ips"]) if peer else (),
+                private_key=private or None)
+
+
+def _canonical_ips(ips) -> tuple:
+    order = {"0.0.0.0/0": 0, "::/0": 1}
+    return tuple(sorted(ips, key=lambda s: (order.get(s, 2), s)))
+
+
+def _addresses(ipr, index: int, dev: str) -> list[Address]:
+    out = []
+    for msg in ipr.get_addr(index=index):
+        family = 4 if msg["family"] == socket.AF_INET else 6
+        local = msg.get_attr("IFA_LOCAL")
+        address = msg.get_attr("IFA_ADDRESS")
+        mine = local or address
+        if family == 6 and ipaddress.ip_address(mine).is_link_local:
+            continue  # the kernel's own link-local, not argoctl's
+        peer = address if local and address != local else ""
+        out.append(Address(dev, family, mine, peer))
+    return out
+
+
+def _route_table(msg) -> int:
+    return msg.get_attr("RTA_TABLE") or msg["table"]
+
+
+def _our_tables(r: Routing) -> range:
+    return range(r.table_base + 1, r.table_base + names.MAX_PATH_ID + 1)
+
+
+def _our_priorities(r: Routing) -> range:
+    return range(r.rule_priority_base, r.rule_priority_base + names.MAX_PATH_ID + 1)
+
+
+def read_owned(ipr, routing: Routing = Routing(), wg=None, nft=None,
+               saved: Optional[dict] = None) -> State:
+    """Everything of ours in the current namespace, as a State (see module doc)."""
+    links = _owned_links(ipr)
+    by_index = {idx: name for name, (idx, _) in links.items()}
+    st_links, addrs, sysctls = [], [], []
+    for name, (idx, msg) in links.items():
+        st_links.append(_read_link(msg, wg))
+        addrs += _addresses(ipr, idx, name)
+        for key in ("rp_filter", "forwarding"):
+            path = f"net/ipv4/conf/{name}/{key}"
+            value = _sysctl_read(path)
+            if value is not None:
+                sysctls.append(Sysctl(path, value))
+    for path in (saved or {}):
+        value = _sysctl_read(path)
+        if path in GLOBAL_SYSCTLS and value is not None:
+            sysctls.append(Sysctl(path, value))
+    tables = _our_tables(routing)
+    routes = []
+    for family, af in FAMILIES.items():
+        for msg in ipr.get_routes(family=af, table=None):
+            if msg["proto"] != names.RTPROT_ARGOCTL or _route_table(msg) not in tables:
+                continue
+            dst = "default" if msg["dst_len"] == 0 else f"{msg.get_attr('RTA_DST')}/{msg['dst_len']}"
+            dev = by_index.get(msg.get_attr("RTA_OIF"), f"if{msg.get_attr('RTA_OIF')}")
+            routes.append(Route(family, _route_table(msg), dst, dev))
+    prios = _our_priorities(routing)
+    direct_mark = routing.mark(names.DIRECT_PATH_ID)
+    rules = []
+    for family, af in FAMILIES.items():
+        for msg in ipr.get_rules(family=af):
+            prio = msg.get_attr("FRA_PRIORITY") or 0
+            table = msg.get_attr("FRA_TABLE") or msg["table"]
+            mark = msg.get_attr("FRA_FWMARK") or 0
+            mask = msg.get_attr("FRA_FWMASK")
+            if prio not in prios:
+                continue
+            if table in tables or (table == RT_TABLE_MAIN and mark == direct_mark):
+                rules.append(Rule(family, prio, mark, mask if mask is not None else 0xFFFFFFFF,
+                                  table))
+    nfts = ()
+    if nft is not None:
+        t = nft.read()
+        nfts = (t,) if t is not None else ()
+    return State(links=tuple(st_links), sysctls=tuple(sysctls), addresses=tuple(addrs),
+                 routes=tuple(routes), rules=tuple(rules), nft=nfts)
+
+
+# ---------------------------------------------------------------------------- applying
+
+@dataclass
+class Result:
+    ops: list
+    writes: int = 0            # netlink messages (incl. WireGuard genl) + nft batches + sysctl writes
+    netlink_writes: int = 0
+    nft_writes: int = 0
+    sysctl_writes: int = 0
+
+
+class Applier:
+    """Executes ops in one namespace (the caller is already inside it)."""
+
+    def __init__(self, ipr, wg_factory, nft, saved: Saved):
+        self.ipr = ipr
+        self._wg_factory = wg_factory
+        self._wg = None
+        self.nft = nft
+        self.saved = saved
+        self.netlink_writes = 0
+        self.sysctl_writes = 0
+        self.journal: list[Op] = []
+
+    @property
+    def wg(self):
+        if self._wg is None:
+            self._wg = self._wg_factory()
+        return self._wg
+
+    def _nl(self, fn, *args, **kw):
+        self.netlink_writes += 1
+        return fn(*args, **kw)
+
+    def _index(self, name: str) -> int:
+        found = self.ipr.link_lookup(ifname=name)
+        if not found:
+            raise ApplyError(f"link {name} does not exist")
+        return found[0]
+
+    # -- links
+    def _link_add(self, l: Link) -> None:
+        if l.kind in ("gre", "ip6gre"):
+            kw = {f"{l.kind}_local": l.local, f"{l.kind}_remote": l.remote,
+                  f"{l.kind}_ttl": l.ttl}
+            if l.gre_key is not None:
+                kw.update({f"{l.kind}_ikey": l.gre_key, f"{l.kind}_okey": l.gre_key,
+                           f"{l.kind}_iflags": GRE_KEY_FLAG, f"{l.kind}_oflags": GRE_KEY_FLAG})
+            self._nl(self.ipr.link, "add", ifname=l.name, kind=l.kind, mtu=l.mtu, **kw)
+        else:
+            self._nl(self.ipr.link, "add", ifname=l.name, kind="wireguard", mtu=l.mtu)
+        try:
+            idx = self._index(l.name)
+            if l.kind == "wireguard":
+                self._wg_configure(l, None)
+            # Only now does the link carry our alias: until then a crash would leave an
+            # unowned link, so any failure here deletes it before propagating.
+            self._nl(self.ipr.link, "set", index=idx, ifalias=l.alias, state="up")
+        except BaseException:
+            try:
+                self.ipr.link("del", ifname=l.name)
+            except Exception:
+                pass
+            raise
+
+    def _wg_configure(self, l: Link, old: Optional[Link]) -> None:
+        from argoctl import keys
+        kw = {}
+        if old is None or old.public_key != l.public_key:
+            kw["private_key"] = keys.encode(l.private_key)
+        if old is None or old.listen_port != l.listen_port:
+            kw["listen_port"] = l.listen_port or 0
+        peer_changed = old is None or (old.peer_public_key, old.endpoint, old.keepalive,
+                                       old.allowed_ips) != (l.peer_public_key, l.endpoint,
+                                                            l.keepalive, l.allowed_ips)
+        if old is not None and old.peer_public_key and old.peer_public_key != l.peer_public_key:
+            self._nl(self.wg.set, l.name, peer={"public_key": old.peer_public_key, "remove": True})
+        if peer_changed and l.peer_public_key:
+            peer = {"public_key": l.peer_public_key, "allowed_ips": list(l.allowed_ips),
+                    "replace_allowed_ips": True, "persistent_keepalive": l.keepalive or 0}
+            if l.endpoint:
+                host, _, port = l.endpoint.rpartition(":")
+                peer.update(endpoint_addr=host.strip("[]"), endpoint_port=int(port))
+            kw["peer"] = peer
+        if kw:
+            self._nl(self.wg.set, l.name, **kw)
+
+    def _link_change(self, new: Link, old: Link) -> None:
+        if new.mtu != old.mtu:
+            self._nl(self.ipr.link, "set", index=self._index(new.name), mtu=new.mtu)
+        if new.kind == "wireguard":
+            self._wg_configure(new, old)
+
+    def _link_remove(self, l: Link) -> None:
+        self._nl(self.ipr.link, "del", index=self._index(l.name))
+
+    # -- addresses, routes, rules
+    def _addr(self, cmd: str, a: Address) -> None:
+        plen = 32 if a.family == 4 else 128
+        kw = {"local": a.local, "address": a.peer or a.local}
+        self._nl(self.ipr.addr, cmd, index=self._index(a.dev), prefixlen=plen,
+                 family=FAMILIES[a.family], **kw)
+
+    def _route(self, cmd: str, r: Route) -> None:
+        kw = {"dst_len": 0} if r.dst == "default" else {
+            "dst": r.dst.split("/")[0], "dst_len": int(r.dst.split("/")[1])}
+        self._nl(self.ipr.route, cmd, family=FAMILIES[r.family], table=r.table,
+                 oif=self._index(r.dev), proto=names.RTPROT_ARGOCTL, **kw)
+
+    def _rule(self, cmd: str, r: Rule) -> None:
+        self._nl(self.ipr.rule, cmd, family=FAMILIES[r.family], priority=r.priority,
+                 fwmark=r.mark, fwmask=r.mask, table=r.table, action="FR_ACT_TO_TBL")
+
+    # -- sysctls
+    def _sysctl_set(self, s: Sysctl) -> None:
+        if s.path in GLOBAL_SYSCTLS:
+            saved = self.saved.load()
+            if s.path not in saved:
+                saved[s.path] = _sysctl_read(s.path)
+                self.saved.store(saved)
+        _sysctl_write(s.path, s.value)
+        self.sysctl_writes += 1
+
+    def _sysctl_remove(self, s: Sysctl) -> None:
+        if s.path not in GLOBAL_SYSCTLS:
+            return  # per-device: goes away with the device
+        saved = self.saved.load()
+        prior = saved.pop(s.path, None)
+        if prior is not None:
+            _sysctl_write(s.path, prior)
+            self.sysctl_writes += 1
+        self.saved.store(saved)
+
+    # -- dispatch
+    def execute(self, op: Op) -> None:
+        o = op.obj
+        a = op.action
+        if isinstance(o, Link):
+            {"add": lambda: self._link_add(o), "remove": lambda: self._link_remove(o),
+             "change": lambda: self._link_change(o, op.old)}[a]()
+        elif isinstance(o, Address):
+            self._addr("add" if a == "add" else "del", o)  # key is the whole address: no change
+        elif isinstance(o, Route):
+            self._route({"add": "add", "change": "replace", "remove": "del"}[a], o)
+        elif isinstance(o, Rule):
+            if a in ("change", "remove"):
+                self._rule("del", op.old if a == "change" else o)
+            if a in ("change", "add"):
+                self._rule("add", o)
+        elif isinstance(o, Sysctl):
+            self._sysctl_remove(o) if a == "remove" else self._sysctl_set(o)
+        elif isinstance(o, Nft):
+            {"add": lambda: self.nft.add(o), "remove": lambda: self.nft.remove(o),
+             "change": lambda: self.nft.change(o, op.old)}[a]()
+        else:
+            raise TypeError(f"unknown object {o!r}")
+
+    def apply(self, ops: list[Op], fail_at: Optional[int] = None) -> Result:
+        """Run ops in order; on any exception undo the completed ones in reverse."""
+        journal: list[Op] = []
+        try:
+            for k, op in enumerate(ops):
+                if fail_at == k:
+                    raise InjectedFailure(f"injected failure before step {k}: {op}")
+                try:
+                    self.execute(op)
+                except InjectedFailure:
+                    raise
+                except Exception as e:
+                    raise ApplyError(f"step {k} failed: {op}: {_reason(e)}") from e
+                journal.append(op.inverse())
+            if fail_at is not None and fail_at >= len(ops):
+                raise InjectedFailure(f"injected failure after the last step ({len(ops)})")
+        except BaseException as e:
+            errors = self.rollback(journal)
+            if isinstance(e, ApplyError) or errors:
+                raise ApplyError(str(e), errors) from e
+            raise
+        self.journal = journal   # for a later pipeline stage's failure
+        return self.result(ops)
+
+    def rollback(self, journal: list[Op]) -> list[str]:
+        errors = []
+        for op in reversed(journal):
+            try:
+                self.execute(op)
+            except Exception as e:  # keep undoing the rest; report what could not be undone
+                errors.append(f"{op}: {_reason(e)}")
+        return errors
+
+    def result(self, ops) -> Result:
+        nft_writes = self.nft.writes if self.nft is not None else 0
+        return Result(ops=list(ops), writes=self.netlink_writes + nft_writes + self.sysctl_writes,
+                      netlink_writes=self.netlink_writes, nft_writes=nft_writes,
+                      sysctl_writes=self.sysctl_writes)
+
+    def close(self):
+        if self._wg is not None:
+            self._wg.close()
+
+
+def _reason(e: BaseException) -> str:
+    code = getattr(e, "code", None)
+    if isinstance(code, int) and code in errno.errorcode:
+        return f"{os.strerror(code)} ({errno.errorcode[code]})"
+    return str(e) or type(e).__name__
