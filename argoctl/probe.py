@@ -1,0 +1,690 @@
+"""Active probes per (destination, path), asyncio, each sent with the path's fwmark.
+
+A socket that carries path N's mark (SO_MARK) is routed by the fwmark rule of
+path N, so a probe takes exactly that path whatever its destination (direct
+has its own mark too). Three kinds:
+
+- `udp`: the authenticated echo to `argoctl responder` (format in mac.py).
+  One socket per (mark, family), shared by every destination on that path;
+  replies are matched by EchoTracker: valid MAC, a seq we have outstanding
+  with the same sent/nonce, from the address we sent to, within the timeout,
+  once. Everything else is counted (malformed, forged, replayed, late) and
+  ignored.
+- `icmp`: echo request. Unprivileged ping socket (SOCK_DGRAM) if the
+  namespace's ping_group_range allows it, else a raw socket; IPv4 and ICMPv6.
+  Unauthenticated: replies must match source, seq and a random payload.
+- `tcp`: non-blocking connect to target:port. A SYN-ACK (connected) or a RST
+  (refused) both prove the path reaches the host; the socket is closed at
+  once with an RST (linger 0). No answer within the timeout = loss.
+
+Results go to `on_result(dest, path, seq, sent_at_ns, rtt_s_or_None, now_ns)`:
+rtt None means the probe was lost (timed out, or the send failed /
+came back unreachable, which is reported at once). Interval per prober is
+policy.probe_interval_ms +- probe_jitter, divided by `fast_divisor` while
+`in_doubt(dest, path)` is true. Clock: `clock()` in ns (monotonic, injectable).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import heapq
+import ipaddress
+import itertools
+import logging
+import os
+import random
+import socket
+import struct
+import time
+from collections import Counter, OrderedDict
+from typing import Callable, Iterable, Optional
+
+from argoctl import config as cfgmod
+from argoctl.mac import NONCE_LEN, REPLY, EchoKey, WireError
+
+log = logging.getLogger(__name__)
+
+OnResult = Callable[[str, str, int, int, Optional[float], int], None]
+InDoubt = Callable[[str, str], bool]
+
+DEFAULT_UDP_PORT = 7447
+_RCVBUF = 1 << 20
+_READ_BATCH = 256
+_DONE_WINDOW = 1 << 16  # finished seqs remembered per channel (replay/late verdicts)
+
+
+class PathProber:
+    """State of one (destination, path): what to probe, through which mark, and
+    running statistics (plain attributes: cheap to update, easy to render)."""
+
+    __slots__ = ("dest", "path", "mark", "spec", "seq", "sent", "received", "lost",
+                 "errors", "rtt_min", "rtt_max", "rtt_sum", "limit", "active", "channel")
+
+    def __init__(self, dest: str, path: str, mark: int, spec: cfgmod.Probe,
+                 limit: Optional[int] = None):
+        self.dest, self.path, self.mark, self.spec = dest, path, mark, spec
+        self.seq = 0            # last seq sent (1-based), reported in on_result
+        self.sent = self.received = self.lost = self.errors = 0
+        self.rtt_min = self.rtt_max = None
+        self.rtt_sum = 0.0
+        self.limit = limit      # stop after this many probes (one-shot use)
+        self.active = True
+        self.channel = None     # the scheduler's socket for (kind, mark, family)
+
+    def __repr__(self) -> str:
+        return f"<PathProber {self.dest}/{self.path} {self.spec.kind} mark={self.mark:#x}>"
+
+    @property
+    def rtt_avg(self) -> Optional[float]:
+        return self.rtt_sum / self.received if self.received else None
+
+    @property
+    def finished(self) -> bool:
+        return self.limit is not None and self.sent >= self.limit
+
+
+class Outstanding:
+    """Probes in flight on one channel, keyed by their wire key, expired in send
+    order (the timeout is the same for all, so send order is deadline order)."""
+
+    def __init__(self) -> None:
+        self.pending: dict = {}   # key -> (prober, seq, sent_ns, deadline_ns, extra)
+        self.rejects: Counter = Counter()
+
+    def add(self, key, prober: PathProber, seq: int, sent: int, deadline: int, extra=None):
+        self.pending[key] = (prober, seq, sent, deadline, extra)
+
+    def next_deadline(self) -> Optional[int]:
+        for entry in self.pending.values():
+            return entry[3]
+        return None
+
+    def expire(self, now: int) -> list:
+        out = []
+        pending = self.pending
+        while pending:
+            key = next(iter(pending))
+            entry = pending[key]
+            if entry[3] > now:
+                break
+            del pending[key]
+            self.expired(key, entry)
+            out.append(entry)
+        return out
+
+    def expired(self, key, entry) -> None:
+        """Hook: remember a timed-out key (for late verdicts) or free its resources."""
+
+
+class _DoneWindow(Outstanding):
+    """Outstanding plus a bounded memory of finished keys, so a second reply is a
+    replay and a reply after the deadline is late (both counted, both ignored)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.done: OrderedDict = OrderedDict()
+
+    def finish(self, key, verdict: str) -> None:
+        self.done[key] = verdict
+        if len(self.done) > _DONE_WINDOW:
+            self.done.popitem(last=False)
+
+    def expired(self, key, entry) -> None:
+        self.finish(key, "late")
+
+    def take(self, key, now: int, valid: Callable[[tuple], bool], unknown: str):
+        """The entry a reply for `key` answers, or None with the reject counted."""
+        entry = self.pending.get(key)
+        if entry is None:
+            self.rejects[self.done.get(key, unknown)] += 1
+            return None
+        if not valid(entry):
+            self.rejects["replayed"] += 1
+            return None
+        del self.pending[key]
+        if now > entry[3]:
+            self.finish(key, "late")
+            self.rejects["late"] += 1
+            return None
+        self.finish(key, "replayed")
+        return entry
+
+
+class EchoTracker(_DoneWindow):
+    """Matching of UDP echo replies (pure: no sockets, testable on bytes).
+
+    `sent()` registers a request; `match(data, src, now)` returns the
+    (prober, seq, sent_ns, deadline, extra) entry the reply answers, or None
+    after counting why in `rejects`: malformed, forged (bad MAC, wrong key, or
+    not a reply), replayed (answered already, or a valid reply not for any
+    request in flight: e.g. captured in an earlier run), late (after its
+    timeout)."""
+
+    def __init__(self, key: EchoKey, seqs: Optional[Iterable[int]] = None):
+        super().__init__()
+        self.key = key
+        self.seqs = iter(seqs) if seqs is not None else itertools.count(1)
+
+    def request(self, wire_seq: int, prober: PathProber, seq: int, sent: int,
+                deadline: int, dst: tuple, nonce: Optional[bytes] = None) -> bytes:
+        """Make a request datagram and register it as outstanding."""
+        nonce = nonce if nonce is not None else os.urandom(NONCE_LEN)
+        self.add(wire_seq, prober, seq, sent, deadline, (nonce, dst))
+        return self.key.request(wire_seq, sent, nonce)
+
+    def match(self, data: bytes, src: tuple, now: int):
+        try:
+            echo = self.key.parse(data)
+        except WireError as e:
+            self.rejects["malformed" if e.reason == "malformed" else "forged"] += 1
+            return None
+        if echo.type != REPLY:
+            self.rejects["forged"] += 1
+            return None
+
+        def same_request(entry) -> bool:
+            nonce, dst = entry[4]
+            return entry[2] == echo.sent and nonce == echo.nonce and _same_addr(dst, src)
+
+        return self.take(echo.seq, now, same_request, "replayed")
+
+
+def _same_addr(a: tuple, b: tuple) -> bool:
+    if a[1] != b[1]:
+        return False
+    if a[0] == b[0]:
+        return True
+    try:
+        return ipaddress.ip_address(a[0].split("%")[0]) == ipaddress.ip_address(b[0].split("%")[0])
+    except ValueError:
+        return False
+
+
+# -- channels: the sockets, one per (kind, mark, family) --------------------------
+
+def _family(addr) -> int:
+    return socket.AF_INET6 if ipaddress.ip_address(addr).version == 6 else socket.AF_INET
+
+
+def _marked_socket(family: int, type_: int, proto: int, mark: int) -> socket.socket:
+    s = socket.socket(family, type_ | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC, proto)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, mark)
+    except OSError:
+        s.close()
+        raise
+    return s
+
+
+def _big_rcvbuf(s: socket.socket) -> None:
+    for opt in (33, socket.SO_RCVBUF):  # SO_RCVBUFFORCE (root) else capped by rmem_max
+        try:
+            s.setsockopt(socket.SOL_SOCKET, opt, _RCVBUF)
+            return
+        except OSError:
+            continue
+
+
+class _Channel:
+    kind = ""
+
+    def __init__(self, sched: "ProbeScheduler", mark: int, family: int):
+        self.sched, self.mark, self.family = sched, mark, family
+        self.sock: Optional[socket.socket] = None
+        self.track: Outstanding = Outstanding()
+
+    @property
+    def rejects(self) -> Counter:
+        return self.track.rejects
+
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self.sock is not None:
+            loop.add_reader(self.sock.fileno(), self._readable)
+
+    def close(self, loop: Optional[asyncio.AbstractEventLoop]) -> None:
+        if self.sock is not None:
+            if loop is not None:
+                loop.remove_reader(self.sock.fileno())
+            self.sock.close()
+            self.sock = None
+
+    def _readable(self) -> None:
+        sock = self.sock
+        if sock is None:
+            return
+        for _ in range(_READ_BATCH):
+            try:
+                data, src = sock.recvfrom(2048)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:  # e.g. ECONNREFUSED from an ICMP error: not a reply
+                self.rejects["errors"] += 1
+                log.debug("%s channel mark %#x: %s", self.kind, self.mark, e)
+                continue
+            self.received(data, src)
+
+    def received(self, data: bytes, src: tuple) -> None:
+        raise NotImplementedError
+
+    def send(self, prober: PathProber, seq: int, sent: int, deadline: int) -> None:
+        raise NotImplementedError
+
+
+class UdpChannel(_Channel):
+    kind = "udp"
+
+    def __init__(self, sched, mark, family, key: EchoKey):
+        super().__init__(sched, mark, family)
+        self.track = EchoTracker(key, sched.wire_seqs)
+        self.sock = _marked_socket(family, socket.SOCK_DGRAM, 0, mark)
+        _big_rcvbuf(self.sock)
+
+    def send(self, prober, seq, sent, deadline):
+        spec = prober.spec
+        dst = (str(spec.target), spec.port or DEFAULT_UDP_PORT)
+        wire_seq = next(self.track.seqs)
+        data = self.track.request(wire_seq, prober, seq, sent, deadline, dst)
+        try:
+            self.sock.sendto(data, dst)
+        except OSError:
+            del self.track.pending[wire_seq]
+            raise
+
+    def received(self, data, src):
+        now = self.sched.clock()
+        entry = self.track.match(data, src, now)
+        if entry is not None:
+            self.sched.deliver(entry[0], entry[1], entry[2], now)
+
+
+_ICMP = {
+    socket.AF_INET: (socket.IPPROTO_ICMP, 8, 0),        # proto, echo request, echo reply
+    socket.AF_INET6: (socket.IPPROTO_ICMPV6, 128, 129),
+}
+_ICMP_HDR = struct.Struct("!BBHHH")  # type, code, checksum, id, seq
+
+
+def _inet_checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return ~s & 0xFFFF
+
+
+def ping_socket_allowed() -> bool:
+    """Whether this namespace's ping_group_range admits one of our groups."""
+    try:
+        with open("/proc/sys/net/ipv4/ping_group_range") as f:
+            lo, hi = (int(x) for x in f.read().split())
+    except (OSError, ValueError):
+        return False
+    return any(lo <= g <= hi for g in {os.getegid(), *os.getgroups()})
+
+
+class IcmpChannel(_Channel):
+    """Echo requests; `mode` dgram (ping socket), raw, or auto (dgram if allowed)."""
+
+    kind = "icmp"
+
+    def __init__(self, sched, mark, family, mode: str = "auto"):
+        super().__init__(sched, mark, family)
+        self.track = _DoneWindow()
+        proto, self.req_type, self.rep_type = _ICMP[family]
+        if mode == "auto":
+            mode = "dgram" if ping_socket_allowed() else "raw"
+        self.mode = mode
+        self.sock = _marked_socket(
+            family, socket.SOCK_DGRAM if mode == "dgram" else socket.SOCK_RAW, proto, mark)
+        _big_rcvbuf(self.sock)
+        # ping sockets: the kernel sets and demuxes the id (the socket's "port")
+        self.ident = random.getrandbits(16) if mode == "raw" else 0
+        self._seq16 = itertools.count(random.getrandbits(16))
+
+    def send(self, prober, seq, sent, deadline):
+        wire_seq = next(self._seq16) & 0xFFFF
+        payload = os.urandom(16)
+        hdr = _ICMP_HDR.pack(self.req_type, 0, 0, self.ident, wire_seq)
+        if self.mode == "raw" and self.family == socket.AF_INET:
+            csum = _inet_checksum(hdr + payload)
+            hdr = _ICMP_HDR.pack(self.req_type, 0, csum, self.ident, wire_seq)
+        # raw ICMPv6 and ping sockets: the kernel computes the checksum
+        target = str(prober.spec.target)
+        self.track.add(wire_seq, prober, seq, sent, deadline, (payload, target))
+        try:
+            self.sock.sendto(hdr + payload, (target, 0))
+        except OSError:
+            del self.track.pending[wire_seq]
+            raise
+
+    def received(self, data, src):
+        if self.mode == "raw" and self.family == socket.AF_INET:
+            if len(data) < 20:
+                return
+            data = data[(data[0] & 0x0F) * 4:]
+        if len(data) < _ICMP_HDR.size:
+            self.rejects["malformed"] += 1
+            return
+        type_, _, _, ident, wire_seq = _ICMP_HDR.unpack_from(data)
+        if type_ != self.rep_type or (self.mode == "raw" and ident != self.ident):
+            return  # a raw socket sees every ICMP message in the namespace
+        payload = data[_ICMP_HDR.size:]
+        now = self.sched.clock()
+
+        def same(entry) -> bool:
+            want, target = entry[4]
+            return payload == want and _same_addr((target, 0), (src[0], 0))
+
+        entry = self.track.take(wire_seq, now, same, "unmatched")
+        if entry is not None:
+            self.sched.deliver(entry[0], entry[1], entry[2], now)
+
+
+class TcpChannel(_Channel):
+    """One short-lived socket per probe; outstanding keyed by the socket."""
+
+    kind = "tcp"
+
+    def __init__(self, sched, mark, family):
+        super().__init__(sched, mark, family)
+        self.track = _TcpOutstanding(sched)
+
+    def send(self, prober, seq, sent, deadline):
+        s = _marked_socket(self.family, socket.SOCK_STREAM, 0, self.mark)
+        # close() then sends an RST: no FIN exchange, no TIME_WAIT on either side
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        rc = s.connect_ex((str(prober.spec.target), prober.spec.port))
+        if rc not in (0, errno.EINPROGRESS, errno.ECONNREFUSED):
+            s.close()
+            raise OSError(rc, os.strerror(rc))
+        self.track.add(s, prober, seq, sent, deadline)
+        if rc == errno.EINPROGRESS:
+            self.sched.loop.add_writer(s.fileno(), self._done, s)
+        else:
+            self._done(s, rc)
+
+    def _done(self, s: socket.socket, rc: Optional[int] = None) -> None:
+        entry = self.track.pending.pop(s, None)
+        self.track.release(s)
+        if entry is None:
+            return
+        if rc is None:
+            rc = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        s.close()
+        now = self.sched.clock()
+        if rc in (0, errno.ECONNREFUSED):  # SYN-ACK or RST: the host answered
+            self.sched.deliver(entry[0], entry[1], entry[2], now)
+        else:                              # unreachable (ICMP error) or similar
+            self.track.rejects["unreachable"] += 1
+            self.sched.deliver(entry[0], entry[1], entry[2], now, lost=True)
+
+    def close(self, loop):
+        for s in list(self.track.pending):
+            self.track.release(s)
+            s.close()
+        self.track.pending.clear()
+
+
+class _TcpOutstanding(Outstanding):
+    def __init__(self, sched):
+        super().__init__()
+        self.sched = sched
+
+    def release(self, s: socket.socket) -> None:
+        if s.fileno() >= 0 and self.sched.loop is not None:
+            self.sched.loop.remove_writer(s.fileno())
+
+    def expired(self, s, entry) -> None:
+        self.release(s)
+        s.close()
+
+
+# -- the scheduler -----------------------------------------------------------------
+
+class _Timer:
+    """One loop timer that only ever moves earlier until it fires (then re-armed)."""
+
+    __slots__ = ("callback", "handle", "at")
+
+    def __init__(self, callback: Callable[[], None]):
+        self.callback, self.handle, self.at = callback, None, float("inf")
+
+    def arm(self, loop: asyncio.AbstractEventLoop, at: float) -> None:
+        if at < self.at:
+            if self.handle is not None:
+                self.handle.cancel()
+            self.at = at
+            self.handle = loop.call_at(at, self._fire)
+
+    def _fire(self) -> None:
+        self.handle, self.at = None, float("inf")
+        self.callback()
+
+    def cancel(self) -> None:
+        if self.handle is not None:
+            self.handle.cancel()
+        self.handle, self.at = None, float("inf")
+
+
+class ProbeScheduler:
+    """Every PathProber of a host in one event loop.
+
+    add() probers (before or after start()); start() inside a running loop;
+    stop() closes the sockets. Sockets are created by add(), in the caller's
+    network namespace. One UDP/ICMP socket per (kind, mark, family) is shared by
+    all destinations on that path; a single timer drives all sends (heap of due
+    times) and one more drives timeouts."""
+
+    def __init__(self, on_result: OnResult, *, in_doubt: Optional[InDoubt] = None,
+                 interval_ms: float = 1000, jitter: float = 0.1, timeout_ms: float = 1000,
+                 fast_divisor: float = 4, key: Optional[EchoKey] = None,
+                 clock: Callable[[], int] = time.monotonic_ns,
+                 rng: Optional[random.Random] = None, icmp_mode: str = "auto",
+                 intervals: Optional[dict[str, float]] = None):
+        self.on_result = on_result
+        self.in_doubt = in_doubt
+        self.interval_ms = interval_ms
+        self.intervals = dict(intervals or {})   # per-destination override (ms)
+        self.jitter = jitter
+        self.timeout_ns = int(timeout_ms * 1e6)
+        self.fast_divisor = fast_divisor
+        self.key = key
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.icmp_mode = icmp_mode
+        self.wire_seqs = itertools.count(1)       # UDP echo seqs, unique across channels
+        self.probers: dict[tuple[str, str], PathProber] = {}
+        self.channels: dict[tuple[str, int, int], _Channel] = {}
+        self.loop: Optional[asyncio.AbstractEventLoop] = None
+        self._heap: list = []
+        self._tie = itertools.count()
+        self._send_timer = _Timer(self._send_due)
+        self._sweep_timer = _Timer(self._sweep)
+        self._idle: Optional[asyncio.Future] = None
+
+    # -- building ---------------------------------------------------------------
+
+    @classmethod
+    def from_config(cls, cfg: cfgmod.Config, on_result: OnResult, *,
+                    key: Optional[EchoKey] = None, count: Optional[int] = None,
+                    **kw) -> "ProbeScheduler":
+        """A scheduler probing every (destination, path) of a config that has a probe."""
+        pol = cfg.policy
+        kw.setdefault("interval_ms", pol.probe_interval_ms)
+        kw.setdefault("jitter", pol.probe_jitter)
+        kw.setdefault("timeout_ms", pol.probe_timeout_ms)
+        sched = cls(on_result, key=key, **kw)
+        for dest in cfg.destinations:
+            if dest.probe is None:
+                continue
+            for path in dest.paths:
+                mark = cfg.routing.mark(cfg.path_id(path))
+                sched.add(dest.name, path, mark, dest.probe, limit=count)
+        return sched
+
+    def add(self, dest: str, path: str, mark: int, spec: cfgmod.Probe,
+            limit: Optional[int] = None) -> PathProber:
+        if (dest, path) in self.probers:
+            raise ValueError(f"already probing {dest} via {path}")
+        if spec.kind == "udp" and self.key is None:
+            raise ValueError(f"{dest}: udp probes need the responder key (policy.responder_key_file)")
+        if spec.kind == "tcp" and not spec.port:
+            raise ValueError(f"{dest}: tcp probes need a port")
+        prober = PathProber(dest, path, mark, spec, limit)
+        prober.channel = self._channel(spec.kind, mark, _family(spec.target))
+        self.probers[(dest, path)] = prober
+        if self.loop is not None:
+            self._schedule(prober, self.rng.random() * self._interval(prober))
+        return prober
+
+    def remove(self, dest: str, path: str) -> None:
+        """Stop probing; results still in flight for it are dropped."""
+        prober = self.probers.pop((dest, path))
+        prober.active = False
+
+    def _channel(self, kind: str, mark: int, family: int) -> _Channel:
+        k = (kind, mark, family)
+        ch = self.channels.get(k)
+        if ch is None:
+            if kind == "udp":
+                ch = UdpChannel(self, mark, family, self.key)
+            elif kind == "icmp":
+                ch = IcmpChannel(self, mark, family, self.icmp_mode)
+            elif kind == "tcp":
+                ch = TcpChannel(self, mark, family)
+            else:
+                raise ValueError(f"unknown probe kind {kind!r}")
+            self.channels[k] = ch
+            if self.loop is not None:
+                ch.attach(self.loop)
+        return ch
+
+    # -- running ----------------------------------------------------------------
+
+    def start(self) -> None:
+        """Begin probing; each prober's first probe at a random point of its interval."""
+        self.loop = asyncio.get_running_loop()
+        for ch in self.channels.values():
+            ch.attach(self.loop)
+        for prober in self.probers.values():
+            self._schedule(prober, self.rng.random() * self._interval(prober))
+
+    def stop(self) -> None:
+        self._send_timer.cancel()
+        self._sweep_timer.cancel()
+        for ch in self.channels.values():
+            ch.close(self.loop)
+        self.channels.clear()
+        self._heap.clear()
+
+    async def wait_idle(self) -> None:
+        """Wait until every prober with a limit has sent it and nothing is in flight."""
+        if self._is_idle():
+            return
+        self._idle = self.loop.create_future()
+        await self._idle
+
+    def rejects(self) -> dict[str, Counter]:
+        """Rejected replies per path name: malformed, forged, replayed, late, ..."""
+        by_mark: dict[int, Counter] = {}
+        for (kind, mark, _), ch in self.channels.items():
+            by_mark.setdefault(mark, Counter()).update(ch.rejects)
+        out: dict[str, Counter] = {}
+        for prober in self.probers.values():
+            if prober.mark in by_mark:
+                out[prober.path] = by_mark[prober.mark]
+        return out
+
+    def _interval(self, prober: PathProber) -> float:
+        """Seconds until the next probe of this prober."""
+        ms = self.intervals.get(prober.dest, self.interval_ms)
+        if self.in_doubt is not None and self.in_doubt(prober.dest, prober.path):
+            ms /= self.fast_divisor
+        if self.jitter:
+            ms *= 1.0 + self.rng.uniform(-self.jitter, self.jitter)
+        return ms / 1000.0
+
+    def _schedule(self, prober: PathProber, delay: float) -> None:
+        at = self.loop.time() + delay
+        heapq.heappush(self._heap, (at, next(self._tie), prober))
+        self._send_timer.arm(self.loop, at)
+
+    def _send_due(self) -> None:
+        heap = self._heap
+        horizon = self.loop.time() + 0.0005  # coalesce sends due within 0.5 ms
+        while heap and heap[0][0] <= horizon:
+            _, _, prober = heapq.heappop(heap)
+            if not prober.active or self.probers.get((prober.dest, prober.path)) is not prober:
+                continue
+            self._probe(prober)
+            if not prober.finished:
+                heapq.heappush(heap, (self.loop.time() + self._interval(prober),
+                                      next(self._tie), prober))
+        if heap:
+            self._send_timer.arm(self.loop, heap[0][0])
+        self._check_idle()
+
+    def _probe(self, prober: PathProber) -> None:
+        ch = prober.channel
+        prober.seq += 1
+        prober.sent += 1
+        now = self.clock()
+        deadline = now + self.timeout_ns
+        try:
+            ch.send(prober, prober.seq, now, deadline)
+        except OSError as e:  # no route on this path, rejected by a filter, ...
+            ch.rejects["send_errors"] += 1
+            log.debug("%s via %s: send failed: %s", prober.dest, prober.path, e)
+            prober.errors += 1
+            self.deliver(prober, prober.seq, now, self.clock(), lost=True)
+            return
+        self._arm_sweep(deadline)
+
+    def _arm_sweep(self, deadline_ns: int) -> None:
+        delay = max(0, deadline_ns - self.clock()) / 1e9
+        self._sweep_timer.arm(self.loop, self.loop.time() + delay)
+
+    def _sweep(self) -> None:
+        now = self.clock()
+        nxt = None
+        for ch in self.channels.values():
+            for entry in ch.track.expire(now):
+                self.deliver(entry[0], entry[1], entry[2], now, lost=True)
+            d = ch.track.next_deadline()
+            if d is not None and (nxt is None or d < nxt):
+                nxt = d
+        if nxt is not None:
+            self._arm_sweep(nxt)
+        self._check_idle()
+
+    def deliver(self, prober: PathProber, seq: int, sent: int, now: int,
+                lost: bool = False) -> None:
+        if not prober.active:
+            return
+        if lost:
+            prober.lost += 1
+            rtt = None
+        else:
+            rtt = (now - sent) / 1e9
+            prober.received += 1
+            prober.rtt_sum += rtt
+            if prober.rtt_min is None or rtt < prober.rtt_min:
+                prober.rtt_min = rtt
+            if prober.rtt_max is None or rtt > prober.rtt_max:
+                prober.rtt_max = rtt
+        try:
+            self.on_result(prober.dest, prober.path, seq, sent, rtt, now)
+        except Exception:  # a consumer bug must not stop the probes
+            log.exception("on_result failed for %s via %s", prober.dest, prober.path)
+        if self._idle is not None:
+            self._check_idle()
+
+    def _is_idle(self) -> bool:
+        return (all(p.finished for p in self.probers.values())
+                and not any(ch.track.pending for ch in self.channels.values()))
+
+    def _check_idle(self) -> None:
+        if self._idle is not None and not self._idle.done() and self._is_idle():
+            self._idle.set_result(None)
