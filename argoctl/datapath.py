@@ -1,0 +1,466 @@
+"""The eBPF datapath: compile bpf/ with bcc, pin, attach, adopt, detach.
+
+Lifecycle:
+- first `attach`: compile once (bcc, seconds), pin every program and map under
+  the pin directory, attach the tc programs with pyroute2 and the socket
+  programs to a cgroup;
+- later `attach` (a restarted argoctl): the pins exist and the filters point at
+  the pinned programs -> adopt them, no compile, no reload, no packet dropped;
+- `program(config)` writes destinations and path sets through the pinned maps;
+- `detach` removes our filters (recognised by name and priority), the cgroup
+  hooks, and the pins.
+
+Objects are per pin directory, so several lab nodes (network namespaces on one
+kernel) each run their own datapath."""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import socket
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path as FsPath
+from typing import Iterable, Optional
+
+from argoctl import bpfsys, maps, names
+from argoctl.config import DIRECT, Config
+
+BPF_DIR = FsPath(os.environ.get("ARGOCTL_BPF_DIR", FsPath(__file__).resolve().parent.parent / "bpf"))
+ENTRY_FILES = ("steer_tc.c", "passive_tc.c", "steer_sock.c")
+DEFAULT_CGROUP = "/sys/fs/cgroup"
+
+# tc: our filters sit at this priority on clsact ingress, named
+# "argoctl-<program>-<prog id>", so `detach` removes only ours and `attach`
+# can tell whether an interface already runs the pinned program.
+TC_PRIO = 7200
+TC_HANDLE = 1
+TC_INGRESS = 0xFFFFFFF2   # TC_H_CLSACT:TC_H_MIN_INGRESS
+FILTER_PREFIX = "argoctl-"
+
+SCHED_CLS = 3
+CGROUP_SOCK_ADDR = 18
+TC_PROGRAMS = ("steer_eth", "steer_l3", "passive_eth", "passive_l3")
+SOCK_PROGRAMS = {
+    "sock_connect4": bpfsys.CGROUP_INET4_CONNECT,
+    "sock_connect6": bpfsys.CGROUP_INET6_CONNECT,
+    "sock_sendmsg4": bpfsys.CGROUP_UDP4_SENDMSG,
+    "sock_sendmsg6": bpfsys.CGROUP_UDP6_SENDMSG,
+}
+ARPHRD_ETHER = 1
+
+
+class DatapathError(Exception):
+    pass
+
+
+# -- building --------------------------------------------------------------
+
+def source(entries: Iterable[str] = ENTRY_FILES, bpf_dir: FsPath = BPF_DIR) -> str:
+    """One C text: the entry files with their local includes inlined once.
+
+    bcc rewrites map accesses only in its main file, so headers that use maps
+    must be part of it rather than #included."""
+    seen: set[FsPath] = set()
+    out: list[str] = []
+
+    def emit(path: FsPath) -> None:
+        path = path.resolve()
+        if path in seen:
+            return
+        seen.add(path)
+        for line in path.read_text().splitlines():
+            m = re.match(r'\s*#\s*include\s+"([^"]+)"', line)
+            if m:
+                emit(path.parent / m.group(1))
+            else:
+                out.append(line)
+
+    for e in entries:
+        emit(bpf_dir / e)
+    return "\n".join(out) + "\n"
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """Map sizes baked in at compile time (-D)."""
+    max_dests: int = 131072
+    max_prefixes_v4: int = 1048576
+    max_prefixes_v6: int = 262144
+    max_flows: int = 131072
+
+    def cflags(self) -> list[str]:
+        return [f"-DMAX_DESTS={self.max_dests}", f"-DMAX_PREFIXES_V4={self.max_prefixes_v4}",
+                f"-DMAX_PREFIXES_V6={self.max_prefixes_v6}", f"-DMAX_FLOWS={self.max_flows}"]
+
+
+def compile_bpf(pin_dir: Optional[str] = None, sizes: Sizes = Sizes(),
+                entries: Iterable[str] = ENTRY_FILES, extra_cflags: Iterable[str] = ()):
+    """Compile with bcc. With pin_dir, maps are pinned there (or adopted if
+    already pinned). Returns the bcc.BPF object."""
+    from bcc import BPF  # bcc is slow to import; only needed when compiling
+
+    cflags = sizes.cflags() + list(extra_cflags)
+    if pin_dir:
+        os.makedirs(pin_dir, exist_ok=True)
+        cflags.append(f'-DPIN_DIR="{pin_dir}"')
+    return BPF(text=source(entries), cflags=cflags)
+
+
+def load_programs(b, names_: Iterable[str]) -> dict[str, int]:
+    """Load the named functions; returns name -> program fd (owned by `b`)."""
+    from bcc import BPF
+    fds = {}
+    for n in names_:
+        if n in SOCK_PROGRAMS:
+            fn = b.load_func(n, BPF.CGROUP_SOCK_ADDR, attach_type=SOCK_PROGRAMS[n])
+        else:
+            fn = b.load_func(n, BPF.SCHED_CLS)
+        fds[n] = fn.fd
+    return fds
+
+
+def map_fds(b) -> dict[str, int]:
+    """Map name -> fd of a compiled bcc object."""
+    out = {}
+    for n in maps.MAP_NAMES:
+        try:
+            out[n] = b.get_table(n).map_fd
+        except KeyError:
+            pass
+    return out
+
+
+# -- pins ------------------------------------------------------------------
+
+def _prog_pin(pin_dir: str, prog: str) -> str:
+    return os.path.join(pin_dir, "prog_" + prog)
+
+
+def _pinned_programs(pin_dir: str) -> dict[str, int]:
+    """Open every pinned program; name -> fd (caller closes)."""
+    fds = {}
+    for prog in list(TC_PROGRAMS) + list(SOCK_PROGRAMS):
+        path = _prog_pin(pin_dir, prog)
+        if os.path.exists(path):
+            fds[prog] = bpfsys.obj_get(path)
+    return fds
+
+
+def _pins_complete(pin_dir: str) -> bool:
+    return (all(os.path.exists(os.path.join(pin_dir, m)) for m in maps.MAP_NAMES)
+            and all(os.path.exists(_prog_pin(pin_dir, p))
+                    for p in list(TC_PROGRAMS) + list(SOCK_PROGRAMS)))
+
+
+def _pinned_abi_ok(pin_dir: str) -> bool:
+    try:
+        with maps.Maps(pin_dir) as m:
+            s = m.settings()
+            return s.abi in (0, maps.ABI)  # 0: loaded but never programmed
+    except (OSError, FileNotFoundError):
+        return False
+
+
+def ensure_loaded(pin_dir: str = names.BPF_PIN_DIR, sizes: Sizes = Sizes()) -> tuple[bool, dict[str, int]]:
+    """Make sure pinned programs and maps exist. Returns (compiled?, program fds).
+
+    Adopts existing pins without compiling. Compiling while maps are pinned
+    reuses them (bcc opens pinned maps), so routes and flows survive."""
+    if _pins_complete(pin_dir) and _pinned_abi_ok(pin_dir):
+        return False, _pinned_programs(pin_dir)
+    b = compile_bpf(pin_dir, sizes)
+    progs = load_programs(b, list(TC_PROGRAMS) + list(SOCK_PROGRAMS))
+    fds = {}
+    for n, fd in progs.items():
+        path = _prog_pin(pin_dir, n)
+        if os.path.exists(path):
+            os.unlink(path)   # replaced below; running filters keep the old one until swapped
+        bpfsys.obj_pin(fd, path)
+        fds[n] = os.dup(fd)
+    # bcc pins the maps itself (BPF_TABLE_PINNED) when PIN_DIR is set.
+    missing = [m for m in maps.MAP_NAMES if not os.path.exists(os.path.join(pin_dir, m))]
+    if missing:
+        raise DatapathError(f"maps not pinned after load: {missing}")
+    b.cleanup()
+    return True, fds
+
+
+# -- tc --------------------------------------------------------------------
+
+def _ipr(netns: Optional[str]):
+    from pyroute2 import IPRoute, NetNS
+    return NetNS(netns) if netns else IPRoute()
+
+
+def _filter_name(prog: str, prog_id: int) -> str:
+    return f"{FILTER_PREFIX}{prog}-{prog_id}"
+
+
+def _our_filters(ipr, ifindex: int) -> list[str]:
+    """Names of our bpf filters on the interface's clsact ingress."""
+    out = []
+    try:
+        flt = ipr.get_filters(index=ifindex, parent=TC_INGRESS)
+    except Exception:
+        return out
+    for f in flt:
+        opts = f.get_attr("TCA_OPTIONS")
+        name = opts.get_attr("TCA_BPF_NAME") if opts is not None else None
+        if name and name.startswith(FILTER_PREFIX) and (f["info"] >> 16) == TC_PRIO:
+            out.append(name)
+    return out
+
+
+def _tc_attach(ipr, ifindex: int, prog: str, fd: int) -> bool:
+    """Attach (or atomically replace) our filter; False if already in place."""
+    want = _filter_name(prog, bpfsys.prog_info(fd).id)
+    have = _our_filters(ipr, ifindex)
+    if want in have:
+        return False
+    try:
+        ipr.tc("add", "clsact", ifindex)
+    except Exception as e:  # already there
+        if getattr(e, "code", None) != errno.EEXIST:
+            raise
+    # "replace" swaps the program in one step: no packet sees no filter.
+    ipr.tc("replace-filter", "bpf", ifindex, TC_HANDLE, fd=fd, name=want,
+           parent=TC_INGRESS, prio=TC_PRIO, classid=1, direct_action=True,
+           protocol=0x0003)
+    return True
+
+
+def _tc_detach_all(ipr) -> list[str]:
+    """Remove our filters from every interface of the namespace."""
+    removed = []
+    for link in ipr.get_links():
+        idx = link["index"]
+        ours = _our_filters(ipr, idx)
+        if ours:
+            try:
+                ipr.tc("del-filter", "bpf", idx, TC_HANDLE, parent=TC_INGRESS,
+                       prio=TC_PRIO, protocol=0x0003)
+            except Exception as e:
+                if getattr(e, "code", None) not in (errno.ENOENT, errno.EINVAL):
+                    raise
+            removed.append(link.get_attr("IFLA_IFNAME"))
+    return removed
+
+
+def _link(ipr, ifname: str):
+    found = ipr.link_lookup(ifname=ifname)
+    if not found:
+        return None
+    return ipr.get_links(found[0])[0]
+
+
+@contextmanager
+def _netlink(progs: dict[str, int], netns: Optional[str]):
+    """A netlink socket for the namespace; closes it and the program fds after."""
+    ipr = None
+    try:
+        ipr = _ipr(netns)
+        yield ipr
+    finally:
+        if ipr is not None:
+            ipr.close()
+        for fd in progs.values():
+            os.close(fd)
+
+
+# -- cgroup ----------------------------------------------------------------
+
+def _cgroup_attach(progs: dict[str, int], cgroup: str) -> None:
+    cg = os.open(cgroup, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for n, atype in SOCK_PROGRAMS.items():
+            pid = bpfsys.prog_info(progs[n]).id
+            if pid in bpfsys.prog_query(cg, atype):
+                continue
+            bpfsys.prog_attach(progs[n], cg, atype)
+    finally:
+        os.close(cg)
+
+
+def _cgroup_detach(progs: dict[str, int], cgroup: str) -> None:
+    if not os.path.isdir(cgroup):
+        return
+    cg = os.open(cgroup, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for n, atype in SOCK_PROGRAMS.items():
+            if n not in progs:
+                continue
+            pid = bpfsys.prog_info(progs[n]).id
+            if pid in bpfsys.prog_query(cg, atype):
+                bpfsys.prog_detach(progs[n], cg, atype)
+    finally:
+        os.close(cg)
+
+
+def _cgroup_attached(progs: dict[str, int], cgroup: str) -> bool:
+    try:
+        cg = os.open(cgroup, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return False
+    try:
+        return all(bpfsys.prog_info(progs[n]).id in bpfsys.prog_query(cg, a)
+                   for n, a in SOCK_PROGRAMS.items() if n in progs)
+    finally:
+        os.close(cg)
+
+
+# -- the API the control plane calls ----------------------------------------
+
+@dataclass
+class AttachResult:
+    compiled: bool                       # False: adopted the running datapath
+    steered: list[str] = field(default_factory=list)    # interfaces with steer_*
+    passive: list[str] = field(default_factory=list)    # interfaces with passive_*
+    newly_attached: list[str] = field(default_factory=list)
+    cgroup: Optional[str] = None
+
+
+def _underlay_ifname(ipr, address) -> Optional[str]:
+    fam = socket.AF_INET if address.version == 4 else socket.AF_INET6
+    for a in ipr.get_addr(family=fam):
+        if a.get_attr("IFA_ADDRESS") == str(address):
+            return _ifname(ipr, a["index"])
+    return None
+
+
+def _ifname(ipr, index: int) -> str:
+    return ipr.get_links(index)[0].get_attr("IFLA_IFNAME")
+
+
+def attach(config: Config, pin_dir: str = names.BPF_PIN_DIR, netns: Optional[str] = None,
+           cgroup: Optional[str] = DEFAULT_CGROUP, sizes: Sizes = Sizes()) -> AttachResult:
+    """Load (or adopt) the datapath and attach it: steering on the node's
+    steer_interfaces, passive signals on its tunnels and underlay device, the
+    socket hooks on `cgroup` (None: no local steering). Idempotent."""
+    compiled, progs = ensure_loaded(pin_dir, sizes)
+    res = AttachResult(compiled=compiled, cgroup=cgroup)
+    with _netlink(progs, netns) as ipr:
+        with maps.Maps(pin_dir) as m:
+            s = m.settings()
+            if s.fwmark_mask != config.routing.fwmark_mask or s.abi != maps.ABI:
+                m.write_settings(config.routing.fwmark_mask)
+        missing = [i for i in config.node.steer_interfaces if _link(ipr, i) is None]
+        if missing:
+            raise DatapathError(f"steer interface(s) not found: {', '.join(missing)}")
+        for ifname in config.node.steer_interfaces:
+            link = _link(ipr, ifname)
+            prog = "steer_eth" if link["ifi_type"] == ARPHRD_ETHER else "steer_l3"
+            if _tc_attach(ipr, link["index"], prog, progs[prog]):
+                res.newly_attached.append(ifname)
+            res.steered.append(ifname)
+        passive = [names.link_name(p.name) for p in config.peers]
+        under = _underlay_ifname(ipr, config.node.address)
+        if under:
+            passive.append(under)
+        for ifname in passive:
+            link = _link(ipr, ifname)
+            if link is None or ifname in res.steered:
+                continue
+            prog = "passive_eth" if link["ifi_type"] == ARPHRD_ETHER else "passive_l3"
+            if _tc_attach(ipr, link["index"], prog, progs[prog]):
+                res.newly_attached.append(ifname)
+            res.passive.append(ifname)
+        if cgroup:
+            _cgroup_attach(progs, cgroup)
+    return res
+
+
+def config_pathsets(config: Config) -> dict[int, list[maps.Path]]:
+    """Static path sets from the config: its weights, else everything on the
+    first path of the preference order (the others up, weight 0)."""
+    out = {}
+    for d in config.destinations:
+        weights = d.weights or tuple(1 if i == 0 else 0 for i in range(len(d.paths)))
+        out[d.id] = [maps.Path(path_id=config.path_id(p), mark=config.routing.mark(config.path_id(p)),
+                               weight=w) for p, w in zip(d.paths, weights)]
+    return out
+
+
+def program(config: Config, pin_dir: str = names.BPF_PIN_DIR,
+            pathsets: Optional[dict[int, list[maps.Path]]] = None) -> dict[str, int]:
+    """Make the maps hold exactly the config's destinations: prefixes, then
+    path sets (new prefixes point at a path set that already exists), then
+    stale entries removed. Returns counts."""
+    sets = pathsets if pathsets is not None else config_pathsets(config)
+    want_prefixes = {str(p): d.id for d in config.destinations for p in d.prefixes}
+    with maps.Maps(pin_dir) as m:
+        m.set_pathsets(sets)
+        have = m.prefixes()
+        changed = [(p, i) for p, i in want_prefixes.items() if have.get(p) != i]
+        stale = [p for p in have if p not in want_prefixes]
+        if changed:
+            m.set_prefixes(changed, bump_epoch=not stale)
+        if stale:
+            m.remove_prefixes(stale)
+        stale_ids = [i for i in m.dest_ids() if i not in sets]
+        for i in stale_ids:
+            m.remove_destination(i)
+    return {"destinations": len(sets), "prefixes_written": len(changed),
+            "prefixes_removed": len(stale), "destinations_removed": len(stale_ids)}
+
+
+def detach(pin_dir: str = names.BPF_PIN_DIR, netns: Optional[str] = None,
+           cgroup: Optional[str] = DEFAULT_CGROUP) -> dict:
+    """Remove our tc filters, cgroup hooks and pins. Safe to run twice."""
+    progs = _pinned_programs(pin_dir) if os.path.isdir(pin_dir) else {}
+    with _netlink(progs, netns) as ipr:
+        removed = _tc_detach_all(ipr)
+        if cgroup:
+            _cgroup_detach(progs, cgroup)
+    unpinned = []
+    if os.path.isdir(pin_dir):
+        for entry in sorted(os.listdir(pin_dir)):
+            os.unlink(os.path.join(pin_dir, entry))
+            unpinned.append(entry)
+        os.rmdir(pin_dir)
+    return {"filters_removed": removed, "unpinned": unpinned}
+
+
+def status(pin_dir: str = names.BPF_PIN_DIR, netns: Optional[str] = None,
+           cgroup: Optional[str] = DEFAULT_CGROUP) -> dict:
+    """What runs: interfaces with our filters, cgroup hooks, and every
+    destination's path set with counters (per path: packets, bytes, passive
+    TCP signals). {"loaded": False} when nothing is pinned."""
+    if not _pins_complete(pin_dir):
+        return {"loaded": False}
+    progs = _pinned_programs(pin_dir)
+    with _netlink(progs, netns) as ipr:
+        filters = {}
+        for link in ipr.get_links():
+            ours = _our_filters(ipr, link["index"])
+            if ours:
+                filters[link.get_attr("IFLA_IFNAME")] = ours
+        cg = bool(cgroup) and _cgroup_attached(progs, cgroup)
+    with maps.Maps(pin_dir) as m:
+        s = m.settings()
+        by_dest: dict[int, list[str]] = {}
+        for p, i in m.prefixes().items():
+            by_dest.setdefault(i, []).append(p)
+        dests = {}
+        path_ids = set()
+        for dest_id in m.dest_ids():
+            gen, paths = m.pathset(dest_id)
+            path_ids.update(p.path_id for p in paths)
+            dests[dest_id] = {
+                "prefixes": sorted(by_dest.get(dest_id, [])),
+                "generation": gen,
+                "paths": [{"path_id": p.path_id, "mark": p.mark, "weight": p.weight,
+                           "up": p.up} for p in paths],
+                "counters": maps.stats_dict(m.dest_stats(dest_id)),
+            }
+        paths_out = {pid: maps.stats_dict(m.path_stats(pid)) for pid in sorted(path_ids)}
+    return {"loaded": True, "fwmark_mask": s.fwmark_mask, "lpm_epoch": s.lpm_epoch,
+            "filters": filters, "cgroup_hooks": cg, "destinations": dests, "paths": paths_out}
+
+
+def path_names(config: Config) -> dict[int, str]:
+    """path id -> name, for rendering status."""
+    out = {names.DIRECT_PATH_ID: DIRECT}
+    out.update({p.id: p.name for p in config.peers})
+    return out
