@@ -236,7 +236,17 @@ def _describe(v: Any) -> str:
 
 
 def _label(path: Path) -> str:
-    return ".".join(p for p in path if isinstance(p, str))
+    """("destination", 0, "weights", 1) -> "destination.weights[1]": the key as the
+    user wrote it (which [[table]] is told by the line number)."""
+    out = ".".join(p for p in path if isinstance(p, str))
+    return f"{out}[{path[-1]}]" if path and isinstance(path[-1], int) and len(path) > 2 else out
+
+
+def _where(path: Path) -> str:
+    """The table header a path lives under, as written in the file."""
+    if len(path) >= 2 and isinstance(path[1], int):
+        return f"[[{path[0]}]]" if len(path) == 2 else f"{_label(path)}"
+    return f"[{_label(path)}]"
 
 
 def _did_you_mean(word: str, choices, what: str = "") -> str:
@@ -267,7 +277,7 @@ class _Checker:
         """The value of t[key] if present and of the kind, else None (problem recorded)."""
         if key not in t:
             if required:
-                where = f"[{_label(path)}]" if path else "the file"
+                where = _where(path) if path else "the file"
                 self.err(path, f"missing required key {_label(path + (key,))!r} in {where}",
                          f"add: {key} = ...")
             return None
@@ -774,7 +784,14 @@ class _Checker:
             return
         own = keys.public_key(private)
         for p, x in peers:
-            if x.public_key is not None and keys.decode(x.public_key) == own:
+            if x.public_key is None:
+                continue
+            given = keys.decode(x.public_key)
+            if given == private:
+                self.err(p + ("public_key",), "peer.public_key is this node's PRIVATE key",
+                         "remove it from this file now; use the public key printed by "
+                         "`argoctl keygen` on the peer")
+            elif given == own:
                 self.err(p + ("public_key",), "peer.public_key is this node's own public key",
                          "use the public key printed by `argoctl keygen` on the peer")
 
