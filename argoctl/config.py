@@ -15,7 +15,7 @@ import tomllib
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal, Optional, Union
 
-from argoctl import keys, names
+from argoctl import keys, mac, names
 from argoctl.tomlpos import Locator
 
 IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
@@ -752,16 +752,9 @@ class _Checker:
         return pol
 
     def secret_file(self, path: Path, file: str) -> None:
+        """The responder/probe key: mode, owner and content as the prober will read it."""
         try:
-            st = os.stat(file)
-        except FileNotFoundError:
-            self.err(path, f"{_label(path)}: {file} does not exist")
-            return
-        except OSError as e:
-            self.err(path, f"{_label(path)}: cannot stat {file}: {e.strerror}")
-            return
-        try:
-            keys.check_key_file_mode(file, st)
+            mac.read_key(file)
         except keys.KeyFileError as e:
             self.err(path, e.message, e.hint)
 

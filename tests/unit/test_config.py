@@ -26,6 +26,7 @@ ALICE_PRIVATE = bytes.fromhex("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab
 KEY_CONTENT = {
     "alice": base64.b64encode(ALICE_PRIVATE) + b"\n",
     "garbage": b"this is not a key\n",
+    "short": base64.b64encode(b"k" * 16) + b"\n",
 }
 
 
