@@ -1,0 +1,275 @@
+"""Per-(destination, path) measurements: smoothed RTT, jitter, loss, reachability.
+
+Pure Python, no I/O, no clock of its own: every input carries `now` (seconds,
+monotonic float), so traces replay deterministically.
+
+Inputs (the measurement loop calls them):
+
+- `on_reply(seq, sent_at, rtt, now)`: a probe's reply arrived (rtt in seconds;
+  None = now - sent_at).
+- `on_timeout(seq, now)`: a probe got no reply within the timeout (or its send
+  failed).
+- `tick(now)`: time passes. Reachability is decided by time, not only by
+  events: when replies stop, the path goes suspect and then down after
+  detect_multiplier x probe_interval of silence even if no timeout arrives.
+- `on_passive(syn_sent, synack_rcvd, rtt_samples, now)`: datapath counters since
+  the previous call (deltas). SYNs left unanswered count against reachability
+  (Cloudflare's 522); handshake RTTs feed the RTT estimate at a lower weight.
+
+Both directions count: a reply counts only when the whole round trip
+completed, through this path out and back. A path whose forward direction
+works but whose return direction is broken therefore looks exactly like loss,
+and is declared down like any other dead path.
+
+Reachability state machine (BFD-like, RFC 5880 detection time):
+
+    unknown --reply--> up
+    up --first miss (timeout, silence, unanswered SYNs)--> suspect
+    up/suspect --no reply for detect_multiplier x interval,
+                 or detect_multiplier consecutive timeouts--> down
+    suspect/down --recover_probes consecutive replies (and no
+                   unanswered SYNs pending)--> up
+    unknown --detect_multiplier consecutive timeouts--> down (never worked:
+                   not counted as a failure)
+
+RTT (RFC 6298): srtt += alpha (R - srtt), rttvar += beta (|srtt - R| - rttvar),
+beta = 1/4, first sample srtt = R, rttvar = R/2. Jitter (RFC 3550):
+J += (|R_i - R_(i-1)| - J) / 16 over consecutive active samples. Loss: lost
+probes / resolved probes over the last loss_window probes.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+from typing import Iterable, Optional
+
+from argoctl.config import Policy
+
+RTT_BETA = 0.25            # RFC 6298
+JITTER_GAIN = 1.0 / 16     # RFC 3550
+PASSIVE_WEIGHT = 0.25      # handshake RTTs count this fraction of an active sample
+PASSIVE_MIN_SYNS = 2       # unanswered SYNs needed before passive evidence counts
+SYN_RTO_S = 1.0            # TCP retransmits an unanswered SYN after 1 s (RFC 6298)
+
+
+class State(str, enum.Enum):
+    UNKNOWN = "unknown"    # no reply yet: never measured
+    UP = "up"
+    SUSPECT = "suspect"    # in doubt: a miss, or recovering towards up
+    DOWN = "down"
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What the engine (and `argoctl probe/explain`, metrics) reads. Times in
+    seconds (same clock as `now`), RTTs in milliseconds."""
+    state: State
+    since: float                         # when the current state was entered
+    srtt_ms: Optional[float]             # None until the first sample
+    rttvar_ms: Optional[float]
+    jitter_ms: float
+    last_rtt_ms: Optional[float]         # the latest active sample (the raw metric)
+    loss: float                          # 0..1 over the loss window
+    last_reply: Optional[float]
+    recovered_at: Optional[float]        # last down -> up transition (hold-down start)
+    consecutive_ok: int
+    consecutive_miss: int
+    counts: dict = field(default_factory=dict)
+
+    @property
+    def measured(self) -> bool:
+        return self.srtt_ms is not None
+
+
+class Estimator:
+    """Measurements of one (destination, path)."""
+
+    def __init__(self, policy: Policy, now: float = 0.0):
+        self.policy = policy
+        self.interval = policy.probe_interval_ms / 1000.0
+        self.detect = policy.detect_multiplier * self.interval
+        self.suspect_after = _suspect_after(policy, self.interval, self.detect)
+        self.state = State.UNKNOWN
+        self.since = now
+        self.srtt: Optional[float] = None      # seconds
+        self.rttvar: Optional[float] = None
+        self.jitter = 0.0
+        self.last_rtt: Optional[float] = None
+        self.last_reply: Optional[float] = None
+        self.recovered_at: Optional[float] = None
+        self._failed = False   # down after having worked (not merely never up)
+        self.consecutive_ok = 0
+        self.consecutive_miss = 0
+        # seq -> replied? for the last loss_window resolved probes, plus a
+        # longer memory of resolved seqs so duplicates and late replies are
+        # recognised (and ignored) after they leave the window.
+        self._window: deque[bool] = deque(maxlen=policy.loss_window)
+        self._lost_in_window = 0
+        self._resolved: OrderedDict[int, bool] = OrderedDict()
+        self._resolved_max = max(64, 4 * policy.loss_window)
+        # Passive: balance of SYNs without a SYN-ACK since the last SYN-ACK.
+        self._syn_unanswered = 0
+        self._syn_pending_since: Optional[float] = None
+        self._passive_failing = False
+        self.counts = {"replies": 0, "timeouts": 0, "late": 0, "duplicate": 0,
+                       "syn_sent": 0, "synack_rcvd": 0, "passive_rtt": 0,
+                       "passive_fail": 0, "suspects": 0, "downs": 0, "recoveries": 0}
+
+    # -- inputs ---------------------------------------------------------
+
+    def on_reply(self, seq: int, sent_at: float, rtt: Optional[float], now: float) -> None:
+        if rtt is None:
+            rtt = now - sent_at
+        if seq in self._resolved:
+            # A duplicate, or a reply after its timeout was already counted as
+            # loss: a late reply proves nothing about the path now.
+            self.counts["duplicate" if self._resolved[seq] else "late"] += 1
+            return
+        self._resolve(seq, True)
+        self.counts["replies"] += 1
+        if rtt < 0:
+            rtt = 0.0
+        if self.last_rtt is not None:
+            self.jitter += (abs(rtt - self.last_rtt) - self.jitter) * JITTER_GAIN
+        self.last_rtt = rtt
+        self._rtt_sample(rtt, 1.0)
+        self.last_reply = now
+        self.consecutive_ok += 1
+        self.consecutive_miss = 0
+        if self.state is State.UNKNOWN:
+            self._enter(State.UP, now)
+        elif self.state in (State.SUSPECT, State.DOWN):
+            self._maybe_recover(now)
+
+    def on_timeout(self, seq: int, now: float) -> None:
+        if seq in self._resolved:
+            return  # already answered (or already counted)
+        self._resolve(seq, False)
+        self.counts["timeouts"] += 1
+        self.consecutive_ok = 0
+        self.consecutive_miss += 1
+        if self.consecutive_miss >= self.policy.detect_multiplier:
+            if self.state is not State.DOWN:
+                self._enter(State.DOWN, now)
+        elif self.state is State.UP:
+            self._enter(State.SUSPECT, now)
+
+    def tick(self, now: float) -> None:
+        """Time-based detection; call before reading a snapshot."""
+        if self.state in (State.UP, State.SUSPECT) and self.last_reply is not None:
+            silent = now - self.last_reply
+            if silent >= self.detect:
+                self.consecutive_ok = 0
+                self._enter(State.DOWN, now)
+            elif silent >= self.suspect_after and self.state is State.UP:
+                self.consecutive_ok = 0
+                self._enter(State.SUSPECT, now)
+        self._check_passive(now)
+
+    def on_passive(self, syn_sent: int, synack_rcvd: int,
+                   rtt_samples: Iterable[float], now: float) -> None:
+        """Datapath deltas since the previous call. rtt_samples in seconds (if the
+        datapath keeps sum/count, pass [sum/count] for a non-zero count)."""
+        self.counts["syn_sent"] += syn_sent
+        self.counts["synack_rcvd"] += synack_rcvd
+        for r in rtt_samples:
+            self.counts["passive_rtt"] += 1
+            self._rtt_sample(max(0.0, r), PASSIVE_WEIGHT)
+        if synack_rcvd > 0:
+            # The path completes handshakes: whatever was unanswered was in
+            # flight (or a retransmission). Clear the passive evidence.
+            self._syn_unanswered = max(0, self._syn_unanswered + syn_sent - synack_rcvd)
+            self._syn_pending_since = now if self._syn_unanswered else None
+            if self._passive_failing:
+                self._passive_failing = False
+                if self.state in (State.SUSPECT, State.DOWN):
+                    self._maybe_recover(now)
+        elif syn_sent > 0:
+            self._syn_unanswered += syn_sent
+            if self._syn_pending_since is None:
+                self._syn_pending_since = now
+        self._check_passive(now)
+
+    # -- outputs --------------------------------------------------------
+
+    @property
+    def loss(self) -> float:
+        return self._lost_in_window / len(self._window) if self._window else 0.0
+
+    @property
+    def in_doubt(self) -> bool:
+        """For the prober: probe faster while this is true."""
+        return self.state in (State.SUSPECT, State.DOWN, State.UNKNOWN)
+
+    def snapshot(self) -> Snapshot:
+        ms = _ms
+        return Snapshot(state=self.state, since=self.since, srtt_ms=ms(self.srtt),
+                        rttvar_ms=ms(self.rttvar), jitter_ms=self.jitter * 1000.0,
+                        last_rtt_ms=ms(self.last_rtt), loss=self.loss,
+                        last_reply=self.last_reply, recovered_at=self.recovered_at,
+                        consecutive_ok=self.consecutive_ok,
+                        consecutive_miss=self.consecutive_miss, counts=dict(self.counts))
+
+    # -- internals ------------------------------------------------------
+
+    def _rtt_sample(self, r: float, weight: float) -> None:
+        if self.srtt is None:
+            self.srtt, self.rttvar = r, r / 2
+            return
+        self.rttvar += (abs(self.srtt - r) - self.rttvar) * RTT_BETA * weight
+        self.srtt += (r - self.srtt) * self.policy.rtt_alpha * weight
+
+    def _resolve(self, seq: int, ok: bool) -> None:
+        if len(self._window) == self._window.maxlen and not self._window[0]:
+            self._lost_in_window -= 1
+        self._window.append(ok)
+        if not ok:
+            self._lost_in_window += 1
+        self._resolved[seq] = ok
+        if len(self._resolved) > self._resolved_max:
+            self._resolved.popitem(last=False)
+
+    def _check_passive(self, now: float) -> None:
+        if (self._passive_failing or self._syn_pending_since is None
+                or self._syn_unanswered < PASSIVE_MIN_SYNS
+                or now - self._syn_pending_since < max(self.detect, SYN_RTO_S)):
+            return
+        self._passive_failing = True
+        self.counts["passive_fail"] += 1
+        if self.state is State.UP:
+            self.consecutive_ok = 0
+            self._enter(State.SUSPECT, now)
+
+    def _maybe_recover(self, now: float) -> None:
+        if self.consecutive_ok >= self.policy.recover_probes and not self._passive_failing:
+            failed, self._failed = self._failed, False
+            self._enter(State.UP, now)
+            if failed:
+                self.recovered_at = now
+                self.counts["recoveries"] += 1
+
+    def _enter(self, state: State, now: float) -> None:
+        if state is self.state:
+            return
+        if state is State.DOWN and self.state is not State.UNKNOWN:
+            self.counts["downs"] += 1   # a failure: flap damping and hold-down count it
+            self._failed = True
+        if state is State.SUSPECT:
+            self.counts["suspects"] += 1
+        self.state = state
+        self.since = now
+
+
+def _suspect_after(policy: Policy, interval: float, detect: float) -> float:
+    """Silence that counts as the first miss: the next reply is overdue by a
+    whole probe timeout. Kept below the detection time (so suspect comes first)
+    but never below one (jittered) interval, where it would fire on noise."""
+    jittered = interval * (1 + policy.probe_jitter)
+    overdue = jittered + policy.probe_timeout_ms / 1000.0
+    return min(detect, max(jittered, min(overdue, detect - interval / 2)))
+
+
+def _ms(v: Optional[float]) -> Optional[float]:
+    return None if v is None else v * 1000.0
