@@ -39,7 +39,8 @@ class KeyFileError(Exception):
         super().__init__(f"{message} (hint: {hint})" if hint else message)
 
 
-def _clamp(scalar: bytes) -> int:
+def clamp(scalar: bytes) -> int:
+    """RFC 7748 scalar clamping, as `wg genkey` applies to new private keys."""
     b = bytearray(scalar)
     b[0] &= 248
     b[31] &= 127
@@ -52,7 +53,7 @@ def x25519(scalar: bytes, u: bytes) -> bytes:
     deriving a public key once on the local host, not for a network service."""
     if len(scalar) != KEY_LEN or len(u) != KEY_LEN:
         raise ValueError("X25519 inputs must be 32 bytes")
-    k = _clamp(scalar)
+    k = clamp(scalar)
     x1 = int.from_bytes(u, "little") & ((1 << 255) - 1)
     x2, z2, x3, z3 = 1, 0, x1, 1
     swap = 0
@@ -82,7 +83,7 @@ def x25519(scalar: bytes, u: bytes) -> bytes:
 
 def generate_private_key() -> SecretBytes:
     """32 random bytes, clamped as `wg genkey` does."""
-    k = _clamp(os.urandom(KEY_LEN)).to_bytes(KEY_LEN, "little")
+    k = clamp(os.urandom(KEY_LEN)).to_bytes(KEY_LEN, "little")
     return SecretBytes(k)
 
 
@@ -155,7 +156,7 @@ def read_private_key(path: str) -> SecretBytes:
         ) from None
 
 
-def _write_new(path: str, data: bytes, mode: int, force: bool) -> None:
+def write_new_file(path: str, data: bytes, mode: int, force: bool = False) -> None:
     """Create `path` with `mode` from the first byte (never a moment world-readable).
     Without force an existing file is an error; with force it is replaced atomically."""
     target = path
@@ -190,12 +191,17 @@ def write_key_pair(private_path: str, public_path: str | None = None,
                 raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), p)
     private = generate_private_key()
     public = public_key(private)
-    _write_new(private_path, (encode(private) + "\n").encode(), 0o600, force)
+    write_new_file(private_path, (encode(private) + "\n").encode(), 0o600, force)
     if public_path:
         try:
-            _write_new(public_path, (encode(public) + "\n").encode(), 0o644, force)
+            write_new_file(public_path, (encode(public) + "\n").encode(), 0o644, force)
         except BaseException:
             if not force:  # don't leave half a pair behind (with force the old one is gone)
                 os.unlink(private_path)
             raise
     return public
+
+
+# Old private names, still used by labconfig.py; prefer clamp / write_new_file.
+_clamp = clamp
+_write_new = write_new_file

@@ -5,6 +5,7 @@ import base64
 import dataclasses
 import ipaddress
 import os
+import random
 import re
 import shutil
 import subprocess
@@ -328,3 +329,37 @@ def test_locator_finds_lines():
     # a missing key points at its table; an unknown path at line 1
     assert loc.line(("destination", 1, "weights")) == 19
     assert loc.line(("nowhere",)) == 1
+
+
+def test_mutated_configs_fail_cleanly(tmp_path):
+    """Random edits of the example never crash the loader: it returns a Config or a
+    ConfigError whose problems point inside the file."""
+    directory = staged_examples(tmp_path)
+    source = (directory / "edge.toml").read_text().split("\n")
+    values = ["1", "-1", "0", '"x"', "true", "[]", '[1, "a"]', "{}", "{ a = 1 }",
+              '"192.0.2.1"', '"::1"', "1.5", "0xffffffff", '"direct"', '"relay1"',
+              '"203.0.113.0/24"', "1979-05-27T07:32:00Z", '["lan0"]', '"edge.key"']
+    rnd = random.Random(7)
+    path = directory / "mutated.toml"
+    outcomes = {"ok": 0, "error": 0}
+    for _ in range(400):
+        lines = list(source)
+        for _ in range(rnd.randint(1, 4)):
+            i = rnd.randrange(len(lines))
+            op = rnd.random()
+            if op < 0.3:
+                del lines[i]
+            elif op < 0.8 and "=" in lines[i] and not lines[i].startswith("#"):
+                lines[i] = lines[i].split("=")[0] + "= " + rnd.choice(values)
+            else:
+                lines.insert(i, rnd.choice(lines))
+        path.write_text("\n".join(lines))
+        try:
+            config.load(str(path))
+            outcomes["ok"] += 1
+        except config.ConfigError as e:
+            outcomes["error"] += 1
+            assert e.problems
+            for p in e.problems:
+                assert 1 <= p.line <= len(lines) + 1, (p, "\n".join(lines))
+    assert outcomes["ok"] > 10 and outcomes["error"] > 300
