@@ -82,6 +82,10 @@ class Reconcile(Stage):
 UP_STAGES: list[Stage] = [Reconcile()]
 
 
+def default_run_dir() -> str:
+    return os.environ.get("ARGOCTL_RUN_DIR") or names.RUN_DIR   # tests point it elsewhere
+
+
 def _fail_at(fail_at):
     if fail_at is None and os.environ.get("ARGOCTL_FAIL_AT"):
         return int(os.environ["ARGOCTL_FAIL_AT"])  # failure injection for CLI tests
@@ -105,10 +109,10 @@ def _run(ctx: Context, body) -> Context:
 
 
 def up(config: Config, ns: Optional[str] = None, dry_run: bool = False,
-       fail_at: Optional[int] = None, run_dir: str = names.RUN_DIR) -> Context:
+       fail_at: Optional[int] = None, run_dir: Optional[str] = None) -> Context:
     """Reconcile the host (or namespace `ns`) to `config`. Returns the context with
     ops and write counts; on failure raises after restoring the prior state."""
-    ctx = Context(ns=ns, run_dir=run_dir, config=config, routing=config.routing,
+    ctx = Context(ns=ns, run_dir=run_dir or default_run_dir(), config=config, routing=config.routing,
                   dry_run=dry_run, fail_at=_fail_at(fail_at))
 
     def body(ctx):
@@ -127,10 +131,10 @@ def up(config: Config, ns: Optional[str] = None, dry_run: bool = False,
 
 
 def down(routing: Optional[Routing] = None, ns: Optional[str] = None, dry_run: bool = False,
-         run_dir: str = names.RUN_DIR) -> Context:
+         run_dir: Optional[str] = None) -> Context:
     """Remove everything argoctl owns. Without a config, the ranges of the last `up`
     (saved in the run directory) or the defaults identify our objects."""
-    ctx = Context(ns=ns, run_dir=run_dir, dry_run=dry_run)
+    ctx = Context(ns=ns, run_dir=run_dir or default_run_dir(), dry_run=dry_run)
     ctx.routing = routing or netlink.load_routing(ctx.state_dir)
 
     def body(ctx):

@@ -57,9 +57,227 @@ def keygen(private_key: str, public_key: str | None, force: bool) -> None:
     click.echo(keys.encode(pub))
 
 
+@cli.command()
+@click.option("--listen", multiple=True, default=("0.0.0.0:7447",), show_default=True,
+              metavar="ADDR:PORT", help="address to serve on; repeat for more ([::]:7447 for IPv6)")
+@click.option("--key-file", metavar="PATH", help="shared probe key (base64, mode 0600)")
+@click.option("--genkey", metavar="PATH", help="write a new probe key file (0600) and exit")
+@click.option("--rate", type=click.FloatRange(min=0.1), default=100.0, show_default=True,
+              help="replies per second per source address")
+@click.option("--global-rate", type=click.FloatRange(min=0.1), default=20000.0,
+              show_default=True, help="replies per second in total")
+def responder(listen: tuple[str, ...], key_file: str | None, genkey: str | None,
+              rate: float, global_rate: float) -> None:
+    """Serve the authenticated UDP echo that `udp` probes use, until SIGTERM."""
+    import asyncio
+    import logging
+
+    from argoctl import mac, responder as resp
+    from argoctl.keys import KeyFileError
+
+    if genkey:
+        try:
+            mac.write_key(genkey)
+        except FileExistsError:
+            click.echo(f"argoctl responder: {genkey} exists, not overwriting", err=True)
+            sys.exit(1)
+        except OSError as e:
+            click.echo(f"argoctl responder: {genkey}: {e.strerror}", err=True)
+            sys.exit(1)
+        return
+    if not key_file:
+        click.echo("argoctl responder: --key-file is required "
+                   "(hint: create one with --genkey PATH)", err=True)
+        sys.exit(2)
+    try:
+        key = mac.read_key(key_file)
+        addrs = [resp.parse_listen(a) for a in listen]
+    except (KeyFileError, ValueError) as e:
+        click.echo(f"argoctl responder: {e}", err=True)
+        sys.exit(2)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    server = resp.Responder(key, addrs, rate=rate, global_rate=global_rate)
+    try:
+        server.bind()
+    except OSError as e:
+        click.echo(f"argoctl responder: cannot listen on {', '.join(listen)}: {e.strerror}",
+                   err=True)
+        sys.exit(1)
+    logging.info("responder: listening on %s (key id %08x)", ", ".join(listen), key.key_id)
+    try:
+        asyncio.run(resp.serve_until_signal(server))
+    finally:
+        logging.info("responder: stopped: %s", resp.format_counters(server.counters))
+
+
+@cli.command("probe")
+@click.option("-c", "--config", "config_file", required=True, metavar="FILE")
+@click.option("--count", type=click.IntRange(min=1), default=5, show_default=True,
+              help="probes per (destination, path)")
+@click.option("--interval", type=click.FloatRange(min=1), metavar="MS",
+              help="ms between probes (default: policy.probe_interval_ms)")
+@click.option("--key-file", metavar="PATH",
+              help="probe key (default: policy.responder_key_file)")
+@click.option("--json", "as_json", is_flag=True, help="one JSON object per (destination, path)")
+def probe_cmd(config_file: str, count: int, interval: float | None, key_file: str | None,
+              as_json: bool) -> None:
+    """Probe every (destination, path) once per COUNT and print RTT, loss and state."""
+    import asyncio
+    import json
+
+    from argoctl import config, mac, probe
+    from argoctl.keys import KeyFileError
+
+    try:
+        cfg = config.load(config_file)
+    except config.ConfigError as e:
+        for problem in e.problems:
+            click.echo(str(problem), err=True)
+        sys.exit(2)
+    key_file = key_file or cfg.policy.responder_key_file
+    needs_key = any(d.probe and d.probe.kind == "udp" for d in cfg.destinations)
+    key = None
+    if needs_key:
+        if not key_file:
+            click.echo(f"argoctl probe: {config_file}: udp probes need "
+                       "policy.responder_key_file (or --key-file)", err=True)
+            sys.exit(2)
+        try:
+            key = mac.read_key(key_file)
+        except KeyFileError as e:
+            click.echo(f"argoctl probe: {e}", err=True)
+            sys.exit(2)
+    try:
+        rows, rejects = asyncio.run(probe.probe_once(cfg, key, count, interval))
+    except (OSError, ValueError) as e:
+        click.echo(f"argoctl probe: {e}", err=True)
+        sys.exit(1)
+    if as_json:
+        for row in rows:
+            click.echo(json.dumps({**row, "rejects": rejects.get(row["path"], {})},
+                                  sort_keys=True))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    def ms(v):
+        return "-" if v is None else f"{v:.2f}"
+
+    table = Table(title=f"probes ({count} per path)")
+    for col in ("destination", "path", "probe", "sent", "lost", "loss",
+                "rtt min", "avg", "max (ms)", "state"):
+        table.add_column(col)
+    for r in rows:
+        target = r["target"] + (f":{r['port']}" if r["port"] else "")
+        loss = "-" if r["loss"] is None else f"{r['loss']:.0%}"
+        state = "[green]up[/]" if r["state"] == "up" else "[red]down[/]"
+        table.add_row(r["destination"], r["path"], f"{r['kind']} {target}", str(r["sent"]),
+                      str(r["lost"]), loss, ms(r["rtt_min_ms"]), ms(r["rtt_avg_ms"]),
+                      ms(r["rtt_max_ms"]), state)
+    Console().print(table)
+    for path, counts in sorted(rejects.items()):
+        if counts:
+            click.echo(f"{path}: rejected replies: "
+                       + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
+
+
+def _load_or_exit(config_file: str):
+    from argoctl import config
+    try:
+        return config.load(config_file)
+    except config.ConfigError as e:
+        for problem in e.problems:
+            click.echo(str(problem), err=True)
+        sys.exit(2)
+
+
+def _control_errors():
+    from argoctl import keys, netlink, nft, plan
+    return (plan.PlanError, netlink.ApplyError, netlink.InjectedFailure, nft.NftError,
+            keys.KeyFileError, OSError)
+
+
+@cli.command()
+@click.option("-c", "--config", "config_file", required=True, metavar="FILE")
+@click.option("--dry-run", is_flag=True, help="print the plan (add/change/remove), touch nothing")
+@click.option("--json", "as_json", is_flag=True, help="print ops and counts as JSON")
+def up(config_file: str, dry_run: bool, as_json: bool) -> None:
+    """Reconcile this host to FILE: tunnels, addresses, tables, rules, nft. Idempotent;
+    on any failure the host is restored to its state before the call."""
+    import json
+
+    from argoctl import apply
+
+    cfg = _load_or_exit(config_file)
+    try:
+        ctx = apply.up(cfg, dry_run=dry_run)
+    except _control_errors() as e:
+        click.echo(f"argoctl up: {e} (host unchanged)", err=True)
+        sys.exit(1)
+    if as_json:
+        out = {"dry_run": dry_run, "ops": [op.to_dict() for op in ctx.ops]}
+        if ctx.result:
+            out.update(writes=ctx.result.writes, netlink_writes=ctx.result.netlink_writes,
+                       nft_writes=ctx.result.nft_writes, sysctl_writes=ctx.result.sysctl_writes)
+        click.echo(json.dumps(out, sort_keys=True, default=str))
+        return
+    for op in ctx.ops:
+        click.echo(str(op))
+    if dry_run:
+        click.echo(f"{len(ctx.ops)} change(s) planned, nothing applied (--dry-run)")
+    elif not ctx.ops:
+        click.echo("up to date: 0 writes")
+    else:
+        click.echo(f"applied {len(ctx.ops)} change(s) with {ctx.result.writes} write(s)")
+
+
+@cli.command()
+@click.option("-c", "--config", "config_file", metavar="FILE",
+              help="use its table/priority ranges (default: those of the last up)")
+@click.option("--dry-run", is_flag=True, help="print what would be removed")
+def down(config_file: str | None, dry_run: bool) -> None:
+    """Remove everything argoctl created on this host, and nothing else."""
+    from argoctl import apply
+
+    routing = _load_or_exit(config_file).routing if config_file else None
+    try:
+        ctx = apply.down(routing, dry_run=dry_run)
+    except _control_errors() as e:
+        click.echo(f"argoctl down: {e}", err=True)
+        sys.exit(1)
+    for op in ctx.ops:
+        click.echo(str(op))
+    click.echo(f"{len(ctx.ops)} object(s) " + ("would be removed" if dry_run else "removed"))
+
+
+@cli.command()
+@click.option("-c", "--config", "config_file", metavar="FILE", help="name paths after it")
+@click.option("--json", "as_json", is_flag=True)
+def status(config_file: str | None, as_json: bool) -> None:
+    """Tunnels, paths (mark, table, rules) and routes argoctl owns here."""
+    import json
+
+    from argoctl import status as st
+
+    cfg = _load_or_exit(config_file) if config_file else None
+    try:
+        data = st.collect(config=cfg)
+    except _control_errors() as e:
+        click.echo(f"argoctl status: {e}", err=True)
+        sys.exit(1)
+    if as_json:
+        click.echo(json.dumps(data, sort_keys=True, default=str))
+    else:
+        st.render(data)
+
+
 from argoctl.bench import bench  # noqa: E402
 
 cli.add_command(bench)
+
+from argoctl.lab import lab  # noqa: E402
+
+cli.add_command(lab)
 
 
 def main() -> None:
