@@ -31,3 +31,21 @@ def udp6(dst, sport=40000, dport=53, src=CLIENT6):
 __all__ = ["ARP", "Dot1Q", "Ether", "ICMP", "IP", "IPv6", "IPv6ExtHdrDestOpt",
            "IPv6ExtHdrFragment", "IPv6ExtHdrHopByHop", "TCP", "UDP", "ETH",
            "tcp4", "udp4", "tcp6", "udp6", "CLIENT4", "CLIENT6"]
+
+
+from functools import lru_cache  # noqa: E402
+import ipaddress  # noqa: E402
+
+
+@lru_cache(maxsize=64)
+def _template4(dst, dport, flags):
+    return bytearray(tcp4(dst, dport=dport, flags=flags))
+
+
+def tcp4_fast(dst, src=CLIENT4, sport=40000, dport=443, flags="S"):
+    """tcp4() for many flows: scapy builds one template, then source address and
+    port are patched in (checksums are not checked by the datapath)."""
+    pkt = bytearray(_template4(dst, dport, flags))
+    pkt[26:30] = ipaddress.IPv4Address(src).packed
+    pkt[34:36] = sport.to_bytes(2, "big")
+    return bytes(pkt)
