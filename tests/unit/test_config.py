@@ -11,6 +11,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import nftables
 import pytest
 from click.testing import CliRunner
 
@@ -262,10 +263,11 @@ def host_state() -> dict:
         "rule6": ["ip", "-6", "rule", "show"],
         "route4": ["ip", "-4", "route", "show", "table", "all"],
         "route6": ["ip", "-6", "route", "show", "table", "all"],
-        "nft": ["nft", "list", "ruleset"],
     }
     state = {k: subprocess.run(c, capture_output=True, text=True, check=True).stdout
              for k, c in cmds.items()}
+    rc, state["nft"], err = nftables.Nftables().cmd("list ruleset")
+    assert rc == 0, err
     # counters and timers move on their own
     state["link"] = re.sub(r"\s+(valid_lft|preferred_lft)\s+\S+", "", state["link"])
     state["addr"] = re.sub(r"\s+(valid_lft|preferred_lft)\s+\S+", "", state["addr"])
