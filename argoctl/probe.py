@@ -239,8 +239,13 @@ class _Channel:
         return self.track.rejects
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Open the socket (in the calling thread's network namespace) and read it."""
+        self.sock = self.open()
         if self.sock is not None:
             loop.add_reader(self.sock.fileno(), self._readable)
+
+    def open(self) -> Optional[socket.socket]:
+        return None
 
     def close(self, loop: Optional[asyncio.AbstractEventLoop]) -> None:
         if self.sock is not None:
@@ -277,8 +282,11 @@ class UdpChannel(_Channel):
     def __init__(self, sched, mark, family, key: EchoKey):
         super().__init__(sched, mark, family)
         self.track = EchoTracker(key, sched.wire_seqs)
-        self.sock = _marked_socket(family, socket.SOCK_DGRAM, 0, mark)
-        _big_rcvbuf(self.sock)
+
+    def open(self):
+        s = _marked_socket(self.family, socket.SOCK_DGRAM, 0, self.mark)
+        _big_rcvbuf(s)
+        return s
 
     def send(self, prober, seq, sent, deadline):
         spec = prober.spec
@@ -332,16 +340,21 @@ class IcmpChannel(_Channel):
     def __init__(self, sched, mark, family, mode: str = "auto"):
         super().__init__(sched, mark, family)
         self.track = _DoneWindow()
-        proto, self.req_type, self.rep_type = _ICMP[family]
-        if mode == "auto":
-            mode = "dgram" if ping_socket_allowed() else "raw"
+        self.proto, self.req_type, self.rep_type = _ICMP[family]
         self.mode = mode
-        self.sock = _marked_socket(
-            family, socket.SOCK_DGRAM if mode == "dgram" else socket.SOCK_RAW, proto, mark)
-        _big_rcvbuf(self.sock)
-        # ping sockets: the kernel sets and demuxes the id (the socket's "port")
-        self.ident = random.getrandbits(16) if mode == "raw" else 0
+        self.ident = 0
         self._seq16 = itertools.count(random.getrandbits(16))
+
+    def open(self):
+        if self.mode == "auto":  # decided where the socket is opened (its namespace)
+            self.mode = "dgram" if ping_socket_allowed() else "raw"
+        s = _marked_socket(self.family,
+                           socket.SOCK_DGRAM if self.mode == "dgram" else socket.SOCK_RAW,
+                           self.proto, self.mark)
+        _big_rcvbuf(s)
+        # ping sockets: the kernel sets and demuxes the id (the socket's "port")
+        self.ident = random.getrandbits(16) if self.mode == "raw" else 0
+        return s
 
     def send(self, prober, seq, sent, deadline):
         wire_seq = next(self._seq16) & 0xFFFF
@@ -472,8 +485,8 @@ class ProbeScheduler:
     """Every PathProber of a host in one event loop.
 
     add() probers (before or after start()); start() inside a running loop;
-    stop() closes the sockets. Sockets are created by add(), in the caller's
-    network namespace. One UDP/ICMP socket per (kind, mark, family) is shared by
+    stop() closes the sockets. Sockets are opened by start() (or by add() once
+    started), in the network namespace of the thread running the loop. One UDP/ICMP socket per (kind, mark, family) is shared by
     all destinations on that path; a single timer drives all sends (heap of due
     times) and one more drives timeouts."""
 
@@ -572,11 +585,11 @@ class ProbeScheduler:
             self._schedule(prober, self.rng.random() * self._interval(prober))
 
     def stop(self) -> None:
+        """Stop sending and close every socket (not restartable)."""
         self._send_timer.cancel()
         self._sweep_timer.cancel()
-        for ch in self.channels.values():
+        for ch in self.channels.values():  # kept: their counters stay readable
             ch.close(self.loop)
-        self.channels.clear()
         self._heap.clear()
 
     async def wait_idle(self) -> None:
@@ -688,3 +701,34 @@ class ProbeScheduler:
     def _check_idle(self) -> None:
         if self._idle is not None and not self._idle.done() and self._is_idle():
             self._idle.set_result(None)
+
+
+# -- one-shot measurement (`argoctl probe`) -----------------------------------------
+
+def summary(p: PathProber) -> dict:
+    """A prober's statistics as plain values (ms), for tables and JSON."""
+    def ms(v):
+        return None if v is None else round(v * 1000, 3)
+    done = p.received + p.lost
+    return {
+        "destination": p.dest, "path": p.path, "kind": p.spec.kind,
+        "target": str(p.spec.target), "port": p.spec.port, "mark": p.mark,
+        "sent": p.sent, "received": p.received, "lost": p.lost, "send_errors": p.errors,
+        "loss": round(p.lost / done, 4) if done else None,
+        "rtt_min_ms": ms(p.rtt_min), "rtt_avg_ms": ms(p.rtt_avg), "rtt_max_ms": ms(p.rtt_max),
+        "state": "up" if p.received else "down",
+    }
+
+
+async def probe_once(cfg: cfgmod.Config, key: Optional[EchoKey], count: int,
+                     interval_ms: Optional[float] = None) -> tuple[list[dict], dict]:
+    """Probe every (destination, path) of `cfg` `count` times; (summaries, rejects)."""
+    kw = {} if interval_ms is None else {"interval_ms": interval_ms}
+    sched = ProbeScheduler.from_config(cfg, lambda *a: None, key=key, count=count, **kw)
+    sched.start()
+    try:
+        await sched.wait_idle()
+        return ([summary(p) for p in sched.probers.values()],
+                {path: dict(c) for path, c in sched.rejects().items()})
+    finally:
+        sched.stop()

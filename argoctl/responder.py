@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import signal
 import socket
 import struct
 import time
@@ -218,3 +219,12 @@ def format_counters(counters: Counter) -> str:
     names = ("received", "replied", "malformed", "wrong_key", "bad_mac",
              "rate_limited_source", "rate_limited_global", "send_errors")
     return " ".join(f"{n}={counters.get(n, 0)}" for n in names)
+
+
+async def serve_until_signal(responder: Responder) -> None:
+    """Serve until SIGTERM or SIGINT."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await responder.serve(stop)
