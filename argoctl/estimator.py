@@ -35,7 +35,9 @@ Reachability state machine (BFD-like, RFC 5880 detection time):
 RTT (RFC 6298): srtt += alpha (R - srtt), rttvar += beta (|srtt - R| - rttvar),
 beta = 1/4, first sample srtt = R, rttvar = R/2. Jitter (RFC 3550):
 J += (|R_i - R_(i-1)| - J) / 16 over consecutive active samples. Loss: lost
-probes / resolved probes over the last loss_window probes.
+probes / resolved probes over the last loss_window probes; the window starts
+afresh when a path recovers from down (the outage is not random loss: hold-down
+and flap damping account for it).
 """
 
 from __future__ import annotations
@@ -249,6 +251,10 @@ class Estimator:
             if failed:
                 self.recovered_at = now
                 self.counts["recoveries"] += 1
+                # The outage is accounted for by hold-down and flap damping;
+                # left in the loss window it would also read as random loss.
+                self._window.clear()
+                self._lost_in_window = 0
 
     def _enter(self, state: State, now: float) -> None:
         if state is self.state:

@@ -1,0 +1,401 @@
+"""Per-destination decisions from the path estimators.
+
+Pure Python, no I/O; time comes from `now` (seconds) or the injected clock, so
+the tests replay traces deterministically.
+
+    eng = Engine(policy, [("web", ("direct", "r1"))], clock=time.monotonic)
+    eng.path("web", "r1").on_reply(seq, sent_at, rtt, now)    # estimator.py
+    decisions = eng.decide(now)    # {dest: Decision}
+
+Rules, in order:
+
+1. Reachability first (Orpheus): paths are ranked in tiers and a path of a
+   better tier always wins, immediately, without hysteresis:
+     0 usable     up, not held down, not suppressed
+     1 held       up but in hold-down after a failure, or flap-suppressed
+     2 suspect    in doubt (a miss, or recovering)
+     3 unknown    never measured
+     4 down
+   So a held or suppressed path is still used when nothing usable remains:
+   if any path reaches the destination, traffic gets there.
+2. Among paths of the current choice's tier, the lowest score wins (Argo), with
+   hysteresis: a candidate must be better than the current choice by both
+   policy.switch_relative (of the current score) and policy.switch_absolute_ms,
+   on both the raw and the smoothed score, continuously for Tuning.dwell probe
+   intervals (so a single spike never switches).
+3. Make-before-break: when the current choice turns suspect and a path of a
+   better tier exists, new flows go there at once (weight), but the suspect
+   path stays *up* in the datapath so its established flows stay pinned until
+   the verdict. Only a path that is down is marked down (its flows move).
+4. No measurements yet: "direct" if it is a candidate, else the first path.
+   All paths down: keep the last choice, and keep it up (marking everything
+   down would blackhole), so traffic resumes the moment it comes back.
+5. policy.split: new flows are spread over the paths of the choice's tier
+   whose smoothed score is within the switch margins of the best, weighted by
+   1/score.
+
+Score (milliseconds; lower is better), per path:
+
+    base  = rtt + jitter_weight * jitter
+    score = base / (1 - loss) + loss_cost_ms * loss / (1 - loss)      (Tuning)
+
+i.e. the expected time to get a packet through when a lost packet is sent
+again (ETX-like, as babeld's loss cost) and every loss also costs a
+retransmission timeout (TCP's 200 ms minimum). The raw score uses the latest
+RTT sample; the smoothed score uses srtt (RFC 6298 EWMA) smoothed once more
+with a half-life of Tuning.smooth_half_life probe intervals (babeld smooths route
+metrics the same way), so +-20% RTT noise does not cross the margins.
+
+Hold-down: a path that went down may not be chosen (tier 1) until
+policy.hold_down_s after it recovered. Flap damping (RFC 2439): each failure
+adds Tuning.flap_penalty to the path's penalty, which halves every
+flap_half_life_s; above flap_suppress the path is suppressed (tier 1) until
+the penalty decays below flap_reuse.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Optional, Sequence
+
+from argoctl.config import DIRECT, Config, Policy
+from argoctl.estimator import Estimator, Snapshot, State
+
+TOTAL_WEIGHT = 100         # weights of one destination add up to this
+
+USABLE, HELD, SUSPECT, UNKNOWN, DOWN = range(5)
+TIER_NAMES = ("usable", "held", "suspect", "unknown", "down")
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """Engine constants that are not (yet) config knobs."""
+    jitter_weight: float = 1.0
+    loss_cost_ms: float = 200.0        # a lost packet costs a retransmission timeout
+    # Second smoothing stage, in probe intervals. Distinguishing a 10% margin
+    # under +-20% per-sample noise without ever crossing it by chance needs
+    # tens of samples; srtt alone (alpha 1/8) averages about 15.
+    smooth_half_life: float = 24.0
+    dwell: float = 5.0                 # probe intervals a better candidate must stay better
+    flap_penalty: float = 1000.0       # RFC 2439 units per failure
+    flap_suppress: float = 2000.0
+    flap_reuse: float = 750.0
+    flap_half_life_s: float = 60.0
+    flap_max_suppress_s: float = 300.0  # caps the penalty: reuse within this long
+    split_step: int = 5                # split weights are multiples of this
+
+
+@dataclass(frozen=True)
+class PathScore:
+    """One path's standing in a decision (for `argoctl explain`, logs, metrics)."""
+    path: str
+    state: State
+    tier: int
+    raw_ms: Optional[float]
+    smoothed_ms: Optional[float]
+    penalty: float
+    suppressed: bool
+    held_until: Optional[float]
+    snapshot: Snapshot
+
+    @property
+    def tier_name(self) -> str:
+        return TIER_NAMES[self.tier]
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The datapath writer applies `weights`: per path (weight for new flows,
+    up). A path with weight 0 keeps its established flows unless it is down."""
+    dest: str
+    choice: str
+    weights: dict[str, tuple[int, bool]]
+    reason: str
+    scores: dict[str, PathScore]
+    changed: bool
+    at: float
+
+    def explain(self) -> str:
+        lines = [f"{self.dest}: {self.choice} - {self.reason}"]
+        for name, s in self.scores.items():
+            w, up = self.weights[name]
+            extra = []
+            if s.held_until is not None:
+                extra.append(f"held {s.held_until - self.at:.1f}s more")
+            if s.penalty >= 1:
+                extra.append(f"flap penalty {s.penalty:.0f}"
+                             + (" suppressed" if s.suppressed else ""))
+            lines.append(
+                f"  {name:<14} {s.state.value:<8} {s.tier_name:<8} "
+                f"score {_fmt(s.smoothed_ms)} (raw {_fmt(s.raw_ms)}) "
+                f"loss {s.snapshot.loss:.0%} weight {w} {'up' if up else 'down'}"
+                + (f" [{', '.join(extra)}]" if extra else ""))
+        return "\n".join(lines)
+
+
+class _PathState:
+    __slots__ = ("est", "smoothed", "smoothed_at", "penalty", "penalty_at",
+                 "suppressed", "downs_seen", "recovered_seen")
+
+    def __init__(self, est: Estimator):
+        self.est = est
+        self.smoothed: Optional[float] = None
+        self.smoothed_at = 0.0
+        self.penalty = 0.0
+        self.penalty_at = 0.0
+        self.suppressed = False
+        self.downs_seen = 0
+        self.recovered_seen: Optional[float] = None
+
+
+class _DestState:
+    def __init__(self, name: str, paths: Sequence[str], policy: Policy, now: float):
+        if not paths:
+            raise ValueError(f"destination {name!r}: no paths")
+        if len(set(paths)) != len(paths):
+            raise ValueError(f"destination {name!r}: duplicate paths {list(paths)}")
+        self.name = name
+        self.started = now
+        self.order = tuple(paths)
+        self.paths = {p: _PathState(Estimator(policy, now)) for p in paths}
+        self.choice = DIRECT if DIRECT in self.paths else self.order[0]
+        self.dwell: Optional[tuple[str, float]] = None   # (candidate, better since)
+        self.split: tuple[str, ...] = ()
+        self.weights: dict[str, int] = {}
+        self.last: Optional[Decision] = None
+
+
+class Engine:
+    def __init__(self, policy: Policy, destinations: Iterable[tuple[str, Sequence[str]]],
+                 clock: Callable[[], float] = time.monotonic,
+                 tuning: Optional[Tuning] = None):
+        self.policy = policy
+        self.tuning = tuning or Tuning()
+        self.clock = clock
+        self.interval = policy.probe_interval_ms / 1000.0
+        now = clock()
+        self._dests: dict[str, _DestState] = {}
+        for name, paths in destinations:
+            if name in self._dests:
+                raise ValueError(f"duplicate destination {name!r}")
+            self._dests[name] = _DestState(name, paths, policy, now)
+
+    @classmethod
+    def from_config(cls, cfg: Config, clock: Callable[[], float] = time.monotonic,
+                    tuning: Optional[Tuning] = None) -> "Engine":
+        return cls(cfg.policy, [(d.name, d.paths) for d in cfg.destinations], clock, tuning)
+
+    # -- access ---------------------------------------------------------
+
+    def path(self, dest: str, path: str) -> Estimator:
+        """The estimator of (dest, path): feed it replies, timeouts, passive signals."""
+        return self._dests[dest].paths[path].est
+
+    def paths(self, dest: str) -> tuple[str, ...]:
+        return self._dests[dest].order
+
+    def destinations(self) -> tuple[str, ...]:
+        return tuple(self._dests)
+
+    def last(self, dest: str) -> Optional[Decision]:
+        """The latest decision for dest (None before the first decide())."""
+        return self._dests[dest].last
+
+    # -- deciding -------------------------------------------------------
+
+    def decide(self, now: Optional[float] = None) -> dict[str, Decision]:
+        """Tick every estimator and decide every destination."""
+        if now is None:
+            now = self.clock()
+        return {name: self._decide(d, now) for name, d in self._dests.items()}
+
+    def decide_one(self, dest: str, now: Optional[float] = None) -> Decision:
+        return self._decide(self._dests[dest], self.clock() if now is None else now)
+
+    def _decide(self, d: _DestState, now: float) -> Decision:
+        scores = {p: self._score(d.paths[p], p, now) for p in d.order}
+        choice, reason = self._choose(d, scores, now)
+        d.choice = choice
+        weights = self._weights(d, scores, choice)
+        prev = d.last
+        changed = prev is None or prev.choice != choice or prev.weights != weights
+        dec = Decision(d.name, choice, weights, reason, scores, changed, now)
+        d.last = dec
+        return dec
+
+    def _score(self, ps: _PathState, name: str, now: float) -> PathScore:
+        t, pol = self.tuning, self.policy
+        est = ps.est
+        est.tick(now)
+        snap = est.snapshot()
+        # Flap damping: decay, then charge new failures.
+        if ps.penalty:
+            ps.penalty *= 0.5 ** ((now - ps.penalty_at) / t.flap_half_life_s)
+        ps.penalty_at = now
+        downs = snap.counts["downs"]
+        if downs > ps.downs_seen:
+            cap = t.flap_reuse * 2 ** (t.flap_max_suppress_s / t.flap_half_life_s)
+            ps.penalty = min(cap, ps.penalty + t.flap_penalty * (downs - ps.downs_seen))
+            ps.downs_seen = downs
+        if ps.penalty > t.flap_suppress:
+            ps.suppressed = True
+        elif ps.penalty < t.flap_reuse:
+            ps.suppressed = False
+        # Scores.
+        raw = self._metric(snap.last_rtt_ms, snap)
+        base = self._metric(snap.srtt_ms, snap)
+        if base is None:
+            ps.smoothed = None
+        elif ps.smoothed is None or snap.recovered_at != ps.recovered_seen:
+            ps.smoothed = base      # first sample, or back from down: history is stale
+            ps.recovered_seen = snap.recovered_at
+        else:
+            dt = max(0.0, now - ps.smoothed_at)
+            k = 1 - 0.5 ** (dt / (t.smooth_half_life * self.interval))
+            ps.smoothed += (base - ps.smoothed) * k
+        ps.smoothed_at = now
+        held_until = None
+        if snap.recovered_at is not None and now < snap.recovered_at + pol.hold_down_s:
+            held_until = snap.recovered_at + pol.hold_down_s
+        tier = {State.DOWN: DOWN, State.UNKNOWN: UNKNOWN, State.SUSPECT: SUSPECT}.get(snap.state)
+        if tier is None:
+            tier = HELD if (held_until is not None or ps.suppressed) else USABLE
+        return PathScore(name, snap.state, tier, raw, ps.smoothed, ps.penalty,
+                         ps.suppressed, held_until, snap)
+
+    def _metric(self, rtt_ms: Optional[float], snap: Snapshot) -> Optional[float]:
+        if rtt_ms is None:
+            return None
+        t = self.tuning
+        loss = min(snap.loss, 0.99)
+        base = rtt_ms + t.jitter_weight * snap.jitter_ms
+        return (base + t.loss_cost_ms * loss) / (1 - loss)
+
+    def _margin(self, score: float) -> float:
+        return max(self.policy.switch_relative * score, self.policy.switch_absolute_ms)
+
+    def _choose(self, d: _DestState, scores: dict[str, PathScore], now: float) -> tuple[str, str]:
+        cur = scores[d.choice]
+        best_tier = min(s.tier for s in scores.values())
+        if best_tier == DOWN:
+            d.dwell = None
+            return d.choice, f"all paths down: keep the last choice {d.choice} up"
+        if all(s.tier == UNKNOWN for s in scores.values()):
+            return d.choice, f"no measurements yet: {d.choice}"
+        pool = [s for s in scores.values() if s.tier == best_tier]
+        best = min(pool, key=lambda s: _key(s, d.order))
+        if cur.tier == UNKNOWN and now - d.started < self.policy.detect_multiplier * self.interval:
+            # Start-up: give the default path its first round trip before
+            # moving to whichever path happened to answer first.
+            return d.choice, f"waiting for the first measurement of {d.choice}"
+        if cur.tier > best_tier:
+            d.dwell = None
+            return best.path, self._why_leave(cur, best)
+        if best_tier not in (USABLE, HELD):
+            return d.choice, f"keep {d.choice}: every path is {TIER_NAMES[best_tier]}"
+        # Same tier: hysteresis against the best alternative.
+        alts = [s for s in pool if s.path != cur.path and s.smoothed_ms is not None]
+        if not alts:
+            d.dwell = None
+            return d.choice, f"keep {d.choice}: {self._only(cur)}"
+        cand = min(alts, key=lambda s: _key(s, d.order))
+        gain_s = cur.smoothed_ms - cand.smoothed_ms
+        gain_r = (cur.raw_ms - cand.raw_ms) if None not in (cur.raw_ms, cand.raw_ms) else 0.0
+        need_s = self._margin(cur.smoothed_ms)
+        need_r = self._margin(cur.raw_ms) if cur.raw_ms is not None else math.inf
+        if gain_s < need_s or gain_r < need_r:
+            d.dwell = None
+            return d.choice, (f"keep {d.choice} ({cur.smoothed_ms:.1f} ms): {cand.path} better by "
+                              f"{gain_s:.1f} ms smoothed, {gain_r:.1f} ms raw; "
+                              f"margins {need_s:.1f}/{need_r:.1f} ms")
+        if d.dwell is None or d.dwell[0] != cand.path:
+            d.dwell = (cand.path, now)
+        held_for = now - d.dwell[1]
+        dwell = self.tuning.dwell * self.interval
+        if held_for + 1e-9 < dwell:
+            return d.choice, (f"keep {d.choice}: {cand.path} better by {gain_s:.1f} ms "
+                              f"(raw {gain_r:.1f}) for {held_for:.1f}s of {dwell:.1f}s")
+        d.dwell = None
+        return cand.path, (f"switch {d.choice} -> {cand.path}: better by {gain_s:.1f} ms smoothed "
+                           f"({cur.smoothed_ms:.1f} -> {cand.smoothed_ms:.1f}), {gain_r:.1f} ms raw, "
+                           f"for {held_for:.1f}s")
+
+    def _why_leave(self, cur: PathScore, best: PathScore) -> str:
+        to = f"{best.path} ({best.tier_name}{_score_txt(best)})"
+        snap = cur.snapshot
+        if cur.tier == DOWN:
+            return f"failover {cur.path} -> {to}: {cur.path} down"
+        if cur.tier == SUSPECT:
+            return (f"make-before-break: {cur.path} suspect ({snap.consecutive_miss} misses, "
+                    f"{snap.consecutive_ok} ok): new flows to {to}; {cur.path} stays up "
+                    "for its established flows")
+        if cur.tier == UNKNOWN:
+            return f"{cur.path} not measured yet: {to}"
+        why = "suppressed (flapping)" if cur.suppressed else "held down"
+        return f"{cur.path} {why}: {to}"
+
+    def _only(self, cur: PathScore) -> str:
+        return f"the only {cur.tier_name} path{_score_txt(cur)}"
+
+    def _weights(self, d: _DestState, scores: dict[str, PathScore],
+                 choice: str) -> dict[str, tuple[int, bool]]:
+        members = self._split_members(d, scores, choice) if self.policy.split else (choice,)
+        if len(members) == 1:
+            split = {choice: TOTAL_WEIGHT}
+        else:
+            split = self._split_weights(d, scores, members)
+        d.split, d.weights = members, split
+        out = {}
+        for p in d.order:
+            # Down paths are marked down (their flows move); everything else
+            # stays up so pinned flows stay. The choice is always up: when all
+            # paths are down we keep the last choice rather than blackhole.
+            up = scores[p].state is not State.DOWN or p == choice
+            out[p] = (split.get(p, 0), up)
+        return out
+
+    def _split_members(self, d: _DestState, scores: dict[str, PathScore],
+                       choice: str) -> tuple[str, ...]:
+        tier = scores[choice].tier
+        pool = [s for s in scores.values()
+                if s.tier == tier and tier in (USABLE, HELD) and s.smoothed_ms is not None]
+        if len(pool) < 2:
+            return (choice,)
+        best = min(s.smoothed_ms for s in pool)
+        margin = self._margin(best)
+        members = []
+        for s in pool:
+            # Join within the margin; once in, stay until twice the margin.
+            limit = 2 * margin if s.path in d.split else margin
+            if s.path == choice or s.smoothed_ms - best <= limit:
+                members.append(s.path)
+        return tuple(p for p in d.order if p in members)
+
+    def _split_weights(self, d: _DestState, scores: dict[str, PathScore],
+                       members: tuple[str, ...]) -> dict[str, int]:
+        step = self.tuning.split_step
+        inv = {p: 1.0 / max(scores[p].smoothed_ms, 1e-3) for p in members}
+        total = sum(inv.values())
+        w = {p: max(step, int(round(TOTAL_WEIGHT * v / total / step)) * step)
+             for p, v in inv.items()}
+        top = max(w, key=w.get)
+        w[top] += TOTAL_WEIGHT - sum(w.values())
+        # Keep the previous split unless it moved noticeably: fewer map writes.
+        if (set(d.weights) == set(w)
+                and max(abs(d.weights[p] - w[p]) for p in w) < 2 * step):
+            return d.weights
+        return w
+
+
+def _key(s: PathScore, order: tuple[str, ...]):
+    return (s.smoothed_ms is None, s.smoothed_ms or 0.0, order.index(s.path))
+
+
+def _score_txt(s: PathScore) -> str:
+    return f", {s.smoothed_ms:.1f} ms" if s.smoothed_ms is not None else ""
+
+
+def _fmt(v: Optional[float]) -> str:
+    return "-" if v is None else f"{v:.1f}ms"

@@ -1,0 +1,251 @@
+"""Engine decisions on deterministic traces (replayed by tests/unit/traces.py)."""
+
+import dataclasses
+import random
+
+import pytest
+
+from argoctl.config import Policy
+from argoctl.engine import Engine
+from argoctl.estimator import State
+
+import traces
+from traces import choices, first_time, replay, series, switches
+
+POLICY = Policy(probe_interval_ms=1000, probe_timeout_ms=1000, probe_jitter=0.1,
+                detect_multiplier=3, recover_probes=5, hold_down_s=30.0,
+                switch_relative=0.10, switch_absolute_ms=5.0, loss_window=20,
+                rtt_alpha=0.125)
+PATHS = ("direct", "r1")
+
+
+def engine(paths=PATHS, **policy) -> Engine:
+    return Engine(dataclasses.replace(POLICY, **policy), [("d", paths)], clock=lambda: 0.0)
+
+
+def run(eng: Engine, **trace_by_path):
+    return replay(eng, "d", trace_by_path)
+
+
+# -- hysteresis -------------------------------------------------------------
+
+@pytest.mark.parametrize("direct_ms, r1_ms", [(100, 100), (100, 96)])
+def test_no_switch_under_20_percent_noise_over_10000_rounds(direct_ms, r1_ms):
+    n = 10_000
+    steps = run(engine(),
+                direct=series(n, direct_ms, noise=0.2, seed=1),
+                r1=series(n, r1_ms, noise=0.2, seed=2))
+    assert len(steps) == n
+    assert switches(steps) == []
+    assert set(choices(steps)) == {"direct"}
+    assert sum(s.decision.changed for s in steps) == 1      # only the first decision
+
+
+def test_without_the_margins_the_same_noise_would_switch():
+    # The trace above is not too easy: with zero margins and no dwell the
+    # engine flips between the two paths many times.
+    from argoctl.engine import Tuning
+    eng = Engine(dataclasses.replace(POLICY, switch_relative=0.0, switch_absolute_ms=0.0),
+                 [("d", PATHS)], clock=lambda: 0.0, tuning=Tuning(dwell=0))
+    n = 10_000
+    steps = run(eng, direct=series(n, 100, noise=0.2, seed=1), r1=series(n, 96, noise=0.2, seed=2))
+    assert len(switches(steps)) > 10
+
+
+def test_switch_after_a_sustained_100ms_increase_but_not_after_a_spike():
+    n, at = 400, 200
+    steps = run(engine(),
+                direct=series(n, 100, noise=0.2, seed=3, steps=[(at, 100)]),
+                r1=series(n, 120, noise=0.2, seed=4))
+    sw = switches(steps)
+    assert len(sw) == 1
+    when, frm, to = sw[0]
+    assert (frm, to) == ("direct", "r1")
+    assert at < when <= at + 40                    # tens of probes, not hundreds
+    assert "better by" in steps[[s.now for s in steps].index(when)].decision.reason
+
+    spiky = run(engine(),
+                direct=series(n, 100, noise=0.2, seed=3, spikes=[(at, 100), (at + 50, 400)]),
+                r1=series(n, 120, noise=0.2, seed=4))
+    assert switches(spiky) == []
+
+
+# -- failures ---------------------------------------------------------------
+
+def test_failover_within_detect_multiplier_intervals_when_replies_stop():
+    interval, n, stop = 0.1, 200, 100          # 100 ms probes, multiplier 3
+    eng = engine(probe_interval_ms=100, probe_timeout_ms=100)
+    steps = replay(eng, "d", {"direct": series(n, 5, outages=[(stop, n)]),
+                              "r1": series(n, 20)}, decide_every=interval / 20)
+    last_reply = (stop - 1) * interval + 0.005
+    detect = last_reply + 3 * interval
+    # The verdict: direct is marked down (its flows move) at the first
+    # decision at or after the detection time, and not before it.
+    down_at = first_time(steps, lambda d: not d.weights["direct"][1])
+    assert detect <= down_at < detect + interval / 20 + 1e-9
+    dec = next(s.decision for s in steps if s.now == down_at)
+    assert dec.choice == "r1" and dec.scores["direct"].state is State.DOWN
+    # New flows left no later than the verdict, but not before the first
+    # miss (the first lost probe's timeout): make-before-break, not a guess.
+    moved = first_time(steps, lambda d: d.choice == "r1")
+    first_miss = stop * interval + 0.1
+    assert first_miss - 1e-9 <= moved < first_miss + interval / 20 + 1e-9
+    assert moved < down_at
+    assert set(choices([s for s in steps if s.now < moved])) == {"direct"}
+
+
+def test_return_after_recovery_only_once_hold_down_has_passed():
+    n = 200
+    eng = engine()
+    steps = run(eng, direct=series(n, 50, outages=[(50, 60)]), r1=series(n, 100))
+    recovered = eng.path("d", "direct").recovered_at
+    assert recovered == pytest.approx(64.05)       # 5 probes after the outage
+    hold_end = recovered + POLICY.hold_down_s
+    back = [s for s in steps if s.now >= 55]
+    # Not before: r1 carries new flows until the hold-down ends...
+    assert {s.decision.choice for s in back if s.now < hold_end} == {"r1"}
+    held = next(s.decision for s in back if recovered < s.now < hold_end)
+    assert held.scores["direct"].tier_name == "held" and "held" in held.explain()
+    # ...yes after: direct (half the RTT) comes back within the dwell.
+    returned = first_time(steps, lambda d: d.choice == "direct", after=hold_end)
+    assert returned is not None and returned <= hold_end + 7
+    assert switches(steps)[-1] == (returned, "r1", "direct")
+
+
+def test_a_down_path_is_never_chosen_while_another_is_up():
+    paths = ("direct", "r1", "r2")
+    checked = 0
+    for seed in range(30):
+        rng = random.Random(seed)
+        n = 300
+        tr = {}
+        for i, p in enumerate(paths):
+            outages = []
+            for _ in range(rng.randint(0, 4)):
+                a = rng.randrange(n)
+                outages.append((a, a + rng.randint(1, 40)))
+            tr[p] = series(n, rng.uniform(10, 200), noise=rng.choice([0, 0.1, 0.3]),
+                           seed=seed * 10 + i, loss=rng.choice([0, 0.02, 0.2]),
+                           steps=[(rng.randrange(n), rng.uniform(-50, 150))], outages=outages)
+        pol = dict(hold_down_s=rng.choice([0, 5, 30]), recover_probes=rng.choice([1, 3, 5]),
+                   split=rng.random() < 0.3)
+        eng = Engine(dataclasses.replace(POLICY, **pol), [("d", paths)], clock=lambda: 0.0)
+        for s in replay(eng, "d", tr, decide_every=0.5):
+            dec = s.decision
+            states = {p: dec.scores[p].state for p in paths}
+            assert dec.weights[dec.choice][1], "the choice is always up in the datapath"
+            assert sum(w for w, _ in dec.weights.values()) == 100
+            for p, (w, up) in dec.weights.items():
+                assert not (w and not up)
+                if w:
+                    assert states[p] is not State.DOWN or all(
+                        st is State.DOWN for st in states.values())
+            if s.now < 3.0:
+                continue       # start-up grace: direct gets its first round trip
+            if any(st is State.UP for st in states.values()):
+                assert states[dec.choice] is State.UP, (seed, s.now, dec.explain())
+                checked += 1
+    assert checked > 5_000
+
+
+def test_all_paths_down_keeps_the_last_good_choice_up():
+    n = 200
+    eng = engine(hold_down_s=5)
+    steps = run(eng, direct=series(n, 20, outages=[(30, 150)]), r1=series(n, 50, outages=[(80, n)]))
+    # direct failed first: r1 became the (last good) choice; then r1 failed too.
+    both_down = [s.decision for s in steps if 90 < s.now < 150]
+    assert both_down and all(d.choice == "r1" for d in both_down)
+    for d in both_down:
+        assert d.weights == {"direct": (0, False), "r1": (100, True)}
+        assert "all paths down" in d.reason
+    assert sum(d.changed for d in both_down) <= 1
+    # When direct comes back it is used at once, hold-down or not: it is the
+    # only path that reaches (Orpheus).
+    back = first_time(steps, lambda d: d.choice == "direct", after=150)
+    assert back is not None and back <= 156
+    dec = next(s.decision for s in steps if s.now == back)
+    assert dec.scores["direct"].held_until is not None
+
+
+def test_no_measurements_yet_means_direct_or_the_first_path():
+    d = engine().decide(now=0.0)["d"]
+    assert d.choice == "direct" and d.weights == {"direct": (100, True), "r1": (0, True)}
+    assert "no measurements" in d.reason and d.changed
+    d = engine(paths=("r2", "r1")).decide(now=0.0)["d"]
+    assert d.choice == "r2"
+
+
+# -- make-before-break, damping, split ------------------------------------------
+
+def test_make_before_break_moves_new_flows_but_keeps_the_suspect_path_up():
+    n = 120
+    eng = engine()
+    steps = run(eng, direct=series(n, 30, outages=[(60, 61)]), r1=series(n, 60))
+    suspect = [s.decision for s in steps if s.decision.scores["direct"].state is State.SUSPECT]
+    assert suspect
+    assert "make-before-break" in suspect[0].reason
+    for d in suspect:
+        assert d.choice == "r1"
+        assert d.weights == {"direct": (0, True), "r1": (100, True)}   # pinned flows stay
+    # One lost probe never marked direct down, and once it recovered (and
+    # proved better for the dwell) new flows went back to it.
+    assert all(s.decision.weights["direct"][1] for s in steps)
+    assert [(f, t) for _, f, t in switches(steps)] == [("direct", "r1"), ("r1", "direct")]
+
+
+def test_flapping_path_is_suppressed_and_a_stable_one_never_is():
+    # direct: 20 ms but dead for 5 s out of every 15 for 3 minutes, then
+    # stable. r1: 200 ms, stable. Hold-down 0 so only damping keeps direct out.
+    flapping_until, n = 180, 600
+    outages = [(t, t + 5) for t in range(10, flapping_until, 15)]
+    eng = engine(hold_down_s=0, recover_probes=2)
+    steps = run(eng, direct=series(n, 20, outages=outages), r1=series(n, 200))
+    for s in steps:
+        r1 = s.decision.scores["r1"]
+        assert not r1.suppressed and r1.penalty == 0
+    suppressed_at = first_time(steps, lambda d: d.scores["direct"].suppressed)
+    assert suppressed_at is not None and suppressed_at < 60
+    # Before suppression direct attracted traffic back after recovering.
+    assert "direct" in choices([s for s in steps if 15 < s.now < suppressed_at])
+    # Suppressed: up and not held, yet no new flows.
+    unused = [s.decision for s in steps if s.decision.scores["direct"].suppressed]
+    assert any(d.scores["direct"].state is State.UP for d in unused)
+    assert all(d.choice == "r1" and d.weights["direct"][0] == 0 for d in unused)
+    # Once it stops flapping, the penalty decays and direct is reused.
+    reused = first_time(steps, lambda d: not d.scores["direct"].suppressed, after=suppressed_at)
+    assert reused is not None and reused > flapping_until
+    assert steps[-1].decision.choice == "direct"
+
+
+def test_split_spreads_new_flows_over_near_equal_paths():
+    n = 300
+    paths = ("direct", "r1", "r2")
+    tr = {"direct": series(n, 100), "r1": series(n, 104), "r2": series(n, 200)}
+    eng = engine(paths=paths, split=True)
+    last = replay(eng, "d", tr)[-1].decision
+    w = {p: last.weights[p][0] for p in paths}
+    assert w["r2"] == 0 and w["direct"] + w["r1"] == 100
+    assert 45 <= w["r1"] <= w["direct"] <= 55
+    assert all(up for _, up in last.weights.values())
+    single = replay(engine(paths=paths), "d", tr)[-1].decision
+    assert {p: single.weights[p][0] for p in paths} == {"direct": 100, "r1": 0, "r2": 0}
+
+
+def test_decisions_carry_reason_scores_and_explain():
+    n = 30
+    eng = engine()
+    steps = run(eng, direct=series(n, 40), r1=series(n, 90))
+    d = steps[-1].decision
+    assert not d.changed and d.choice == "direct"
+    assert d.scores["direct"].smoothed_ms == pytest.approx(40, abs=1)
+    assert d.scores["r1"].raw_ms == pytest.approx(90)
+    text = d.explain()
+    assert "direct" in text and "r1" in text and d.reason in text
+    assert eng.last("d") is d
+
+
+def test_destinations_are_measured_separately():
+    eng = Engine(POLICY, [("a", PATHS), ("b", PATHS)], clock=lambda: 0.0)
+    assert eng.path("a", "r1") is not eng.path("b", "r1")
+    with pytest.raises(ValueError):
+        Engine(POLICY, [("a", ("direct", "direct"))])
