@@ -108,3 +108,9 @@ def test_metric_contract_is_well_formed(metric):
     assert re.fullmatch(r"argoctl_[a-z_]+", metric.name)
     assert metric.name.endswith("_total") == (metric.kind == "counter")
     assert metric.help.endswith(".")
+
+
+def test_metrics_doc_lists_every_metric():
+    doc = (Path(__file__).parents[2] / "docs" / "metrics.md").read_text()
+    for m in metrics_names.METRICS:
+        assert f"| `{m.name}` | {m.kind}" in doc, m.name
