@@ -19,3 +19,18 @@ def emit(record: dict) -> None:
 @click.group("bench")
 def bench() -> None:
     """Benchmarks; each prints one JSON object per line."""
+
+
+from argoctl.upbench import bench_up  # noqa: E402
+
+bench.add_command(bench_up)
+
+
+from argoctl.probebench import probes_bench  # noqa: E402
+
+bench.add_command(probes_bench)
+
+
+from argoctl.bench_datapath import bench_datapath  # noqa: E402
+
+bench.add_command(bench_datapath)

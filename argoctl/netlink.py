@@ -1,8 +1,9 @@
 """Reading the kernel state argoctl owns, and applying plan ops to it with pyroute2.
 
 Ownership (names.py): links whose name has the prefix AND whose alias matches;
-routes with protocol 176 in our table range; rules in our priority range that look
-up one of our tables (or main with the direct mark); the nft table inet argoctl;
+routes with protocol 176 in our table range; rules in our priority range whose only
+selector is an fwmark under our mask and that look up one of our tables (or main
+with the direct mark); the nft table inet argoctl;
 per-device sysctls of our links; global forwarding sysctls only while we hold
 their saved prior values. Nothing else is read-modified.
 
@@ -336,11 +337,13 @@ def read_owned(ipr, routing: Routing = Routing(), wg=None, nft=None,
             table = msg.get_attr("FRA_TABLE") or msg["table"]
             mark = msg.get_attr("FRA_FWMARK") or 0
             mask = msg.get_attr("FRA_FWMASK")
-            if prio not in prios:
+            # Ours: in our priority range, an fwmark selector with our mask and nothing
+            # else (a user's rule there with a from/to/iif selector is left alone).
+            if prio not in prios or mask != routing.fwmark_mask or msg["src_len"] or \
+                    msg["dst_len"] or msg.get_attr("FRA_IIFNAME") or msg.get_attr("FRA_OIFNAME"):
                 continue
             if table in tables or (table == RT_TABLE_MAIN and mark == direct_mark):
-                rules.append(Rule(family, prio, mark, mask if mask is not None else 0xFFFFFFFF,
-                                  table))
+                rules.append(Rule(family, prio, mark, mask, table))
     nfts = ()
     if nft is not None:
         t = nft.read()
