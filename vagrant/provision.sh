@@ -22,11 +22,24 @@ export DEBIAN_FRONTEND=noninteractive
 # -- packages: the same list as the Makefile's set-up -------------------------
 pkgs="iproute2 iperf3 python3-venv"
 if [ "$ROLE" != client ]; then
-    pkgs="$pkgs python3-bpfcc python3-nftables nftables wireguard-tools linux-headers-$(uname -r)"
+    pkgs="$pkgs python3-bpfcc python3-nftables nftables wireguard-tools"
 fi
 apt-get update -q
 # shellcheck disable=SC2086
 apt-get install -y -q --no-install-recommends $pkgs
+if [ "$ROLE" != client ]; then
+    # bcc compiles against /lib/modules/$(uname -r)/build. A box older than the
+    # archive runs a kernel whose headers were superseded: then take the
+    # current headers (fine for networking programs, which use stable UAPI
+    # structs), as the host set-up does.
+    kver=$(uname -r)
+    if ! apt-get install -y -q --no-install-recommends "linux-headers-$kver"; then
+        apt-get install -y -q --no-install-recommends linux-headers-amd64
+        if [ ! -e "/lib/modules/$kver/build" ]; then
+            ln -s "$(ls -d /usr/src/linux-headers-*-amd64 | sort -V | tail -n1)" "/lib/modules/$kver/build"
+        fi
+    fi
+fi
 
 # -- network: loopback address, static routes, forwarding ---------------------
 # Written as a oneshot unit so it survives reboots (Vagrant only configures
