@@ -1,0 +1,36 @@
+# argoctl: `make test` does all set-up (once; stamps under build/stamps) then runs
+# the host suites and the integration suite (natively or in a virtme-ng VM).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+STAMPS := build/stamps
+PY := $(VENV)/bin/python
+
+.PHONY: setup test test-host test-integration bench clean
+.DEFAULT_GOAL := test
+
+setup: $(STAMPS)/host $(STAMPS)/venv
+
+$(STAMPS)/host: scripts/setup-host.sh
+	scripts/setup-host.sh
+	@mkdir -p $(STAMPS) && touch $@
+
+# Re-run pip when the package metadata changes (new install_requires).
+$(STAMPS)/venv: scripts/setup-venv.sh setup.cfg pyproject.toml $(STAMPS)/host
+	PYTHON=$(PYTHON) VENV=$(VENV) scripts/setup-venv.sh
+	@mkdir -p $(STAMPS) && touch $@
+
+test: setup
+	$(PY) scripts/run_tests.py
+
+test-host: setup
+	$(PY) scripts/run_tests.py --only host
+
+test-integration: setup
+	$(PY) scripts/run_tests.py --only integration
+
+bench: setup
+	$(PY) scripts/run_bench.py --out bench-results.json
+
+clean:
+	rm -rf build/stamps build/test-results build/bench

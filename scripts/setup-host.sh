@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Host set-up for argoctl's test bed: Debian/Ubuntu packages (installed only when
+# missing) and kernel headers for bcc on the running kernel. Root, non-interactive.
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+
+if [ "$(id -u)" != 0 ]; then
+    echo "setup-host: must run as root (apt-get, /lib/modules)" >&2
+    exit 1
+fi
+
+. /etc/os-release
+case "${ID:-}:${ID_LIKE:-}" in
+    ubuntu:*|*:*ubuntu*) kernel_pkgs="linux-image-generic linux-headers-generic" ;;
+    *) kernel_pkgs="linux-image-amd64 linux-headers-amd64" ;;
+esac
+
+# bcc + nftables bindings, the tools tests drive, and what virtme-ng needs to boot
+# the distribution kernel (qemu, a static busybox for its initramfs).
+pkgs="python3-bpfcc python3-nftables python3-venv nftables iproute2 iputils-ping
+      iperf3 tcpdump socat wireguard-tools kmod procps qemu-system-x86 busybox-static
+      gcc make $kernel_pkgs"
+
+missing=""
+for p in $pkgs; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+        missing="$missing $p"
+    fi
+done
+if [ -n "$missing" ]; then
+    echo "setup-host: installing:$missing"
+    apt-get update -q </dev/null
+    # shellcheck disable=SC2086
+    apt-get install -y -q -o Dpkg::Options::=--force-confdef \
+        -o Dpkg::Options::=--force-confold $missing </dev/null
+else
+    echo "setup-host: all packages present"
+fi
+
+# bcc compiles against /lib/modules/$(uname -r)/build. A kernel without its own
+# headers package (a cloud/VM kernel) gets the distribution's headers: fine for the
+# networking programs argoctl loads (they use stable UAPI structs).
+kver=$(uname -r)
+if [ ! -e "/lib/modules/$kver/build" ]; then
+    build=$(ls -d /usr/src/linux-headers-*-amd64 /usr/src/linux-headers-*-generic 2>/dev/null | sort -V | tail -n1 || true)
+    if [ -z "$build" ]; then
+        echo "setup-host: no /usr/src/linux-headers-* found for bcc" >&2
+        exit 1
+    fi
+    case "$build" in
+        *-amd64) common="${build%-amd64}-common" ;;    # Debian: -amd64 + -common
+        *-generic) common="${build%-generic}" ;;       # Ubuntu: -generic + plain
+    esac
+    mkdir -p "/lib/modules/$kver"
+    ln -sfn "$build" "/lib/modules/$kver/build"
+    [ -d "$common" ] && ln -sfn "$common" "/lib/modules/$kver/source"
+    echo "setup-host: /lib/modules/$kver/build -> $build"
+fi
