@@ -33,7 +33,7 @@ import hashlib
 import hmac
 import os
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from argoctl.keys import KeyFileError, SecretBytes, read_secret_file
 
@@ -62,8 +62,7 @@ class WireError(Exception):
         super().__init__(reason)
 
 
-@dataclass(frozen=True)
-class Echo:
+class Echo(NamedTuple):
     type: int
     seq: int
     sent: int

@@ -165,11 +165,15 @@ class EchoTracker(_DoneWindow):
         super().__init__()
         self.key = key
         self.seqs = iter(seqs) if seqs is not None else itertools.count(1)
+        # nonces need to be unique, not secret (the MAC is the secret part): a
+        # PRNG seeded from the OS is far cheaper than a getrandom() per probe
+        self._nonces = random.Random(os.urandom(32))
 
     def request(self, wire_seq: int, prober: PathProber, seq: int, sent: int,
                 deadline: int, dst: tuple, nonce: Optional[bytes] = None) -> bytes:
         """Make a request datagram and register it as outstanding."""
-        nonce = nonce if nonce is not None else os.urandom(NONCE_LEN)
+        if nonce is None:
+            nonce = self._nonces.getrandbits(8 * NONCE_LEN).to_bytes(NONCE_LEN, "big")
         self.add(wire_seq, prober, seq, sent, deadline, (nonce, dst))
         return self.key.request(wire_seq, sent, nonce)
 
@@ -217,7 +221,7 @@ def _marked_socket(family: int, type_: int, proto: int, mark: int) -> socket.soc
     return s
 
 
-def _big_rcvbuf(s: socket.socket) -> None:
+def big_rcvbuf(s: socket.socket) -> None:
     for opt in (33, socket.SO_RCVBUF):  # SO_RCVBUFFORCE (root) else capped by rmem_max
         try:
             s.setsockopt(socket.SOL_SOCKET, opt, _RCVBUF)
@@ -285,7 +289,7 @@ class UdpChannel(_Channel):
 
     def open(self):
         s = _marked_socket(self.family, socket.SOCK_DGRAM, 0, self.mark)
-        _big_rcvbuf(s)
+        big_rcvbuf(s)
         return s
 
     def send(self, prober, seq, sent, deadline):
@@ -344,6 +348,7 @@ class IcmpChannel(_Channel):
         self.mode = mode
         self.ident = 0
         self._seq16 = itertools.count(random.getrandbits(16))
+        self._payloads = random.Random(os.urandom(32))
 
     def open(self):
         if self.mode == "auto":  # decided where the socket is opened (its namespace)
@@ -351,14 +356,14 @@ class IcmpChannel(_Channel):
         s = _marked_socket(self.family,
                            socket.SOCK_DGRAM if self.mode == "dgram" else socket.SOCK_RAW,
                            self.proto, self.mark)
-        _big_rcvbuf(s)
+        big_rcvbuf(s)
         # ping sockets: the kernel sets and demuxes the id (the socket's "port")
         self.ident = random.getrandbits(16) if self.mode == "raw" else 0
         return s
 
     def send(self, prober, seq, sent, deadline):
         wire_seq = next(self._seq16) & 0xFFFF
-        payload = os.urandom(16)
+        payload = self._payloads.getrandbits(128).to_bytes(16, "big")
         hdr = _ICMP_HDR.pack(self.req_type, 0, 0, self.ident, wire_seq)
         if self.mode == "raw" and self.family == socket.AF_INET:
             csum = _inet_checksum(hdr + payload)
@@ -495,7 +500,7 @@ class ProbeScheduler:
                  fast_divisor: float = 4, key: Optional[EchoKey] = None,
                  clock: Callable[[], int] = time.monotonic_ns,
                  rng: Optional[random.Random] = None, icmp_mode: str = "auto",
-                 intervals: Optional[dict[str, float]] = None):
+                 intervals: Optional[dict[str, float]] = None, tick_ms: float = 5):
         self.on_result = on_result
         self.in_doubt = in_doubt
         self.interval_ms = interval_ms
@@ -503,6 +508,7 @@ class ProbeScheduler:
         self.jitter = jitter
         self.timeout_ns = int(timeout_ms * 1e6)
         self.fast_divisor = fast_divisor
+        self.tick = tick_ms / 1000.0
         self.key = key
         self.clock = clock
         self.rng = rng or random.Random()
@@ -626,7 +632,8 @@ class ProbeScheduler:
 
     def _send_due(self) -> None:
         heap = self._heap
-        horizon = self.loop.time() + 0.0005  # coalesce sends due within 0.5 ms
+        # sends due within a tick go out together: one wake-up for many probes
+        horizon = self.loop.time() + self.tick
         while heap and heap[0][0] <= horizon:
             _, _, prober = heapq.heappop(heap)
             if not prober.active or self.probers.get((prober.dest, prober.path)) is not prober:
@@ -653,7 +660,8 @@ class ProbeScheduler:
             prober.errors += 1
             self.deliver(prober, prober.seq, now, self.clock(), lost=True)
             return
-        self._arm_sweep(deadline)
+        if self._sweep_timer.handle is None:  # else armed for an earlier deadline
+            self._arm_sweep(deadline)
 
     def _arm_sweep(self, deadline_ns: int) -> None:
         delay = max(0, deadline_ns - self.clock()) / 1e9

@@ -25,6 +25,7 @@ from collections import Counter
 from typing import Callable, Optional
 
 from argoctl.mac import REQUEST, SIZE, EchoKey, WireError
+from argoctl.probe import big_rcvbuf
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +123,7 @@ class Responder:
                 s = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET,
                                   socket.SOCK_DGRAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
                 self.socks.append(s)
+                big_rcvbuf(s)
                 if v6:
                     s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
                     s.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVPKTINFO, 1)
