@@ -48,9 +48,10 @@ metrics the same way), so +-20% RTT noise does not cross the margins.
 
 Hold-down: a path that went down may not be chosen (tier 1) until
 policy.hold_down_s after it recovered. Flap damping (RFC 2439): each failure
-adds Tuning.flap_penalty to the path's penalty, which halves every
-flap_half_life_s; above flap_suppress the path is suppressed (tier 1) until
-the penalty decays below flap_reuse.
+(going down, or a passive failure: unanswered SYNs) adds Tuning.flap_penalty
+to the path's penalty, which halves every flap_half_life_s; above
+flap_suppress the path is suppressed (tier 1) until the penalty decays below
+flap_reuse.
 """
 
 from __future__ import annotations
@@ -193,6 +194,28 @@ class Engine:
         """The estimator of (dest, path): feed it replies, timeouts, passive signals."""
         return self._dests[dest].paths[path].est
 
+    def probe_result(self, dest: str, path: str, seq: int, sent_at_ns: int,
+                     rtt: Optional[float], now_ns: int) -> None:
+        """probe.ProbeScheduler's on_result (times in ns, rtt in s or None).
+        The engine's clock must be the same monotonic clock in seconds."""
+        self.path(dest, path).on_result(seq, sent_at_ns / 1e9, rtt, now_ns / 1e9)
+
+    def in_doubt(self, dest: str, path: str) -> bool:
+        """probe.ProbeScheduler's in_doubt: probe this path faster."""
+        return self.path(dest, path).in_doubt
+
+    def on_path_passive(self, path: str, syn_sent: int, synack_rcvd: int,
+                        rtt_samples: Sequence[float], now: float) -> None:
+        """Datapath passive counters of one path (deltas), which the datapath
+        keeps per path, not per destination: the SYN evidence goes to every
+        destination through the path (SYN-ACKs from any of them clear it);
+        handshake RTTs only when the path serves one destination, since they
+        mix origins otherwise."""
+        users = [d for d in self._dests.values() if path in d.paths]
+        for d in users:
+            d.paths[path].est.on_passive(syn_sent, synack_rcvd,
+                                         rtt_samples if len(users) == 1 else (), now)
+
     def paths(self, dest: str) -> tuple[str, ...]:
         return self._dests[dest].order
 
@@ -234,7 +257,8 @@ class Engine:
         if ps.penalty:
             ps.penalty *= 0.5 ** ((now - ps.penalty_at) / t.flap_half_life_s)
         ps.penalty_at = now
-        downs = snap.counts["downs"]
+        # A failure is a path going down, or its handshakes failing (passive).
+        downs = snap.counts["downs"] + snap.counts["passive_fail"]
         if downs > ps.downs_seen:
             cap = t.flap_reuse * 2 ** (t.flap_max_suppress_s / t.flap_half_life_s)
             ps.penalty = min(cap, ps.penalty + t.flap_penalty * (downs - ps.downs_seen))

@@ -28,7 +28,8 @@ Reachability state machine (BFD-like, RFC 5880 detection time):
     up/suspect --no reply for detect_multiplier x interval,
                  or detect_multiplier consecutive timeouts--> down
     suspect/down --recover_probes consecutive replies (and no
-                   unanswered SYNs pending)--> up
+                   unanswered SYNs pending: a SYN-ACK clears them, and so do
+                   PASSIVE_FORGET_S without new SYNs)--> up
     unknown --detect_multiplier consecutive timeouts--> down (never worked:
                    not counted as a failure)
 
@@ -54,6 +55,9 @@ JITTER_GAIN = 1.0 / 16     # RFC 3550
 PASSIVE_WEIGHT = 0.25      # handshake RTTs count this fraction of an active sample
 PASSIVE_MIN_SYNS = 2       # unanswered SYNs needed before passive evidence counts
 SYN_RTO_S = 1.0            # TCP retransmits an unanswered SYN after 1 s (RFC 6298)
+# Unanswered-SYN evidence is forgotten after this long without any new SYN on
+# the path: once new flows avoid it, only a SYN-ACK or silence can clear it.
+PASSIVE_FORGET_S = 10.0
 
 
 class State(str, enum.Enum):
@@ -114,6 +118,7 @@ class Estimator:
         # Passive: balance of SYNs without a SYN-ACK since the last SYN-ACK.
         self._syn_unanswered = 0
         self._syn_pending_since: Optional[float] = None
+        self._last_syn: Optional[float] = None
         self._passive_failing = False
         self.counts = {"replies": 0, "timeouts": 0, "late": 0, "duplicate": 0,
                        "syn_sent": 0, "synack_rcvd": 0, "passive_rtt": 0,
@@ -158,6 +163,13 @@ class Estimator:
         elif self.state is State.UP:
             self._enter(State.SUSPECT, now)
 
+    def on_result(self, seq: int, sent_at: float, rtt: Optional[float], now: float) -> None:
+        """One probe's outcome: rtt in seconds, or None when it was lost."""
+        if rtt is None:
+            self.on_timeout(seq, now)
+        else:
+            self.on_reply(seq, sent_at, rtt, now)
+
     def tick(self, now: float) -> None:
         """Time-based detection; call before reading a snapshot."""
         if self.state in (State.UP, State.SUSPECT) and self.last_reply is not None:
@@ -175,6 +187,8 @@ class Estimator:
         """Datapath deltas since the previous call. rtt_samples in seconds (if the
         datapath keeps sum/count, pass [sum/count] for a non-zero count)."""
         self.counts["syn_sent"] += syn_sent
+        if syn_sent:
+            self._last_syn = now
         self.counts["synack_rcvd"] += synack_rcvd
         for r in rtt_samples:
             self.counts["passive_rtt"] += 1
@@ -234,7 +248,14 @@ class Estimator:
             self._resolved.popitem(last=False)
 
     def _check_passive(self, now: float) -> None:
-        if (self._passive_failing or self._syn_pending_since is None
+        if self._passive_failing:
+            if now - self._last_syn >= PASSIVE_FORGET_S:
+                self._passive_failing = False
+                self._syn_unanswered, self._syn_pending_since = 0, None
+                if self.state in (State.SUSPECT, State.DOWN):
+                    self._maybe_recover(now)
+            return
+        if (self._syn_pending_since is None
                 or self._syn_unanswered < PASSIVE_MIN_SYNS
                 or now - self._syn_pending_since < max(self.detect, SYN_RTO_S)):
             return

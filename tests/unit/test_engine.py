@@ -249,3 +249,36 @@ def test_destinations_are_measured_separately():
     assert eng.path("a", "r1") is not eng.path("b", "r1")
     with pytest.raises(ValueError):
         Engine(POLICY, [("a", ("direct", "direct"))])
+
+
+def test_probe_scheduler_adapters_and_path_wide_passive_signals():
+    eng = Engine(POLICY, [("a", PATHS), ("b", ("r1",))], clock=lambda: 0.0)
+    eng.probe_result("a", "r1", 1, 1_000_000_000, 0.020, 1_020_000_000)
+    eng.probe_result("a", "direct", 1, 1_000_000_000, None, 2_000_000_000)
+    assert eng.path("a", "r1").snapshot().srtt_ms == pytest.approx(20)
+    assert eng.path("a", "direct").snapshot().counts["timeouts"] == 1
+    assert eng.in_doubt("a", "direct") and not eng.in_doubt("a", "r1")
+    eng.on_path_passive("r1", 3, 1, [0.050], now=2.0)
+    for dest in ("a", "b"):
+        c = eng.path(dest, "r1").snapshot().counts
+        assert (c["syn_sent"], c["synack_rcvd"], c["passive_rtt"]) == (3, 1, 0)
+    assert eng.path("a", "direct").snapshot().counts["syn_sent"] == 0
+
+
+def test_unanswered_syns_move_new_flows_even_while_probes_succeed():
+    # Cloudflare's 522 signal: the probes to the responder work, but TCP
+    # handshakes through direct fail. New flows go to r1; direct stays up
+    # (its established flows stay) and comes back once the evidence ages out.
+    n = 120
+    eng = engine()
+    syns = [(t + 0.9, lambda now: eng.on_path_passive("direct", 2, 0, [], now))
+            for t in range(50, 56)]
+    steps = replay(eng, "d", {"direct": series(n, 30), "r1": series(n, 60)}, extra=syns)
+    moved = first_time(steps, lambda d: d.choice == "r1")
+    assert 53.9 <= moved <= 54.5                # max(detect, SYN RTO) after the first SYN
+    dec = next(s.decision for s in steps if s.now == moved)
+    assert dec.weights == {"direct": (0, True), "r1": (100, True)}
+    assert dec.scores["direct"].snapshot.counts["passive_fail"] == 1
+    assert all(s.decision.weights["direct"][1] for s in steps)
+    back = first_time(steps, lambda d: d.choice == "direct", after=moved)
+    assert back is not None and back >= 55.9 + 10     # PASSIVE_FORGET_S after the last SYN

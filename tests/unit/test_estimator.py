@@ -161,3 +161,21 @@ def test_estimator_is_deterministic_on_a_replayed_trace():
         e.tick(500.0)
         return e.snapshot()
     assert run() == run()
+
+
+def test_passive_evidence_is_forgotten_once_no_new_syn_uses_the_path():
+    # New flows moved away (make-before-break), so no SYN-ACK can clear the
+    # evidence; without new SYNs it ages out and the probes bring it back up.
+    from argoctl.estimator import PASSIVE_FORGET_S
+    e = est()
+    seq, t = feed(e, [10] * 3)
+    e.on_passive(3, 0, [], now=3.0)
+    seq, t = feed(e, [10] * 4, seq, t)               # t = 7.0
+    e.tick(6.5)
+    assert e.state is State.SUSPECT
+    e.on_passive(1, 0, [], now=7.0)                  # a client's SYN retry
+    seq, t = feed(e, [10] * 10, seq, t)              # replies until 16.01
+    e.tick(7.0 + PASSIVE_FORGET_S - 0.1)
+    assert e.state is State.SUSPECT                  # probes alone cannot clear it
+    e.tick(7.0 + PASSIVE_FORGET_S)
+    assert e.state is State.UP and e.counts["passive_fail"] == 1
