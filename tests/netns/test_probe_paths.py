@@ -382,3 +382,49 @@ responder_key_file = "{key_file}"
         assert 0 < row["rtt_min_ms"] <= row["rtt_avg_ms"] <= row["rtt_max_ms"] < 300
     assert rows["relay1"]["mark"] == RELAY and rows["direct"]["mark"] == DIRECT
     assert "received=8 replied=8" in err, err
+
+
+def test_path_in_doubt_is_probed_faster(lab):
+    """The scheduler asks in_doubt(dest, path) before each probe (wide margin: 4x
+    faster expected, 2x required)."""
+    doubt = {("o4", "relay1")}
+    results, on_result = collect()
+    sched = ProbeScheduler(on_result, key=KEY, interval_ms=100, jitter=0.1, timeout_ms=300,
+                           fast_divisor=4, in_doubt=lambda d, p: (d, p) in doubt)
+    for path, mark in (("direct", DIRECT), ("relay1", RELAY)):
+        sched.add("o4", path, mark, Probe("udp", target(TARGET4), PORT))
+    r = responder(lab)
+
+    async def run():
+        r.start()
+        sched.start()
+        await asyncio.sleep(1.0)
+        sched.stop()
+        r.close()
+
+    run_in(lab["edge"], run())
+    sent = {path: p.sent for (_, path), p in sched.probers.items()}
+    assert 5 <= sent["direct"] <= 15, sent
+    assert sent["relay1"] >= 2 * sent["direct"], sent
+    assert all(rtt is not None for *_, rtt, _ in results)
+
+
+def test_send_failure_is_an_immediate_loss(lab):
+    """A path whose route refuses the packet (here: a prohibit rule for its mark)
+    reports each probe lost at once, not after the timeout."""
+    edge = lab["edge"]
+    mark = ROUTING.mark(7)
+    rule = f"fwmark {mark:#x}/{ROUTING.fwmark_mask:#x} prohibit priority {ROUTING.priority(7)}"
+    edge.run(["ip", "rule", "add", *rule.split()], check=True)
+    try:
+        results, on_result = collect()
+        sched = ProbeScheduler(on_result, key=KEY, **FAST)
+        sched.add("o4", "relay7", mark, Probe("udp", target(TARGET4), PORT), limit=3)
+        sched.add("o4t", "relay7", mark, Probe("tcp", target(TARGET4), 8080), limit=3)
+        run_in(edge, probe(sched))
+    finally:
+        edge.run(["ip", "rule", "del", *rule.split()], check=True)
+    assert len(results) == 6 and all(rtt is None for *_, rtt, _ in results)
+    assert all(now - sent < 100e6 for _, _, _, sent, _, now in results)
+    assert sched.rejects()["relay7"]["send_errors"] == 6
+    assert {p.errors for p in sched.probers.values()} == {3}

@@ -192,3 +192,34 @@ def test_parse_listen():
     for bad in ("nope:1", "0.0.0.0:0", "[::1", "0.0.0.0:x"):
         with pytest.raises(ValueError, match="listen address"):
             parse_listen(bad)
+
+
+def test_interval_has_jitter_and_is_faster_while_in_doubt():
+    from argoctl.probe import ProbeScheduler
+
+    doubt = {("web", "r1")}
+    sched = ProbeScheduler(lambda *a: None, key=KEY, interval_ms=1000, jitter=0.1,
+                           fast_divisor=4, in_doubt=lambda d, p: (d, p) in doubt,
+                           intervals={"api": 200})
+    sched.add("web", "direct", 0xFF0000, Probe("udp", ipaddress.ip_address(RESPONDER[0]), 7447))
+    sched.add("web", "r1", 0x10000, Probe("udp", ipaddress.ip_address(RESPONDER[0]), 7447))
+    sched.add("api", "direct", 0xFF0000, Probe("icmp", ipaddress.ip_address(RESPONDER[0])))
+    normal = [sched._interval(sched.probers[("web", "direct")]) for _ in range(500)]
+    fast = [sched._interval(sched.probers[("web", "r1")]) for _ in range(500)]
+    api = [sched._interval(sched.probers[("api", "direct")]) for _ in range(500)]
+    assert 0.9 <= min(normal) < 0.95 and 1.05 < max(normal) <= 1.1
+    assert 0.225 <= min(fast) and max(fast) <= 0.275
+    assert 0.18 <= min(api) and max(api) <= 0.22
+    doubt.clear()
+    assert sched._interval(sched.probers[("web", "r1")]) >= 0.9
+
+
+def test_scheduler_refuses_udp_without_key_and_tcp_without_port():
+    from argoctl.probe import ProbeScheduler
+
+    sched = ProbeScheduler(lambda *a: None)
+    with pytest.raises(ValueError, match="responder key"):
+        sched.add("web", "direct", 0xFF0000, Probe("udp", ipaddress.ip_address("192.0.2.1"), 7447))
+    with pytest.raises(ValueError, match="need a port"):
+        sched.add("web", "direct", 0xFF0000, Probe("tcp", ipaddress.ip_address("192.0.2.1")))
+    assert not sched.probers
