@@ -29,7 +29,7 @@ from argoctl.config import DIRECT, Config
 
 BPF_DIR = FsPath(os.environ.get("ARGOCTL_BPF_DIR", FsPath(__file__).resolve().parent.parent / "bpf"))
 ENTRY_FILES = ("steer_tc.c", "passive_tc.c", "steer_sock.c")
-DEFAULT_CGROUP = "/sys/fs/cgroup"
+BPF_FS_MAGIC = 0xCAFE4A11
 
 # tc: our filters sit at this priority on clsact ingress, named
 # "argoctl-<program>-<prog id>", so `detach` removes only ours and `attach`
@@ -103,9 +103,56 @@ def compile_bpf(pin_dir: Optional[str] = None, sizes: Sizes = Sizes(),
 
     cflags = sizes.cflags() + list(extra_cflags)
     if pin_dir:
+        ensure_bpffs(os.path.dirname(pin_dir.rstrip("/")))
         os.makedirs(pin_dir, exist_ok=True)
         cflags.append(f'-DPIN_DIR="{pin_dir}"')
     return BPF(text=source(entries), cflags=cflags)
+
+
+def _fs_magic(path: str) -> int:
+    """f_type of statfs(2) (os.statvfs does not expose it)."""
+    import ctypes
+    buf = ctypes.create_string_buffer(128)   # struct statfs; f_type is the first long
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.statfs(path.encode(), buf) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"statfs {path}: {os.strerror(err)}")
+    return int.from_bytes(buf.raw[:8], "little")
+
+
+def ensure_bpffs(directory: str) -> None:
+    """Pins need a bpf filesystem. Mount one on `directory` if it is not one
+    already (what iproute2 and Cilium do for /sys/fs/bpf)."""
+    os.makedirs(directory, exist_ok=True)
+    if _fs_magic(directory) == BPF_FS_MAGIC:
+        return
+    import subprocess
+    proc = subprocess.run(["mount", "-t", "bpf", "bpf", directory], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise DatapathError(f"cannot mount bpffs on {directory}: {proc.stderr.strip()}")
+
+
+def cgroup2_root() -> Optional[str]:
+    """Mount point of the cgroup v2 hierarchy (None if there is none)."""
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) > 2 and parts[2] == "cgroup2":
+                return parts[1]
+    return None
+
+
+DEFAULT_CGROUP = "auto"   # the cgroup2 root
+
+
+def _cgroup_path(cgroup: Optional[str]) -> Optional[str]:
+    if cgroup == DEFAULT_CGROUP:
+        root = cgroup2_root()
+        if root is None:
+            raise DatapathError("no cgroup2 hierarchy mounted: local sockets cannot be steered "
+                                "(mount one, or attach with cgroup=None)")
+        return root
+    return cgroup
 
 
 def load_programs(b, names_: Iterable[str]) -> dict[str, int]:
@@ -338,6 +385,7 @@ def attach(config: Config, pin_dir: str = names.BPF_PIN_DIR, netns: Optional[str
     """Load (or adopt) the datapath and attach it: steering on the node's
     steer_interfaces, passive signals on its tunnels and underlay device, the
     socket hooks on `cgroup` (None: no local steering). Idempotent."""
+    cgroup = _cgroup_path(cgroup)
     compiled, progs = ensure_loaded(pin_dir, sizes)
     res = AttachResult(compiled=compiled, cgroup=cgroup)
     with _netlink(progs, netns) as ipr:
@@ -408,6 +456,7 @@ def program(config: Config, pin_dir: str = names.BPF_PIN_DIR,
 def detach(pin_dir: str = names.BPF_PIN_DIR, netns: Optional[str] = None,
            cgroup: Optional[str] = DEFAULT_CGROUP) -> dict:
     """Remove our tc filters, cgroup hooks and pins. Safe to run twice."""
+    cgroup = cgroup2_root() if cgroup == DEFAULT_CGROUP else cgroup
     progs = _pinned_programs(pin_dir) if os.path.isdir(pin_dir) else {}
     with _netlink(progs, netns) as ipr:
         removed = _tc_detach_all(ipr)
@@ -429,6 +478,7 @@ def status(pin_dir: str = names.BPF_PIN_DIR, netns: Optional[str] = None,
     TCP signals). {"loaded": False} when nothing is pinned."""
     if not _pins_complete(pin_dir):
         return {"loaded": False}
+    cgroup = cgroup2_root() if cgroup == DEFAULT_CGROUP else cgroup
     progs = _pinned_programs(pin_dir)
     with _netlink(progs, netns) as ipr:
         filters = {}

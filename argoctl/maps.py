@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import ipaddress
 import os
+import socket
 import struct
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Optional, Sequence
@@ -100,13 +101,15 @@ def encode_pathset(paths: Sequence[Path], generation: int = 0) -> bytes:
         raise ValueError(f"a destination has at most {MAX_PATHS} paths, got {len(paths)}")
     flat: list[int] = []
     for p in paths:
-        if not 0 <= p.weight <= 0xFFFF:
-            raise ValueError(f"path {p.path_id}: weight {p.weight} outside 0..65535")
-        if not 0 <= p.path_id < MAX_PATH_IDS:
-            raise ValueError(f"path id {p.path_id} outside 0..{MAX_PATH_IDS - 1}")
+        if not (0 <= p.weight <= 0xFFFF and 0 <= p.path_id < MAX_PATH_IDS and 0 <= p.mark <= 0xFFFFFFFF):
+            raise ValueError(f"path {p.path_id}: weight 0..65535, id 0..{MAX_PATH_IDS - 1} and a "
+                             f"32-bit mark required (got weight {p.weight}, mark {p.mark:#x})")
         flat += (p.mark, p.weight, PATH_UP if p.up else PATH_DOWN, p.path_id)
-    flat += (0, 0, 0, 0) * (MAX_PATHS - len(paths))
+    flat += _EMPTY_TAIL[len(paths)]
     return _PATHSET.pack(generation & 0xFFFFFFFF, len(paths), *flat)
+
+
+_EMPTY_TAIL = [(0, 0, 0, 0) * (MAX_PATHS - n) for n in range(MAX_PATHS + 1)]
 
 
 def decode_pathset(raw: bytes) -> tuple[int, list[Path]]:
@@ -118,7 +121,21 @@ def decode_pathset(raw: bytes) -> tuple[int, list[Path]]:
 
 
 def encode_prefix(net) -> tuple[int, bytes]:
-    """(family, LPM key bytes) of a prefix: prefixlen, then the address in network order."""
+    """(family, LPM key bytes) of a prefix: prefixlen, then the address in network order.
+
+    Strings take a fast path (inet_pton); host bits must be zero either way."""
+    if isinstance(net, str) and "/" in net:
+        addr, _, plen_s = net.partition("/")
+        fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
+        try:
+            packed = socket.inet_pton(fam, addr)
+            plen = int(plen_s)
+        except (OSError, ValueError):
+            raise ValueError(f"not a prefix: {net!r}") from None
+        bits = len(packed) * 8
+        if not 0 <= plen <= bits or (plen < bits and int.from_bytes(packed, "big") & ((1 << (bits - plen)) - 1)):
+            raise ValueError(f"not a prefix (host bits set or bad length): {net!r}")
+        return (4 if bits == 32 else 6), _U32.pack(plen) + packed
     net = ipaddress.ip_network(net)
     return net.version, _U32.pack(net.prefixlen) + net.network_address.packed
 

@@ -106,10 +106,13 @@ static __always_inline __u32 steer_flow(struct parsed *p, __u32 len, const struc
     struct flow_val *fv = flows.lookup(key);
     __u32 dest_id;
 
-    /* A pinned flow skips the trie while the prefixes are unchanged. */
+    /* A pinned flow skips the trie while the prefixes are unchanged.
+     * (ARGOCTL_ALWAYS_LPM: the benchmark's worst case, a trie walk per packet.) */
+#ifndef ARGOCTL_ALWAYS_LPM
     if (fv && fv->lpm_epoch == s->lpm_epoch)
         dest_id = fv->dest_id;
     else
+#endif
         dest_id = lookup_dest(key);
     if (!dest_id)
         return 0;
@@ -126,7 +129,8 @@ static __always_inline __u32 steer_flow(struct parsed *p, __u32 len, const struc
         /* Established flow on a live path: stays (weights do not matter). */
         mark = fv->mark;
         path_id = fv->path_id;
-        fv->lpm_epoch = s->lpm_epoch;
+        if (fv->lpm_epoch != s->lpm_epoch)
+            fv->lpm_epoch = s->lpm_epoch;
         if (is_syn) {
             if (fv->syn_ns)
                 fv->flags |= FLOW_SYN_RETRANS;
