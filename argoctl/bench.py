@@ -34,3 +34,8 @@ bench.add_command(probes_bench)
 from argoctl.bench_datapath import bench_datapath  # noqa: E402
 
 bench.add_command(bench_datapath)
+
+
+from argoctl.enginebench import engine_bench  # noqa: E402
+
+bench.add_command(engine_bench)
