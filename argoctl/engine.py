@@ -68,6 +68,7 @@ TOTAL_WEIGHT = 100         # weights of one destination add up to this
 
 USABLE, HELD, SUSPECT, UNKNOWN, DOWN = range(5)
 TIER_NAMES = ("usable", "held", "suspect", "unknown", "down")
+_STATE_TIER = {State.DOWN: DOWN, State.UNKNOWN: UNKNOWN, State.SUSPECT: SUSPECT}
 
 
 @dataclass(frozen=True)
@@ -283,7 +284,7 @@ class Engine:
         held_until = None
         if snap.recovered_at is not None and now < snap.recovered_at + pol.hold_down_s:
             held_until = snap.recovered_at + pol.hold_down_s
-        tier = {State.DOWN: DOWN, State.UNKNOWN: UNKNOWN, State.SUSPECT: SUSPECT}.get(snap.state)
+        tier = _STATE_TIER.get(snap.state)
         if tier is None:
             tier = HELD if (held_until is not None or ps.suppressed) else USABLE
         return PathScore(name, snap.state, tier, raw, ps.smoothed, ps.penalty,

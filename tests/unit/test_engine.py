@@ -282,3 +282,16 @@ def test_unanswered_syns_move_new_flows_even_while_probes_succeed():
     assert all(s.decision.weights["direct"][1] for s in steps)
     back = first_time(steps, lambda d: d.choice == "direct", after=moved)
     assert back is not None and back >= 55.9 + 10     # PASSIVE_FORGET_S after the last SYN
+
+
+def test_bench_engine_prints_one_json_line():
+    import json
+
+    from click.testing import CliRunner
+
+    from argoctl.cli import cli
+    res = CliRunner().invoke(cli, ["bench", "engine", "--json", "--destinations", "5",
+                                   "--rounds", "20"])
+    assert res.exit_code == 0, res.output
+    rec = json.loads(res.output)
+    assert rec["bench"] == "engine" and rec["destinations"] == 5 and rec["core_percent"] >= 0
