@@ -154,7 +154,7 @@ class _DoneWindow(Outstanding):
 class EchoTracker(_DoneWindow):
     """Matching of UDP echo replies (pure: no sockets, testable on bytes).
 
-    `sent()` registers a request; `match(data, src, now)` returns the
+    `request()` makes a request and registers it; `match(data, src, now)` returns the
     (prober, seq, sent_ns, deadline, extra) entry the reply answers, or None
     after counting why in `rejects`: malformed, forged (bad MAC, wrong key, or
     not a reply), replayed (answered already, or a valid reply not for any
@@ -208,7 +208,8 @@ def _same_addr(a: tuple, b: tuple) -> bool:
 # -- channels: the sockets, one per (kind, mark, family) --------------------------
 
 def _family(addr) -> int:
-    return socket.AF_INET6 if ipaddress.ip_address(addr).version == 6 else socket.AF_INET
+    version = addr.version if hasattr(addr, "version") else ipaddress.ip_address(addr).version
+    return socket.AF_INET6 if version == 6 else socket.AF_INET
 
 
 def _marked_socket(family: int, type_: int, proto: int, mark: int) -> socket.socket:
