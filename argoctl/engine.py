@@ -223,6 +223,15 @@ class Engine:
     def destinations(self) -> tuple[str, ...]:
         return tuple(self._dests)
 
+    def seed_choice(self, dest: str, choice: str) -> None:
+        """Start dest from `choice` instead of the default (hitless restart: the
+        choice a previous run left in the maps). Before its first measurement
+        the seeded path keeps traffic for the start-up grace, like direct."""
+        d = self._dests[dest]
+        if choice not in d.paths:
+            raise ValueError(f"destination {dest!r}: no path {choice!r} (paths: {list(d.order)})")
+        d.choice = choice
+
     def last(self, dest: str) -> Optional[Decision]:
         """The latest decision for dest (None before the first decide())."""
         return self._dests[dest].last

@@ -295,3 +295,15 @@ def test_bench_engine_prints_one_json_line():
     assert res.exit_code == 0, res.output
     rec = json.loads(res.output)
     assert rec["bench"] == "engine" and rec["destinations"] == 5 and rec["core_percent"] >= 0
+
+
+def test_a_seeded_choice_survives_until_measurements_say_otherwise():
+    # Hitless restart: the previous run left r1 in the maps.
+    # Direct answering first does not move it, nor does direct being slightly better.
+    eng = engine()
+    eng.seed_choice("d", "r1")
+    steps = run(eng, direct=series(60, 48), r1=series(60, 50))
+    assert set(choices(steps)) == {"r1"}
+    assert steps[0].decision.weights == {"direct": (0, True), "r1": (100, True)}
+    with pytest.raises(ValueError):
+        eng.seed_choice("d", "r9")
