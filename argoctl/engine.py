@@ -22,7 +22,8 @@ Rules, in order:
    hysteresis: a candidate must be better than the current choice by both
    policy.switch_relative (of the current score) and policy.switch_absolute_ms,
    on both the raw and the smoothed score, continuously for Tuning.dwell probe
-   intervals (so a single spike never switches).
+   intervals (so a single spike never switches). Going back to a path that was
+   left for a better score needs that continuously for policy.hold_down_s.
 3. Make-before-break: when the current choice turns suspect and a path of a
    better tier exists, new flows go there at once (weight), but the suspect
    path stays *up* in the datapath so its established flows stay pinned until
@@ -44,7 +45,9 @@ again (ETX-like, as babeld's loss cost) and every loss also costs a
 retransmission timeout (TCP's 200 ms minimum). The raw score uses the latest
 RTT sample; the smoothed score uses srtt (RFC 6298 EWMA) smoothed once more
 with a half-life of Tuning.smooth_half_life probe intervals (babeld smooths route
-metrics the same way), so +-20% RTT noise does not cross the margins.
+metrics the same way), so +-20% RTT noise does not cross the margins; a level
+shift (Tuning.shift_samples raw scores in a row far on one side) restarts it,
+so a sustained +100 ms moves traffic within about ten probes.
 
 Hold-down: a path that went down may not be chosen (tier 1) until
 policy.hold_down_s after it recovered. Flap damping (RFC 2439): each failure
@@ -57,7 +60,9 @@ flap_reuse.
 from __future__ import annotations
 
 import math
+import statistics
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Optional, Sequence
 
@@ -81,6 +86,13 @@ class Tuning:
     # tens of samples; srtt alone (alpha 1/8) averages about 15.
     smooth_half_life: float = 24.0
     dwell: float = 5.0                 # probe intervals a better candidate must stay better
+    # Level shift: when the last shift_samples raw scores all lie beyond
+    # shift_margins switch margins on the same side of the smoothed score, the
+    # path really changed (a reroute, a queue): restart the smoothed score from
+    # their median instead of waiting tens of probes for the EWMAs. Noise of
+    # +-20% essentially never does this (five 2-sigma draws in a row).
+    shift_samples: int = 5
+    shift_margins: float = 2.0
     flap_penalty: float = 1000.0       # RFC 2439 units per failure
     flap_suppress: float = 2000.0
     flap_reuse: float = 750.0
@@ -139,7 +151,7 @@ class Decision:
 
 class _PathState:
     __slots__ = ("est", "smoothed", "smoothed_at", "penalty", "penalty_at",
-                 "suppressed", "downs_seen", "recovered_seen")
+                 "suppressed", "downs_seen", "recovered_seen", "recent", "replies_seen")
 
     def __init__(self, est: Estimator):
         self.est = est
@@ -150,6 +162,8 @@ class _PathState:
         self.suppressed = False
         self.downs_seen = 0
         self.recovered_seen: Optional[float] = None
+        self.recent: deque[float] = deque()    # raw scores of the latest replies
+        self.replies_seen = 0
 
 
 class _DestState:
@@ -164,6 +178,7 @@ class _DestState:
         self.paths = {p: _PathState(Estimator(policy, now)) for p in paths}
         self.choice = DIRECT if DIRECT in self.paths else self.order[0]
         self.dwell: Optional[tuple[str, float]] = None   # (candidate, better since)
+        self.demoted: dict[str, float] = {}   # paths left for a better score -> when
         self.split: tuple[str, ...] = ()
         self.weights: dict[str, int] = {}
         self.last: Optional[Decision] = None
@@ -290,6 +305,17 @@ class Engine:
             k = 1 - 0.5 ** (dt / (t.smooth_half_life * self.interval))
             ps.smoothed += (base - ps.smoothed) * k
         ps.smoothed_at = now
+        if raw is not None and snap.counts["replies"] != ps.replies_seen:
+            ps.replies_seen = snap.counts["replies"]
+            ps.recent.append(raw)
+            if len(ps.recent) > t.shift_samples:
+                ps.recent.popleft()
+            if ps.smoothed is not None and len(ps.recent) == t.shift_samples:
+                m = self._margin(ps.smoothed) * t.shift_margins
+                if (all(r > ps.smoothed + m for r in ps.recent)
+                        or all(r < ps.smoothed - m for r in ps.recent)):
+                    ps.smoothed = statistics.median(ps.recent)
+                    ps.recent.clear()
         held_until = None
         if snap.recovered_at is not None and now < snap.recovered_at + pol.hold_down_s:
             held_until = snap.recovered_at + pol.hold_down_s
@@ -326,6 +352,7 @@ class Engine:
             return d.choice, f"waiting for the first measurement of {d.choice}"
         if cur.tier > best_tier:
             d.dwell = None
+            d.demoted.pop(best.path, None)
             return best.path, self._why_leave(cur, best)
         if best_tier not in (USABLE, HELD):
             return d.choice, f"keep {d.choice}: every path is {TIER_NAMES[best_tier]}"
@@ -348,13 +375,20 @@ class Engine:
             d.dwell = (cand.path, now)
         held_for = now - d.dwell[1]
         dwell = self.tuning.dwell * self.interval
+        why = ""
+        if cand.path in d.demoted:
+            # We left it for being slower: it must be better for a hold-down.
+            dwell = max(dwell, self.policy.hold_down_s)
+            why = " (hold-down: left for latency)"
         if held_for + 1e-9 < dwell:
             return d.choice, (f"keep {d.choice}: {cand.path} better by {gain_s:.1f} ms "
-                              f"(raw {gain_r:.1f}) for {held_for:.1f}s of {dwell:.1f}s")
+                              f"(raw {gain_r:.1f}) for {held_for:.1f}s of {dwell:.1f}s{why}")
         d.dwell = None
+        d.demoted.pop(cand.path, None)
+        d.demoted[cur.path] = now
         return cand.path, (f"switch {d.choice} -> {cand.path}: better by {gain_s:.1f} ms smoothed "
                            f"({cur.smoothed_ms:.1f} -> {cand.smoothed_ms:.1f}), {gain_r:.1f} ms raw, "
-                           f"for {held_for:.1f}s")
+                           f"for {held_for:.1f}s{why}")
 
     def _why_leave(self, cur: PathScore, best: PathScore) -> str:
         to = f"{best.path} ({best.tier_name}{_score_txt(best)})"

@@ -45,7 +45,8 @@ def test_without_the_margins_the_same_noise_would_switch():
     # The trace above is not too easy: with zero margins and no dwell the
     # engine flips between the two paths many times.
     from argoctl.engine import Tuning
-    eng = Engine(dataclasses.replace(POLICY, switch_relative=0.0, switch_absolute_ms=0.0),
+    eng = Engine(dataclasses.replace(POLICY, switch_relative=0.0, switch_absolute_ms=0.0,
+                                     hold_down_s=0.0),
                  [("d", PATHS)], clock=lambda: 0.0, tuning=Tuning(dwell=0))
     n = 10_000
     steps = run(eng, direct=series(n, 100, noise=0.2, seed=1), r1=series(n, 96, noise=0.2, seed=2))
@@ -61,7 +62,7 @@ def test_switch_after_a_sustained_100ms_increase_but_not_after_a_spike():
     assert len(sw) == 1
     when, frm, to = sw[0]
     assert (frm, to) == ("direct", "r1")
-    assert at < when <= at + 40                    # tens of probes, not hundreds
+    assert at + 5 < when <= at + 15       # level shift (5 probes) + dwell (5 intervals)
     assert "better by" in steps[[s.now for s in steps].index(when)].decision.reason
 
     spiky = run(engine(),
@@ -307,3 +308,20 @@ def test_a_seeded_choice_survives_until_measurements_say_otherwise():
     assert steps[0].decision.weights == {"direct": (0, True), "r1": (100, True)}
     with pytest.raises(ValueError):
         eng.seed_choice("d", "r9")
+
+
+def test_after_a_latency_switch_the_return_waits_for_hold_down():
+    # +100 ms on direct from round 100 to 200: traffic moves to r1; once the
+    # extra delay is gone, direct must stay better for hold_down_s first.
+    n = 400
+    eng = engine(hold_down_s=20)
+    steps = run(eng, direct=series(n, 50, steps=[(100, 100), (200, -100)]), r1=series(n, 100))
+    sw = switches(steps)
+    assert [(f, t) for _, f, t in sw] == [("direct", "r1"), ("r1", "direct")]
+    left, back = sw[0][0], sw[1][0]
+    assert 100 < left < 115
+    # When direct first looked better again the hold-down timer started.
+    better = first_time(steps, lambda d: d.choice == "r1" and "hold-down" in d.reason, after=200)
+    assert better is not None and better > 200
+    assert back == pytest.approx(better + 20)
+    assert "hold-down" in next(s.decision for s in steps if s.now == back).reason
