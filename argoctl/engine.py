@@ -247,6 +247,13 @@ class Engine:
             raise ValueError(f"destination {dest!r}: no path {choice!r} (paths: {list(d.order)})")
         d.choice = choice
 
+    def next_deadline(self) -> Optional[float]:
+        """The earliest time an estimator changes state by time alone (see
+        Estimator.next_deadline): decide at it for detection on time."""
+        times = [t for d in self._dests.values() for ps in d.paths.values()
+                 if (t := ps.est.next_deadline()) is not None]
+        return min(times) if times else None
+
     def last(self, dest: str) -> Optional[Decision]:
         """The latest decision for dest (None before the first decide())."""
         return self._dests[dest].last

@@ -173,11 +173,12 @@ class Estimator:
     def tick(self, now: float) -> None:
         """Time-based detection; call before reading a snapshot."""
         if self.state in (State.UP, State.SUSPECT) and self.last_reply is not None:
-            silent = now - self.last_reply
-            if silent >= self.detect:
+            # Absolute times, computed as next_deadline() does, so deciding at
+            # a deadline always sees the transition.
+            if now >= self.last_reply + self.detect:
                 self.consecutive_ok = 0
                 self._enter(State.DOWN, now)
-            elif silent >= self.suspect_after and self.state is State.UP:
+            elif now >= self.last_reply + self.suspect_after and self.state is State.UP:
                 self.consecutive_ok = 0
                 self._enter(State.SUSPECT, now)
         self._check_passive(now)
@@ -209,6 +210,22 @@ class Estimator:
         self._check_passive(now)
 
     # -- outputs --------------------------------------------------------
+
+    def next_deadline(self) -> Optional[float]:
+        """When tick() would next change the state by time alone (silence, or
+        passive evidence maturing or ageing out), or None. The loop arms a timer
+        for it, so a dead path is declared down at detection time, not at the
+        next periodic decision."""
+        times = []
+        if self.state in (State.UP, State.SUSPECT) and self.last_reply is not None:
+            if self.state is State.UP:
+                times.append(self.last_reply + self.suspect_after)
+            times.append(self.last_reply + self.detect)
+        if self._passive_failing:
+            times.append(self._last_syn + PASSIVE_FORGET_S)
+        elif self._syn_pending_since is not None and self._syn_unanswered >= PASSIVE_MIN_SYNS:
+            times.append(self._syn_pending_since + max(self.detect, SYN_RTO_S))
+        return min(times) if times else None
 
     @property
     def loss(self) -> float:
@@ -249,7 +266,7 @@ class Estimator:
 
     def _check_passive(self, now: float) -> None:
         if self._passive_failing:
-            if now - self._last_syn >= PASSIVE_FORGET_S:
+            if now >= self._last_syn + PASSIVE_FORGET_S:
                 self._passive_failing = False
                 self._syn_unanswered, self._syn_pending_since = 0, None
                 if self.state in (State.SUSPECT, State.DOWN):
@@ -257,7 +274,7 @@ class Estimator:
             return
         if (self._syn_pending_since is None
                 or self._syn_unanswered < PASSIVE_MIN_SYNS
-                or now - self._syn_pending_since < max(self.detect, SYN_RTO_S)):
+                or now < self._syn_pending_since + max(self.detect, SYN_RTO_S)):
             return
         self._passive_failing = True
         self.counts["passive_fail"] += 1

@@ -325,3 +325,27 @@ def test_after_a_latency_switch_the_return_waits_for_hold_down():
     assert better is not None and better > 200
     assert back == pytest.approx(better + 20)
     assert "hold-down" in next(s.decision for s in steps if s.now == back).reason
+
+
+def test_deciding_at_next_deadline_fails_over_at_the_detection_time():
+    eng = engine(probe_interval_ms=50, probe_timeout_ms=50)
+    est = eng.path("d", "direct")
+    t = 0.0
+    for seq in range(20):                            # both paths answer for 1 s
+        eng.path("d", "direct").on_reply(seq, t, 0.002, t + 0.002)
+        eng.path("d", "r1").on_reply(seq, t, 0.010, t + 0.010)
+        t += 0.05
+    eng.decide(t)
+    # direct is blackholed now; r1 keeps answering. Decide only at deadlines.
+    last = est.last_reply
+    seq = 20
+    while True:
+        eng.path("d", "r1").on_reply(seq, t, 0.010, t + 0.010)
+        seq, t = seq + 1, t + 0.05
+        at = eng.next_deadline()
+        if at is not None and at < t:
+            dec = eng.decide(at)["d"]
+            if not dec.weights["direct"][1]:
+                break
+    assert at == pytest.approx(last + 0.150)          # 3 x 50 ms after the last reply
+    assert dec.choice == "r1"

@@ -179,3 +179,19 @@ def test_passive_evidence_is_forgotten_once_no_new_syn_uses_the_path():
     assert e.state is State.SUSPECT                  # probes alone cannot clear it
     e.tick(7.0 + PASSIVE_FORGET_S)
     assert e.state is State.UP and e.counts["passive_fail"] == 1
+
+
+def test_next_deadline_is_when_silence_changes_the_state():
+    e = est()
+    assert e.next_deadline() is None                 # nothing heard yet
+    feed(e, [10] * 3)                                # last reply 2.010
+    assert e.next_deadline() == pytest.approx(2.010 + 2.1)
+    e.tick(e.next_deadline())
+    assert e.state is State.SUSPECT
+    assert e.next_deadline() == pytest.approx(2.010 + 3.0)
+    e.tick(e.next_deadline())
+    assert e.state is State.DOWN and e.next_deadline() is None
+    e2 = est()
+    feed(e2, [10] * 3)
+    e2.on_passive(3, 0, [], now=2.5)
+    assert e2.next_deadline() == pytest.approx(2.010 + 2.1)   # silence comes first
