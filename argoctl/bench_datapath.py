@@ -16,6 +16,7 @@ documentation ranges cannot hold a million prefixes)."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -201,6 +202,70 @@ def run(sizes=(1_000, 100_000, 1_000_000), repeat: int = 1_000_000,
         os.rmdir(mnt)
 
 
+def _iperf(src, dst_addr: str, seconds: int) -> float:
+    out = src.run(["iperf3", "-c", dst_addr, "-t", str(seconds), "-J"], check=True,
+                  timeout=seconds + 60).stdout
+    return json.loads(out)["end"]["sum_received"]["bits_per_second"]
+
+
+def throughput(seconds: int = 5, rounds: int = 2) -> Iterator[dict]:
+    """TCP throughput src -> edge -> GRE -> dst, the steering program attached on
+    edge's ingress from src vs detached, alternating in one run. Both ways cross
+    the same tunnel (main table routes into it; steering adds the mark and the
+    fwmark rule lookup), so the ratio is the program's cost alone."""
+    import ipaddress
+    from argoctl import config as C
+    from argoctl.topo import Topology
+
+    pin_dir = f"/sys/fs/bpf/argoctl-bench-tp{os.getpid()}"
+    mark = names.path_mark(1)
+    with Topology(prefix=f"agtp{os.getpid() % 100000}") as t:
+        src, edge, dst = t.add_host("src"), t.add_host("edge"), t.add_host("dst", loopback="203.0.113.10")
+        t.add_link(edge, src, subnet="198.51.100.0/30")
+        t.add_link(edge, dst, subnet="192.0.2.64/30")
+        t.add_route(src, "default", via=edge, src=None)
+        t.start()
+        edge.run(["ip", "-batch", "-"], check=True, input=(
+            "link add gre1 type gre local 192.0.2.65 remote 192.0.2.66\n"
+            "link set gre1 up\n"
+            "route add 203.0.113.10/32 dev gre1\n"
+            "route add default dev gre1 table 7201\n"
+            f"rule add fwmark {mark:#x}/{names.DEFAULT_FWMARK_MASK:#x} lookup 7201 priority 7201\n"))
+        dst.run(["ip", "-batch", "-"], check=True, input=(
+            "link add gre1 type gre local 192.0.2.66 remote 192.0.2.65\n"
+            "link set gre1 up\n"
+            "route add 198.51.100.0/30 dev gre1\n"))
+        server = dst.popen(["iperf3", "-s", "-B", "203.0.113.10"], stdout=subprocess.DEVNULL)
+        time.sleep(1)
+        node = C.Node(name="edge", address=ipaddress.ip_address("192.0.2.65"),
+                      tunnel_address=ipaddress.ip_address("198.51.100.201"),
+                      steer_interfaces=(edge.ifname(src),))
+        dest = C.Destination(name="dst", id=1, prefixes=(ipaddress.ip_network("203.0.113.0/24"),),
+                             paths=("direct",))
+        cfg = C.Config(path="<bench>", node=node, peers=(), destinations=(dest,))
+        results = {"attached": [], "detached": []}
+        try:
+            datapath.attach(cfg, pin_dir=pin_dir, netns=edge.netns, cgroup=None)
+            datapath.program(cfg, pin_dir=pin_dir, pathsets={1: [maps.Path(1, mark, 1)]})
+            for _ in range(rounds):
+                datapath.detach_filters(netns=edge.netns)
+                results["detached"].append(_iperf(src, "203.0.113.10", seconds))
+                datapath.attach(cfg, pin_dir=pin_dir, netns=edge.netns, cgroup=None)
+                results["attached"].append(_iperf(src, "203.0.113.10", seconds))
+            with maps.Maps(pin_dir) as m:
+                steered = m.path_stats(1).packets
+        finally:
+            server.kill()
+            datapath.detach(pin_dir=pin_dir, netns=edge.netns, cgroup=None)
+    att = sorted(results["attached"])[len(results["attached"]) // 2]
+    det = sorted(results["detached"])[len(results["detached"]) // 2]
+    yield {"bench": "datapath", "case": "tcp_throughput_gre", "seconds": seconds, "rounds": rounds,
+           "kernel": os.uname().release, "attached_bps": [round(x) for x in results["attached"]],
+           "detached_bps": [round(x) for x in results["detached"]],
+           "ratio": round(att / det, 4) if det else None, "target_ratio": 0.98,
+           "ok": bool(det) and att / det >= 0.98, "steered_packets": steered}
+
+
 @click.command("datapath")
 @click.option("--json", "as_json", is_flag=True, help="JSON lines (the only output format).")
 @click.option("--sizes", default="1000,100000,1000000", show_default=True,
@@ -216,8 +281,7 @@ def bench_datapath(as_json, sizes, repeat, destinations, throughput, seconds):
     """Per-packet cost of steering vs an empty program and a FIB lookup."""
     from argoctl.bench import emit
     if throughput:
-        from argoctl.bench_throughput import run as run_tp
-        for rec in run_tp(seconds=seconds):
+        for rec in throughput(seconds=seconds):
             emit(rec)
         return
     counts = tuple(int(s) for s in sizes.split(",") if s)

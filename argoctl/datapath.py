@@ -237,8 +237,8 @@ def ensure_loaded(pin_dir: str = names.BPF_PIN_DIR, sizes: Sizes = Sizes()) -> t
 # -- tc --------------------------------------------------------------------
 
 def _ipr(netns: Optional[str]):
-    from pyroute2 import IPRoute, NetNS
-    return NetNS(netns) if netns else IPRoute()
+    from pyroute2 import IPRoute
+    return IPRoute(netns=netns) if netns else IPRoute()
 
 
 def _filter_name(prog: str, prog_id: int) -> str:
@@ -469,6 +469,12 @@ def detach(pin_dir: str = names.BPF_PIN_DIR, netns: Optional[str] = None,
             unpinned.append(entry)
         os.rmdir(pin_dir)
     return {"filters_removed": removed, "unpinned": unpinned}
+
+
+def detach_filters(netns: Optional[str] = None) -> list[str]:
+    """Only the tc filters (pins and maps stay: a later attach adopts them)."""
+    with _netlink({}, netns) as ipr:
+        return _tc_detach_all(ipr)
 
 
 def status(pin_dir: str = names.BPF_PIN_DIR, netns: Optional[str] = None,
