@@ -52,6 +52,9 @@ DEFAULT_UDP_PORT = 7447
 _RCVBUF = 1 << 20
 _READ_BATCH = 256
 _DONE_WINDOW = 1 << 16  # finished seqs remembered per channel (replay/late verdicts)
+_SO_TIMESTAMPNS = 35    # Linux; SCM_TIMESTAMPNS has the same value (not in Python 3.11)
+_TIMESPEC = struct.Struct("=qq")
+_TS_CMSG_SPACE = socket.CMSG_SPACE(_TIMESPEC.size)
 
 
 class PathProber:
@@ -216,6 +219,8 @@ def _marked_socket(family: int, type_: int, proto: int, mark: int) -> socket.soc
     s = socket.socket(family, type_ | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC, proto)
     try:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, mark)
+        if type_ != socket.SOCK_STREAM:
+            s.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
     except OSError:
         s.close()
         raise
@@ -247,7 +252,7 @@ class _Channel:
         """Open the socket (in the calling thread's network namespace) and read it."""
         self.sock = self.open()
         if self.sock is not None:
-            loop.add_reader(self.sock.fileno(), self._readable)
+            loop.add_reader(self.sock.fileno(), self.drain)
 
     def open(self) -> Optional[socket.socket]:
         return None
@@ -259,22 +264,31 @@ class _Channel:
             self.sock.close()
             self.sock = None
 
-    def _readable(self) -> None:
+    def drain(self) -> None:
         sock = self.sock
         if sock is None:
             return
+        clock = self.sched.clock
         for _ in range(_READ_BATCH):
             try:
-                data, src = sock.recvfrom(2048)
+                data, anc, _, src = sock.recvmsg(2048, _TS_CMSG_SPACE)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as e:  # e.g. ECONNREFUSED from an ICMP error: not a reply
                 self.rejects["errors"] += 1
                 log.debug("%s channel mark %#x: %s", self.kind, self.mark, e)
                 continue
-            self.received(data, src)
+            # The kernel's arrival time, not ours: a busy host reading late must
+            # not inflate RTTs or turn replies that came in time into losses.
+            now = clock()
+            for level, type_, ts in anc:
+                if level == socket.SOL_SOCKET and type_ == _SO_TIMESTAMPNS and len(ts) >= 16:
+                    sec, nsec = _TIMESPEC.unpack_from(ts)
+                    now -= max(0, time.time_ns() - (sec * 1_000_000_000 + nsec))
+            self.received(data, src, now)
 
-    def received(self, data: bytes, src: tuple) -> None:
+    def received(self, data: bytes, src: tuple, now: int) -> None:
+        """One datagram that arrived at `now` (clock ns)."""
         raise NotImplementedError
 
     def send(self, prober: PathProber, seq: int, sent: int, deadline: int) -> None:
@@ -304,8 +318,7 @@ class UdpChannel(_Channel):
             del self.track.pending[wire_seq]
             raise
 
-    def received(self, data, src):
-        now = self.sched.clock()
+    def received(self, data, src, now):
         entry = self.track.match(data, src, now)
         if entry is not None:
             self.sched.deliver(entry[0], entry[1], entry[2], now)
@@ -378,7 +391,7 @@ class IcmpChannel(_Channel):
             del self.track.pending[wire_seq]
             raise
 
-    def received(self, data, src):
+    def received(self, data, src, now):
         if self.mode == "raw" and self.family == socket.AF_INET:
             if len(data) < 20:
                 return
@@ -390,7 +403,6 @@ class IcmpChannel(_Channel):
         if type_ != self.rep_type or (self.mode == "raw" and ident != self.ident):
             return  # a raw socket sees every ICMP message in the namespace
         payload = data[_ICMP_HDR.size:]
-        now = self.sched.clock()
 
         def same(entry) -> bool:
             want, target = entry[4]
@@ -672,6 +684,7 @@ class ProbeScheduler:
         now = self.clock()
         nxt = None
         for ch in self.channels.values():
+            ch.drain()  # replies already queued are not losses, however late we run
             for entry in ch.track.expire(now):
                 self.deliver(entry[0], entry[1], entry[2], now, lost=True)
             d = ch.track.next_deadline()
@@ -689,7 +702,7 @@ class ProbeScheduler:
             prober.lost += 1
             rtt = None
         else:
-            rtt = (now - sent) / 1e9
+            rtt = max(0, now - sent) / 1e9  # arrival time is mapped from the realtime clock
             prober.received += 1
             prober.rtt_sum += rtt
             if prober.rtt_min is None or rtt < prober.rtt_min:

@@ -23,6 +23,7 @@ from argoctl.config import Probe, Routing
 
 TARGET = "203.0.113.10"
 PORT = 7447
+CLOSED_PORT = 9
 
 
 def _lab_with_paths(prefix: str, paths: int, routing: Routing):
@@ -45,8 +46,8 @@ def _lab_with_paths(prefix: str, paths: int, routing: Routing):
     return t
 
 
-async def _measure(key, dests: int, paths: int, routing: Routing, interval_ms: float,
-                   warmup: float, seconds: float) -> dict:
+async def _measure(key, kind: str, dests: int, paths: int, routing: Routing,
+                   interval_ms: float, warmup: float, seconds: float) -> dict:
     from argoctl.probe import ProbeScheduler
 
     results = {"ok": 0, "lost": 0}
@@ -56,7 +57,9 @@ async def _measure(key, dests: int, paths: int, routing: Routing, interval_ms: f
 
     sched = ProbeScheduler(on_result, key=key, interval_ms=interval_ms, jitter=0.1,
                            timeout_ms=1000)
-    spec = Probe("udp", ipaddress.ip_address(TARGET), PORT)
+    # tcp: a closed port, so each probe is SYN -> RST (no connection to tear down)
+    port = {"udp": PORT, "icmp": None, "tcp": CLOSED_PORT}[kind]
+    spec = Probe(kind, ipaddress.ip_address(TARGET), port)
     for d in range(dests):
         for p in range(paths):
             sched.add(f"d{d}", f"p{p}", routing.mark(p), spec)
@@ -90,10 +93,12 @@ async def _measure(key, dests: int, paths: int, routing: Routing, interval_ms: f
 @click.option("--interval", "interval_ms", type=click.FloatRange(min=10), default=1000,
               show_default=True, metavar="MS")
 @click.option("--seconds", type=click.FloatRange(min=1), default=10, show_default=True)
+@click.option("--kind", type=click.Choice(["udp", "icmp", "tcp"]), default="udp",
+              show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="(always JSON lines; for symmetry)")
 def probes_bench(destinations: int, paths: int, interval_ms: float, seconds: float,
-                 as_json: bool) -> None:
-    """Prober CPU for DESTINATIONS x PATHS UDP echo probes (needs root: namespaces)."""
+                 kind: str, as_json: bool) -> None:
+    """Prober CPU for DESTINATIONS x PATHS probes of one kind (needs root: namespaces)."""
     from argoctl import mac
     from argoctl.bench import emit  # bench imports this module: import late
 
@@ -111,11 +116,11 @@ def probes_bench(destinations: int, paths: int, interval_ms: float, seconds: flo
                                "--global-rate", rate], stderr=subprocess.DEVNULL)
             time.sleep(1.5)  # responder start-up
             with t["edge"].inside():
-                record = asyncio.run(_measure(key, destinations, paths, routing,
+                record = asyncio.run(_measure(key, kind, destinations, paths, routing,
                                               interval_ms, warmup=2.0, seconds=seconds))
         finally:
             if t is not None:
                 t.stop()
-    emit({"bench": "probe_cpu", "kind": "udp", "destinations": destinations,
+    emit({"bench": "probe_cpu", "kind": kind, "destinations": destinations,
           "paths": paths, "interval_ms": interval_ms, "seconds": seconds,
           "probes_per_s": round(destinations * paths * 1000 / interval_ms, 1), **record})

@@ -11,12 +11,14 @@ interfaces show which path each probe took.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import json
 import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -428,3 +430,56 @@ def test_send_failure_is_an_immediate_loss(lab):
     assert all(now - sent < 100e6 for _, _, _, sent, _, now in results)
     assert sched.rejects()["relay7"]["send_errors"] == 6
     assert {p.errors for p in sched.probers.values()} == {3}
+
+
+@contextlib.contextmanager
+def responder_thread(t, **kw):
+    """A responder in origin with its own thread and loop (answers while ours is busy)."""
+    r = responder(t, **kw)
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+
+    def serve():
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(r.serve(stop))
+
+    th = threading.Thread(target=serve, daemon=True)
+    th.start()
+    try:
+        yield r
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        th.join(5)
+        loop.close()
+
+
+@pytest.mark.parametrize("kind", ["udp", "icmp"])
+def test_a_stalled_loop_does_not_inflate_rtt_or_lose_replies(lab, kind):
+    """Replies are timed by the kernel's arrival stamp: if the agent is busy for
+    0.5 s (longer than the 0.3 s timeout) right after sending, replies that
+    arrived in time are still replies, with their real RTT."""
+    results, on_result = collect()
+    sched = ProbeScheduler(on_result, key=KEY, interval_ms=10, jitter=0, timeout_ms=300)
+    port = PORT if kind == "udp" else None
+    for path, mark in (("direct", DIRECT), ("relay1", RELAY)):
+        sched.add("o4", path, mark, Probe(kind, target(TARGET4), port), limit=1)
+    send = sched._probe
+
+    def send_then_stall(prober):
+        send(prober)
+        if sum(p.sent for p in sched.probers.values()) == 2:
+            time.sleep(0.5)   # the replies arrive meanwhile
+
+    sched._probe = send_then_stall
+
+    async def run():
+        sched.start()
+        await asyncio.wait_for(sched.wait_idle(), 5)
+        sched.stop()
+
+    with responder_thread(lab) as r:
+        run_in(lab["edge"], run())
+    assert len(results) == 2
+    assert all(rtt is not None and rtt < 0.1 for *_, rtt, _ in results), results
+    if kind == "udp":
+        assert r.counters["replied"] == 2
