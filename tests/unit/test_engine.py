@@ -9,7 +9,6 @@ from argoctl.config import Policy
 from argoctl.engine import Engine
 from argoctl.estimator import State
 
-import traces
 from traces import choices, first_time, replay, series, switches
 
 POLICY = Policy(probe_interval_ms=1000, probe_timeout_ms=1000, probe_jitter=0.1,
