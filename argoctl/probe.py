@@ -55,6 +55,9 @@ _DONE_WINDOW = 1 << 16  # finished seqs remembered per channel (replay/late verd
 _SO_TIMESTAMPNS = 35    # Linux; SCM_TIMESTAMPNS has the same value (not in Python 3.11)
 _TIMESPEC = struct.Struct("=qq")
 _TS_CMSG_SPACE = socket.CMSG_SPACE(_TIMESPEC.size)
+# struct tcp_info: 8 bytes of u8 fields, then u32s; tcpi_rtt (us) is the 16th u32
+_TCPI_RTT = struct.Struct("=68xI")
+_TCPI_RTT_END = _TCPI_RTT.size
 
 
 class PathProber:
@@ -443,8 +446,15 @@ class TcpChannel(_Channel):
             return
         if rc is None:
             rc = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        s.close()
         now = self.sched.clock()
+        if rc == 0:
+            # the kernel timed the handshake (SYN -> SYN-ACK): independent of
+            # how late this loop noticed; 0 if it had no sample (SYN retransmitted)
+            rtt_us = _TCPI_RTT.unpack_from(
+                s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCPI_RTT_END))[0]
+            if rtt_us:
+                now = min(now, entry[2] + rtt_us * 1000)
+        s.close()
         if rc in (0, errno.ECONNREFUSED):  # SYN-ACK or RST: the host answered
             self.sched.deliver(entry[0], entry[1], entry[2], now)
         else:                              # unreachable (ICMP error) or similar

@@ -453,14 +453,14 @@ def responder_thread(t, **kw):
         loop.close()
 
 
-@pytest.mark.parametrize("kind", ["udp", "icmp"])
+@pytest.mark.parametrize("kind", ["udp", "icmp", "tcp"])
 def test_a_stalled_loop_does_not_inflate_rtt_or_lose_replies(lab, kind):
-    """Replies are timed by the kernel's arrival stamp: if the agent is busy for
-    0.5 s (longer than the 0.3 s timeout) right after sending, replies that
-    arrived in time are still replies, with their real RTT."""
+    """Replies are timed by the kernel (arrival stamp; TCP: its handshake RTT):
+    if the agent is busy for 0.5 s (longer than the 0.3 s timeout) right after
+    sending, replies that arrived in time are still replies, with their real RTT."""
     results, on_result = collect()
     sched = ProbeScheduler(on_result, key=KEY, interval_ms=10, jitter=0, timeout_ms=300)
-    port = PORT if kind == "udp" else None
+    port = {"udp": PORT, "icmp": None, "tcp": 8080}[kind]
     for path, mark in (("direct", DIRECT), ("relay1", RELAY)):
         sched.add("o4", path, mark, Probe(kind, target(TARGET4), port), limit=1)
     send = sched._probe
@@ -477,7 +477,9 @@ def test_a_stalled_loop_does_not_inflate_rtt_or_lose_replies(lab, kind):
         await asyncio.wait_for(sched.wait_idle(), 5)
         sched.stop()
 
-    with responder_thread(lab) as r:
+    with lab["origin"].inside():
+        listener = socket.create_server(("0.0.0.0", 8080))
+    with listener, responder_thread(lab) as r:
         run_in(lab["edge"], run())
     assert len(results) == 2
     assert all(rtt is not None and rtt < 0.1 for *_, rtt, _ in results), results
