@@ -312,10 +312,13 @@ class Engine:
             k = 1 - 0.5 ** (dt / (t.smooth_half_life * self.interval))
             ps.smoothed += (base - ps.smoothed) * k
         ps.smoothed_at = now
-        if raw is not None and snap.counts["replies"] != ps.replies_seen:
+        new = snap.counts["replies"] - ps.replies_seen
+        if raw is not None and new > 0:
+            # Every reply since the last decision, however often we decide.
             ps.replies_seen = snap.counts["replies"]
-            ps.recent.append(raw)
-            if len(ps.recent) > t.shift_samples:
+            for rtt in list(est.recent)[-min(new, t.shift_samples):]:
+                ps.recent.append(self._metric(rtt * 1000.0, snap))
+            while len(ps.recent) > t.shift_samples:
                 ps.recent.popleft()
             if ps.smoothed is not None and len(ps.recent) == t.shift_samples:
                 m = self._margin(ps.smoothed) * t.shift_margins

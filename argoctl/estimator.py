@@ -54,6 +54,7 @@ RTT_BETA = 0.25            # RFC 6298
 JITTER_GAIN = 1.0 / 16     # RFC 3550
 PASSIVE_WEIGHT = 0.25      # handshake RTTs count this fraction of an active sample
 PASSIVE_MIN_SYNS = 2       # unanswered SYNs needed before passive evidence counts
+RECENT = 16                # active RTT samples kept for the engine's level-shift test
 SYN_RTO_S = 1.0            # TCP retransmits an unanswered SYN after 1 s (RFC 6298)
 # Unanswered-SYN evidence is forgotten after this long without any new SYN on
 # the path: once new flows avoid it, only a SYN-ACK or silence can clear it.
@@ -103,6 +104,7 @@ class Estimator:
         self.rttvar: Optional[float] = None
         self.jitter = 0.0
         self.last_rtt: Optional[float] = None
+        self.recent: deque[float] = deque(maxlen=RECENT)   # latest active RTTs (s)
         self.last_reply: Optional[float] = None
         self.recovered_at: Optional[float] = None
         self._failed = False   # down after having worked (not merely never up)
@@ -141,6 +143,7 @@ class Estimator:
         if self.last_rtt is not None:
             self.jitter += (abs(rtt - self.last_rtt) - self.jitter) * JITTER_GAIN
         self.last_rtt = rtt
+        self.recent.append(rtt)
         self._rtt_sample(rtt, 1.0)
         self.last_reply = now
         self.consecutive_ok += 1

@@ -348,3 +348,14 @@ def test_deciding_at_next_deadline_fails_over_at_the_detection_time():
                 break
     assert at == pytest.approx(last + 0.150)          # 3 x 50 ms after the last reply
     assert dec.choice == "r1"
+
+
+def test_level_shift_is_seen_however_rarely_the_engine_decides():
+    # Deciding every 5 probes sees the same replies as deciding every probe.
+    n, at = 300, 150
+    tr = {"direct": series(n, 100, noise=0.2, seed=5, steps=[(at, 100)]),
+          "r1": series(n, 120, noise=0.2, seed=6)}
+    every = switches(replay(engine(), "d", tr))
+    rarely = switches(replay(engine(), "d", tr, decide_every=5.0))
+    assert len(every) == len(rarely) == 1
+    assert at + 5 < rarely[0][0] <= every[0][0] + 5
