@@ -39,3 +39,9 @@ bench.add_command(bench_datapath)
 from argoctl.enginebench import engine_bench  # noqa: E402
 
 bench.add_command(engine_bench)
+
+
+from argoctl.bench_loop import bench_control, bench_failover  # noqa: E402
+
+bench.add_command(bench_failover)
+bench.add_command(bench_control)

@@ -263,10 +263,88 @@ def status(config_file: str | None, as_json: bool) -> None:
     except _control_errors() as e:
         click.echo(f"argoctl status: {e}", err=True)
         sys.exit(1)
+    from argoctl import explain as ex
+    data["choices"] = ex.live_choices()     # None: no `argoctl run` here yet
     if as_json:
         click.echo(json.dumps(data, sort_keys=True, default=str))
     else:
         st.render(data)
+        if data["choices"]:
+            ex.render_choices(data["choices"])
+
+
+@cli.command("run")
+@click.option("-c", "--config", "config_file", required=True, metavar="FILE")
+@click.option("--cleanup", is_flag=True,
+              help="on exit, detach the datapath and remove everything (`down`); default: "
+                   "leave the datapath and the last decisions in place (hitless restart)")
+@click.option("--cgroup", default="auto", show_default=True, metavar="PATH|none",
+              help="cgroup2 whose sockets are steered (auto: the root; none: no local steering)")
+@click.option("--pin-dir", default=None, hidden=True)
+@click.option("--netns", default=None, hidden=True, help="run for this network namespace")
+def run_cmd(config_file: str, cleanup: bool, cgroup: str, pin_dir: str | None,
+            netns: str | None) -> None:
+    """Apply FILE, attach the datapath, then measure every path and steer new flows
+    onto the best one until SIGTERM. Decisions are logged one JSON line each."""
+    import asyncio
+    import logging
+
+    from argoctl import daemon as dmn
+    from argoctl import datapath, names
+    from argoctl.keys import KeyFileError
+
+    cfg = _load_or_exit(config_file)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    opts = dmn.Options(ns=netns, cleanup=cleanup, pin_dir=pin_dir or names.BPF_PIN_DIR,
+                       cgroup=None if cgroup == "none" else cgroup)
+    d = dmn.Daemon(cfg, opts)
+    try:
+        d.setup()
+    except dmn.DaemonError as e:
+        click.echo(f"argoctl run: {e}", err=True)
+        sys.exit(1)
+    except KeyFileError as e:
+        click.echo(f"argoctl run: {e}", err=True)
+        sys.exit(2)
+    except (datapath.DatapathError, *_control_errors()) as e:
+        click.echo(f"argoctl run: {e}", err=True)
+        sys.exit(1)
+    try:
+        from argoctl import netlink
+        with netlink.netns(netns):
+            asyncio.run(dmn.run_until_signal(d))
+    finally:
+        d.close()
+
+
+@cli.command()
+@click.argument("dest")
+@click.option("--json", "as_json", is_flag=True, help="the destination's entry of the state file")
+@click.option("--run-dir", default=None, hidden=True)
+@click.option("--netns", default=None, hidden=True)
+def explain(dest: str, as_json: bool, run_dir: str | None, netns: str | None) -> None:
+    """The scores of DEST's paths and the reason for its current choice (from `argoctl run`)."""
+    import json
+
+    from argoctl import explain as ex
+
+    try:
+        doc = ex.load(run_dir, netns)
+    except FileNotFoundError:
+        click.echo("argoctl explain: no live state: is `argoctl run` running?", err=True)
+        sys.exit(1)
+    except ValueError as e:
+        click.echo(f"argoctl explain: {e}", err=True)
+        sys.exit(1)
+    if dest not in doc["destinations"]:
+        known = ", ".join(sorted(doc["destinations"])) or "none"
+        click.echo(f"argoctl explain: no destination {dest!r} (known: {known})", err=True)
+        sys.exit(2)
+    if as_json:
+        click.echo(json.dumps({"dest": dest, "stale": doc["stale"],
+                               **doc["destinations"][dest]}, sort_keys=True))
+    else:
+        click.echo(ex.text(doc, dest))
 
 
 from argoctl.bench import bench  # noqa: E402

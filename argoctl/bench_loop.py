@@ -1,0 +1,479 @@
+"""The measurement loop in the namespace lab: `argoctl bench failover` and
+`argoctl bench control`, and the kit the loop's tests share.
+
+Lab (argoctl/topo.py, the standard lab): edge runs the daemon (in-process, a
+thread in edge's namespace) steering client -> origin over direct, relay1 or
+relay2; origin runs the responder and a UDP sink that notes, per datagram,
+the interface it arrived on (IP_PKTINFO): to-edge is the direct path,
+to-relay1 / to-relay2 the relays. Two ways to make the relay paths:
+
+- tunnels="gre": the real thing. `up` on relay1 and relay2 (GRE to edge,
+  masquerade), and the daemon runs `up` on edge. Needs GRE: the VM.
+- tunnels="none": the host kernel has no GRE, so edge's path N is a fwmark
+  rule and table routing everything to relay N's underlay link; the relay
+  forwards to origin, origin answers straight to edge. Same marks, same
+  datapath, same decisions; no tunnel.
+
+Everything runs in one process: each new Python process costs seconds in the VM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import os
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from typing import Optional
+
+import click
+
+from argoctl import config as cfgmod
+from argoctl import labconfig, mac
+from argoctl.config import Routing
+
+ORIGIN = "203.0.113.10"
+RESPONDER_PORT = labconfig.RESPONDER_PORT
+SINK_PORT = 9000
+TCP_PORT = 9001
+IP_PKTINFO = 8
+_PKTINFO = struct.Struct("=I4s4s")
+_SEQ = struct.Struct("!Q")
+PATH_LINKS = {"direct": "to-edge", "relay1": "to-relay1", "relay2": "to-relay2"}
+
+
+# -- configs -----------------------------------------------------------------------
+
+def write_configs(directory: str, policy: dict, kind: str = "gre") -> dict[str, cfgmod.Config]:
+    """Lab configs (labconfig) with `policy` overrides on edge; loaded by the real loader."""
+    topo = replace(labconfig.default_topology("netns"), policy=tuple(policy.items()))
+    paths = labconfig.write_lab_configs(directory, topo, kind)
+    return {host: cfgmod.load(p) for host, p in paths.items()}
+
+
+def fake_paths(edge, topo, cfg: cfgmod.Config) -> None:
+    """tunnels="none": edge's fwmark rules, each peer's table routing to that relay's
+    underlay link (peer "relayN" -> host relayN; other names cycle over the relays)."""
+    r = cfg.routing
+    relays = ["relay1", "relay2"]
+    lines = [f"rule add fwmark {r.mark(0):#x}/{r.fwmark_mask:#x} lookup main "
+             f"priority {r.priority(0)}"]
+    for i, peer in enumerate(cfg.peers):
+        relay = topo[peer.name if peer.name in relays else relays[i % len(relays)]]
+        gw = topo.link(edge, relay).address(relay, 4)
+        lines += [f"route add default via {gw} dev to-{relay.name} src {edge.address(4)} "
+                  f"table {r.table(peer.id)}",
+                  f"rule add fwmark {r.mark(peer.id):#x}/{r.fwmark_mask:#x} lookup "
+                  f"{r.table(peer.id)} priority {r.priority(peer.id)}"]
+    edge.run(["ip", "-4", "-batch", "-"], input="\n".join(lines) + "\n", check=True)
+
+
+# -- traffic -----------------------------------------------------------------------
+
+class _Thread:
+    def __init__(self):
+        self._halt = threading.Event()
+        self._t: Optional[threading.Thread] = None
+
+    def _start(self, target, name):
+        self._t = threading.Thread(target=target, name=name, daemon=True)
+        self._t.start()
+
+    def stop(self):
+        self._halt.set()
+        if self._t is not None:
+            self._t.join(10)
+
+
+class Sink(_Thread):
+    """UDP sink in `host`: per datagram (arrival time, seq, interface name)."""
+
+    def __init__(self, host, port: int = SINK_PORT):
+        super().__init__()
+        with host.ipr() as ipr:
+            self.ifnames = {l["index"]: l.get_attr("IFLA_IFNAME") for l in ipr.get_links()}
+        with host.inside():
+            self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+        self.sock.bind(("0.0.0.0", port))
+        self.sock.settimeout(0.2)
+        self.got: list[tuple[float, int, str]] = []
+        self._start(self._loop, "sink")
+
+    def _loop(self):
+        while not self._halt.is_set():
+            try:
+                data, anc, _, _ = self.sock.recvmsg(64, 64)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            now = time.monotonic()
+            ifname = "?"
+            for level, type_, cdata in anc:
+                if level == socket.IPPROTO_IP and type_ == IP_PKTINFO:
+                    ifname = self.ifnames.get(_PKTINFO.unpack_from(cdata)[0], "?")
+            if len(data) >= _SEQ.size:
+                self.got.append((now, _SEQ.unpack_from(data)[0], ifname))
+
+    def stop(self):
+        super().stop()
+        self.sock.close()
+
+    def by_link(self, since: float = 0.0) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for t, _, ifname in list(self.got):
+            if t >= since:
+                out[ifname] = out.get(ifname, 0) + 1
+        return out
+
+    def first_on(self, links, since: float) -> Optional[float]:
+        for t, _, ifname in list(self.got):
+            if t >= since and ifname in links:
+                return t
+        return None
+
+
+class Stream(_Thread):
+    """A constant-rate UDP stream from `host` (one flow: one source port)."""
+
+    def __init__(self, host, pps: float = 200, dst: str = ORIGIN, port: int = SINK_PORT):
+        super().__init__()
+        with host.inside():
+            self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.dst, self.pps = (dst, port), pps
+        self.sent: list[float] = []          # send time of seq i
+        self._start(self._loop, "stream")
+
+    def _loop(self):
+        gap = 1.0 / self.pps
+        nxt = time.monotonic()
+        seq = 0
+        pad = bytes(64)
+        while not self._halt.is_set():
+            now = time.monotonic()
+            if now < nxt:
+                time.sleep(min(nxt - now, 0.01))
+                continue
+            try:
+                self.sock.sendto(_SEQ.pack(seq) + pad, self.dst)
+            except OSError:
+                pass
+            self.sent.append(now)
+            seq += 1
+            nxt += gap
+            if nxt < now - 0.5:       # fell far behind (a slow VM): do not burst
+                nxt = now
+
+    def stop(self):
+        super().stop()
+        self.sock.close()
+
+
+class TcpServer(_Thread):
+    """Accepts connections in `host`, remembering each peer address (a relay
+    masquerades to its own: the peer says which path the connection took)."""
+
+    def __init__(self, host, port: int = TCP_PORT):
+        super().__init__()
+        with host.inside():
+            self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("0.0.0.0", port))
+        self.sock.listen(64)
+        self.sock.settimeout(0.2)
+        self.peers: list[str] = []
+        self._start(self._loop, "tcp")
+
+    def _loop(self):
+        while not self._halt.is_set():
+            try:
+                conn, peer = self.sock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            self.peers.append(peer[0])
+            conn.close()
+
+    def stop(self):
+        super().stop()
+        self.sock.close()
+
+
+def tcp_connect(host, dst: str = ORIGIN, port: int = TCP_PORT, timeout: float = 3.0) -> bool:
+    with host.inside():
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    with s:
+        s.settimeout(timeout)
+        try:
+            s.connect((dst, port))
+            return True
+        except OSError:
+            return False
+
+
+class ResponderThread(_Thread):
+    """`argoctl responder` in-process in `host` (its own event loop)."""
+
+    def __init__(self, host, key: mac.EchoKey, port: int = RESPONDER_PORT):
+        super().__init__()
+        from argoctl.responder import Responder
+        self.server = Responder(key, [("0.0.0.0", port)], rate=1e6, global_rate=1e6)
+        with host.inside():
+            self.server.bind()
+        self._ready = threading.Event()
+        self._start(self._run, "responder")
+        self._ready.wait(10)
+
+    def _run(self):
+        async def main():
+            self._loop = asyncio.get_running_loop()
+            self._ev = asyncio.Event()
+            self._ready.set()
+            await self.server.serve(self._ev)
+        asyncio.run(main())
+
+    def stop(self):
+        if self._t is not None and self._t.is_alive():
+            self._loop.call_soon_threadsafe(self._ev.set)
+            self._t.join(10)
+
+
+# -- the lab with a running daemon ---------------------------------------------------
+
+@dataclass
+class LoopLab:
+    """A started standard lab with relays, responder, sink and the edge daemon."""
+    topo: object
+    directory: str
+    policy: dict
+    tunnels: str = "gre"
+    cleanup: bool = True
+    configs: dict = field(default_factory=dict)
+    daemon: object = None
+    responder: object = None
+    sink: object = None
+    pin_dir: str = ""
+
+    def start(self, daemon: bool = True) -> "LoopLab":
+        from argoctl import apply
+        t = self.topo
+        self.configs = write_configs(self.directory, self.policy)
+        self.run_dir = os.path.join(self.directory, "run")
+        self.pin_dir = f"/sys/fs/bpf/argoctl-{t['edge'].netns}"
+        if self.tunnels == "gre":
+            for r in ("relay1", "relay2"):
+                apply.up(self.configs[r], ns=t[r].netns, run_dir=self.run_dir)
+        else:
+            fake_paths(t["edge"], t, self.configs["edge"])
+        key = mac.read_key(self.configs["edge"].policy.responder_key_file)
+        self.responder = ResponderThread(t["origin"], key)
+        self.sink = Sink(t["origin"])
+        if daemon:
+            self.start_daemon()
+        return self
+
+    def start_daemon(self, **kw):
+        from argoctl.daemon import Daemon, Options
+        opts = Options(ns=self.topo["edge"].netns, run_dir=self.run_dir, pin_dir=self.pin_dir,
+                       cgroup=None, metrics_listen="", apply_config=self.tunnels == "gre", **kw)
+        self.daemon = Daemon(self.configs["edge"], opts).start_thread()
+        return self.daemon
+
+    def wait_for(self, pred, timeout: float, step: float = 0.05) -> bool:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if pred():
+                return True
+            time.sleep(step)
+        return pred()
+
+    def choice(self, dest: str = "origin") -> str:
+        return self.daemon.choices()[dest]
+
+    def stop(self):
+        from argoctl import datapath
+        for x in (self.sink, self.responder):
+            if x is not None:
+                x.stop()
+        if self.daemon is not None:
+            self.daemon.stop()
+        if self.cleanup:
+            datapath.detach(self.pin_dir, netns=self.topo["edge"].netns, cgroup=None)
+
+
+# -- bench failover ------------------------------------------------------------------
+
+def failover_once(lab: LoopLab, pps: float, settle: float, timeout: float) -> dict:
+    """Blackhole the active path under a constant stream; time to the first datagram
+    over another path, and datagrams lost."""
+    t = lab.topo
+    stream = Stream(t["client"], pps=pps)
+    try:
+        lab.wait_for(lambda: len(lab.sink.got) > pps * 0.5, 10)
+        time.sleep(settle)
+        active = lab.choice()
+        others = {l for p, l in PATH_LINKS.items() if p != active}
+        far = "origin" if active == "direct" else active
+        sent_before = len(stream.sent)
+        t0 = time.monotonic()
+        t.link("edge", far).impair(blackhole=True, direction="a->b")
+        ok = lab.wait_for(lambda: lab.sink.first_on(others, t0) is not None, timeout, 0.01)
+        first = lab.sink.first_on(others, t0)
+        time.sleep(0.5)
+        stream.stop()
+        time.sleep(0.3)
+        sent = len(stream.sent)
+        seqs = {s for _, s, _ in lab.sink.got}
+        window = range(sent_before, sent)
+        lost = sum(1 for s in window if s not in seqs)
+        decision = next((r for r in lab.daemon.history if r.at >= t0 - 1 and r.previous == active
+                         and r.choice != active), None)
+        t.link("edge", far).clear()
+        return {"active": active, "moved_to": decision.choice if decision else None,
+                "failover_ms": round((first - t0) * 1000, 1) if ok else None,
+                "decision_ms": round((decision.at - t0) * 1000, 1) if decision else None,
+                "lost": lost, "sent": len(window),
+                "reason": decision.reason if decision else None}
+    finally:
+        stream.stop()
+
+
+def kernel_label() -> str:
+    return "vm-tcg" if os.environ.get("ARGOCTL_IN_VM") else "native"
+
+
+@click.command("failover")
+@click.option("--interval", "interval_ms", type=click.IntRange(min=10), default=50,
+              show_default=True, metavar="MS")
+@click.option("--multiplier", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--pps", type=click.FloatRange(min=10), default=1000, show_default=True)
+@click.option("--runs", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--tunnels", type=click.Choice(["auto", "gre", "none"]), default="auto",
+              show_default=True, help="auto: GRE if this kernel has it, else fwmark routes only")
+@click.option("--json", "as_json", is_flag=True, help="(always JSON lines; for symmetry)")
+def bench_failover(interval_ms: int, multiplier: int, pps: float, runs: int, tunnels: str,
+                   as_json: bool) -> None:
+    """Time from blackholing the active path to the first packet of a UDP stream
+    over another path, and packets lost (namespace lab; needs root)."""
+    from argoctl import vm
+    from argoctl.bench import emit
+    from argoctl.topo import Topology
+
+    if tunnels == "auto":
+        tunnels = "none" if "gre" in vm.missing_features() else "gre"
+    policy = {"probe_interval_ms": interval_ms, "detect_multiplier": multiplier,
+              "probe_timeout_ms": interval_ms * multiplier, "hold_down_s": 2.0,
+              "recover_probes": 3, "metrics_listen": ""}
+    results = []
+    with tempfile.TemporaryDirectory() as tmp, Topology.default(f"agf{os.getpid()}") as t:
+        t.start()
+        lab = LoopLab(t, tmp, policy, tunnels=tunnels)
+        try:
+            lab.start()
+            lab.wait_for(lambda: lab.choice() == "direct" and not lab.daemon._doubt, 30)
+            for _ in range(runs):
+                results.append(failover_once(lab, pps, settle=1.0, timeout=5.0))
+                # let everything recover (hold-down) before the next run
+                lab.wait_for(lambda: not lab.daemon._doubt, 20)
+                time.sleep(policy["hold_down_s"] + 1)
+        finally:
+            lab.stop()
+    ok = [r["failover_ms"] for r in results if r["failover_ms"] is not None]
+    emit({"bench": "failover", "kernel": kernel_label(), "tunnels": tunnels,
+          "interval_ms": interval_ms, "multiplier": multiplier, "pps": pps,
+          "runs": results, "failover_ms_median": sorted(ok)[len(ok) // 2] if ok else None,
+          "failover_ms_max": max(ok) if ok else None,
+          "lost_max": max(r["lost"] for r in results) if results else None,
+          "target_ms": 200})
+
+
+# -- bench control -------------------------------------------------------------------
+
+def control_config(directory: str, key_file: str, dests: int, paths: int,
+                   interval_ms: int) -> cfgmod.Config:
+    """edge with `paths` - 1 GRE peers (never brought up) and `dests` destinations,
+    each a /64 of origin's IPv6 prefix probed over UDP at origin's responder."""
+    peers = [f"relay{i}" for i in range(1, paths)]
+    out = ['[node]', 'name = "edge"', 'address = "192.0.2.1"', 'tunnel_address = "198.51.100.129"',
+           'steer_interfaces = ["to-client"]']
+    for i, p in enumerate(peers):
+        out += ["[[peer]]", f'name = "{p}"', f'address = "192.0.2.{2 + i % 2}"', 'tunnel = "gre"',
+                f'tunnel_address = "198.51.100.{130 + i}"', f"gre_key = {i + 1}"]
+    plist = ", ".join(json.dumps(p) for p in ["direct", *peers])
+    for d in range(dests):
+        out += ["[[destination]]", f'name = "d{d}"', f'prefixes = ["2001:db8:f:{d:x}::/64"]',
+                f"paths = [{plist}]",
+                f'probe = {{ kind = "udp", target = "{ORIGIN}", port = {RESPONDER_PORT} }}']
+    out += ["[policy]", f"probe_interval_ms = {interval_ms}", f'responder_key_file = "{key_file}"',
+            'metrics_listen = ""']
+    path = os.path.join(directory, "control.toml")
+    with open(path, "w") as f:
+        f.write("\n".join(out) + "\n")
+    return cfgmod.load(path)
+
+
+@click.command("control")
+@click.option("--destinations", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option("--paths", type=click.IntRange(min=1, max=8), default=4, show_default=True)
+@click.option("--interval", "interval_ms", type=click.IntRange(min=10), default=1000,
+              show_default=True, metavar="MS")
+@click.option("--seconds", type=click.FloatRange(min=1), default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="(always JSON lines; for symmetry)")
+def bench_control(destinations: int, paths: int, interval_ms: int, seconds: float,
+                  as_json: bool) -> None:
+    """Agent CPU (process CPU / wall) of `argoctl run`'s loop for DESTINATIONS x PATHS
+    probed every INTERVAL, with datapath, decisions, state file and metrics
+    (namespace lab, fwmark paths, responder in its own process; needs root)."""
+    from argoctl.bench import emit
+    from argoctl.daemon import Daemon, Options
+    from argoctl import datapath
+    from argoctl.topo import Topology
+
+    with tempfile.TemporaryDirectory() as tmp, Topology.default(f"agc{os.getpid()}") as t:
+        t.start()
+        key_file = os.path.join(tmp, "probe.key")
+        mac.write_key(key_file)
+        cfg = control_config(tmp, key_file, destinations, paths, interval_ms)
+        fake_paths(t["edge"], t, cfg)
+        rate = str(destinations * paths * 4000 / interval_ms)
+        t["origin"].popen([sys.executable, "-m", "argoctl", "responder", "--listen",
+                           f"0.0.0.0:{RESPONDER_PORT}", "--key-file", key_file, "--rate", rate,
+                           "--global-rate", rate], stderr=subprocess.DEVNULL)
+        pin_dir = f"/sys/fs/bpf/argoctl-{t['edge'].netns}"
+        d = Daemon(cfg, Options(ns=t["edge"].netns, run_dir=os.path.join(tmp, "run"),
+                                pin_dir=pin_dir, cgroup=None, metrics_listen="127.0.0.1:0",
+                                apply_config=False))
+        try:
+            d.start_thread()
+            time.sleep(max(3.0, 3 * interval_ms / 1000))      # warm-up: every path measured
+            scrape = d.exporter.text()                        # one scrape: its cost is counted
+            r0, w0, res0 = d.rounds, d.map_writes, sum(d.results.values())
+            cpu0, t0 = time.process_time(), time.monotonic()
+            time.sleep(seconds)
+            scrape = d.exporter.text()
+            cpu1, t1 = time.process_time(), time.monotonic()
+            wall = t1 - t0
+            ups = sum(1 for n in d.engine.destinations() for s in d.engine.last(n).scores.values()
+                      if s.state.value == "up")
+            record = {
+                "bench": "control", "kernel": kernel_label(), "destinations": destinations,
+                "paths": paths, "interval_ms": interval_ms, "seconds": seconds,
+                "cpu_percent_of_core": round(100 * (cpu1 - cpu0) / wall, 2),
+                "probe_results_per_s": round((sum(d.results.values()) - res0) / wall, 1),
+                "rounds_per_s": round((d.rounds - r0) / wall, 2),
+                "map_write_batches": d.map_writes - w0,
+                "paths_up": ups, "metrics_bytes": len(scrape), "target_percent": 10}
+        finally:
+            d.stop()
+            datapath.detach(pin_dir, netns=t["edge"].netns, cgroup=None)
+    emit(record)

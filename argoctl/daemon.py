@@ -1,0 +1,589 @@
+"""`argoctl run`: apply the config, attach the datapath, and run the measurement loop.
+
+    measurements (probes, datapath counters) --> estimators --> decisions --> eBPF maps
+
+Start-up (`Daemon.setup`, in the caller's thread):
+  1. take the single-instance lock (`argoctl.pid` in the state directory);
+  2. the `up` pipeline (tunnels, tables, rules, nft);
+  3. attach the datapath (or adopt the pinned one of a previous run) and
+     program the destinations. Path sets already in the maps are kept, and the
+     engine starts from their choice: a restarted daemon changes nothing until
+     its measurements say so (hitless restart).
+
+The loop (`Daemon.serve`, asyncio, in the node's network namespace so the
+probe sockets open there):
+  - probers for every (destination, path) with a probe, each through the
+    path's mark, faster while the engine has the path in doubt;
+  - every probe interval ("round"): the datapath's passive counters per path
+    (SYNs, SYN-ACKs, handshake RTTs) go to the engine, then every destination
+    is decided; destinations with a path in doubt are also decided every
+    interval / fast_divisor, and a probe result that changes a path's state
+    decides its destination at once;
+  - a decision whose weights differ from what the maps hold is written (all of
+    a round's in one batched update), logged as one JSON line with its reason,
+    counted in the metrics;
+  - the live choices go to `state.json` (atomic rename) for `argoctl status`
+    and `argoctl explain`.
+
+Stopping (SIGTERM, or a crash) leaves the datapath and the last decisions in
+the maps, so traffic keeps its paths while no daemon runs; `cleanup=True`
+(`--cleanup`) instead detaches the datapath and runs `down`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import fcntl
+import json
+import logging
+import os
+import threading
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+from argoctl import maps, names, netlink
+from argoctl.config import DIRECT, Config
+from argoctl.engine import TOTAL_WEIGHT, Decision, Engine
+from argoctl.estimator import State
+
+log = logging.getLogger("argoctl.daemon")
+
+STATE_FILE = "state.json"
+LOCK_FILE = "argoctl.pid"
+STATE_VERSION = 1
+FAST_DIVISOR = 4             # in-doubt paths: probes and decisions this much more often
+# Fast probing is for a few paths in doubt. When many are (start-up, or the
+# host itself stalling), probing them all faster adds load exactly when the
+# host is short of it, makes replies late, and puts more paths in doubt: so at
+# most this fraction of the paths (and of the destinations) goes fast.
+FAST_SHARE = 0.125
+FAST_MIN = 16
+STATE_REFRESH_S = 5.0        # state.json is rewritten at least this often (scores age)
+HISTORY = 10000              # decisions remembered in memory (tests, debugging)
+
+
+class DaemonError(Exception):
+    """A start-up failure with a message for the user (nothing was left half-done)."""
+
+
+# -- decisions -> maps -------------------------------------------------------------
+
+def pathset(cfg: Config, dest_paths: tuple[str, ...],
+            weights: dict[str, tuple[int, bool]]) -> list[maps.Path]:
+    """A decision's weights as the datapath's path set, in the destination's path
+    order. A path with weight 0 that is up keeps its pinned flows; down moves them."""
+    out = []
+    for name in dest_paths:
+        w, up = weights[name]
+        pid = cfg.path_id(name)
+        out.append(maps.Path(path_id=pid, mark=cfg.routing.mark(pid), weight=w, up=up))
+    return out
+
+
+def weights_of(cfg: Config, dest_paths: tuple[str, ...],
+               paths: list[maps.Path]) -> Optional[dict[str, tuple[int, bool]]]:
+    """The inverse of `pathset`: None if the set does not hold exactly these paths
+    (in this order) with their marks, i.e. it was written for another config."""
+    if len(paths) != len(dest_paths):
+        return None
+    out = {}
+    for name, p in zip(dest_paths, paths):
+        pid = cfg.path_id(name)
+        if p.path_id != pid or p.mark != cfg.routing.mark(pid):
+            return None
+        out[name] = (p.weight, p.up)
+    return out
+
+
+def initial_weights(cfg: Config, dest) -> dict[str, tuple[int, bool]]:
+    """Before any measurement: the config's static weights, else everything on
+    direct (or the first path), every path up."""
+    if dest.weights:
+        return {p: (w, True) for p, w in zip(dest.paths, dest.weights)}
+    first = DIRECT if DIRECT in dest.paths else dest.paths[0]
+    return {p: (TOTAL_WEIGHT if p == first else 0, True) for p in dest.paths}
+
+
+def choice_of(dest_paths: tuple[str, ...], weights: dict[str, tuple[int, bool]]) -> str:
+    """The path taking most new flows (first in order on a tie)."""
+    return max(dest_paths, key=lambda p: (weights[p][0], -dest_paths.index(p)))
+
+
+# -- the state file ----------------------------------------------------------------
+
+def state_path(run_dir: str, ns: Optional[str] = None) -> str:
+    return os.path.join(netlink.state_dir(ns, run_dir), STATE_FILE)
+
+
+def _r(v: Optional[float], nd: int = 3) -> Optional[float]:
+    return None if v is None else round(v, nd)
+
+
+def decision_doc(dec: Decision, wall_offset: float, since: Optional[float]) -> dict:
+    """One destination's live choice, JSON-ready (times as Unix seconds)."""
+    paths = {}
+    for name, s in dec.scores.items():
+        w, up = dec.weights[name]
+        snap = s.snapshot
+        paths[name] = {
+            "state": s.state.value, "tier": s.tier_name, "weight": w, "up": up,
+            "score_ms": _r(s.smoothed_ms), "raw_ms": _r(s.raw_ms),
+            "rtt_ms": _r(snap.srtt_ms), "jitter_ms": _r(snap.jitter_ms),
+            "loss": _r(snap.loss, 4), "penalty": round(s.penalty, 1),
+            "suppressed": s.suppressed,
+            "held_for_s": None if s.held_until is None else _r(s.held_until - dec.at, 2),
+            "replies": snap.counts.get("replies", 0), "timeouts": snap.counts.get("timeouts", 0),
+        }
+    return {"choice": dec.choice, "reason": dec.reason, "decided_at": _r(dec.at + wall_offset),
+            "since": _r(None if since is None else since + wall_offset), "paths": paths}
+
+
+def write_state(path: str, doc: dict) -> None:
+    """Atomically replace the state file: readers see the old or the new one."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
+    text = json.dumps(doc, sort_keys=True, separators=(",", ":"))  # C encoder; dump() is not
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def read_state(path: str) -> dict:
+    """The state file; FileNotFoundError if no daemon has written one."""
+    with open(path) as f:
+        doc = json.load(f)
+    if doc.get("version") != STATE_VERSION:
+        raise ValueError(f"{path}: state file version {doc.get('version')!r}, "
+                         f"expected {STATE_VERSION}")
+    return doc
+
+
+def pid_alive(pid: Optional[int]) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# -- single instance ---------------------------------------------------------------
+
+class InstanceLock:
+    """An exclusive flock on `<state dir>/argoctl.pid` holding our pid. The kernel
+    drops it when the process dies, so a crashed daemon never blocks a restart."""
+
+    def __init__(self, directory: str):
+        self.path = os.path.join(directory, LOCK_FILE)
+        self.fd: Optional[int] = None
+
+    def acquire(self) -> None:
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise DaemonError(f"another argoctl run (pid {holder}) holds {self.path}") from None
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)   # releases the flock; the file stays (harmless)
+            self.fd = None
+
+
+# -- the daemon --------------------------------------------------------------------
+
+@dataclass
+class Options:
+    ns: Optional[str] = None                 # network namespace (None: the current one)
+    run_dir: Optional[str] = None            # default: apply.default_run_dir()
+    pin_dir: str = names.BPF_PIN_DIR
+    cgroup: Optional[str] = "auto"           # socket hooks; None: no local steering
+    metrics_listen: Optional[str] = None     # None: policy.metrics_listen; "": off
+    apply_config: bool = True                # run the up pipeline first
+    cleanup: bool = False                    # on stop: detach and `down`
+    fast_divisor: float = FAST_DIVISOR
+    key: object = None                       # an EchoKey (default: policy's key file)
+
+
+@dataclass
+class Record:
+    """One logged decision (kept in memory for tests and debugging)."""
+    at: float
+    dest: str
+    choice: str
+    previous: Optional[str]
+    weights: dict
+    reason: str
+
+    def to_dict(self) -> dict:
+        return {"event": "decision", "at": round(self.at, 3), "dest": self.dest,
+                "choice": self.choice, "previous": self.previous,
+                "weights": {p: [w, "up" if up else "down"] for p, (w, up) in self.weights.items()},
+                "reason": self.reason}
+
+
+class Daemon:
+    def __init__(self, cfg: Config, opts: Optional[Options] = None,
+                 clock: Callable[[], float] = time.monotonic):
+        from argoctl.apply import default_run_dir
+        self.cfg = cfg
+        self.opts = opts or Options()
+        self.run_dir = self.opts.run_dir or default_run_dir()
+        self.state_dir = netlink.state_dir(self.opts.ns, self.run_dir)
+        self.state_file = os.path.join(self.state_dir, STATE_FILE)
+        self.clock = clock
+        self.interval = cfg.policy.probe_interval_ms / 1000.0
+        self.engine = Engine.from_config(cfg, clock=clock)
+        self.dests = {d.name: d for d in cfg.destinations}
+        self.lock = InstanceLock(self.state_dir)
+        self.maps: Optional[maps.Maps] = None
+        self.sched = None
+        self.exporter = None
+        self.attach_result = None
+        self.adopted: dict[str, bool] = {}
+        self.written: dict[str, dict[str, tuple[int, bool]]] = {}   # what the maps hold
+        self.chosen_since: dict[str, float] = {}
+        self.switches: Counter = Counter()
+        self.results: Counter = Counter()          # (dest, path, "ok"|"timeout")
+        self.map_writes = 0
+        self.rounds = 0
+        self.history: deque[Record] = deque(maxlen=HISTORY)
+        self.started_wall = time.time()
+        self._passive_prev: dict[str, tuple[int, int, int, int]] = {}
+        self._doubt: set[str] = set()            # destinations with a path not up
+        self._doubt_paths = 0
+        n_paths = sum(len(d.paths) for d in cfg.destinations)
+        self.fast_budget = (max(FAST_MIN, int(n_paths * FAST_SHARE)),
+                            max(FAST_MIN, int(len(self.dests) * FAST_SHARE)))
+        self._pending: set[str] = set()
+        self._pending_handle = None
+        self._state_written_at = -1e9
+        self._state_dirty = True
+        self._stop: Optional[asyncio.Event] = None
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._thread: Optional[threading.Thread] = None
+        self._thread_error: Optional[BaseException] = None
+        self.ready = threading.Event()
+
+    # -- start-up ---------------------------------------------------------------
+
+    def setup(self) -> None:
+        """Lock, up, attach, program. Raises DaemonError with a message on failure."""
+        from argoctl import apply, datapath
+        self.lock.acquire()
+        try:
+            if self.opts.key is None:
+                self.opts.key = self._read_key()
+            if self.opts.apply_config:
+                apply.up(self.cfg, ns=self.opts.ns, run_dir=self.run_dir)
+            self.attach_result = datapath.attach(self.cfg, self.opts.pin_dir, netns=self.opts.ns,
+                                                 cgroup=self.opts.cgroup)
+            self.maps = maps.Maps(self.opts.pin_dir)
+            sets = self._adopt()
+            datapath.program(self.cfg, self.opts.pin_dir, pathsets=sets)
+        except BaseException:
+            self.close()
+            raise
+        now = self.clock()
+        for name in self.dests:
+            self.chosen_since[name] = now
+        log.info(json.dumps({
+            "event": "start", "node": self.cfg.node.name, "config": self.cfg.path,
+            "datapath": "compiled" if self.attach_result.compiled else "adopted",
+            "adopted_decisions": sorted(d for d, a in self.adopted.items() if a),
+            "destinations": len(self.dests), "pid": os.getpid()}))
+
+    def _read_key(self):
+        if not any(d.probe and d.probe.kind == "udp" for d in self.cfg.destinations):
+            return None
+        from argoctl import mac
+        f = self.cfg.policy.responder_key_file
+        if not f:
+            raise DaemonError(f"{self.cfg.path}: udp probes need policy.responder_key_file")
+        return mac.read_key(f)
+
+    def _adopt(self) -> dict[int, list[maps.Path]]:
+        """Path sets to program: what the maps already hold for a destination if it
+        fits the config (a previous run's decision), else the initial weights. The
+        engine starts from the adopted choice."""
+        sets = {}
+        for name, d in self.dests.items():
+            cur = self.maps.pathset(d.id)
+            w = weights_of(self.cfg, d.paths, cur[1]) if cur else None
+            self.adopted[name] = w is not None
+            if w is None:
+                w = initial_weights(self.cfg, d)
+            else:
+                _seed_choice(self.engine, name, choice_of(d.paths, w))
+            self.written[name] = w
+            sets[d.id] = pathset(self.cfg, d.paths, w)
+        return sets
+
+    # -- running ----------------------------------------------------------------
+
+    async def serve(self, stop: Optional[asyncio.Event] = None) -> None:
+        """Run until `stop` is set (or cancelled). Call in the node's namespace."""
+        from argoctl.probe import ProbeScheduler
+        self._loop = asyncio.get_running_loop()
+        self._stop = stop or asyncio.Event()
+        pol = self.cfg.policy
+        self.sched = ProbeScheduler.from_config(
+            self.cfg, self._on_result, key=self.opts.key, in_doubt=self._in_doubt,
+            fast_divisor=self.opts.fast_divisor, clock=lambda: int(self.clock() * 1e9))
+        self._start_metrics()
+        self.sched.start()
+        self.ready.set()
+        next_round = self._loop.time()
+        fast = self.interval / self.opts.fast_divisor
+        try:
+            while not self._stop.is_set():
+                t = self._loop.time()
+                if t >= next_round:
+                    self._round()
+                    next_round += self.interval
+                    if next_round < t:           # we fell behind: do not burst
+                        next_round = t + self.interval
+                elif self._fast_decisions():
+                    self._decide_some(set(self._doubt))
+                self._maybe_write_state()
+                wait = min(next_round, t + fast) if self._fast_decisions() else next_round
+                try:
+                    await asyncio.wait_for(self._stop.wait(), max(0.0, wait - self._loop.time()))
+                except asyncio.TimeoutError:
+                    pass
+        finally:
+            self.sched.stop()
+            if self._pending_handle is not None:
+                self._pending_handle.cancel()
+            self._write_state(running=False)
+
+    def _in_doubt(self, dest: str, path: str) -> bool:
+        """The prober's question: probe this path faster? (within the budget)"""
+        return self._doubt_paths <= self.fast_budget[0] and self.engine.in_doubt(dest, path)
+
+    def _fast_decisions(self) -> bool:
+        return bool(self._doubt) and len(self._doubt) <= self.fast_budget[1]
+
+    def _on_result(self, dest: str, path: str, seq: int, sent_ns: int,
+                   rtt: Optional[float], now_ns: int) -> None:
+        self.results[(dest, path, "ok" if rtt is not None else "timeout")] += 1
+        est = self.engine.path(dest, path)
+        before = est.state
+        self.engine.probe_result(dest, path, seq, sent_ns, rtt, now_ns)
+        if est.state is not before:
+            # A state change decides its destination now, not at the next round.
+            self._pending.add(dest)
+            if self._pending_handle is None:
+                self._pending_handle = self._loop.call_soon(self._decide_pending)
+
+    def _decide_pending(self) -> None:
+        self._pending_handle = None
+        dests, self._pending = self._pending, set()
+        self._decide_some(dests)
+
+    def _decide_some(self, dests) -> None:
+        now = self.clock()
+        self._apply({d: self.engine.decide_one(d, now) for d in dests})
+
+    def _round(self) -> None:
+        self.rounds += 1
+        now = self.clock()
+        self._poll_passive(now)
+        decisions = self.engine.decide(now)
+        self._doubt_paths = sum(1 for dec in decisions.values() for s in dec.scores.values()
+                                if s.state is not State.UP)
+        self._apply(decisions)
+
+    def _poll_passive(self, now: float) -> None:
+        """Per-path deltas of the datapath's passive TCP counters into the engine."""
+        users = {p for d in self.dests.values() for p in d.paths}
+        for path in users:
+            st = self.maps.path_stats(self.cfg.path_id(path))
+            cur = (st.syns, st.synacks, st.rtt_sum_ns, st.rtt_count)
+            prev = self._passive_prev.get(path)
+            self._passive_prev[path] = cur
+            if prev is None:
+                continue     # first read: counters from before this run are history
+            dsyn, dack, dsum, dcount = (max(0, c - p) for c, p in zip(cur, prev))
+            if dsyn or dack or dcount:
+                samples = [dsum / dcount / 1e9] if dcount else []
+                self.engine.on_path_passive(path, dsyn, dack, samples, now)
+
+    def _apply(self, decisions: dict[str, Decision]) -> None:
+        """Write decisions whose weights differ from the maps (one batch), log them."""
+        sets = {}
+        changed = []
+        for name, dec in decisions.items():
+            d = self.dests[name]
+            if any(s.state is not State.UP for s in dec.scores.values()):
+                self._doubt.add(name)
+            else:
+                self._doubt.discard(name)
+            if dec.weights == self.written.get(name):
+                continue
+            sets[d.id] = pathset(self.cfg, d.paths, dec.weights)
+            changed.append(dec)
+        if not sets:
+            return
+        self.maps.set_pathsets(sets)
+        self.map_writes += 1
+        self._state_dirty = True
+        for dec in changed:
+            prev_w = self.written.get(dec.dest)
+            prev = choice_of(self.dests[dec.dest].paths, prev_w) if prev_w else None
+            self.written[dec.dest] = dec.weights
+            if prev != dec.choice:
+                self.switches[dec.dest] += 1
+                self.chosen_since[dec.dest] = dec.at
+            rec = Record(dec.at, dec.dest, dec.choice, prev, dec.weights, dec.reason)
+            self.history.append(rec)
+            log.info(json.dumps(rec.to_dict(), sort_keys=False))
+
+    # -- outputs ------------------------------------------------------------------
+
+    def choices(self) -> dict[str, str]:
+        """dest -> the path taking new flows, as written to the maps."""
+        return {n: choice_of(self.dests[n].paths, w) for n, w in self.written.items()}
+
+    def state_doc(self, running: bool = True) -> dict:
+        offset = time.time() - self.clock()
+        dests = {}
+        for name, d in self.dests.items():
+            dec = self.engine.last(name)
+            entry = {"id": d.id, "prefixes": [str(p) for p in d.prefixes],
+                     "switches": self.switches[name],
+                     "written": {p: [w, up] for p, (w, up) in self.written[name].items()}}
+            if dec is not None:
+                entry.update(decision_doc(dec, offset, self.chosen_since.get(name)))
+            else:
+                entry.update(choice=choice_of(d.paths, self.written[name]),
+                             reason="adopted from the running datapath" if self.adopted.get(name)
+                             else "no decision yet", paths={})
+            dests[name] = entry
+        return {"version": STATE_VERSION, "pid": os.getpid(), "running": running,
+                "node": self.cfg.node.name, "config": self.cfg.path,
+                "started": round(self.started_wall, 3), "updated": round(time.time(), 3),
+                "probe_interval_ms": self.cfg.policy.probe_interval_ms,
+                "destinations": dests}
+
+    def _maybe_write_state(self) -> None:
+        now = self.clock()
+        if self._state_dirty or now - self._state_written_at >= STATE_REFRESH_S:
+            self._write_state()
+
+    def _write_state(self, running: bool = True) -> None:
+        try:
+            write_state(self.state_file, self.state_doc(running))
+        except OSError as e:   # a full /run must not stop the routing
+            log.warning("cannot write %s: %s", self.state_file, e)
+        self._state_written_at = self.clock()
+        self._state_dirty = False
+
+    def _start_metrics(self) -> None:
+        listen = self.opts.metrics_listen
+        if listen is None:
+            listen = self.cfg.policy.metrics_listen
+        if not listen:
+            return
+        from argoctl import metrics
+        self.exporter = metrics.Exporter(self)
+        self.exporter.serve(listen)
+
+    # -- lifecycle helpers ----------------------------------------------------------
+
+    def start_thread(self, timeout: float = 120) -> "Daemon":
+        """setup() here, then serve() in a thread inside the node's namespace.
+        For tests and benches: one process, many daemons."""
+        self.setup()
+
+        def body():
+            try:
+                with netlink.netns(self.opts.ns):
+                    asyncio.run(self.serve(self._stop_event()))
+            except BaseException as e:   # surfaced by stop()
+                self._thread_error = e
+                log.exception("daemon loop crashed")
+                self.ready.set()
+        self._thread = threading.Thread(target=body, name=f"argoctl-{self.cfg.node.name}",
+                                        daemon=True)
+        self._thread.start()
+        if not self.ready.wait(timeout):
+            raise DaemonError("daemon loop did not start")
+        if self._thread_error is not None:
+            self.stop()
+        return self
+
+    def _stop_event(self) -> asyncio.Event:
+        self._stop = asyncio.Event()
+        return self._stop
+
+    def stop(self, timeout: float = 30) -> None:
+        """Stop a start_thread() daemon; leaves the datapath unless opts.cleanup."""
+        if self._thread is not None:
+            if self._loop is not None and self._stop is not None and not self._loop.is_closed():
+                try:
+                    self._loop.call_soon_threadsafe(self._stop.set)
+                except RuntimeError:
+                    pass
+            self._thread.join(timeout)
+            self._thread = None
+        self.close()
+        if self._thread_error is not None:
+            err, self._thread_error = self._thread_error, None
+            raise DaemonError(f"daemon loop failed: {err!r}") from err
+
+    def close(self) -> None:
+        """Release what this process holds; with opts.cleanup also remove the
+        datapath and everything `up` made."""
+        if self.exporter is not None:
+            self.exporter.close()
+            self.exporter = None
+        if self.maps is not None:
+            self.maps.close()
+            self.maps = None
+        try:
+            if self.opts.cleanup and self.lock.fd is not None:
+                self.teardown()
+        finally:
+            self.lock.release()
+
+    def teardown(self) -> None:
+        from argoctl import apply, datapath
+        datapath.detach(self.opts.pin_dir, netns=self.opts.ns, cgroup=self.opts.cgroup)
+        apply.down(self.cfg.routing, ns=self.opts.ns, run_dir=self.run_dir)
+        try:
+            os.unlink(self.state_file)
+        except FileNotFoundError:
+            pass
+        log.info(json.dumps({"event": "cleanup", "node": self.cfg.node.name}))
+
+
+def _seed_choice(engine: Engine, dest: str, choice: str) -> None:
+    """Start the engine from the choice a previous run left in the maps, so a
+    restart does not move traffic back to the default path before measuring.
+    (The engine has no public setter; its per-destination state holds `choice`.)"""
+    engine._dests[dest].choice = choice
+
+
+async def run_until_signal(daemon: Daemon) -> None:
+    """serve() until SIGTERM or SIGINT (the `argoctl run` main loop)."""
+    import signal
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await daemon.serve(stop)
