@@ -11,7 +11,9 @@
         t.link(edge, origin).clear()
 
 Every host forwards (IPv4 and IPv6), has rp_filter off and IPv6 DAD off (addresses
-usable at once). A node's underlay address lives on `lo` as a /32 (/128); routes
+usable at once). Link ends get fixed MACs and permanent neighbour entries, so an
+impairment acts at L3 only (a one-way blackhole does not also starve ARP/ND of the
+other direction). A node's underlay address lives on `lo` as a /32 (/128); routes
 added with `add_route` use it as source. One-way impairment = netem on the egress of
 one veth end ("a->b" = packets from a to b, a and b in the order given to `link()`).
 A blackhole without netem in the kernel falls back to an nftables netdev egress
@@ -111,6 +113,8 @@ def list_namespaces() -> list[str]:
 def _kill_netns_processes(netns: str) -> None:
     pids = _run(["ip", "netns", "pids", netns], check=False).stdout.split()
     for pid in pids:
+        if pid == str(os.getpid()):
+            continue        # our own thread inside the namespace: never kill ourselves
         with contextlib.suppress(ProcessLookupError, ValueError):
             os.kill(int(pid), signal.SIGKILL)
 

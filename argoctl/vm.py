@@ -13,7 +13,7 @@ for tests/integration, and `argoctl lab` for the demo.
     python -m argoctl.vm [--kernel VER] [--rwdir DIR]... -- CMD ARGS...
 
 Environment: ARGOCTL_VM=auto|always|never (force the choice), ARGOCTL_VM_KERNEL=VER
-(pick a kernel). Inside the guest ARGOCTL_IN_VM=1 and ARGOCTL_CGROUP2=<cgroup2 mount>.
+(pick a kernel), ARGOCTL_VM_CPUS (2), ARGOCTL_VM_MEMORY (2G). Inside the guest ARGOCTL_IN_VM=1 and ARGOCTL_CGROUP2=<cgroup2 mount>.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,8 +42,8 @@ GUEST_MODULES = (
 # Passed into the guest (virtme-ng does not carry the host environment over).
 PASS_ENV = ("CI", "PYTEST_ADDOPTS", "TERM", "COLUMNS")
 
-DEFAULT_CPUS = 2
-DEFAULT_MEMORY = "2G"
+DEFAULT_CPUS = int(os.environ.get("ARGOCTL_VM_CPUS", "2"))
+DEFAULT_MEMORY = os.environ.get("ARGOCTL_VM_MEMORY", "2G")
 
 
 @dataclass(frozen=True)
@@ -181,11 +182,21 @@ def run(argv: list[str], *, kernel: Kernel | None = None, cwd: str | None = None
                        cpus=cpus, memory=memory)
         host_env = dict(os.environ)
         host_env["PATH"] = bindir + os.pathsep + host_env.get("PATH", "")  # vng runs virtme-run
-        # Own process group, so a timeout or ^C takes qemu down with vng.
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, env=host_env, cwd=cwd,
+        # Own process group, so a timeout or ^C takes qemu down with vng. Output
+        # through pipes: qemu reopens /proc/self/fd/1 with O_TRUNC, which would wipe
+        # a log file our stdout is redirected to.
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, env=host_env, cwd=cwd,
                                 start_new_session=True)
+        relays = [threading.Thread(target=_relay, args=(src, dst), daemon=True)
+                  for src, dst in ((proc.stdout, sys.stdout), (proc.stderr, sys.stderr))]
+        for t in relays:
+            t.start()
         try:
-            return proc.wait(timeout=timeout)
+            rc = proc.wait(timeout=timeout)
+            for t in relays:
+                t.join()
+            return rc
         except subprocess.TimeoutExpired:
             print(f"argoctl-vm: timed out after {timeout:.0f}s, killing the VM", file=sys.stderr)
             _kill_group(proc)
@@ -193,6 +204,15 @@ def run(argv: list[str], *, kernel: Kernel | None = None, cwd: str | None = None
         except BaseException:
             _kill_group(proc)
             raise
+
+
+def _relay(src, dst) -> None:
+    """Copy a child's output to our stream as it comes (bytes, flushed per chunk)."""
+    out = getattr(dst, "buffer", dst)
+    dst.flush()
+    for chunk in iter(lambda: src.read1(65536), b""):
+        out.write(chunk)
+        out.flush()
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
