@@ -27,7 +27,8 @@ Rules, in order:
 3. Make-before-break: when the current choice turns suspect and a path of a
    better tier exists, new flows go there at once (weight), but the suspect
    path stays *up* in the datapath so its established flows stay pinned until
-   the verdict. Only a path that is down is marked down (its flows move).
+   the verdict. Only a path that is down is marked down (its flows move). If
+   it recovers before the verdict, new flows go back to it at once.
 4. No measurements yet: "direct" if it is a candidate, else the first path.
    All paths down: keep the last choice, and keep it up (marking everything
    down would blackhole), so traffic resumes the moment it comes back.
@@ -179,6 +180,7 @@ class _DestState:
         self.choice = DIRECT if DIRECT in self.paths else self.order[0]
         self.dwell: Optional[tuple[str, float]] = None   # (candidate, better since)
         self.demoted: dict[str, float] = {}   # paths left for a better score -> when
+        self.diverted: Optional[str] = None   # suspect choice new flows were moved from
         self.split: tuple[str, ...] = ()
         self.weights: dict[str, int] = {}
         self.last: Optional[Decision] = None
@@ -360,9 +362,16 @@ class Engine:
             # Start-up: give the default path its first round trip before
             # moving to whichever path happened to answer first.
             return d.choice, f"waiting for the first measurement of {d.choice}"
+        back = self._undivert(d, scores, cur)
+        if back is not None:
+            return back
         if cur.tier > best_tier:
             d.dwell = None
             d.demoted.pop(best.path, None)
+            if cur.tier == SUSPECT:
+                d.diverted = d.diverted or cur.path
+            else:
+                d.diverted = None
             return best.path, self._why_leave(cur, best)
         if best_tier not in (USABLE, HELD):
             return d.choice, f"keep {d.choice}: every path is {TIER_NAMES[best_tier]}"
@@ -394,11 +403,31 @@ class Engine:
             return d.choice, (f"keep {d.choice}: {cand.path} better by {gain_s:.1f} ms "
                               f"(raw {gain_r:.1f}) for {held_for:.1f}s of {dwell:.1f}s{why}")
         d.dwell = None
+        d.diverted = None
         d.demoted.pop(cand.path, None)
         d.demoted[cur.path] = now
         return cand.path, (f"switch {d.choice} -> {cand.path}: better by {gain_s:.1f} ms smoothed "
                            f"({cur.smoothed_ms:.1f} -> {cand.smoothed_ms:.1f}), {gain_r:.1f} ms raw, "
                            f"for {held_for:.1f}s{why}")
+
+    def _undivert(self, d: _DestState, scores: dict[str, PathScore],
+                  cur: PathScore) -> Optional[tuple[str, str]]:
+        """Make-before-break diverted new flows away from a suspect choice. If
+        it recovers before being declared down, it was never replaced: new
+        flows go back at once (no dwell). If it goes down, the diversion was a
+        failover after all."""
+        if d.diverted is None or d.diverted == cur.path:
+            d.diverted = None
+            return None
+        orig = scores[d.diverted]
+        if orig.state is State.DOWN:
+            d.diverted = None
+            return None
+        if orig.tier == USABLE and orig.tier <= cur.tier:
+            d.diverted, d.dwell = None, None
+            return orig.path, (f"{orig.path} up again before the verdict: new flows back "
+                               f"from {cur.path} (make-before-break ends)")
+        return None
 
     def _why_leave(self, cur: PathScore, best: PathScore) -> str:
         to = f"{best.path} ({best.tier_name}{_score_txt(best)})"

@@ -187,10 +187,14 @@ def test_make_before_break_moves_new_flows_but_keeps_the_suspect_path_up():
     for d in suspect:
         assert d.choice == "r1"
         assert d.weights == {"direct": (0, True), "r1": (100, True)}   # pinned flows stay
-    # One lost probe never marked direct down, and once it recovered (and
-    # proved better for the dwell) new flows went back to it.
+    # One lost probe never marked direct down, and as soon as it was up again
+    # (recover_probes replies later) new flows went back to it, no dwell.
     assert all(s.decision.weights["direct"][1] for s in steps)
-    assert [(f, t) for _, f, t in switches(steps)] == [("direct", "r1"), ("r1", "direct")]
+    sw = switches(steps)
+    assert [(f, t) for _, f, t in sw] == [("direct", "r1"), ("r1", "direct")]
+    up_again = first_time(steps, lambda d: d.scores["direct"].state is State.UP, after=sw[0][0])
+    assert sw[1][0] == up_again
+    assert "before the verdict" in next(s.decision for s in steps if s.now == up_again).reason
 
 
 def test_flapping_path_is_suppressed_and_a_stable_one_never_is():
