@@ -236,8 +236,12 @@ class Estimator:
 
     @property
     def in_doubt(self) -> bool:
-        """For the prober: probe faster while this is true."""
-        return self.state in (State.SUSPECT, State.DOWN, State.UNKNOWN)
+        """For the prober: probe faster while this is true: a verdict or a
+        recovery is pending. A path that stays dead is probed at the normal
+        rate (a dead relay must not quadruple the probe load for good)."""
+        s = self.state
+        return (s is State.SUSPECT or s is State.UNKNOWN
+                or (s is State.DOWN and self.consecutive_ok > 0))
 
     def snapshot(self) -> Snapshot:
         ms = _ms

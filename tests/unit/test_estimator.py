@@ -94,8 +94,10 @@ def test_states_up_suspect_recover_down():
     assert e.recovered_at is None                   # was never down: no hold-down
     seq, t = feed(e, [None] * 3, seq, t)
     assert e.state is State.DOWN and e.counts["downs"] == 1
+    assert not e.in_doubt                           # dead: normal probe rate
     seq, t = feed(e, [10] * 4 + [None] + [10] * 4, seq, t)
     assert e.state is State.DOWN                    # a miss restarts the count
+    assert e.in_doubt                               # recovering: probe faster
     seq, t = feed(e, [10], seq, t)
     assert e.state is State.UP and e.recovered_at == pytest.approx(t - 1 + 0.010)
 
