@@ -102,7 +102,7 @@ class Tuning:
     split_step: int = 5                # split weights are multiples of this
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class PathScore:
     """One path's standing in a decision (for `argoctl explain`, logs, metrics)."""
     path: str
@@ -120,7 +120,7 @@ class PathScore:
         return TIER_NAMES[self.tier]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Decision:
     """The datapath writer applies `weights`: per path (weight for new flows,
     up). A path with weight 0 keeps its established flows unless it is down."""

@@ -68,10 +68,12 @@ class State(str, enum.Enum):
     DOWN = "down"
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Snapshot:
     """What the engine (and `argoctl probe/explain`, metrics) reads. Times in
-    seconds (same clock as `now`), RTTs in milliseconds."""
+    seconds (same clock as `now`), RTTs in milliseconds. Read-only by
+    convention (not frozen: one is built per path per decision, and frozen
+    dataclasses cost twice as much to build)."""
     state: State
     since: float                         # when the current state was entered
     srtt_ms: Optional[float]             # None until the first sample
