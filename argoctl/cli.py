@@ -355,6 +355,10 @@ from argoctl.lab import lab  # noqa: E402
 
 cli.add_command(lab)
 
+from argoctl.demo import demo  # noqa: E402
+
+cli.add_command(demo)
+
 
 def main() -> None:
     try:
