@@ -64,8 +64,11 @@ def _chains(config: Config) -> dict[str, tuple[dict, list[list]]]:
                         "value": {"rt": {"key": "mtu"}}}}
     forward = [[_match(_meta("oifname"), TUNNELS), syn, clamp],
                [_match(_meta("iifname"), TUNNELS), syn, clamp]]
+    # Masquerade only connections that arrived through a tunnel (our ct mark): the outer
+    # packets of our own tunnels also show the tunnel as input device in postrouting
+    # (ip_output passes skb->dev), and must keep the tunnel's local address.
     postrouting = [[_match(_meta("iifname"), TUNNELS), _match(_meta("oifname"), TUNNELS, "!="),
-                    {"masquerade": None}]]
+                    _match({"&": [_ct("mark"), mask]}, 0, "!="), {"masquerade": None}]]
     return {
         "prerouting": ({"type": "filter", "hook": "prerouting", "prio": -150}, prerouting),
         "forward": ({"type": "filter", "hook": "forward", "prio": -150}, forward),
