@@ -368,12 +368,22 @@ class AttachResult:
     cgroup: Optional[str] = None
 
 
-def _underlay_ifname(ipr, address) -> Optional[str]:
-    fam = socket.AF_INET if address.version == 4 else socket.AF_INET6
-    for a in ipr.get_addr(family=fam):
-        if a.get_attr("IFA_ADDRESS") == str(address):
-            return _ifname(ipr, a["index"])
-    return None
+def _route_ifnames(ipr, addresses) -> list[str]:
+    """Devices the main table sends these addresses out of: where replies for
+    the direct path (and tunnel underlay traffic) come back in."""
+    out = []
+    for a in addresses:
+        try:
+            r = ipr.route("get", dst=str(a))
+        except Exception:   # unreachable from here: nothing to watch
+            continue
+        for msg in r:
+            oif = msg.get_attr("RTA_OIF")
+            if oif:
+                name = _ifname(ipr, oif)
+                if name != "lo" and name not in out:
+                    out.append(name)
+    return out
 
 
 def _ifname(ipr, index: int) -> str:
@@ -383,9 +393,16 @@ def _ifname(ipr, index: int) -> str:
 def attach(config: Config, pin_dir: str = names.BPF_PIN_DIR, netns: Optional[str] = None,
            cgroup: Optional[str] = DEFAULT_CGROUP, sizes: Sizes = Sizes()) -> AttachResult:
     """Load (or adopt) the datapath and attach it: steering on the node's
-    steer_interfaces, passive signals on its tunnels and underlay device, the
+    steer_interfaces, passive signals on its tunnels and on the devices routing to its
+    peers and destinations, the
     socket hooks on `cgroup` (None: no local steering). Idempotent."""
     cgroup = _cgroup_path(cgroup)
+    if cgroup is not None and not os.path.isdir(cgroup):
+        raise DatapathError(f"cgroup {cgroup} does not exist")
+    with _netlink({}, netns) as ipr:   # check first: a bad config loads nothing
+        missing = [i for i in config.node.steer_interfaces if _link(ipr, i) is None]
+    if missing:
+        raise DatapathError(f"steer interface(s) not found: {', '.join(missing)}")
     compiled, progs = ensure_loaded(pin_dir, sizes)
     res = AttachResult(compiled=compiled, cgroup=cgroup)
     with _netlink(progs, netns) as ipr:
@@ -393,9 +410,6 @@ def attach(config: Config, pin_dir: str = names.BPF_PIN_DIR, netns: Optional[str
             s = m.settings()
             if s.fwmark_mask != config.routing.fwmark_mask or s.abi != maps.ABI:
                 m.write_settings(config.routing.fwmark_mask)
-        missing = [i for i in config.node.steer_interfaces if _link(ipr, i) is None]
-        if missing:
-            raise DatapathError(f"steer interface(s) not found: {', '.join(missing)}")
         for ifname in config.node.steer_interfaces:
             link = _link(ipr, ifname)
             prog = "steer_eth" if link["ifi_type"] == ARPHRD_ETHER else "steer_l3"
@@ -403,9 +417,9 @@ def attach(config: Config, pin_dir: str = names.BPF_PIN_DIR, netns: Optional[str
                 res.newly_attached.append(ifname)
             res.steered.append(ifname)
         passive = [names.link_name(p.name) for p in config.peers]
-        under = _underlay_ifname(ipr, config.node.address)
-        if under:
-            passive.append(under)
+        watch = [p.address for p in config.peers]
+        watch += [d.prefixes[0].network_address for d in config.destinations if d.prefixes]
+        passive += [i for i in _route_ifnames(ipr, watch) if i not in passive]
         for ifname in passive:
             link = _link(ipr, ifname)
             if link is None or ifname in res.steered:
