@@ -1,0 +1,215 @@
+"""`argoctl run` in the standard lab with GRE tunnels and netem (issue 4's scenarios a-e).
+
+One lab and one daemon (in-process, a thread in edge's namespace) for the
+module; each scenario starts from steady state on direct and undoes its
+impairments. The relays' links to edge carry 10 ms each way (netem), so direct
+is clearly the fastest path and traffic has a reason to come back to it.
+Behaviour is read from packets (origin's sink notes the interface each
+datagram of the client's stream arrived on; the TCP server notes each
+connection's peer: relays masquerade) and from the daemon's decisions.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from argoctl import bench_loop as kit
+from argoctl.estimator import State
+from argoctl.topo import udp_delivers
+
+POLICY = {"probe_interval_ms": 100, "detect_multiplier": 3, "probe_timeout_ms": 300,
+          "hold_down_s": 2.0, "recover_probes": 3, "metrics_listen": ""}
+RELAY_DELAY_MS = 10
+RELAYS = ("relay1", "relay2")
+LINKS = {"to-relay1", "to-relay2"}
+
+
+@pytest.fixture(scope="module")
+def loop(lab_module, tmp_path_factory):
+    t = lab_module
+    for r in RELAYS:
+        t.link("edge", r).impair(delay_ms=RELAY_DELAY_MS, direction="both")
+    lab = kit.LoopLab(t, str(tmp_path_factory.mktemp("loop")), POLICY, tunnels="gre")
+    try:
+        lab.start()
+        lab.tcp = kit.TcpServer(t["origin"])
+        yield lab
+    finally:
+        if getattr(lab, "tcp", None):
+            lab.tcp.stop()
+        lab.stop()
+
+
+@pytest.fixture
+def steady(loop):
+    """Every path up and direct chosen; impairments this test adds on edge-origin undone."""
+    d = loop.daemon
+    ok = loop.wait_for(lambda: loop.choice() == "direct" and _states(d) == {"up"}, 60, 0.1)
+    assert ok, (loop.choice(), _states(d, all_=True), d.engine.last("origin").reason)
+    yield loop
+    loop.topo.link("edge", "origin").clear()
+    for r in RELAYS:
+        loop.topo.link("edge", r).impair(delay_ms=RELAY_DELAY_MS, direction="both")
+
+
+def _states(d, all_=False):
+    dec = d.engine.last("origin")
+    if dec is None:
+        return {} if all_ else set()
+    states = {p: s.state.value for p, s in dec.scores.items()}
+    return states if all_ else set(states.values())
+
+
+def _since(loop, t0):
+    return [r for r in loop.daemon.history if r.at >= t0]
+
+
+def _stream_on(loop, since, seconds=1.0):
+    """Datagrams of a fresh 1-second window (after `since`), by arrival link."""
+    t1 = max(time.monotonic(), since)
+    time.sleep(seconds)
+    return loop.sink.by_link(since=t1)
+
+
+def _relay_of_peer(loop, peer: str):
+    t = loop.topo
+    for r in RELAYS:
+        if peer == t.link(r, "origin").address(t[r]):
+            return r
+    return "direct" if peer.startswith("198.51.100.") else peer
+
+
+def test_a_blackholed_direct_moves_the_stream_and_new_connections(steady):
+    loop, t, d = steady, steady.topo, steady.daemon
+    stream = kit.Stream(t["client"], pps=100)
+    try:
+        assert loop.wait_for(lambda: loop.sink.by_link().get("to-edge", 0) > 20, 20)
+        assert kit.tcp_connect(t["client"])
+        assert _relay_of_peer(loop, loop.tcp.peers[-1]) == "direct"
+        t0 = time.monotonic()
+        t.link("edge", "origin").impair(blackhole=True, direction="a->b")
+        assert loop.wait_for(lambda: loop.choice() in RELAYS, 10), d.engine.last("origin").reason
+        moved = loop.choice()
+        assert loop.wait_for(lambda: d.written["origin"]["direct"] == (0, False), 10)
+        got = _stream_on(loop, time.monotonic() + 0.3)
+        assert got.get(f"to-{moved}", 0) > 50 and not got.get("to-edge"), got
+        assert kit.tcp_connect(t["client"]), "a new connection should go through the relay"
+        assert _relay_of_peer(loop, loop.tcp.peers[-1]) == moved
+        recs = _since(loop, t0)
+        assert recs[0].previous == "direct" and recs[0].choice == moved
+        assert not [r for r in recs if r.choice == "direct"]
+        # recovery: direct comes back only once hold-down has passed, then wins again
+        t.link("edge", "origin").clear()
+        t1 = time.monotonic()
+        assert loop.wait_for(lambda: d.engine.path("origin", "direct").state is State.UP, 10)
+        up_at = d.engine.path("origin", "direct").snapshot().recovered_at
+        assert loop.wait_for(lambda: loop.choice() == "direct", 30), d.engine.last("origin").reason
+        back = next(r for r in _since(loop, t1) if r.choice == "direct")
+        assert back.at >= up_at + POLICY["hold_down_s"], (back.at - up_at, back.reason)
+        got = _stream_on(loop, time.monotonic() + 0.3)
+        assert got.get("to-edge", 0) > 50 and not (set(got) & LINKS), got
+    finally:
+        stream.stop()
+
+
+def test_b_added_latency_moves_traffic_and_its_removal_brings_it_back(steady):
+    loop, t, d = steady, steady.topo, steady.daemon
+    stream = kit.Stream(t["client"], pps=100)
+    try:
+        t0 = time.monotonic()
+        t.link("edge", "origin").impair(delay_ms=100, direction="a->b")
+        assert loop.wait_for(lambda: loop.choice() in RELAYS, 40), d.engine.last("origin").reason
+        moved = loop.choice()
+        switch = _since(loop, t0)[0]
+        assert switch.reason.startswith(f"switch direct -> {moved}"), switch.reason
+        # a slower path is not a dead one: direct stays up, so the stream (a pinned
+        # flow) may stay; new connections take the faster relay
+        assert d.written["origin"]["direct"] == (0, True)
+        assert _states(d) == {"up"}
+        assert kit.tcp_connect(t["client"])
+        assert _relay_of_peer(loop, loop.tcp.peers[-1]) == moved
+        t.link("edge", "origin").clear()
+        t1 = time.monotonic()
+        assert loop.wait_for(lambda: loop.choice() == "direct", 60), d.engine.last("origin").reason
+        back = next(r for r in _since(loop, t1) if r.choice == "direct")
+        dwell = d.engine.tuning.dwell * d.interval
+        assert back.at - t1 >= dwell, back.reason
+        assert back.reason.startswith(f"switch {moved} -> direct"), back.reason
+        assert kit.tcp_connect(t["client"])
+        assert _relay_of_peer(loop, loop.tcp.peers[-1]) == "direct"
+    finally:
+        stream.stop()
+
+
+def test_c_a_broken_return_direction_is_down(steady):
+    loop, t, d = steady, steady.topo, steady.daemon
+    t0 = time.monotonic()
+    t.link("edge", "origin").impair(blackhole=True, direction="b->a")   # origin -> edge only
+    assert loop.wait_for(lambda: d.engine.path("origin", "direct").state is State.DOWN, 10)
+    assert udp_delivers(t["edge"], t["origin"], kit.ORIGIN), "forward direction still works"
+    assert loop.wait_for(lambda: loop.choice() in RELAYS, 5)
+    assert d.written["origin"]["direct"] == (0, False)
+    assert not [r for r in _since(loop, t0) if r.choice == "direct"]
+    stream = kit.Stream(t["client"], pps=100)
+    try:
+        got = _stream_on(loop, time.monotonic() + 0.3)
+        assert got.get(f"to-{loop.choice()}", 0) > 50 and not got.get("to-edge"), got
+    finally:
+        stream.stop()
+
+
+def test_d_a_stopped_relay_moves_traffic_to_the_other(steady):
+    loop, t, d = steady, steady.topo, steady.daemon
+    t.link("edge", "origin").impair(blackhole=True, direction="both")
+    assert loop.wait_for(lambda: loop.choice() in RELAYS and
+                         d.written["origin"]["direct"] == (0, False), 10)
+    first = loop.choice()
+    other = next(r for r in RELAYS if r != first)
+    stream = kit.Stream(t["client"], pps=100)
+    try:
+        got = _stream_on(loop, time.monotonic() + 0.3)
+        assert got.get(f"to-{first}", 0) > 50, got
+        t0 = time.monotonic()
+        # the relay stops: its tunnel goes away
+        t[first].run(["ip", "link", "set", "ag-edge", "down"], check=True)
+        try:
+            assert loop.wait_for(lambda: loop.choice() == other, 10), \
+                d.engine.last("origin").reason
+            assert loop.wait_for(lambda: d.written["origin"][first] == (0, False), 10)
+            got = _stream_on(loop, time.monotonic() + 0.3)
+            assert got.get(f"to-{other}", 0) > 50 and not got.get(f"to-{first}"), got
+            recs = _since(loop, t0)
+            assert recs[0].previous == first and recs[0].choice == other, recs[0]
+        finally:
+            t[first].run(["ip", "link", "set", "ag-edge", "up"], check=True)
+    finally:
+        stream.stop()
+    # everything recovers (for the next test)
+    t.link("edge", "origin").clear()
+    assert loop.wait_for(lambda: _states(d) == {"up"}, 30)
+
+
+def test_e_forged_and_replayed_replies_change_no_decision(steady):
+    """client (no key) spoofs origin at the direct prober's socket while direct is
+    down: replies captured on the wire earlier, made with another key, tampered."""
+    loop, t, d = steady, steady.topo, steady.daemon
+    port = kit.probe_port(d, "direct")
+    captured = kit.capture_replies(t["edge"], "to-origin", port, 1.5)
+    assert len(captured) >= 5
+    t.link("edge", "origin").impair(blackhole=True, direction="a->b")
+    assert loop.wait_for(lambda: d.engine.path("origin", "direct").state is State.DOWN
+                         and loop.choice() in RELAYS, 10)
+    chosen = loop.choice()
+    n_hist = len(d.history)
+    before = dict(d.sched.rejects()["direct"])
+    n = kit.spoof(t["client"], captured * 3 + kit.forged_replies(captured, 30), kit.ORIGIN,
+                  kit.RESPONDER_PORT, t["edge"].address(4), port, pps=200)
+    time.sleep(1.0)
+    after = d.sched.rejects()["direct"]
+    got = {k: after.get(k, 0) - before.get(k, 0) for k in ("replayed", "forged", "malformed")}
+    assert got["replayed"] == 3 * len(captured) and sum(got.values()) == n, got
+    assert d.engine.path("origin", "direct").state is State.DOWN
+    assert loop.choice() == chosen
+    assert len(d.history) == n_hist, [r.reason for r in list(d.history)[n_hist:]]
