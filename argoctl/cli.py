@@ -212,8 +212,17 @@ def up(config_file: str, dry_run: bool, as_json: bool) -> None:
     except _control_errors() as e:
         click.echo(f"argoctl up: {e} (host unchanged)", err=True)
         sys.exit(1)
+    dp = None
+    if not dry_run:
+        from argoctl import datapath
+        try:
+            dp = datapath.up(cfg)
+        except (datapath.DatapathError, OSError) as e:
+            click.echo(f"argoctl up: datapath: {e} (tunnels and rules are applied; "
+                       "`argoctl down` removes them)", err=True)
+            sys.exit(1)
     if as_json:
-        out = {"dry_run": dry_run, "ops": [op.to_dict() for op in ctx.ops]}
+        out = {"dry_run": dry_run, "ops": [op.to_dict() for op in ctx.ops], "datapath": dp}
         if ctx.result:
             out.update(writes=ctx.result.writes, netlink_writes=ctx.result.netlink_writes,
                        nft_writes=ctx.result.nft_writes, sysctl_writes=ctx.result.sysctl_writes)
@@ -227,6 +236,9 @@ def up(config_file: str, dry_run: bool, as_json: bool) -> None:
         click.echo("up to date: 0 writes")
     else:
         click.echo(f"applied {len(ctx.ops)} change(s) with {ctx.result.writes} write(s)")
+    if dp:
+        click.echo(f"datapath {'loaded' if dp['compiled'] else 'adopted'}: steering "
+                   f"{', '.join(dp['steered']) or 'no interface'}; {dp['destinations']} destination(s)")
 
 
 @cli.command()
@@ -238,6 +250,11 @@ def down(config_file: str | None, dry_run: bool) -> None:
     from argoctl import apply
 
     routing = _load_or_exit(config_file).routing if config_file else None
+    if not dry_run:
+        from argoctl import datapath
+        dp = datapath.down()
+        if dp["filters_removed"] or dp["unpinned"]:
+            click.echo(f"datapath detached from {', '.join(dp['filters_removed']) or 'no interface'}")
     try:
         ctx = apply.down(routing, dry_run=dry_run)
     except _control_errors() as e:
@@ -265,10 +282,17 @@ def status(config_file: str | None, as_json: bool) -> None:
         sys.exit(1)
     from argoctl import explain as ex
     data["choices"] = ex.live_choices()     # None: no `argoctl run` here yet
+    from argoctl import datapath
+    data["datapath"] = datapath.status(datapath.default_pin_dir())
     if as_json:
         click.echo(json.dumps(data, sort_keys=True, default=str))
     else:
         st.render(data)
+        if data["datapath"]["loaded"]:
+            import rich
+            names_ = datapath.path_names(cfg) if cfg else {0: "direct"}
+            for table in datapath.status_table(data["datapath"], names_):
+                rich.print(table)
         if data["choices"]:
             ex.render_choices(data["choices"])
 

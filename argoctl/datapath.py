@@ -145,7 +145,29 @@ def cgroup2_root() -> Optional[str]:
 DEFAULT_CGROUP = "auto"   # the cgroup2 root
 
 
+def in_init_netns() -> bool:
+    me = os.stat("/proc/self/ns/net").st_ino
+    try:
+        return me == os.stat("/proc/1/ns/net").st_ino
+    except OSError:   # pid 1 hidden (containers): a named namespace is not the host's
+        try:
+            entries = os.listdir("/run/netns")
+        except OSError:
+            return True
+        return not any(os.stat(os.path.join("/run/netns", e)).st_ino == me for e in entries)
+
+
+def default_pin_dir() -> str:
+    """names.BPF_PIN_DIR for the host; a node living in a network namespace
+    (`ip netns exec ... argoctl up`) gets a pin directory of its own."""
+    if in_init_netns():
+        return names.BPF_PIN_DIR
+    return f"{names.BPF_PIN_DIR}-ns{os.stat('/proc/self/ns/net').st_ino}"
+
+
 def _cgroup_path(cgroup: Optional[str]) -> Optional[str]:
+    if cgroup == DEFAULT_CGROUP and not in_init_netns():
+        return None   # a node in a namespace does not hook every socket of the host
     if cgroup == DEFAULT_CGROUP:
         root = cgroup2_root()
         if root is None:
@@ -471,6 +493,8 @@ def detach(pin_dir: str = names.BPF_PIN_DIR, netns: Optional[str] = None,
            cgroup: Optional[str] = DEFAULT_CGROUP) -> dict:
     """Remove our tc filters, cgroup hooks and pins. Safe to run twice."""
     cgroup = cgroup2_root() if cgroup == DEFAULT_CGROUP else cgroup
+    if cgroup is not None and not os.path.isdir(cgroup):
+        cgroup = None
     progs = _pinned_programs(pin_dir) if os.path.isdir(pin_dir) else {}
     with _netlink(progs, netns) as ipr:
         removed = _tc_detach_all(ipr)
@@ -527,6 +551,42 @@ def status(pin_dir: str = names.BPF_PIN_DIR, netns: Optional[str] = None,
         paths_out = {pid: maps.stats_dict(m.path_stats(pid)) for pid in sorted(path_ids)}
     return {"loaded": True, "fwmark_mask": s.fwmark_mask, "lpm_epoch": s.lpm_epoch,
             "filters": filters, "cgroup_hooks": cg, "destinations": dests, "paths": paths_out}
+
+
+def up(config: Config, pin_dir: Optional[str] = None, cgroup: Optional[str] = DEFAULT_CGROUP) -> dict:
+    """What `argoctl up` does after the tunnels and rules: attach (or adopt) and
+    program the config's destinations with its static weights."""
+    pin_dir = pin_dir or default_pin_dir()
+    res = attach(config, pin_dir=pin_dir, cgroup=cgroup)
+    counts = program(config, pin_dir=pin_dir)
+    return {"pin_dir": pin_dir, "compiled": res.compiled, "steered": res.steered,
+            "passive": res.passive, "newly_attached": res.newly_attached,
+            "cgroup": res.cgroup, **counts}
+
+
+def down(pin_dir: Optional[str] = None) -> dict:
+    return detach(pin_dir or default_pin_dir())
+
+
+def status_table(st: dict, path_name: dict[int, str]):
+    """A rich table: each destination's path set with its counters."""
+    from rich.table import Table
+    t = Table(title="datapath: destinations")
+    for col in ("id", "prefixes", "paths (weight, state)", "packets", "bytes"):
+        t.add_column(col)
+    for dest_id, d in sorted(st["destinations"].items()):
+        paths = ", ".join(f"{path_name.get(p['path_id'], p['path_id'])} {p['weight']}"
+                          f"{'' if p['up'] else ' DOWN'}" for p in d["paths"])
+        t.add_row(str(dest_id), " ".join(d["prefixes"]), paths,
+                  str(d["counters"]["packets"]), str(d["counters"]["bytes"]))
+    p = Table(title="datapath: paths")
+    for col in ("path", "packets", "bytes", "SYNs", "SYN-ACKs", "handshake RTT", "sockets"):
+        p.add_column(col)
+    for pid, c in sorted(st["paths"].items()):
+        rtt = f"{c['rtt_sum_ns'] / c['rtt_count'] / 1e6:.1f} ms" if c["rtt_count"] else "-"
+        p.add_row(str(path_name.get(pid, pid)), str(c["packets"]), str(c["bytes"]),
+                  str(c["syns"]), str(c["synacks"]), rtt, str(c["sockets"]))
+    return t, p
 
 
 def path_names(config: Config) -> dict[int, str]:
