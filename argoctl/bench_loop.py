@@ -318,9 +318,10 @@ def failover_once(lab: LoopLab, pps: float, settle: float, timeout: float) -> di
     """Blackhole the active path under a constant stream; time to the first datagram
     over another path, and datagrams lost."""
     t = lab.topo
+    first_idx = len(lab.sink.got)          # the sink outlives runs; seqs restart per stream
     stream = Stream(t["client"], pps=pps)
     try:
-        lab.wait_for(lambda: len(lab.sink.got) > pps * 0.5, 10)
+        lab.wait_for(lambda: len(lab.sink.got) - first_idx > pps * 0.5, 10)
         time.sleep(settle)
         active = lab.choice()
         others = {l for p, l in PATH_LINKS.items() if p != active}
@@ -334,7 +335,7 @@ def failover_once(lab: LoopLab, pps: float, settle: float, timeout: float) -> di
         stream.stop()
         time.sleep(0.3)
         sent = len(stream.sent)
-        seqs = {s for _, s, _ in lab.sink.got}
+        seqs = {s for _, s, _ in lab.sink.got[first_idx:]}
         window = range(sent_before, sent)
         lost = sum(1 for s in window if s not in seqs)
         decision = next((r for r in lab.daemon.history if r.at >= t0 - 1 and r.previous == active
@@ -344,6 +345,8 @@ def failover_once(lab: LoopLab, pps: float, settle: float, timeout: float) -> di
                 "failover_ms": round((first - t0) * 1000, 1) if ok else None,
                 "decision_ms": round((decision.at - t0) * 1000, 1) if decision else None,
                 "lost": lost, "sent": len(window),
+                "stream_pps": round(len(window) / (stream.sent[-1] - stream.sent[sent_before]), 1)
+                if len(window) > 1 else None,
                 "reason": decision.reason if decision else None}
     finally:
         stream.stop()
