@@ -1,0 +1,126 @@
+"""`argoctl run` as a process (what systemd runs): single instance, decisions on
+stderr as JSON lines, SIGTERM keeps the datapath, `--cleanup` removes it all.
+Host kernel: a config with only the direct path (no tunnels), in lab namespaces."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from argoctl import bench_loop as kit
+from argoctl import daemon as dmn
+from argoctl import mac
+from argoctl.names import DEFAULT_RULE_PRIORITY_BASE
+
+
+@pytest.fixture
+def env(lab, tmp_path):
+    key = str(tmp_path / "probe.key")
+    mac.write_key(key)
+    cfg = tmp_path / "edge.toml"
+    cfg.write_text(f"""[node]
+name = "edge"
+address = "192.0.2.1"
+tunnel_address = "198.51.100.129"
+steer_interfaces = ["to-client"]
+
+[[destination]]
+name = "origin"
+prefixes = ["203.0.113.0/24"]
+paths = ["direct"]
+probe = {{ kind = "udp", target = "{kit.ORIGIN}", port = {kit.RESPONDER_PORT} }}
+
+[policy]
+probe_interval_ms = 100
+responder_key_file = "{key}"
+metrics_listen = ""
+""")
+    responder = kit.ResponderThread(lab["origin"], mac.read_key(key))
+    e = {"lab": lab, "cfg": str(cfg), "run_dir": str(tmp_path / "run"),
+         "pin": f"/sys/fs/bpf/argoctl-{lab['edge'].netns}", "ns": lab["edge"].netns,
+         "procs": []}
+    yield e
+    for p in e["procs"]:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    responder.stop()
+    from argoctl import datapath
+    datapath.detach(e["pin"], netns=e["ns"], cgroup=None)
+
+
+def _run(env, *extra):
+    p = subprocess.Popen([sys.executable, "-m", "argoctl", "run", "-c", env["cfg"], "--netns",
+                          env["ns"], "--cgroup", "none", "--pin-dir", env["pin"], *extra],
+                         stderr=subprocess.PIPE, text=True,
+                         env={**os.environ, "ARGOCTL_RUN_DIR": env["run_dir"]})
+    env["procs"].append(p)
+    return p
+
+
+def _wait_state(env, pred, timeout=60):
+    path = dmn.state_path(env["run_dir"], env["ns"])
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            doc = dmn.read_state(path)
+            if pred(doc):
+                return doc
+        except (FileNotFoundError, ValueError):
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"state never matched: {path}")
+
+
+def _our_rules(env) -> str:
+    out = env["lab"]["edge"].run(["ip", "rule", "show"], check=True).stdout
+    return "\n".join(l for l in out.splitlines() if l.startswith(f"{DEFAULT_RULE_PRIORITY_BASE}:"))
+
+
+def test_run_logs_decisions_refuses_a_second_instance_and_keeps_the_datapath(env):
+    p = _run(env)
+    doc = _wait_state(env, lambda d: d["running"] and
+                      d["destinations"]["origin"]["paths"].get("direct", {}).get("state") == "up")
+    assert doc["pid"] == p.pid and doc["destinations"]["origin"]["choice"] == "direct"
+    assert _our_rules(env), "up should have installed direct's fwmark rule"
+    second = subprocess.run([sys.executable, "-m", "argoctl", "run", "-c", env["cfg"],
+                             "--netns", env["ns"], "--cgroup", "none", "--pin-dir", env["pin"]],
+                            capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "ARGOCTL_RUN_DIR": env["run_dir"]})
+    assert second.returncode == 1 and f"another argoctl run (pid {p.pid})" in second.stderr
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=30)
+    assert p.returncode == 0, err
+    events = [json.loads(l) for l in err.splitlines() if l.startswith("{")]
+    assert events[0]["event"] == "start" and events[0]["datapath"] == "compiled"
+    doc = dmn.read_state(dmn.state_path(env["run_dir"], env["ns"]))
+    assert not doc["running"]
+    # hitless: the datapath, the rules and the last decision stay
+    assert os.path.exists(os.path.join(env["pin"], "pathsets")) and _our_rules(env)
+    p2 = _run(env, "--cleanup")
+    _wait_state(env, lambda d: d["running"] and d["pid"] == p2.pid)
+    p2.send_signal(signal.SIGTERM)
+    _, err = p2.communicate(timeout=60)
+    assert p2.returncode == 0, err
+    start = json.loads(next(l for l in err.splitlines() if l.startswith("{")))
+    assert start["datapath"] == "adopted" and start["adopted_decisions"] == ["origin"]
+    assert not os.path.exists(env["pin"]) and not _our_rules(env)
+    assert not os.path.exists(dmn.state_path(env["run_dir"], env["ns"]))
+
+
+def test_run_with_a_bad_key_file_changes_nothing(env, tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text(open(env["cfg"]).read().replace(
+        'responder_key_file = "', f'responder_key_file = "{tmp_path}/missing-'))
+    p = subprocess.run([sys.executable, "-m", "argoctl", "run", "-c", str(bad), "--netns",
+                        env["ns"], "--cgroup", "none", "--pin-dir", env["pin"]],
+                       capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "ARGOCTL_RUN_DIR": env["run_dir"]})
+    assert p.returncode == 2 and "missing-" in p.stderr
+    assert not _our_rules(env) and not os.path.exists(env["pin"])
