@@ -81,13 +81,20 @@ def _relay_of_peer(loop, peer: str):
     return "direct" if peer.startswith("198.51.100.") else peer
 
 
+def _connect_via(loop) -> str:
+    """Open a new TCP connection from the client; the path origin saw it arrive by."""
+    n = len(loop.tcp.peers)
+    assert kit.tcp_connect(loop.topo["client"]), "connection failed"
+    assert loop.wait_for(lambda: len(loop.tcp.peers) > n, 5)
+    return _relay_of_peer(loop, loop.tcp.peers[n])
+
+
 def test_a_blackholed_direct_moves_the_stream_and_new_connections(steady):
     loop, t, d = steady, steady.topo, steady.daemon
     stream = kit.Stream(t["client"], pps=100)
     try:
         assert loop.wait_for(lambda: loop.sink.by_link().get("to-edge", 0) > 20, 20)
-        assert kit.tcp_connect(t["client"])
-        assert _relay_of_peer(loop, loop.tcp.peers[-1]) == "direct"
+        assert _connect_via(loop) == "direct"
         t0 = time.monotonic()
         t.link("edge", "origin").impair(blackhole=True, direction="a->b")
         assert loop.wait_for(lambda: loop.choice() in RELAYS, 10), d.engine.last("origin").reason
@@ -95,8 +102,7 @@ def test_a_blackholed_direct_moves_the_stream_and_new_connections(steady):
         assert loop.wait_for(lambda: d.written["origin"]["direct"] == (0, False), 10)
         got = _stream_on(loop, time.monotonic() + 0.3)
         assert got.get(f"to-{moved}", 0) > 50 and not got.get("to-edge"), got
-        assert kit.tcp_connect(t["client"]), "a new connection should go through the relay"
-        assert _relay_of_peer(loop, loop.tcp.peers[-1]) == moved
+        assert _connect_via(loop) == moved, "a new connection should go through the relay"
         recs = _since(loop, t0)
         assert recs[0].previous == "direct" and recs[0].choice == moved
         assert not [r for r in recs if r.choice == "direct"]
@@ -128,8 +134,7 @@ def test_b_added_latency_moves_traffic_and_its_removal_brings_it_back(steady):
         # flow) may stay; new connections take the faster relay
         assert d.written["origin"]["direct"] == (0, True)
         assert _states(d) == {"up"}
-        assert kit.tcp_connect(t["client"])
-        assert _relay_of_peer(loop, loop.tcp.peers[-1]) == moved
+        assert _connect_via(loop) == moved
         t.link("edge", "origin").clear()
         t1 = time.monotonic()
         assert loop.wait_for(lambda: loop.choice() == "direct", 60), d.engine.last("origin").reason
@@ -137,8 +142,7 @@ def test_b_added_latency_moves_traffic_and_its_removal_brings_it_back(steady):
         dwell = d.engine.tuning.dwell * d.interval
         assert back.at - t1 >= dwell, back.reason
         assert back.reason.startswith(f"switch {moved} -> direct"), back.reason
-        assert kit.tcp_connect(t["client"])
-        assert _relay_of_peer(loop, loop.tcp.peers[-1]) == "direct"
+        assert _connect_via(loop) == "direct"
     finally:
         stream.stop()
 
