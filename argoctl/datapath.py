@@ -47,6 +47,7 @@ SOCK_PROGRAMS = {
     "sock_connect6": bpfsys.CGROUP_INET6_CONNECT,
     "sock_sendmsg4": bpfsys.CGROUP_UDP4_SENDMSG,
     "sock_sendmsg6": bpfsys.CGROUP_UDP6_SENDMSG,
+    "sock_established": bpfsys.CGROUP_SOCK_OPS,
 }
 ARPHRD_ETHER = 1
 
@@ -182,7 +183,9 @@ def load_programs(b, names_: Iterable[str]) -> dict[str, int]:
     from bcc import BPF
     fds = {}
     for n in names_:
-        if n in SOCK_PROGRAMS:
+        if n == "sock_established":
+            fn = b.load_func(n, BPF.SOCK_OPS)
+        elif n in SOCK_PROGRAMS:
             fn = b.load_func(n, BPF.CGROUP_SOCK_ADDR, attach_type=SOCK_PROGRAMS[n])
         else:
             fn = b.load_func(n, BPF.SCHED_CLS)
@@ -239,6 +242,11 @@ def ensure_loaded(pin_dir: str = names.BPF_PIN_DIR, sizes: Sizes = Sizes()) -> t
     reuses them (bcc opens pinned maps), so routes and flows survive."""
     if _pins_complete(pin_dir) and _pinned_abi_ok(pin_dir):
         return False, _pinned_programs(pin_dir)
+    if os.path.isdir(pin_dir) and not _pinned_abi_ok(pin_dir):
+        # Maps of another layout cannot be reused: start them afresh. Filters
+        # keep running the old programs until replaced below.
+        for entry in os.listdir(pin_dir):
+            os.unlink(os.path.join(pin_dir, entry))
     b = compile_bpf(pin_dir, sizes)
     progs = load_programs(b, list(TC_PROGRAMS) + list(SOCK_PROGRAMS))
     fds = {}

@@ -18,7 +18,7 @@ from typing import Iterable, Mapping, Optional, Sequence
 
 from argoctl import bpfsys, names
 
-ABI = 1          # ARGOCTL_ABI in bpf/include/consts.h
+ABI = 2          # ARGOCTL_ABI in bpf/include/consts.h
 MAX_PATHS = 8
 MAX_PATH_IDS = 256
 PATH_DOWN, PATH_UP = 0, 1
@@ -59,6 +59,10 @@ class Settings(ctypes.Structure):
     _fields_ = [("abi", u32), ("fwmark_mask", u32), ("lpm_epoch", u32), ("flags", u32)]
 
 
+class SockMark(ctypes.Structure):
+    _fields_ = [("mark", u32), ("path_id", u32)]
+
+
 class DestStats(ctypes.Structure):
     _fields_ = [("packets", u64), ("bytes", u64)]
 
@@ -73,7 +77,7 @@ class PathStats(ctypes.Structure):
 SHARED_STRUCTS = {
     "lpm_v4_key": LpmV4Key, "lpm_v6_key": LpmV6Key, "path_entry": PathEntry,
     "pathset": PathSet, "flow_key": FlowKey, "flow_val": FlowVal, "settings": Settings,
-    "dest_stats": DestStats, "path_stats": PathStats,
+    "dest_stats": DestStats, "path_stats": PathStats, "sock_mark": SockMark,
 }
 
 # Every map the programs share, pinned under the pin directory by this name.

@@ -8,7 +8,7 @@
 
 /* Bumped whenever a struct in structs.h changes layout: a running datapath
  * with another ABI is reloaded, never adopted. */
-#define ARGOCTL_ABI 1
+#define ARGOCTL_ABI 2
 
 #define MAX_PATHS 8          /* paths per destination */
 #define MAX_PATH_IDS 256     /* path ids 0..254 (+1 spare): index of per-path stats */

@@ -66,6 +66,13 @@ struct settings {
     __u32 flags;
 };
 
+/* What steer_sock set on a socket (by socket cookie): lets it re-mark its own
+ * sockets and lets the sock_ops program credit the handshake to the path. */
+struct sock_mark {
+    __u32 mark;       /* the mark field value we set */
+    __u32 path_id;
+};
+
 /* Per-CPU counters. */
 struct dest_stats {
     __u64 packets;

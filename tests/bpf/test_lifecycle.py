@@ -111,3 +111,65 @@ def test_maps_of_a_running_datapath_need_no_compiler(node):
     out = subprocess.run([os.sys.executable, "-c", code, node["pin_dir"]], check=True,
                          capture_output=True, text=True, cwd=str(datapath.BPF_DIR.parent)).stdout
     assert "'192.0.2.128/25': 1" in out
+
+
+CONNECT = r"""
+import socket, sys
+s = socket.socket(socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET, socket.SOCK_STREAM)
+if len(sys.argv) > 3:
+    s.setsockopt(socket.SOL_SOCKET, 36, int(sys.argv[3]))   # SO_MARK, as a probe sets it
+s.settimeout(1)
+try:
+    s.connect((sys.argv[1], int(sys.argv[2])))
+except OSError:
+    pass   # nobody listens: the hook ran before the route lookup all the same
+print(s.getsockopt(socket.SOL_SOCKET, 36))
+"""
+
+
+def test_local_sockets_get_the_paths_mark_by_destination(node, pair):
+    """The cgroup hooks: a process in the hooked cgroup that connects to a
+    steered destination carries that path's mark; others and probes don't change."""
+    cfg = make_config(node["ifname"], {"b": ["192.0.2.2/32", "2001:db8::2/128"]})
+    attach(node, cfg)
+    with maps.Maps(node["pin_dir"]) as m:
+        m.set_pathsets({1: [maps.Path(1, cfg.routing.mark(1), 1)]})
+        m.set_prefixes([("192.0.2.2/32", 1), ("2001:db8::2/128", 1)])
+
+    def connect_mark(dst, *extra):
+        # Join the cgroup first (`ip netns exec` remounts /sys), then enter a's namespace.
+        script = f'echo $$ > {node["cgroup"]}/cgroup.procs && exec "$@"'
+        out = subprocess.run(["sh", "-c", script, "sh", "ip", "netns", "exec", node["netns"],
+                              os.sys.executable, "-c", CONNECT, dst, "9", *extra],
+                             check=True, capture_output=True, text=True, timeout=30).stdout
+        return int(out.strip())
+
+    assert connect_mark("192.0.2.2") == cfg.routing.mark(1)
+    assert connect_mark("2001:db8::2") == cfg.routing.mark(1)
+    assert connect_mark("192.0.2.65") == 0                        # not a destination
+    probe = cfg.routing.mark(0) | 0x3
+    assert connect_mark("192.0.2.2", str(probe)) == probe         # a probe keeps its mark
+    with maps.Maps(node["pin_dir"]) as m:
+        assert m.path_stats(1).sockets == 2 and m.path_stats(1).syns == 2
+
+
+SENDTO = r"""
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for dst in sys.argv[1:]:
+    s.sendto(b"x", (dst, 9))
+    print(s.getsockopt(socket.SOL_SOCKET, 36))
+"""
+
+
+def test_unconnected_udp_socket_follows_each_datagrams_destination(node):
+    cfg = make_config(node["ifname"], {"b": ["192.0.2.2/32"]})
+    attach(node, cfg)
+    with maps.Maps(node["pin_dir"]) as m:
+        m.set_pathsets({1: [maps.Path(1, cfg.routing.mark(1), 1)]})
+        m.set_prefixes([("192.0.2.2/32", 1)])
+    script = f'echo $$ > {node["cgroup"]}/cgroup.procs && exec "$@"'
+    out = subprocess.run(["sh", "-c", script, "sh", "ip", "netns", "exec", node["netns"],
+                          os.sys.executable, "-c", SENDTO, "192.0.2.2", "192.0.2.65", "192.0.2.2"],
+                         check=True, capture_output=True, text=True, timeout=30).stdout
+    assert [int(x) for x in out.split()] == [cfg.routing.mark(1), 0, cfg.routing.mark(1)]

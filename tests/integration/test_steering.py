@@ -126,6 +126,8 @@ def test_local_process_on_the_edge_is_steered_the_same_way(env):
     edge, server = env["edge"], env["server"]
     relay_addr = env["topo"].link(env["relay"], env["origin"]).address(env["relay"])
     root_procs = os.path.join(datapath.cgroup2_root(), "cgroup.procs")
+    with maps.Maps(env["pin_dir"]) as m:
+        relay0, direct0 = m.path_stats(RELAY_ID), m.path_stats(0)
     with open(os.path.join(env["cgroup"], "cgroup.procs"), "w") as f:
         f.write(str(os.getpid()))     # this process is now "a local proxy" under the hooks
     try:
@@ -142,7 +144,11 @@ def test_local_process_on_the_edge_is_steered_the_same_way(env):
             f.write(str(os.getpid()))
     assert [seen(server, i)[0] for i in range(n, n + 3)] == [relay_addr, edge.address(), relay_addr]
     with maps.Maps(env["pin_dir"]) as m:
-        assert m.path_stats(RELAY_ID).sockets >= 1 and m.path_stats(0).sockets >= 1
+        relay, direct = m.path_stats(RELAY_ID), m.path_stats(0)
+    assert relay.sockets - relay0.sockets == 1 and direct.sockets - direct0.sockets == 1
+    # Passive signals for local connections (sock_ops): handshakes answered, with RTT.
+    assert relay.synacks - relay0.synacks == 1 and relay.rtt_count - relay0.rtt_count == 1
+    assert direct.synacks - direct0.synacks == 1
 
 
 AGENT = r"""
