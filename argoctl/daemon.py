@@ -265,8 +265,8 @@ class Daemon:
         self.started_wall = time.time()
         self._passive_prev: dict[str, tuple[int, int, int, int]] = {}
         self._doubt: set[str] = set()            # destinations with a path not up
-        self._doubt_paths = 0
         n_paths = sum(len(d.paths) for d in cfg.destinations)
+        self._doubt_paths = n_paths               # at start every path is unknown
         self.fast_budget = (max(FAST_MIN, int(n_paths * FAST_SHARE)),
                             max(FAST_MIN, int(len(self.dests) * FAST_SHARE)))
         self._pending: set[str] = set()
