@@ -8,6 +8,7 @@ import ipaddress
 import os
 import subprocess
 import tempfile
+import time
 
 import pytest
 
@@ -39,8 +40,21 @@ def node(pair):
     finally:
         datapath.detach(env["pin_dir"], netns=a.netns, cgroup=cg)
         subprocess.run(["umount", mnt], capture_output=True)
-        os.rmdir(mnt)
-        os.rmdir(cg)
+        _rmdir(mnt)
+        _rmdir(cg)
+
+
+def _rmdir(path: str, tries: int = 50) -> None:
+    """rmdir, waiting out EBUSY (a cgroup whose last process is still exiting)."""
+    for _ in range(tries):
+        try:
+            os.rmdir(path)
+            return
+        except OSError as e:
+            if e.errno != 16:
+                raise
+            time.sleep(0.1)
+    os.rmdir(path)
 
 
 def attach(node, cfg):
