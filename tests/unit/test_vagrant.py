@@ -182,3 +182,31 @@ def test_provision_script_parses():
     for script in ("provision.sh", "lab-config.sh", "lab-net.sh"):
         r = subprocess.run(["sh", "-n", str(VAGRANT_DIR / script)], capture_output=True, text=True)
         assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.parametrize("unit", ["contrib/argoctl.service", "vagrant/argoctl-responder.service"])
+def test_systemd_units_verify_cleanly(tmp_path, unit):
+    """systemd's own checker finds no problem (it reports, e.g., a misspelled
+    Restart= value only on its output, so the output must be empty)."""
+    analyze = shutil.which("systemd-analyze")
+    assert analyze, "systemd-analyze is missing (package systemd)"
+    text = (VAGRANT_DIR.parent / unit).read_text()
+    # The units run the installed /usr/local/bin/argoctl; verify against this checkout's.
+    copy = tmp_path / Path(unit).name
+    copy.write_text(text.replace("/usr/local/bin/argoctl", str(Path(sys.executable).parent / "argoctl")))
+    r = subprocess.run([analyze, "verify", str(copy)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and not (r.stdout + r.stderr).strip(), r.stdout + r.stderr
+
+
+def test_daemon_unit_restarts_on_failure_and_keeps_the_datapath():
+    text = (VAGRANT_DIR.parent / "contrib" / "argoctl.service").read_text()
+    assert "\nExecStart=/usr/local/bin/argoctl run -c /etc/argoctl/argoctl.toml\n" in text
+    assert "\nRestart=on-failure\n" in text
+    assert "SIGTERM" in text and "datapath in place" in text and "--cleanup" not in text
+
+
+def test_rt_protos_names_our_route_protocol():
+    from argoctl import names
+    lines = [l.split() for l in (VAGRANT_DIR.parent / "contrib" / "rt_protos.d" / "argoctl.conf")
+             .read_text().splitlines() if l.strip() and not l.startswith("#")]
+    assert lines == [[str(names.RTPROT_ARGOCTL), "argoctl"]]
