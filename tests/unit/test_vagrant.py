@@ -35,14 +35,14 @@ case "$1" in --version) echo 7.0.14r161095 ;; *) echo "not VirtualBox" >&2; exit
 """
 
 
-def vagrant(tmp_path: Path, provider: str, cwd: Path = VAGRANT_DIR, *args: str):
+def vagrant(tmp_path: Path, provider: str, cwd: Path = VAGRANT_DIR, *args: str, **extra_env):
     binary = shutil.which("vagrant")
     assert binary, "vagrant is not installed (apt-get install vagrant; `make setup` does it)"
     env = dict(os.environ,
                VAGRANT_HOME=str(tmp_path / "vagrant.d"),          # no state in ~/.vagrant.d
                VAGRANT_DOTFILE_PATH=str(tmp_path / "dotfile"),    # nor in the repo
                VAGRANT_CHECKPOINT_DISABLE="1",                    # no network
-               VAGRANT_DEFAULT_PROVIDER=provider)
+               VAGRANT_DEFAULT_PROVIDER=provider, **extra_env)
     if provider == "virtualbox":
         fake = tmp_path / "bin"
         fake.mkdir(exist_ok=True)
@@ -60,6 +60,13 @@ def test_vagrant_validate_passes(tmp_path, provider):
     assert "validated successfully" in r.stdout
     # Nothing a user would read as a problem (e.g. Vagrant's ".1 address" warning).
     assert "WARNING" not in (r.stdout + r.stderr).upper()
+
+
+def test_vagrant_tunnel_choice(tmp_path):
+    r = vagrant(tmp_path, "libvirt", ARGOCTL_TUNNEL="wireguard")
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = vagrant(tmp_path, "libvirt", ARGOCTL_TUNNEL="ipip")
+    assert r.returncode != 0 and "must be gre or wireguard" in r.stdout + r.stderr
 
 
 @pytest.mark.parametrize("provider, block", [("libvirt", "lv"), ("virtualbox", "vb")])
