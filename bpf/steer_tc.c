@@ -31,7 +31,8 @@ static __always_inline int steer_skb(struct __sk_buff *skb, int has_l2)
     if (parse_packet(skb, has_l2, &p) < 0)
         return TC_ACT_OK;
 
-    __u32 mark = steer_flow(&p, skb->len, s);
+    __u32 segs = skb->gso_segs ? skb->gso_segs : 1;
+    __u32 mark = steer_flow(&p, skb->len, segs, s);
     if (mark)
         skb->OUT_MARK = (skb->mark & ~mask) | (mark & mask);
     return TC_ACT_OK;

@@ -84,11 +84,11 @@ static __always_inline int path_usable(const struct pathset *ps, __u32 idx, __u3
     return pe->state == PATH_UP && pe->mark == mark;
 }
 
-static __always_inline void count_dest(__u32 dest_id, __u32 len)
+static __always_inline void count_dest(__u32 dest_id, __u32 len, __u32 segs)
 {
     struct dest_stats *ds = dest_stats.lookup(&dest_id);
     if (ds) {
-        ds->packets++;
+        ds->packets += segs;
         ds->bytes += len;
     }
 }
@@ -99,8 +99,10 @@ static __always_inline struct path_stats *get_path_stats(__u32 path_id)
 }
 
 /* Decide the mark for one packet of a flow. Returns the path's mark (to be
- * ORed into the mark field) or 0 to leave the packet untouched. */
-static __always_inline __u32 steer_flow(struct parsed *p, __u32 len, const struct settings *s)
+ * ORed into the mark field) or 0 to leave the packet untouched. `segs`: wire
+ * packets in this skb (GRO merges many into one). */
+static __always_inline __u32 steer_flow(struct parsed *p, __u32 len, __u32 segs,
+                                        const struct settings *s)
 {
     struct flow_key *key = &p->key;
     struct flow_val *fv = flows.lookup(key);
@@ -159,10 +161,10 @@ static __always_inline __u32 steer_flow(struct parsed *p, __u32 len, const struc
         flows.update(key, &nv);
     }
 
-    count_dest(dest_id, len);
+    count_dest(dest_id, len, segs);
     struct path_stats *st = get_path_stats(path_id);
     if (st) {
-        st->packets++;
+        st->packets += segs;
         st->bytes += len;
         if (is_syn)
             st->syns++;

@@ -141,3 +141,14 @@ def test_counters_per_path_and_destination(one_dest):
         st = one_dest.maps.path_stats(pid)
         assert st.packets == got.count(mark(pid))
         assert st.syns == st.packets   # tcp4() builds SYNs
+
+
+def test_a_gro_merged_skb_counts_its_wire_packets(one_dest):
+    import struct as st
+    from argoctl import bpfsys
+    one_dest.maps.set_pathsets({1: paths(1)})
+    ctx = bytearray(168)
+    st.pack_into("<I", ctx, 164, 10)          # __sk_buff.gso_segs: 10 segments in one skb
+    bpfsys.test_run(one_dest.progs["steer_eth"], tcp4(DEST, flags="A"), ctx=bytes(ctx))
+    assert one_dest.maps.path_stats(1).packets == 10
+    assert one_dest.maps.dest_stats(1).packets == 10
