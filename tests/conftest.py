@@ -8,6 +8,10 @@
                 over one link (192.0.2.64/30: a .65, b .66; 2001:db8:ff::/64: ::1, ::2),
                 each routing the other's loopback over it; started.
 
+tests/integration fails every test with a clear message on a kernel without GRE,
+WireGuard or netem (`make test` runs it where they exist). In tests/netns and
+tests/integration a test whose namespaces outlive it fails.
+
 Namespaces are named agt<pytest pid>n<counter>-<host>, so a crashed run's leftovers
 are recognisable: the first topology fixture of a session removes those whose pytest
 process is gone, and never touches a concurrent run's.
@@ -18,11 +22,13 @@ from __future__ import annotations
 import itertools
 import os
 import re
+from pathlib import Path
 
 import pytest
 
 from argoctl import topo as topology
 
+TESTS = Path(__file__).resolve().parent
 _PREFIX = re.compile(r"^agt(\d+)n\d+$")
 _counter = itertools.count()
 _shared: set[str] = set()      # prefixes of module-scoped topologies (not leaks)
@@ -93,10 +99,37 @@ def pair(stale_namespaces_removed):
         yield t
 
 
-@pytest.fixture
-def no_leaked_namespaces():
-    """Fails a test whose topologies outlive it (autouse in tests/netns and integration)."""
+@pytest.fixture(scope="session")
+def integration_kernel() -> None:
+    """tests/integration needs GRE, WireGuard and netem: a clear error where missing."""
+    from argoctl import vm
+    missing = vm.missing_features()
+    if missing:
+        pytest.fail(
+            f"this kernel lacks {', '.join(missing)}: run `make test-integration`, or "
+            "`.venv/bin/python -m argoctl.vm -- .venv/bin/python -m pytest tests/integration`",
+            pytrace=False)
+
+
+def _suite(request) -> str:
+    try:
+        return Path(request.node.path).resolve().relative_to(TESTS).parts[0]
+    except ValueError:
+        return ""
+
+
+@pytest.fixture(autouse=True)
+def _suite_rules(request):
+    """tests/netns and tests/integration: fail a test whose topologies outlive it;
+    tests/integration: check the kernel first. (Here rather than in per-suite
+    conftest.py files: tests/bpf imports its own conftest by name, which a later
+    loaded conftest.py would shadow.)"""
+    suite = _suite(request)
+    if suite == "integration":
+        request.getfixturevalue("integration_kernel")
     yield
+    if suite not in ("netns", "integration"):
+        return
     leaked = [n for n in own_namespaces() if n.split("-", 1)[0] not in _shared]
     if leaked:
         for prefix in {n.split("-", 1)[0] for n in leaked}:
