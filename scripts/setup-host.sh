@@ -19,7 +19,7 @@ esac
 # the distribution kernel (qemu, a static busybox for its initramfs).
 pkgs="python3-bpfcc python3-nftables python3-venv nftables iproute2 iputils-ping
       iperf3 tcpdump socat wireguard-tools kmod procps qemu-system-x86 busybox-static
-      gcc make $kernel_pkgs"
+      gcc make python3 $kernel_pkgs"
 
 missing=""
 for p in $pkgs; do
