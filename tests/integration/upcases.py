@@ -107,10 +107,10 @@ def test_marked_connection_goes_through_the_relay_and_back(env):
     got = transfer(edge, mark=MARK, upload=MB, download=MB)
     d = {k: delta(before[k], counters(*v)) for k, v in points.items()}
     assert got == MB
-    # Requests out and replies back, both through the tunnel on each end ...
+    # 1 MB each way: out and back through the tunnel on both ends and the relay's link
+    # to the origin (bytes, not packets: GSO/GRO count a burst as one packet).
     for k in ("edge_tun", "relay_tun", "relay_to_origin"):
-        assert d[k]["tx_bytes"] > 500_000 or d[k]["rx_bytes"] > 500_000, (k, d[k])
-        assert d[k]["tx_packets"] > 300 and d[k]["rx_packets"] > 300, (k, d[k])
+        assert d[k]["tx_bytes"] > MB and d[k]["rx_bytes"] > MB, (k, d[k])
     # ... and not over edge's direct link to the origin.
     assert d["edge_to_origin"]["tx_bytes"] < SMALL and d["edge_to_origin"]["rx_bytes"] < SMALL
     # The origin saw the relay (masqueraded), not the edge.
@@ -137,8 +137,8 @@ def _mark_client_traffic(edge, client):
     (the eBPF datapath's job in production)."""
     ifname = edge.ifname(client)
     edge.run(["nft", "-f", "-"], check=True, input=(
-        "table inet agtest { chain pre { type filter hook prerouting priority mangle - 1; "
-        f'iifname "{ifname}" meta mark set {MARK:#x}; }} }}\n'))
+        "table inet agtest {\n chain pre {\n  type filter hook prerouting priority mangle - 1;\n"
+        f'  iifname "{ifname}" meta mark set {MARK:#x}\n }}\n}}\n'))
 
 
 def test_forwarded_client_bulk_goes_through_the_relay_without_stall(env):
@@ -160,8 +160,9 @@ def test_forwarded_client_bulk_goes_through_the_relay_without_stall(env):
         edge.run(["nft", "delete", "table", "inet", "agtest"], check=True)
     assert got == MB
     assert env["server"].seen[n] == (env["topo"].link(relay, origin).address(relay), 50 * MB)
-    assert e["tx_bytes"] > 50 * MB and e["rx_packets"] > 1000, e   # data out, ACKs back
-    assert r["rx_bytes"] > 50 * MB and r["tx_packets"] > 1000, r
+    # 50 MB out and the 1 MB answer back, both through the tunnel at both ends.
+    assert e["tx_bytes"] > 50 * MB and e["rx_bytes"] > MB, e
+    assert r["rx_bytes"] > 50 * MB and r["tx_bytes"] > MB, r
     assert direct["tx_bytes"] < SMALL, direct
     print(f"client bulk 50 MB via {env['configs']['edge'].peers[0].tunnel}: {elapsed:.1f} s")
 
