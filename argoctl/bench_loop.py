@@ -314,22 +314,36 @@ class LoopLab:
 
 # -- bench failover ------------------------------------------------------------------
 
+LINK_PATHS = {link: path for path, link in PATH_LINKS.items()}
+
+
+def _steady_link(lab: LoopLab, first_idx: int, window: float) -> Optional[str]:
+    """The one link the stream arrived on during the last `window` seconds while no
+    path was in doubt, else None."""
+    if lab.daemon._doubt:
+        return None
+    since = time.monotonic() - window
+    links = {ifname for t, _, ifname in lab.sink.got[first_idx:] if t >= since}
+    return links.pop() if len(links) == 1 else None
+
+
 def failover_once(lab: LoopLab, pps: float, settle: float, timeout: float) -> dict:
-    """Blackhole the active path under a constant stream; time to the first datagram
-    over another path, and datagrams lost."""
+    """Under a constant stream, blackhole the path it takes (once steady); time to
+    the first datagram over another path, the first decision, datagrams lost."""
     t = lab.topo
     first_idx = len(lab.sink.got)          # the sink outlives runs; seqs restart per stream
     stream = Stream(t["client"], pps=pps)
     try:
         lab.wait_for(lambda: len(lab.sink.got) - first_idx > pps * 0.5, 10)
-        time.sleep(settle)
-        active = lab.choice()
-        others = {l for p, l in PATH_LINKS.items() if p != active}
+        steady = lab.wait_for(lambda: _steady_link(lab, first_idx, settle) is not None, 30, 0.1)
+        link = _steady_link(lab, first_idx, settle) or lab.sink.got[-1][2]
+        active = LINK_PATHS[link]
+        others = set(PATH_LINKS.values()) - {link}
         far = "origin" if active == "direct" else active
         sent_before = len(stream.sent)
         t0 = time.monotonic()
         t.link("edge", far).impair(blackhole=True, direction="a->b")
-        ok = lab.wait_for(lambda: lab.sink.first_on(others, t0) is not None, timeout, 0.01)
+        ok = lab.wait_for(lambda: lab.sink.first_on(others, t0) is not None, timeout, 0.005)
         first = lab.sink.first_on(others, t0)
         time.sleep(0.5)
         stream.stop()
@@ -338,10 +352,11 @@ def failover_once(lab: LoopLab, pps: float, settle: float, timeout: float) -> di
         seqs = {s for _, s, _ in lab.sink.got[first_idx:]}
         window = range(sent_before, sent)
         lost = sum(1 for s in window if s not in seqs)
-        decision = next((r for r in lab.daemon.history if r.at >= t0 - 1 and r.previous == active
-                         and r.choice != active), None)
+        decision = next((r for r in lab.daemon.history if r.at >= t0), None)
         t.link("edge", far).clear()
-        return {"active": active, "moved_to": decision.choice if decision else None,
+        return {"active": active, "steady_before": steady,
+                "moved_to": LINK_PATHS.get(next((l for tt, _, l in lab.sink.got[first_idx:]
+                                                 if tt >= t0 and l in others), ""), None),
                 "failover_ms": round((first - t0) * 1000, 1) if ok else None,
                 "decision_ms": round((decision.at - t0) * 1000, 1) if decision else None,
                 "lost": lost, "sent": len(window),
