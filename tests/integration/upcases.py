@@ -186,12 +186,14 @@ def test_drift_is_restored_exactly(env):
     edge.run(["sh", "-ec", f"""
 ip rule del priority 7201 fwmark {MARK:#x}/0xff0000 lookup 7201
 ip -6 route del default dev ag-relay1 table 7201
-ip addr del {TUNNEL_ADDR['edge']} peer {TUNNEL_ADDR['relay1']} dev ag-relay1
 ip addr add 198.51.100.211 peer {TUNNEL_ADDR['relay1']} dev ag-relay1
+ip addr del {TUNNEL_ADDR['edge']} peer {TUNNEL_ADDR['relay1']} dev ag-relay1
 """], check=True)
+    # (the new address goes on first: removing a device's last IPv4 address makes the
+    # kernel flush its IPv4 routes, ours included, and up would rightly restore that too)
     ctx = up(env, "edge")
     got = sorted((op.action, plan.describe(op.obj)) for op in ctx.ops)
-    assert got == sorted([
+    assert got == sorted([  # exactly the drift, nothing else
         ("remove", f"address 198.51.100.211 peer {TUNNEL_ADDR['relay1']} dev ag-relay1"),
         ("add", f"address {TUNNEL_ADDR['edge']} peer {TUNNEL_ADDR['relay1']} dev ag-relay1"),
         ("add", "route -6 default dev ag-relay1 table 7201 proto 176"),

@@ -50,22 +50,24 @@ def write_configs(tmp, kind: str, gre_key=None) -> dict:
 
 # ---------------------------------------------------------------------------- snapshots
 
+SNAPSHOT = {
+    "links": "ip -j link show", "addrs": "ip -j addr show", "rules4": "ip -j -4 rule show",
+    "rules6": "ip -j -6 rule show", "routes4": "ip -j -4 route show table all",
+    "routes6": "ip -j -6 route show table all", "nft": "nft list ruleset",
+    "sysctl": "sysctl net.ipv4.ip_forward net.ipv6.conf.all.forwarding",
+}
+
+
 def snapshot(host) -> dict:
-    """Everything `down` must restore, as the user would inspect it."""
-    def j(*argv):
-        out = host.run(["ip", "-j", *argv], check=True).stdout
-        return json.loads(out or "[]")
-    snap = {
-        "links": j("link", "show"),
-        "addrs": j("addr", "show"),
-        "rules4": j("-4", "rule", "show"),
-        "rules6": j("-6", "rule", "show"),
-        "routes4": j("-4", "route", "show", "table", "all"),
-        "routes6": j("-6", "route", "show", "table", "all"),
-        "nft": host.run(["nft", "list", "ruleset"], check=True).stdout,
-        "sysctl": host.run(["sysctl", "net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding"],
-                           check=True).stdout,
-    }
+    """Everything `down` must restore, as the user would inspect it (one shell: processes
+    are expensive under TCG)."""
+    sep = "\n@@argoctl-snapshot@@\n"
+    script = "; ".join(f"{cmd}; printf '{sep}'" for cmd in SNAPSHOT.values())
+    out = host.run(["sh", "-ec", script], check=True).stdout.split(sep.strip("\n") + "\n")
+    snap = {}
+    for key, text in zip(SNAPSHOT, out):
+        text = text.rstrip("\n")
+        snap[key] = json.loads(text or "[]") if SNAPSHOT[key].startswith("ip -j") else text
     return snap
 
 
