@@ -208,7 +208,7 @@ def _iperf(src, dst_addr: str, seconds: int) -> float:
     return json.loads(out)["end"]["sum_received"]["bits_per_second"]
 
 
-def throughput(seconds: int = 5, rounds: int = 2) -> Iterator[dict]:
+def run_throughput(seconds: int = 5, rounds: int = 2) -> Iterator[dict]:
     """TCP throughput src -> edge -> GRE -> dst, the steering program attached on
     edge's ingress from src vs detached, alternating in one run. Both ways cross
     the same tunnel (main table routes into it; steering adds the mark and the
@@ -281,7 +281,7 @@ def bench_datapath(as_json, sizes, repeat, destinations, throughput, seconds):
     """Per-packet cost of steering vs an empty program and a FIB lookup."""
     from argoctl.bench import emit
     if throughput:
-        for rec in throughput(seconds=seconds):
+        for rec in run_throughput(seconds=seconds):
             emit(rec)
         return
     counts = tuple(int(s) for s in sizes.split(",") if s)
