@@ -32,5 +32,11 @@ test-integration: setup
 bench: setup
 	$(PY) scripts/run_bench.py --out bench-results.json
 
+# The lab demo: argoctl against a direct-only baseline under outage and brownout
+# (re-runs itself in the distribution-kernel VM when this kernel lacks GRE/netem).
+.PHONY: demo
+demo: setup
+	$(PY) -m argoctl demo
+
 clean:
 	rm -rf build/stamps build/test-results build/bench

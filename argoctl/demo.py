@@ -263,6 +263,7 @@ def in_vm_or_here(argv: list[str]) -> Optional[int]:
     click.echo(f"argoctl: this kernel lacks {missing}; running in the distribution-kernel VM "
                f"(virtme-ng, ~30 s to boot; the lab exists only for this run)", err=True)
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    labmod.raise_on_sigterm()     # vm.run kills the VM on the way out
     return vm.run([sys.executable, "-m", "argoctl", *argv], cwd=repo)
 
 

@@ -157,7 +157,8 @@ def parse_scenario(doc: dict, path: str = "<scenario>") -> Scenario:
 
 # -- the running lab (one process: the edge daemon is a thread) --------------------
 
-LAB_PREFIX = "argolab"        # `lab up`; `lab down` removes exactly argolab-*
+# `lab up`; `lab down` removes exactly argolab-* (tests use their own prefix)
+LAB_PREFIX = os.environ.get("ARGOCTL_LAB_PREFIX", "argolab")
 DEMO_PREFIX = "argodemo"      # one-shot runs (demo, scenario): argodemo<pid>-*
 LAB_STATE_DIR = "/run/argoctl-lab"
 BASELINE = "baseline"         # a second client whose traffic argoctl does not steer
@@ -308,7 +309,7 @@ def raise_on_sigterm() -> None:
 # -- `argoctl lab up|down|status|impair|scenario|demo` ------------------------------
 
 def _state_file() -> str:
-    return os.path.join(LAB_STATE_DIR, "lab.json")
+    return os.path.join(LAB_STATE_DIR, f"{LAB_PREFIX}.json")
 
 
 def _read_lab() -> Optional[dict]:
@@ -389,7 +390,8 @@ def lab_up(foreground: bool, tunnels: str) -> None:
             f"lab up: {env.prefix}-* (tunnels {env.tunnels}); ^C to tear it down", err=True))
         return
     os.makedirs(LAB_STATE_DIR, exist_ok=True)
-    log = open(os.path.join(LAB_STATE_DIR, "lab.log"), "ab")
+    log_path = os.path.join(LAB_STATE_DIR, f"{LAB_PREFIX}.log")
+    log = open(log_path, "wb")
     proc = subprocess.Popen([sys.executable, "-m", "argoctl", "lab", "up", "--foreground",
                              "--tunnels", tunnels], stdin=subprocess.DEVNULL, stdout=log,
                             stderr=log, start_new_session=True)
@@ -401,11 +403,10 @@ def lab_up(foreground: bool, tunnels: str) -> None:
                        f"`argoctl lab down`")
             return
         if proc.poll() is not None:
-            raise click.ClickException(f"lab up failed (exit {proc.returncode}); see "
-                                       f"{LAB_STATE_DIR}/lab.log")
+            raise click.ClickException(f"lab up failed (exit {proc.returncode}); see {log_path}")
         time.sleep(0.2)
     proc.terminate()
-    raise click.ClickException(f"lab up: not ready after 120 s; see {LAB_STATE_DIR}/lab.log")
+    raise click.ClickException(f"lab up: not ready after 120 s; see {log_path}")
 
 
 @lab.command("down")
@@ -413,6 +414,7 @@ def lab_down() -> None:
     """Tear the lab down: its process, namespaces argolab-* (and those of
     interrupted one-shot runs, argodemo<pid>-*), pinned maps. Safe to repeat."""
     doc = _read_lab()
+    ours = [n for n in netns_topo.list_namespaces() if n.startswith(LAB_PREFIX + "-")]
     if doc and _pid_alive(doc.get("pid")):
         os.kill(doc["pid"], signal.SIGTERM)
         end = time.monotonic() + 30
@@ -420,7 +422,7 @@ def lab_down() -> None:
             time.sleep(0.2)
         if _pid_alive(doc["pid"]):
             os.kill(doc["pid"], signal.SIGKILL)
-    removed = netns_topo.cleanup_stale(LAB_PREFIX)
+    removed = sorted(set(ours + netns_topo.cleanup_stale(LAB_PREFIX)))
     for ns in netns_topo.list_namespaces():
         m = re.fullmatch(rf"({DEMO_PREFIX}(\d+))-\w+", ns)
         if m and not _pid_alive(int(m.group(2))):
