@@ -183,14 +183,16 @@ def test_second_up_makes_zero_writes(env):
 
 def test_drift_is_restored_exactly(env):
     edge = env["edge"]
+    good = snapshot(edge)
     edge.run(["sh", "-ec", f"""
+sysctl -qw net.ipv4.conf.ag-relay1.promote_secondaries=1
 ip rule del priority 7201 fwmark {MARK:#x}/0xff0000 lookup 7201
 ip -6 route del default dev ag-relay1 table 7201
 ip addr add 198.51.100.211 peer {TUNNEL_ADDR['relay1']} dev ag-relay1
 ip addr del {TUNNEL_ADDR['edge']} peer {TUNNEL_ADDR['relay1']} dev ag-relay1
 """], check=True)
-    # (the new address goes on first: removing a device's last IPv4 address makes the
-    # kernel flush its IPv4 routes, ours included, and up would rightly restore that too)
+    # (the new address goes on first and is promoted when the old goes: removing a
+    # device's last IPv4 address makes the kernel flush its IPv4 routes, ours included)
     ctx = up(env, "edge")
     got = sorted((op.action, plan.describe(op.obj)) for op in ctx.ops)
     assert got == sorted([  # exactly the drift, nothing else
@@ -198,8 +200,9 @@ ip addr del {TUNNEL_ADDR['edge']} peer {TUNNEL_ADDR['relay1']} dev ag-relay1
         ("add", f"address {TUNNEL_ADDR['edge']} peer {TUNNEL_ADDR['relay1']} dev ag-relay1"),
         ("add", "route -6 default dev ag-relay1 table 7201 proto 176"),
         ("add", f"rule -4 priority 7201 fwmark {MARK:#x}/0xff0000 lookup 7201"),
-    ])
+    ]), got
     assert ctx.result.writes == 4
+    assert snapshot(edge) == good
     assert up(env, "edge").result.writes == 0
     assert transfer(edge, mark=MARK) == 64 * 1024
 
