@@ -31,9 +31,10 @@ from argoctl.probebench import probes_bench  # noqa: E402
 bench.add_command(probes_bench)
 
 
-from argoctl.bench_datapath import bench_datapath  # noqa: E402
+from argoctl.bench_datapath import bench_datapath, bench_datapath_throughput  # noqa: E402
 
 bench.add_command(bench_datapath)
+bench.add_command(bench_datapath_throughput)
 
 
 from argoctl.enginebench import engine_bench  # noqa: E402

@@ -287,3 +287,15 @@ def bench_datapath(as_json, sizes, repeat, destinations, throughput, seconds):
     counts = tuple(int(s) for s in sizes.split(",") if s)
     for rec in run(counts, repeat, destinations):
         emit(rec)
+
+
+@click.command("datapath-throughput")
+@click.option("--json", "as_json", is_flag=True, help="JSON lines (the only output format).")
+@click.option("--seconds", default=5, show_default=True, type=click.IntRange(1))
+def bench_datapath_throughput(as_json, seconds):
+    """TCP through a GRE tunnel, steering attached vs detached (needs GRE: the VM).
+    Same as `bench datapath --throughput`; a name of its own so `make bench` can
+    run it in the VM while `bench datapath` runs on the host."""
+    from argoctl.bench import emit
+    for rec in run_throughput(seconds=seconds):
+        emit(rec)
