@@ -112,8 +112,8 @@ def up(config: Config, ns: Optional[str] = None, dry_run: bool = False,
        fail_at: Optional[int] = None, run_dir: Optional[str] = None) -> Context:
     """Reconcile the host (or namespace `ns`) to `config`. Returns the context with
     ops and write counts; on failure raises after restoring the prior state."""
-    ctx = Context(ns=ns, run_dir=run_dir or default_run_dir(), config=config, routing=config.routing,
-                  dry_run=dry_run, fail_at=_fail_at(fail_at))
+    ctx = Context(ns=ns, run_dir=run_dir or default_run_dir(), config=config,
+                  routing=config.routing, dry_run=dry_run, fail_at=_fail_at(fail_at))
 
     def body(ctx):
         started = time.monotonic()

@@ -25,7 +25,8 @@ from typing import Optional
 
 from argoctl import names
 from argoctl.config import Routing
-from argoctl.plan import Address, Link, Nft, Op, PlanError, Route, Rule, State, Sysctl, GLOBAL_SYSCTLS
+from argoctl.plan import (GLOBAL_SYSCTLS, Address, Link, Nft, Op, PlanError, Route, Rule, State,
+                          Sysctl)
 
 RT_TABLE_MAIN = 254
 GRE_KEY_FLAG = 0x2000
@@ -325,7 +326,8 @@ def read_owned(ipr, routing: Routing = Routing(), wg=None, nft=None,
         for msg in ipr.get_routes(family=af, table=None):
             if msg["proto"] != names.RTPROT_ARGOCTL or _route_table(msg) not in tables:
                 continue
-            dst = "default" if msg["dst_len"] == 0 else f"{msg.get_attr('RTA_DST')}/{msg['dst_len']}"
+            dst = ("default" if msg["dst_len"] == 0
+                   else f"{msg.get_attr('RTA_DST')}/{msg['dst_len']}")
             dev = by_index.get(msg.get_attr("RTA_OIF"), f"if{msg.get_attr('RTA_OIF')}")
             routes.append(Route(family, _route_table(msg), dst, dev))
     prios = _our_priorities(routing)
@@ -357,7 +359,7 @@ def read_owned(ipr, routing: Routing = Routing(), wg=None, nft=None,
 @dataclass
 class Result:
     ops: list
-    writes: int = 0            # netlink messages (incl. WireGuard genl) + nft batches + sysctl writes
+    writes: int = 0            # netlink messages (WireGuard genl too) + nft batches + sysctls
     netlink_writes: int = 0
     nft_writes: int = 0
     sysctl_writes: int = 0

@@ -210,7 +210,8 @@ def describe(obj) -> str:
     if isinstance(obj, Address):
         return f"address {obj.local} peer {obj.peer} dev {obj.dev}"
     if isinstance(obj, Route):
-        return f"route -{obj.family} {obj.dst} dev {obj.dev} table {obj.table} proto {names.RTPROT_ARGOCTL}"
+        return (f"route -{obj.family} {obj.dst} dev {obj.dev} table {obj.table}"
+                f" proto {names.RTPROT_ARGOCTL}")
     if isinstance(obj, Rule):
         table = "main" if obj.table == 254 else obj.table
         return (f"rule -{obj.family} priority {obj.priority} fwmark {obj.mark:#x}/{obj.mask:#x}"
@@ -285,7 +286,7 @@ def desired(config: Config, env: Env) -> State:
                               r.table(peer.id)))
     if config.node.relay:
         sysctls += [Sysctl(path, "1") for path in FORWARDING]
-    from argoctl import nft  # nft.py builds the ruleset; imported late to keep plan importable alone
+    from argoctl import nft  # builds the ruleset; imported here because nft.py imports plan
     return State(links=tuple(links), sysctls=tuple(sysctls), addresses=tuple(addresses),
                  routes=tuple(routes), rules=tuple(rules), nft=(nft.ruleset(config),))
 

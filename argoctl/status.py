@@ -37,8 +37,9 @@ def collect(ns: Optional[str] = None, config: Optional[Config] = None,
     return {"tunnels": tunnels, "paths": _paths(state, routing, config),
             "routes": [{"family": r.family, "table": r.table, "dst": r.dst, "dev": r.dev}
                        for r in state.routes],
-            "nft": ({"table": f"{names.NFT_FAMILY} {names.NFT_TABLE}", "digest": state.nft[0].digest,
-                     "rules": dict(state.nft[0].chains)} if state.nft else None)}
+            "nft": ({"table": f"{names.NFT_FAMILY} {names.NFT_TABLE}",
+                     "digest": state.nft[0].digest, "rules": dict(state.nft[0].chains)}
+                    if state.nft else None)}
 
 
 def _tunnel(ipr, wg, link) -> dict:
