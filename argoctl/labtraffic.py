@@ -137,7 +137,9 @@ class RequestClient:
                     next_at += gap
                     if next_at < now - 1.0:         # a stalled VM: do not burst
                         next_at = now + gap
-                for key, _ in sel.select(max(0.0, min(next_at - now, 0.01))):
+                wake = min([next_at, *(min(r.last_sent + self.attempt_timeout,
+                                           r.started + self.deadline) for r in live.values())])
+                for key, _ in sel.select(max(0.0, min(wake - now, 0.05))):
                     try:
                         data = key.fileobj.recv(2048)
                     except OSError:

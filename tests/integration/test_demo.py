@@ -19,6 +19,7 @@ def test_demo_json_summary_shows_requests_and_latency_saved():
     result = CliRunner().invoke(demo, ["--json", "--plain", "--rate", "20"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout.strip().splitlines()[-1])
+    print(json.dumps(summary, indent=1))          # the figures, with -s
     outage, brownout = summary["scenarios"]["outage"], summary["scenarios"]["brownout"]
 
     assert outage["argoctl"]["requests"] >= 200, outage
