@@ -66,17 +66,22 @@ def _since(loop, t0):
     return [r for r in loop.daemon.history if r.at >= t0]
 
 
-def _stream_on(loop, since, seconds=1.0):
-    """Datagrams of a fresh 1-second window (after `since`), by arrival link."""
+def _stream_on(loop, stream, since, seconds=1.0):
+    """Datagrams of a fresh window (after `since`) by arrival link, and "sent": how
+    many the stream sent in it (under TCG the stream runs well below its rate)."""
     t1 = max(time.monotonic(), since)
     time.sleep(max(0.0, t1 - time.monotonic()) + seconds)
-    return loop.sink.by_link(since=t1)
+    got = loop.sink.by_link(since=t1)
+    got["sent"] = sum(1 for x in list(stream.sent) if t1 <= x < t1 + seconds)
+    return got
 
 
-def _on_relays(got: dict) -> int:
-    """Datagrams that came through a relay. Under TCG a late probe can put a relay in
-    doubt and hand new flows to the other one: the scenarios are about direct."""
-    return sum(n for link, n in got.items() if link in LINKS)
+def _on_relays(got: dict) -> bool:
+    """Most of the window's datagrams came through a relay, none direct. (Under TCG a
+    late probe can put a relay in doubt and hand new flows to the other one: the
+    scenarios are about direct vs relays.)"""
+    relayed = sum(n for link, n in got.items() if link in LINKS)
+    return got["sent"] >= 10 and relayed >= 0.8 * got["sent"] and not got.get("to-edge")
 
 
 def _relay_of_peer(loop, peer: str):
@@ -105,12 +110,13 @@ def test_a_blackholed_direct_moves_the_stream_and_new_connections(steady):
         t.link("edge", "origin").impair(blackhole=True, direction="a->b")
         assert loop.wait_for(lambda: loop.choice() in RELAYS, 10), d.engine.last("origin").reason
         assert loop.wait_for(lambda: d.written["origin"]["direct"] == (0, False), 10)
-        got = _stream_on(loop, time.monotonic() + 0.3)
-        assert _on_relays(got) > 50 and not got.get("to-edge"), got
+        got = _stream_on(loop, stream, time.monotonic() + 0.3)
+        assert _on_relays(got), got
         assert _connect_via(loop) in RELAYS, "a new connection should go through a relay"
         recs = _since(loop, t0)
-        assert recs[0].previous == "direct" and recs[0].choice in RELAYS
-        assert not [r for r in recs if r.choice == "direct"]
+        leave = next(i for i, r in enumerate(recs) if r.choice in RELAYS)
+        assert recs[leave].previous == "direct", recs[leave]
+        assert not [r for r in recs[leave:] if r.choice == "direct"]
         # recovery: direct comes back only once hold-down has passed, then wins again
         t.link("edge", "origin").clear()
         t1 = time.monotonic()
@@ -119,8 +125,8 @@ def test_a_blackholed_direct_moves_the_stream_and_new_connections(steady):
         assert loop.wait_for(lambda: loop.choice() == "direct", 30), d.engine.last("origin").reason
         back = next(r for r in _since(loop, t1) if r.choice == "direct")
         assert back.at >= up_at + POLICY["hold_down_s"], (back.at - up_at, back.reason)
-        got = _stream_on(loop, time.monotonic() + 0.3)
-        assert got.get("to-edge", 0) > 50 and not (set(got) & LINKS), got
+        got = _stream_on(loop, stream, time.monotonic() + 0.3)
+        assert got.get("to-edge", 0) >= 0.8 * got["sent"] > 5 and not (set(got) & LINKS), got
     finally:
         stream.stop()
 
@@ -132,12 +138,12 @@ def test_b_added_latency_moves_traffic_and_its_removal_brings_it_back(steady):
         t0 = time.monotonic()
         t.link("edge", "origin").impair(delay_ms=100, direction="a->b")
         assert loop.wait_for(lambda: loop.choice() in RELAYS, 40), d.engine.last("origin").reason
-        switch = _since(loop, t0)[0]
+        switch = next(r for r in _since(loop, t0) if r.choice in RELAYS)
         assert switch.reason.startswith("switch direct -> "), switch.reason
         # a slower path is not a dead one: direct stays up, so the stream (a pinned
         # flow) may stay; new connections take the faster relay
         assert d.written["origin"]["direct"] == (0, True)
-        assert _states(d) == {"up"}
+        assert d.engine.path("origin", "direct").state is State.UP
         assert _connect_via(loop) in RELAYS
         t.link("edge", "origin").clear()
         t1 = time.monotonic()
@@ -157,14 +163,15 @@ def test_c_a_broken_return_direction_is_down(steady):
     t0 = time.monotonic()
     t.link("edge", "origin").impair(blackhole=True, direction="b->a")   # origin -> edge only
     assert loop.wait_for(lambda: d.engine.path("origin", "direct").state is State.DOWN, 10)
+    down_at = d.engine.path("origin", "direct").snapshot().since
     assert udp_delivers(t["edge"], t["origin"], kit.ORIGIN), "forward direction still works"
     assert loop.wait_for(lambda: loop.choice() in RELAYS, 5)
     assert d.written["origin"]["direct"] == (0, False)
-    assert not [r for r in _since(loop, t0) if r.choice == "direct"]
+    assert not [r for r in _since(loop, down_at) if r.choice == "direct"]
     stream = kit.Stream(t["client"], pps=100)
     try:
-        got = _stream_on(loop, time.monotonic() + 0.3)
-        assert _on_relays(got) > 50 and not got.get("to-edge"), got
+        got = _stream_on(loop, stream, time.monotonic() + 0.3)
+        assert _on_relays(got), got
     finally:
         stream.stop()
 
@@ -176,8 +183,8 @@ def test_d_a_stopped_relay_moves_traffic_to_the_other(steady):
                          d.written["origin"]["direct"] == (0, False), 10)
     stream = kit.Stream(t["client"], pps=100)
     try:
-        got = _stream_on(loop, time.monotonic() + 0.3)
-        assert _on_relays(got) > 50 and not got.get("to-edge"), got
+        got = _stream_on(loop, stream, time.monotonic() + 0.3)
+        assert _on_relays(got), got
         # the relay carrying the stream right now
         first = loop.sink.got[-1][2][len("to-"):]
         other = next(r for r in RELAYS if r != first)
@@ -188,8 +195,9 @@ def test_d_a_stopped_relay_moves_traffic_to_the_other(steady):
             assert loop.wait_for(lambda: loop.choice() == other, 10), \
                 d.engine.last("origin").reason
             assert loop.wait_for(lambda: d.written["origin"][first] == (0, False), 10)
-            got = _stream_on(loop, time.monotonic() + 0.3)
-            assert got.get(f"to-{other}", 0) > 50 and not got.get(f"to-{first}"), got
+            got = _stream_on(loop, stream, time.monotonic() + 0.3)
+            assert got.get(f"to-{other}", 0) >= 0.8 * got["sent"] > 5, got
+            assert not got.get(f"to-{first}") and not got.get("to-edge"), got
             assert not [r for r in _since(loop, t0) if r.choice != other]
         finally:
             t[first].run(["ip", "link", "set", "ag-edge", "up"], check=True)
@@ -217,8 +225,11 @@ def test_e_forged_and_replayed_replies_change_no_decision(steady):
                   kit.RESPONDER_PORT, t["edge"].address(4), port, pps=200)
     time.sleep(1.0)
     after = d.sched.rejects()["direct"]
-    got = {k: after.get(k, 0) - before.get(k, 0) for k in ("replayed", "forged", "malformed")}
-    assert got["replayed"] == 3 * len(captured) and sum(got.values()) == n, got
+    got = {k: after.get(k, 0) - before.get(k, 0)
+           for k in ("replayed", "late", "forged", "malformed")}
+    # a captured reply that had arrived after its probe's timeout replays as "late"
+    assert got["replayed"] + got["late"] == 3 * len(captured), got
+    assert sum(got.values()) == n, got
     assert d.engine.path("origin", "direct").state is State.DOWN
     assert loop.choice() == chosen
     assert len(d.history) == n_hist, [r.reason for r in list(d.history)[n_hist:]]
