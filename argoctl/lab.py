@@ -257,7 +257,7 @@ class LabEnv:
 
     def stop(self) -> None:
         """Everything down; idempotent, and not interruptible by a second ^C."""
-        old = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)} \
+        old = {s: signal.signal(s, _handler(None)) for s in (signal.SIGINT, signal.SIGTERM)} \
             if threading.current_thread() is threading.main_thread() else {}
         try:
             for x in (self.echo, self.loop):
@@ -306,11 +306,26 @@ def play(env: LabEnv, scenario: Scenario, stop: Optional[threading.Event] = None
                 env.clear(a, b)
 
 
-def raise_on_sigterm() -> None:
-    """SIGTERM unwinds like ^C, so every `finally` tears its part down."""
+def _handler(exc):
+    """A signal handler for this process that raises `exc` (None: ignores the
+    signal). A forked child (pyroute2 forks one per namespace socket and stops it
+    with SIGTERM) inherits the handler: there it exits at once, so the child
+    never unwinds a copy of our stack through our `finally` clauses."""
+    owner = os.getpid()
+
     def handler(signum, frame):
-        raise KeyboardInterrupt
-    signal.signal(signal.SIGTERM, handler)
+        if os.getpid() != owner:
+            os._exit(128 + signum)
+        if exc is not None:
+            raise exc
+    return handler
+
+
+def raise_on_sigterm() -> None:
+    """SIGTERM unwinds like ^C, so every `finally` tears its part down (and ^C
+    reaching forked helpers in our process group only ends them)."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _handler(KeyboardInterrupt))
 
 
 # -- `argoctl lab up|down|status|impair|scenario|demo` ------------------------------
