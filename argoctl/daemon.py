@@ -442,7 +442,13 @@ class Daemon:
             changed.append(dec)
         if not sets:
             return
-        self.maps.set_pathsets(sets)
+        try:
+            self.maps.set_pathsets(sets)
+        except OSError as e:
+            # Nothing recorded as written: the next round tries again.
+            log.error(json.dumps({"event": "map_write_failed", "error": str(e),
+                                  "destinations": sorted(dec.dest for dec in changed)}))
+            return
         self.map_writes += 1
         self._state_dirty = True
         for dec in changed:
