@@ -93,24 +93,27 @@ assert _PATHSET.size == ctypes.sizeof(PathSet)
 
 @dataclass(frozen=True)
 class Path:
-    """One entry of a destination's path set, as the writer takes it."""
+    """One entry of a destination's path set, as the writer takes it. Checked
+    here, once, so encoding many path sets stays a tight loop."""
     path_id: int
     mark: int
     weight: int = 1
     up: bool = True
 
+    def __post_init__(self):
+        if not (0 <= self.weight <= 0xFFFF and 0 <= self.path_id < MAX_PATH_IDS
+                and 0 <= self.mark <= 0xFFFFFFFF):
+            raise ValueError(f"path {self.path_id}: weight 0..65535, id 0..{MAX_PATH_IDS - 1} "
+                             f"and a 32-bit mark required (got weight {self.weight}, "
+                             f"mark {self.mark:#x})")
+
 
 def encode_pathset(paths: Sequence[Path], generation: int = 0) -> bytes:
     if len(paths) > MAX_PATHS:
         raise ValueError(f"a destination has at most {MAX_PATHS} paths, got {len(paths)}")
-    flat: list[int] = []
-    for p in paths:
-        if not (0 <= p.weight <= 0xFFFF and 0 <= p.path_id < MAX_PATH_IDS and 0 <= p.mark <= 0xFFFFFFFF):
-            raise ValueError(f"path {p.path_id}: weight 0..65535, id 0..{MAX_PATH_IDS - 1} and a "
-                             f"32-bit mark required (got weight {p.weight}, mark {p.mark:#x})")
-        flat += (p.mark, p.weight, PATH_UP if p.up else PATH_DOWN, p.path_id)
-    flat += _EMPTY_TAIL[len(paths)]
-    return _PATHSET.pack(generation & 0xFFFFFFFF, len(paths), *flat)
+    # state: PATH_UP == True == 1, PATH_DOWN == False == 0
+    flat = [x for p in paths for x in (p.mark, p.weight, p.up, p.path_id)]
+    return _PATHSET.pack(generation & 0xFFFFFFFF, len(paths), *flat, *_EMPTY_TAIL[len(paths)])
 
 
 _EMPTY_TAIL = [(0, 0, 0, 0) * (MAX_PATHS - n) for n in range(MAX_PATHS + 1)]

@@ -26,14 +26,17 @@ def test_generation_kept_unless_reset(dp):
     assert dp.maps.pathset(7)[0] == 2
 
 
-@pytest.mark.parametrize("bad", [
-    [maps.Path(path_id=1, mark=mark(1), weight=70000)],
-    [maps.Path(path_id=300, mark=mark(1))],
-    [maps.Path(path_id=i, mark=mark(i)) for i in range(1, 10)],
-])
-def test_invalid_pathsets_write_nothing(dp, bad):
+@pytest.mark.parametrize("bad", [dict(weight=70000), dict(path_id=300), dict(mark=1 << 32),
+                                 dict(weight=-1)])
+def test_invalid_paths_are_refused_at_construction(bad):
     with pytest.raises(ValueError):
-        dp.maps.set_pathsets({1: paths(1), 2: bad})
+        maps.Path(**{"path_id": 1, "mark": mark(1), **bad})
+
+
+def test_invalid_pathsets_write_nothing(dp):
+    nine = [maps.Path(path_id=i, mark=mark(i)) for i in range(1, 10)]
+    with pytest.raises(ValueError):
+        dp.maps.set_pathsets({1: paths(1), 2: nine})
     assert dp.maps.dest_ids() == []
 
 
