@@ -215,7 +215,7 @@ class LabEnv:
                     t.link(a, b).impair(delay_ms=ms)
             self.loop = bench_loop.LoopLab(t, self.directory, self.policy, tunnels=self.tunnels)
             self.loop.start()
-            self.echo = labtraffic.EchoServer(t["origin"])
+            self.echo = labtraffic.EchoServer(t["origin"], netns_topo.ORIGIN_SERVER[0])
         except BaseException:
             self.stop()
             raise

@@ -26,13 +26,17 @@ _PAD = bytes(56)
 
 
 class EchoServer:
-    """Answers every datagram on ECHO_PORT with the same bytes (the origin's service)."""
+    """Answers every datagram on ECHO_PORT with the same bytes (the origin's service).
 
-    def __init__(self, host, port: int = ECHO_PORT):
+    Bound to the service address, not the wildcard: a reply must come from the
+    address the request went to, or a relay's NAT cannot match it to the
+    request (and a wildcard socket answers from the routed source address)."""
+
+    def __init__(self, host, address: str, port: int = ECHO_PORT):
         with host.inside():
             self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 21)
-        self.sock.bind(("0.0.0.0", port))
+        self.sock.bind((address, port))
         self.sock.settimeout(0.2)
         self.answered = 0
         self._halt = threading.Event()
