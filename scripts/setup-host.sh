@@ -15,11 +15,14 @@ case "${ID:-}:${ID_LIKE:-}" in
     *) kernel_pkgs="linux-image-amd64 linux-headers-amd64" ;;
 esac
 
-# bcc + nftables bindings, the tools tests drive, and what virtme-ng needs to boot
+# bcc + nftables bindings, the tools tests drive, what virtme-ng needs to boot
+# the distribution kernel, and vagrant (+ its libvirt plugin, systemd-analyze) for
+# the tests that validate the Vagrant lab offline.
 # the distribution kernel (qemu, a static busybox for its initramfs).
 pkgs="python3-bpfcc python3-nftables python3-venv nftables iproute2 iputils-ping
       iperf3 tcpdump socat wireguard-tools kmod procps qemu-system-x86 busybox-static
-      gcc make python3 $kernel_pkgs"
+      gcc make python3 $kernel_pkgs
+      vagrant vagrant-libvirt systemd"
 
 missing=""
 for p in $pkgs; do
