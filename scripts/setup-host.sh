@@ -17,8 +17,8 @@ esac
 
 # bcc + nftables bindings, the tools tests drive, what virtme-ng needs to boot
 # the distribution kernel, and vagrant (+ its libvirt plugin, systemd-analyze) for
-# the tests that validate the Vagrant lab offline.
-# the distribution kernel (qemu, a static busybox for its initramfs).
+# the tests that validate the Vagrant lab offline. virtme-ng boots the kernel with
+# qemu and a static busybox for its initramfs.
 pkgs="python3-bpfcc python3-nftables python3-venv nftables iproute2 iputils-ping
       iperf3 tcpdump socat wireguard-tools kmod procps qemu-system-x86 busybox-static
       gcc make python3 $kernel_pkgs
