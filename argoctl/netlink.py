@@ -276,9 +276,9 @@ def _canonical_ips(ips) -> tuple:
     return tuple(sorted(ips, key=lambda s: (order.get(s, 2), s)))
 
 
-def _addresses(ipr, index: int, dev: str) -> list[Address]:
+def _addresses(msgs, dev: str) -> list[Address]:
     out = []
-    for msg in ipr.get_addr(index=index):
+    for msg in msgs:
         family = 4 if msg["family"] == socket.AF_INET else 6
         local = msg.get_attr("IFA_LOCAL")
         address = msg.get_attr("IFA_ADDRESS")
@@ -307,11 +307,15 @@ def read_owned(ipr, routing: Routing = Routing(), wg=None, nft=None,
     """Everything of ours in the current namespace, as a State (see module doc)."""
     links = _owned_links(ipr)
     by_index = {idx: name for name, (idx, _) in links.items()}
+    addr_msgs = {}
+    if links:   # one dump for all links, not one per link (100 peers: 100 dumps)
+        for msg in ipr.get_addr():
+            addr_msgs.setdefault(msg["index"], []).append(msg)
     st_links, addrs, sysctls = [], [], []
     for name, (idx, msg) in links.items():
         st_links.append(_read_link(msg, wg))
-        addrs += _addresses(ipr, idx, name)
-        for key in ("rp_filter", "forwarding"):
+        addrs += _addresses(addr_msgs.get(idx, []), name)
+        for key in ("rp_filter", "promote_secondaries", "forwarding"):
             path = f"net/ipv4/conf/{name}/{key}"
             value = _sysctl_read(path)
             if value is not None:
@@ -377,6 +381,7 @@ class Applier:
         self.netlink_writes = 0
         self.sysctl_writes = 0
         self.journal: list[Op] = []
+        self._ifindex: dict[str, int] = {}
 
     @property
     def wg(self):
@@ -389,10 +394,12 @@ class Applier:
         return fn(*args, **kw)
 
     def _index(self, name: str) -> int:
-        found = self.ipr.link_lookup(ifname=name)
-        if not found:
-            raise ApplyError(f"link {name} does not exist")
-        return found[0]
+        if name not in self._ifindex:   # cached: a lookup per op dominated large applies
+            found = self.ipr.link_lookup(ifname=name)
+            if not found:
+                raise ApplyError(f"link {name} does not exist")
+            self._ifindex[name] = found[0]
+        return self._ifindex[name]
 
     # -- links
     def _link_add(self, l: Link) -> None:
@@ -413,6 +420,7 @@ class Applier:
             # unowned link, so any failure here deletes it before propagating.
             self._nl(self.ipr.link, "set", index=idx, ifalias=l.alias, state="up")
         except BaseException:
+            self._ifindex.pop(l.name, None)
             try:
                 self.ipr.link("del", ifname=l.name)
             except Exception:
@@ -449,6 +457,7 @@ class Applier:
 
     def _link_remove(self, l: Link) -> None:
         self._nl(self.ipr.link, "del", index=self._index(l.name))
+        del self._ifindex[l.name]
 
     # -- addresses, routes, rules
     def _addr(self, cmd: str, a: Address) -> None:

@@ -276,7 +276,10 @@ def desired(config: Config, env: Env) -> State:
         link = _link(config, peer, env, private)
         links.append(link)
         dev = link.name
+        # promote_secondaries: replacing the tunnel address (add new, then remove old)
+        # must never leave the device without one, which would flush our routes on it.
         sysctls += [Sysctl(f"net/ipv4/conf/{dev}/rp_filter", "2"),
+                    Sysctl(f"net/ipv4/conf/{dev}/promote_secondaries", "1"),
                     Sysctl(f"net/ipv4/conf/{dev}/forwarding", "1" if config.node.relay else "0")]
         addresses.append(Address(dev, _family(config.node.tunnel_address),
                                  str(config.node.tunnel_address), str(peer.tunnel_address)))
@@ -308,6 +311,7 @@ def diff(current: State, desired: State) -> list[Op]:
     """Ordered ops turning `current` into `desired`: removals first (most dependent
     kind first), then adds/changes (links before sysctls, addresses, routes, rules, nft)."""
     cur_links = {l.key: l for l in current.links}
+    want_links = {l.key for l in desired.links}
     recreated = set()    # links replaced by remove+add: everything on them vanishes with them
     for link in desired.links:
         old = cur_links.get(link.key)
@@ -318,17 +322,22 @@ def diff(current: State, desired: State) -> list[Op]:
         cur = {o.key: o for o in current.objects(kind)}
         want = {o.key: o for o in desired.objects(kind)}
         kind_removals, kind_changes = [], []
+        late = []            # address removals on links that stay: after the adds
         for key, obj in cur.items():
             # Objects on a removed or recreated link get explicit removals (before the
             # link's), so the journal can put them back if a later step fails.
             if key not in want or _on(obj) in recreated:
-                kind_removals.append(Op("remove", obj))
+                if kind is Address and _on(obj) in want_links and _on(obj) not in recreated:
+                    late.append(Op("remove", obj))   # make-before-break: see promote_secondaries
+                else:
+                    kind_removals.append(Op("remove", obj))
         for key, obj in want.items():
             old = cur.get(key)
             if old is None or _on(obj) in recreated:
                 kind_changes.append(Op("add", obj))
             elif old != obj:
                 kind_changes.append(Op("change", obj, old))
+        kind_changes += late
         removals.append(kind_removals)
         changes.append(kind_changes)
     ops = [op for group in reversed(removals) for op in group]

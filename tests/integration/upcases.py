@@ -185,14 +185,13 @@ def test_drift_is_restored_exactly(env):
     edge = env["edge"]
     good = snapshot(edge)
     edge.run(["sh", "-ec", f"""
-sysctl -qw net.ipv4.conf.ag-relay1.promote_secondaries=1
 ip rule del priority 7201 fwmark {MARK:#x}/0xff0000 lookup 7201
 ip -6 route del default dev ag-relay1 table 7201
 ip addr add 198.51.100.211 peer {TUNNEL_ADDR['relay1']} dev ag-relay1
 ip addr del {TUNNEL_ADDR['edge']} peer {TUNNEL_ADDR['relay1']} dev ag-relay1
 """], check=True)
-    # (the new address goes on first and is promoted when the old goes: removing a
-    # device's last IPv4 address makes the kernel flush its IPv4 routes, ours included)
+    # (the new address goes on first: removing a device's last IPv4 address makes the
+    # kernel flush its IPv4 routes; up replaces addresses make-before-break for that reason)
     ctx = up(env, "edge")
     got = sorted((op.action, plan.describe(op.obj)) for op in ctx.ops)
     assert got == sorted([  # exactly the drift, nothing else

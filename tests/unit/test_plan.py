@@ -136,7 +136,7 @@ def test_diff_from_empty_orders_links_first_and_forwarding_last():
     first = {k: kinds.index(k) for k in ("Address", "Route", "Rule", "Nft")}
     assert first["Address"] < first["Route"] < first["Rule"] < first["Nft"]
     assert [op.obj.path for op in ops[-2:]] == list(plan.FORWARDING)
-    assert len(ops) == 2 + 4 + 2 + 4 + 6 + 1 + 2
+    assert len(ops) == 2 + 6 + 2 + 4 + 6 + 1 + 2
 
 
 def test_diff_of_equal_states_is_empty_and_states_compare_regardless_of_order():
@@ -167,6 +167,8 @@ def test_diff_changes_only_what_drifted():
     summary = sorted((op.action, type(op.obj).__name__) for op in ops)
     assert summary == [("add", "Address"), ("add", "Rule"), ("change", "Link"),
                        ("remove", "Address")]
+    addr_ops = [op.action for op in ops if isinstance(op.obj, Address)]
+    assert addr_ops == ["add", "remove"]      # make-before-break: never without an address
     link_op = next(op for op in ops if isinstance(op.obj, Link))
     assert link_op.old.mtu == 1400 and link_op.obj.mtu == 1476
 
