@@ -199,20 +199,23 @@ class UdpStream:
                 time.sleep(delay)
 
     def _recv(self):
+        last = time.monotonic()
         while True:
             try:
                 data, src = self.rx.recvfrom(64)
             except socket.timeout:
-                if self.stop.is_set():
+                # Drain: under TCG the last datagrams can be in flight for a while.
+                if self.stop.is_set() and time.monotonic() - last > 3:
                     return
                 continue
+            last = time.monotonic()
             self.got.add(int.from_bytes(data[:8], "big"))
             self.sources.add(src[0])
 
     def finish(self):
         self.stop.set()
         for t in self.threads:
-            t.join(timeout=10)
+            t.join(timeout=30)
         self.tx.close()
         self.rx.close()
 
@@ -263,7 +266,7 @@ def test_kill_9_and_restart_adopts_the_datapath_without_losing_a_packet(env):
     assert not ready1["compiled"] and not ready2["compiled"]     # adopted, never reloaded
     assert ready1["newly_attached"] == [] and ready2["newly_attached"] == []
     assert stream.sent > 3000
-    lost = stream.sent - len(stream.got)
-    assert lost == 0, (f"{lost} of {stream.sent} datagrams lost; kernel drop counters: "
-                       f"{drop_counters(env)}")
     assert stream.sources == {relay_addr}    # steered through the relay the whole time
+    missing = sorted(set(range(stream.sent)) - stream.got)
+    assert not missing, (f"{len(missing)} of {stream.sent} datagrams lost (seq {missing[:10]}, "
+                         f"last sent {stream.sent - 1}); kernel drop counters: {drop_counters(env)}")
