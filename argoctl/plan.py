@@ -280,7 +280,10 @@ def desired(config: Config, env: Env) -> State:
         # must never leave the device without one, which would flush our routes on it.
         sysctls += [Sysctl(f"net/ipv4/conf/{dev}/rp_filter", "2"),
                     Sysctl(f"net/ipv4/conf/{dev}/promote_secondaries", "1"),
-                    Sysctl(f"net/ipv4/conf/{dev}/forwarding", "1" if config.node.relay else "0")]
+                    # A relay forwards what the tunnel brings; a steering node forwards
+                    # the replies to its LAN (input device's forwarding decides).
+                    Sysctl(f"net/ipv4/conf/{dev}/forwarding",
+                           "1" if config.node.relay or config.node.steer_interfaces else "0")]
         addresses.append(Address(dev, _family(config.node.tunnel_address),
                                  str(config.node.tunnel_address), str(peer.tunnel_address)))
         for family in (4, 6):
