@@ -321,6 +321,7 @@ def demo(scenarios, rate, as_json, live, tunnels) -> None:
     boot of the distribution-kernel VM (nothing to do differently)."""
     if live is None and sys.stderr.isatty():
         live = True           # the VM's output is a pipe: ask for the live view there
+    scenarios = tuple(os.path.abspath(s) if os.path.exists(s) else s for s in scenarios)
     argv = ["demo", *sum((["--scenario", s] for s in scenarios), []), "--rate", str(rate),
             "--tunnels", tunnels] + (["--json"] if as_json else []) \
         + ([] if live is None else ["--live" if live else "--plain"])

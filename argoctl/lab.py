@@ -557,6 +557,8 @@ def lab_scenario(name, list_, rate, as_json, live) -> None:
         sc = load_scenario(name)
     except ValueError as e:
         raise click.ClickException(str(e)) from None
+    if os.path.exists(name):
+        name = os.path.abspath(name)      # the VM runs in the repository
     doc = _read_lab()
     if doc and _pid_alive(doc.get("pid")):
         env = LabEnv(doc["prefix"], tunnels=doc["tunnels"], directory=doc["directory"])
