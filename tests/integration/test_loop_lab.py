@@ -141,8 +141,9 @@ def test_b_added_latency_moves_traffic_and_its_removal_brings_it_back(steady):
         assert loop.wait_for(lambda: loop.choice() in RELAYS, 40), d.engine.last("origin").reason
         switch = next(r for r in _since(loop, t0) if r.choice in RELAYS)
         # "switch direct -> relayN: better by ..." normally; on a starved TCG guest
-        # 100 ms more can push replies past the timeout, and direct goes down instead
-        assert switch.previous == "direct" and "direct -> " in switch.reason, switch.reason
+        # 100 ms more can make replies overdue: direct in doubt, or down
+        assert switch.reason.startswith(("switch direct -> ", "failover direct -> ",
+                                         "make-before-break: direct suspect")), switch.reason
         # a slower path is not a dead one: direct stays up, so the stream (a pinned
         # flow) may stay; new connections take the faster relay
         assert _connect_via(loop) in RELAYS
