@@ -386,3 +386,24 @@ def test_windows_line_endings_keep_line_numbers(tmp_path):
     result = validate(path)
     line = directives(fixture, "expect")[0].split(":")[0]
     assert result.exit_code == 2 and f"{path}:{line}: peer.address" in result.stderr
+
+
+@pytest.mark.parametrize("prefixes, clash", [
+    (["203.0.113.0/26", "203.0.113.0/24"], "203.0.113.0/24 overlaps 203.0.113.0/26"),
+    (["203.0.113.0/24", "203.0.113.128/25"], "203.0.113.128/25 overlaps 203.0.113.0/24"),
+    (["2001:db8:1:2::/64", "2001:db8::/32"], "2001:db8::/32 overlaps 2001:db8:1:2::/64"),
+    (["203.0.113.0/25", "203.0.113.128/25", "2001:db8::/33", "2001:db8:8000::/33"], None),
+])
+def test_overlap_is_found_whichever_prefix_comes_first(tmp_path, prefixes, clash):
+    # A large destination is checked in linear time: the supernet may come before or
+    # after the prefix it covers, and disjoint siblings never clash.
+    f = tmp_path / "c.toml"
+    f.write_text('[node]\nname = "edge"\naddress = "192.0.2.1"\n'
+                 'tunnel_address = "198.51.100.1"\n[[destination]]\nname = "d"\n'
+                 f'prefixes = {prefixes!r}\npaths = ["direct"]\n'.replace("'", '"'))
+    if clash is None:
+        assert len(config.load(str(f)).destinations[0].prefixes) == len(prefixes)
+    else:
+        with pytest.raises(config.ConfigError) as e:
+            config.load(str(f))
+        assert f"{f}:7: destination.prefixes[1]: {clash}" in str(e.value)
