@@ -287,7 +287,8 @@ def run_and_report(scenarios, rate: float, as_json: bool, tunnels: str,
     if as_json:
         click.echo(json.dumps(summary, sort_keys=True))
     else:
-        Console().print(summary_table(summary))
+        # Not a terminal (make demo in CI, a log): wide enough that no column is cut.
+        Console(width=None if sys.stdout.isatty() else 150).print(summary_table(summary))
 
 
 def demo_options(f):
