@@ -228,6 +228,7 @@ class Record:
     previous: Optional[str]
     weights: dict
     reason: str
+    tiers: dict = field(default_factory=dict)    # path -> usable/held/suspect/unknown/down
 
     def to_dict(self) -> dict:
         return {"event": "decision", "at": round(self.at, 3), "dest": self.dest,
@@ -458,7 +459,8 @@ class Daemon:
             if prev != dec.choice:
                 self.switches[dec.dest] += 1
                 self.chosen_since[dec.dest] = dec.at
-            rec = Record(dec.at, dec.dest, dec.choice, prev, dec.weights, dec.reason)
+            rec = Record(dec.at, dec.dest, dec.choice, prev, dec.weights, dec.reason,
+                         {p: s.tier_name for p, s in dec.scores.items()})
             self.history.append(rec)
             log.info(json.dumps(rec.to_dict(), sort_keys=False))
 
