@@ -58,21 +58,13 @@ def write_configs(directory: str, policy: dict, kind: str = "gre") -> dict[str, 
     return {host: cfgmod.load(p) for host, p in paths.items()}
 
 
-def fake_paths(edge, topo, cfg: cfgmod.Config) -> None:
+def fake_paths(topo, cfg: cfgmod.Config) -> None:
     """tunnels="none": edge's fwmark rules, each peer's table routing to that relay's
     underlay link (peer "relayN" -> host relayN; other names cycle over the relays)."""
-    r = cfg.routing
     relays = ["relay1", "relay2"]
-    lines = [f"rule add fwmark {r.mark(0):#x}/{r.fwmark_mask:#x} lookup main "
-             f"priority {r.priority(0)}"]
-    for i, peer in enumerate(cfg.peers):
-        relay = topo[peer.name if peer.name in relays else relays[i % len(relays)]]
-        gw = topo.link(edge, relay).address(relay, 4)
-        lines += [f"route add default via {gw} dev to-{relay.name} src {edge.address(4)} "
-                  f"table {r.table(peer.id)}",
-                  f"rule add fwmark {r.mark(peer.id):#x}/{r.fwmark_mask:#x} lookup "
-                  f"{r.table(peer.id)} priority {r.priority(peer.id)}"]
-    edge.run(["ip", "-4", "-batch", "-"], input="\n".join(lines) + "\n", check=True)
+    topo.fwmark_paths(cfg.routing, {
+        peer.id: peer.name if peer.name in relays else relays[i % len(relays)]
+        for i, peer in enumerate(cfg.peers)})
 
 
 # -- traffic -----------------------------------------------------------------------
@@ -274,7 +266,7 @@ class LoopLab:
             for r in ("relay1", "relay2"):
                 apply.up(self.configs[r], ns=t[r].netns, run_dir=self.run_dir)
         else:
-            fake_paths(t["edge"], t, self.configs["edge"])
+            fake_paths(t, self.configs["edge"])
         key = mac.read_key(self.configs["edge"].policy.responder_key_file)
         self.responder = ResponderThread(t["origin"], key)
         self.sink = Sink(t["origin"])
@@ -463,7 +455,7 @@ def bench_control(destinations: int, paths: int, interval_ms: int, seconds: floa
         key_file = os.path.join(tmp, "probe.key")
         mac.write_key(key_file)
         cfg = control_config(tmp, key_file, destinations, paths, interval_ms)
-        fake_paths(t["edge"], t, cfg)
+        fake_paths(t, cfg)
         rate = str(destinations * paths * 4000 / interval_ms)
         t["origin"].popen([sys.executable, "-m", "argoctl", "responder", "--listen",
                            f"0.0.0.0:{RESPONDER_PORT}", "--key-file", key_file, "--rate", rate,

@@ -332,7 +332,7 @@ class Daemon:
             if w is None:
                 w = initial_weights(self.cfg, d)
             else:
-                _seed_choice(self.engine, name, choice_of(d.paths, w))
+                self.engine.seed_choice(name, choice_of(d.paths, w))
             self.written[name] = w
             sets[d.id] = pathset(self.cfg, d.paths, w)
         return sets
@@ -581,13 +581,6 @@ class Daemon:
         except FileNotFoundError:
             pass
         log.info(json.dumps({"event": "cleanup", "node": self.cfg.node.name}))
-
-
-def _seed_choice(engine: Engine, dest: str, choice: str) -> None:
-    """Start the engine from the choice a previous run left in the maps, so a
-    restart does not move traffic back to the default path before measuring.
-    (The engine has no public setter; its per-destination state holds `choice`.)"""
-    engine._dests[dest].choice = choice
 
 
 async def run_until_signal(daemon: Daemon) -> None:

@@ -31,18 +31,8 @@ def _lab_with_paths(prefix: str, paths: int, routing: Routing):
 
     t = Topology.default(prefix)
     t.start()
-    edge = t["edge"]
     relays = ["relay1", "relay2"]
-    lines4 = [f"rule add fwmark {routing.mark(0):#x}/{routing.fwmark_mask:#x} lookup main "
-              f"priority {routing.priority(0)}"]
-    for pid in range(1, paths):
-        relay = t[relays[(pid - 1) % len(relays)]]
-        gw = t.link(edge, relay).address(relay, 4)
-        lines4 += [f"route add default via {gw} dev to-{relay.name} src {edge.address(4)} "
-                   f"table {routing.table(pid)}",
-                   f"rule add fwmark {routing.mark(pid):#x}/{routing.fwmark_mask:#x} lookup "
-                   f"{routing.table(pid)} priority {routing.priority(pid)}"]
-    edge.run(["ip", "-4", "-batch", "-"], input="\n".join(lines4) + "\n", check=True)
+    t.fwmark_paths(routing, {pid: relays[(pid - 1) % len(relays)] for pid in range(1, paths)})
     return t
 
 

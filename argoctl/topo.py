@@ -574,3 +574,21 @@ class Topology:
                 if x != "edge":
                     t.add_route(t[x], CLIENT_LAN[f], via=t["edge"])
         return t
+
+    def fwmark_paths(self, routing, relay_of: dict) -> None:
+        """Stand-in paths on the standard lab's edge for kernels without GRE: path id
+        N (`relay_of[N]` = "relay1"/"relay2") routes through that relay's underlay
+        link by its fwmark rule and table, as argoctl's tunnels would; direct (0)
+        looks up main. `routing` is a config.Routing (marks, tables, priorities)."""
+        edge = self["edge"]
+        mask = routing.fwmark_mask
+        lines = [f"rule add fwmark {routing.mark(0):#x}/{mask:#x} lookup main "
+                 f"priority {routing.priority(0)}"]
+        for pid, name in relay_of.items():
+            relay = self[name]
+            gw = self.link(edge, relay).address(relay, 4)
+            lines += [f"route add default via {gw} dev to-{name} src {edge.address(4)} "
+                      f"table {routing.table(pid)}",
+                      f"rule add fwmark {routing.mark(pid):#x}/{mask:#x} lookup "
+                      f"{routing.table(pid)} priority {routing.priority(pid)}"]
+        edge.run(["ip", "-4", "-batch", "-"], input="\n".join(lines) + "\n", check=True)

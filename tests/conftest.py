@@ -28,6 +28,11 @@ import pytest
 
 from argoctl import topo as topology
 
+# Shared test-case modules imported by several test files: rewrite their asserts
+# too, so a failing snapshot comparison prints the difference, not a bare
+# AssertionError.
+pytest.register_assert_rewrite("upcases", "upkit")
+
 TESTS = Path(__file__).resolve().parent
 _PREFIX = re.compile(r"^agt(\d+)n\d+$")
 _counter = itertools.count()
