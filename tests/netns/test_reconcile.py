@@ -180,8 +180,12 @@ def test_cli_config_error_is_exit_2_and_no_change(host, tmp_path):
     assert snap(host) == pre
 
 
-def test_tunnel_kind_missing_from_kernel_fails_cleanly(host, tmp_path):
-    """This kernel has no GRE: up must fail on the link and leave nothing behind."""
+def test_failing_tunnel_link_leaves_nothing_behind(host, tmp_path):
+    """A user's own link already holds the tunnel's name (no argoctl alias, so not
+    ours): creating ag-relay1 fails on any kernel (EEXIST, or no GRE at all), and up
+    must leave nothing behind — the user's link included."""
+    host.run(["ip", "link", "add", "ag-relay1", "type", "veth", "peer", "name", "usr-peer"],
+             check=True)
     path = tmp_path / "gre.toml"
     path.write_text(PEERLESS + """
 [[peer]]
