@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 
 from argoctl import topo as topology
+from argoctl.daemon import pid_alive
 
 # Shared test-case modules imported by several test files: rewrite their asserts
 # too, so a failing snapshot comparison prints the difference, not a bare
@@ -44,16 +45,6 @@ def new_prefix() -> str:
     return f"agt{os.getpid()}n{next(_counter)}"
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def own_namespaces() -> list[str]:
     """Namespaces of this pytest process that still exist."""
     mine = f"agt{os.getpid()}n"
@@ -65,7 +56,7 @@ def stale_namespaces_removed() -> None:
     prefixes = {n.split("-", 1)[0] for n in topology.list_namespaces()}
     for prefix in prefixes:
         m = _PREFIX.match(prefix)
-        if m and not _alive(int(m.group(1))):
+        if m and not pid_alive(int(m.group(1))):
             topology.cleanup_stale(prefix)
 
 
