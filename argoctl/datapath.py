@@ -184,13 +184,25 @@ def load_programs(b, names_: Iterable[str]) -> dict[str, int]:
     fds = {}
     for n in names_:
         if n == "sock_established":
-            fn = b.load_func(n, BPF.SOCK_OPS)
+            args = (BPF.SOCK_OPS,)
+            kw = {}
         elif n in SOCK_PROGRAMS:
-            fn = b.load_func(n, BPF.CGROUP_SOCK_ADDR, attach_type=SOCK_PROGRAMS[n])
+            args, kw = (BPF.CGROUP_SOCK_ADDR,), {"attach_type": SOCK_PROGRAMS[n]}
         else:
-            fn = b.load_func(n, BPF.SCHED_CLS)
-        fds[n] = fn.fd
+            args, kw = (BPF.SCHED_CLS,), {}
+        fds[n] = _load_func(b, n, args, kw).fd
     return fds
+
+
+def _load_func(b, name: str, args: tuple, kw: dict, attempts: int = 5):
+    """b.load_func, retried when the verifier gave up because a signal arrived
+    (EAGAIN; libbpf retries the same way). bcc reports errno only in the text."""
+    for i in range(attempts):
+        try:
+            return b.load_func(name, *args, **kw)
+        except Exception as e:
+            if i == attempts - 1 or "Resource temporarily unavailable" not in str(e):
+                raise
 
 
 def map_fds(b) -> dict[str, int]:
