@@ -46,6 +46,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ipaddress
+import json
 import os
 import signal
 import socket
@@ -476,10 +477,42 @@ class Topology:
                 by_host.setdefault(r.host.netns, []).append(r.line())
             for netns, lines in by_host.items():
                 _ip_batch(netns, lines)
+            self._wait_settled()
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _wait_settled(self, timeout: float = 30.0) -> None:
+        """Return once every link end is operationally up with its IPv6 link-local
+        address. The kernel applies carrier changes late (linkwatch batches them,
+        up to a second apart, longer on a busy host) and adds the link-local
+        address only then: a caller that looked earlier (a snapshot, a probe)
+        would see the lab still changing under it."""
+        ends: dict[str, set[str]] = {}
+        for link in self.links:
+            for end in (link.a, link.b):
+                ends.setdefault(end.host.netns, set()).add(end.ifname)
+        ipv6 = os.path.exists("/proc/sys/net/ipv6")   # our links never disable it
+        deadline = time.monotonic() + timeout
+        pending = dict(ends)
+        while True:
+            for netns in list(pending):
+                out = _run(["ip", "-n", netns, "-j", "addr", "show"]).stdout
+                ready = set()
+                for dev in json.loads(out or "[]"):
+                    ll = any(a.get("family") == "inet6" and a.get("scope") == "link"
+                             for a in dev.get("addr_info", []))
+                    if dev.get("operstate") == "UP" and (ll or not ipv6):
+                        ready.add(dev["ifname"])
+                if pending[netns] <= ready:
+                    del pending[netns]
+            if not pending:
+                return
+            if time.monotonic() > deadline:
+                raise TopologyError(f"links not up after {timeout:.0f}s: "
+                                    + ", ".join(f"{ns}: {sorted(i)}" for ns, i in pending.items()))
+            time.sleep(0.05)
 
     @staticmethod
     def _lo_cidr(address: str) -> str:
