@@ -119,6 +119,16 @@ class Config:
     def path_id(self, path_name: str) -> int:
         return names.DIRECT_PATH_ID if path_name == DIRECT else self.peer(path_name).id
 
+    def measurement(self, dest: "Destination", path: str) -> tuple:
+        """What measuring `path` for `dest` observes. Destinations that probe the
+        same target the same way measure the same thing on a path, so they share
+        one probe stream and one estimator (a thousand prefixes behind one
+        origin cost one probe per path, not a thousand; babeld measures per
+        neighbour, not per route). Without a probe a path is its own."""
+        if dest.probe is None:
+            return ("dest", dest.name, path)
+        return ("probe", path, dest.probe)
+
     def summary(self) -> str:
         """One line for `argoctl validate` (no key material)."""
         n_prefixes = sum(len(d.prefixes) for d in self.destinations)

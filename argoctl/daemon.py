@@ -390,7 +390,7 @@ class Daemon:
         self.engine.probe_result(dest, path, seq, sent_ns, rtt, now_ns)
         if est.state is not before:
             # A state change decides its destination now, not at the next round.
-            self._pending.add(dest)
+            self._pending.update(self.engine.sharers(dest, path))
             if self._pending_handle is None:
                 self._pending_handle = self._loop.call_soon(self._decide_pending)
 

@@ -56,6 +56,11 @@ policy.hold_down_s after it recovered. Flap damping (RFC 2439): each failure
 to the path's penalty, which halves every flap_half_life_s; above
 flap_suppress the path is suppressed (tier 1) until the penalty decays below
 flap_reuse.
+
+Sharing: destinations that measure the same thing on a path (same probe,
+Config.measurement) share that path's estimator and scoring state, scored
+once per decision time however many destinations read it; their decisions
+(hysteresis, hold-down of a demoted path) stay their own.
 """
 
 from __future__ import annotations
@@ -65,7 +70,7 @@ import statistics
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Callable, Iterable, Optional, Sequence
+from typing import Callable, Hashable, Iterable, Optional, Sequence
 
 from argoctl.config import DIRECT, Config, Policy
 from argoctl.estimator import Estimator, Snapshot, State
@@ -151,8 +156,11 @@ class Decision:
 
 
 class _PathState:
+    """A path's measurement and its scoring state; shared by the destinations
+    that measure the same thing (Engine's `groups`)."""
     __slots__ = ("est", "smoothed", "smoothed_at", "penalty", "penalty_at",
-                 "suppressed", "downs_seen", "recovered_seen", "recent", "replies_seen")
+                 "suppressed", "downs_seen", "recovered_seen", "recent", "replies_seen",
+                 "scored", "scored_key")
 
     def __init__(self, est: Estimator):
         self.est = est
@@ -165,10 +173,13 @@ class _PathState:
         self.recovered_seen: Optional[float] = None
         self.recent: deque[float] = deque()    # raw scores of the latest replies
         self.replies_seen = 0
+        self.scored: Optional[PathScore] = None  # the latest score, valid for scored_key
+        self.scored_key: tuple = ()
 
 
 class _DestState:
-    def __init__(self, name: str, paths: Sequence[str], policy: Policy, now: float):
+    def __init__(self, name: str, paths: Sequence[str], policy: Policy, now: float,
+                 path_state: Callable[[str], _PathState]):
         if not paths:
             raise ValueError(f"destination {name!r}: no paths")
         if len(set(paths)) != len(paths):
@@ -176,7 +187,7 @@ class _DestState:
         self.name = name
         self.started = now
         self.order = tuple(paths)
-        self.paths = {p: _PathState(Estimator(policy, now)) for p in paths}
+        self.paths = {p: path_state(p) for p in paths}
         self.choice = DIRECT if DIRECT in self.paths else self.order[0]
         self.dwell: Optional[tuple[str, float]] = None   # (candidate, better since)
         self.demoted: dict[str, float] = {}   # paths left for a better score -> when
@@ -189,22 +200,42 @@ class _DestState:
 class Engine:
     def __init__(self, policy: Policy, destinations: Iterable[tuple[str, Sequence[str]]],
                  clock: Callable[[], float] = time.monotonic,
-                 tuning: Optional[Tuning] = None):
+                 tuning: Optional[Tuning] = None,
+                 groups: Optional[dict[tuple[str, str], Hashable]] = None):
+        """`groups`: (dest, path) -> a key; (dest, path)s with the same key measure the
+        same thing (Config.measurement) and share one estimator and its score,
+        so one probe result serves all of them. Absent: each its own."""
         self.policy = policy
         self.tuning = tuning or Tuning()
         self.clock = clock
         self.interval = policy.probe_interval_ms / 1000.0
+        self._half_life_s = self.tuning.smooth_half_life * self.interval
         now = clock()
+        groups = groups or {}
         self._dests: dict[str, _DestState] = {}
+        shared: dict[Hashable, _PathState] = {}
+        self._sharers: dict[int, list[str]] = {}     # id(_PathState) -> dests, if shared
         for name, paths in destinations:
             if name in self._dests:
                 raise ValueError(f"duplicate destination {name!r}")
-            self._dests[name] = _DestState(name, paths, policy, now)
+
+            def path_state(p: str, name=name) -> _PathState:
+                key = groups.get((name, p))
+                if key is None:
+                    return _PathState(Estimator(policy, now))
+                ps = shared.get(key)
+                if ps is None:
+                    ps = shared[key] = _PathState(Estimator(policy, now))
+                self._sharers.setdefault(id(ps), []).append(name)
+                return ps
+            self._dests[name] = _DestState(name, paths, policy, now, path_state)
 
     @classmethod
     def from_config(cls, cfg: Config, clock: Callable[[], float] = time.monotonic,
                     tuning: Optional[Tuning] = None) -> "Engine":
-        return cls(cfg.policy, [(d.name, d.paths) for d in cfg.destinations], clock, tuning)
+        groups = {(d.name, p): cfg.measurement(d, p) for d in cfg.destinations for p in d.paths}
+        return cls(cfg.policy, [(d.name, d.paths) for d in cfg.destinations], clock, tuning,
+                   groups)
 
     # -- access ---------------------------------------------------------
 
@@ -218,6 +249,12 @@ class Engine:
         The engine's clock must be the same monotonic clock in seconds."""
         self.path(dest, path).on_result(seq, sent_at_ns / 1e9, rtt, now_ns / 1e9)
 
+    def sharers(self, dest: str, path: str) -> tuple[str, ...]:
+        """The destinations whose (dest, path) measurement this one is: a result
+        for it concerns all of them (at least `dest` itself)."""
+        ps = self._dests[dest].paths[path]
+        return tuple(self._sharers.get(id(ps), (dest,)))
+
     def in_doubt(self, dest: str, path: str) -> bool:
         """probe.ProbeScheduler's in_doubt: probe this path faster."""
         return self.path(dest, path).in_doubt
@@ -229,10 +266,10 @@ class Engine:
         destination through the path (SYN-ACKs from any of them clear it);
         handshake RTTs only when the path serves one destination, since they
         mix origins otherwise."""
-        users = [d for d in self._dests.values() if path in d.paths]
-        for d in users:
-            d.paths[path].est.on_passive(syn_sent, synack_rcvd,
-                                         rtt_samples if len(users) == 1 else (), now)
+        users = {id(d.paths[path]): d.paths[path] for d in self._dests.values()
+                 if path in d.paths}
+        for ps in users.values():
+            ps.est.on_passive(syn_sent, synack_rcvd, rtt_samples if len(users) == 1 else (), now)
 
     def paths(self, dest: str) -> tuple[str, ...]:
         return self._dests[dest].order
@@ -283,8 +320,10 @@ class Engine:
         return dec
 
     def _score(self, ps: _PathState, name: str, now: float) -> PathScore:
-        t, pol = self.tuning, self.policy
         est = ps.est
+        if ps.scored_key == (now, est.version):
+            return ps.scored    # shared, and scored for another destination just now
+        t, pol = self.tuning, self.policy
         est.tick(now)
         snap = est.snapshot()
         # Flap damping: decay, then charge new failures.
@@ -301,41 +340,49 @@ class Engine:
             ps.suppressed = True
         elif ps.penalty < t.flap_reuse:
             ps.suppressed = False
-        # Scores.
-        raw = self._metric(snap.last_rtt_ms, snap)
-        base = self._metric(snap.srtt_ms, snap)
+        # Scores: _metric inlined (this runs for every path of every destination
+        # every round): metric(rtt) = (rtt + add) * inv.
+        loss = snap.loss if snap.loss < 0.99 else 0.99
+        inv = 1.0 / (1.0 - loss)
+        add = t.jitter_weight * snap.jitter_ms + t.loss_cost_ms * loss
+        raw = None if snap.last_rtt_ms is None else (snap.last_rtt_ms + add) * inv
+        base = None if snap.srtt_ms is None else (snap.srtt_ms + add) * inv
         if base is None:
             ps.smoothed = None
         elif ps.smoothed is None or snap.recovered_at != ps.recovered_seen:
             ps.smoothed = base      # first sample, or back from down: history is stale
             ps.recovered_seen = snap.recovered_at
         else:
-            dt = max(0.0, now - ps.smoothed_at)
-            k = 1 - 0.5 ** (dt / (t.smooth_half_life * self.interval))
-            ps.smoothed += (base - ps.smoothed) * k
+            dt = now - ps.smoothed_at
+            if dt > 0:
+                ps.smoothed += (base - ps.smoothed) * (1 - 0.5 ** (dt / self._half_life_s))
         ps.smoothed_at = now
-        new = snap.counts["replies"] - ps.replies_seen
+        replies = snap.counts["replies"]
+        new = replies - ps.replies_seen
         if raw is not None and new > 0:
             # Every reply since the last decision, however often we decide.
-            ps.replies_seen = snap.counts["replies"]
-            for rtt in list(est.recent)[-min(new, t.shift_samples):]:
-                ps.recent.append(self._metric(rtt * 1000.0, snap))
-            while len(ps.recent) > t.shift_samples:
-                ps.recent.popleft()
-            if ps.smoothed is not None and len(ps.recent) == t.shift_samples:
+            ps.replies_seen = replies
+            recent, n = ps.recent, t.shift_samples
+            rtts = est.recent
+            for i in range(min(new, n, len(rtts)), 0, -1):
+                recent.append((rtts[-i] * 1000.0 + add) * inv)
+            while len(recent) > n:
+                recent.popleft()
+            if ps.smoothed is not None and len(recent) == n:
                 m = self._margin(ps.smoothed) * t.shift_margins
-                if (all(r > ps.smoothed + m for r in ps.recent)
-                        or all(r < ps.smoothed - m for r in ps.recent)):
-                    ps.smoothed = statistics.median(ps.recent)
-                    ps.recent.clear()
+                if min(recent) > ps.smoothed + m or max(recent) < ps.smoothed - m:
+                    ps.smoothed = statistics.median(recent)
+                    recent.clear()
         held_until = None
         if snap.recovered_at is not None and now < snap.recovered_at + pol.hold_down_s:
             held_until = snap.recovered_at + pol.hold_down_s
         tier = _STATE_TIER.get(snap.state)
         if tier is None:
             tier = HELD if (held_until is not None or ps.suppressed) else USABLE
-        return PathScore(name, snap.state, tier, raw, ps.smoothed, ps.penalty,
-                         ps.suppressed, held_until, snap)
+        ps.scored = PathScore(name, snap.state, tier, raw, ps.smoothed, ps.penalty,
+                              ps.suppressed, held_until, snap)
+        ps.scored_key = (now, est.version)
+        return ps.scored
 
     def _metric(self, rtt_ms: Optional[float], snap: Snapshot) -> Optional[float]:
         if rtt_ms is None:

@@ -124,6 +124,7 @@ class Estimator:
         self._syn_pending_since: Optional[float] = None
         self._last_syn: Optional[float] = None
         self._passive_failing = False
+        self.version = 0       # bumped by every input: "has anything arrived since?"
         self.counts = {"replies": 0, "timeouts": 0, "late": 0, "duplicate": 0,
                        "syn_sent": 0, "synack_rcvd": 0, "passive_rtt": 0,
                        "passive_fail": 0, "suspects": 0, "downs": 0, "recoveries": 0}
@@ -131,6 +132,7 @@ class Estimator:
     # -- inputs ---------------------------------------------------------
 
     def on_reply(self, seq: int, sent_at: float, rtt: Optional[float], now: float) -> None:
+        self.version += 1
         if rtt is None:
             rtt = now - sent_at
         if seq in self._resolved:
@@ -156,6 +158,7 @@ class Estimator:
             self._maybe_recover(now)
 
     def on_timeout(self, seq: int, now: float) -> None:
+        self.version += 1
         if seq in self._resolved:
             return  # already answered (or already counted)
         self._resolve(seq, False)
@@ -192,6 +195,7 @@ class Estimator:
                    rtt_samples: Iterable[float], now: float) -> None:
         """Datapath deltas since the previous call. rtt_samples in seconds (if the
         datapath keeps sum/count, pass [sum/count] for a non-zero count)."""
+        self.version += 1
         self.counts["syn_sent"] += syn_sent
         if syn_sent:
             self._last_syn = now

@@ -17,6 +17,10 @@ has its own mark too). Three kinds:
   (refused) both prove the path reaches the host; the socket is closed at
   once with an RST (linger 0). No answer within the timeout = loss.
 
+Destinations that measure the same thing (Config.measurement: same probe,
+same path) share one stream: one probe per interval for all of them, its
+results addressed to the first (`PathProber.subscribers` lists them all).
+
 Results go to `on_result(dest, path, seq, sent_at_ns, rtt_s_or_None, now_ns)`:
 rtt None means the probe was lost (timed out, or the send failed /
 came back unreachable, which is reported at once). Interval per prober is
@@ -65,7 +69,8 @@ class PathProber:
     running statistics (plain attributes: cheap to update, easy to render)."""
 
     __slots__ = ("dest", "path", "mark", "spec", "seq", "sent", "received", "lost",
-                 "errors", "rtt_min", "rtt_max", "rtt_sum", "limit", "active", "channel")
+                 "errors", "rtt_min", "rtt_max", "rtt_sum", "limit", "active", "channel",
+                 "group", "subscribers")
 
     def __init__(self, dest: str, path: str, mark: int, spec: cfgmod.Probe,
                  limit: Optional[int] = None):
@@ -77,6 +82,9 @@ class PathProber:
         self.limit = limit      # stop after this many probes (one-shot use)
         self.active = True
         self.channel = None     # the scheduler's socket for (kind, mark, family)
+        self.group = None       # sharing key (None: not shared)
+        # every (dest, path) this stream measures; results go to the first
+        self.subscribers: list[tuple[str, str]] = [(dest, path)]
 
     def __repr__(self) -> str:
         return f"<PathProber {self.dest}/{self.path} {self.spec.kind} mark={self.mark:#x}>"
@@ -537,7 +545,8 @@ class ProbeScheduler:
         self.rng = rng or random.Random()
         self.icmp_mode = icmp_mode
         self.wire_seqs = itertools.count(1)       # UDP echo seqs, unique across channels
-        self.probers: dict[tuple[str, str], PathProber] = {}
+        self.probers: dict[tuple[str, str], PathProber] = {}   # shared streams appear once per subscriber
+        self._groups: dict[tuple, PathProber] = {}
         self.channels: dict[tuple[str, int, int], _Channel] = {}
         self.loop: Optional[asyncio.AbstractEventLoop] = None
         self._heap: list = []
@@ -551,8 +560,9 @@ class ProbeScheduler:
     @classmethod
     def from_config(cls, cfg: cfgmod.Config, on_result: OnResult, *,
                     key: Optional[EchoKey] = None, count: Optional[int] = None,
-                    **kw) -> "ProbeScheduler":
-        """A scheduler probing every (destination, path) of a config that has a probe."""
+                    share: bool = True, **kw) -> "ProbeScheduler":
+        """A scheduler probing every (destination, path) of a config that has a probe;
+        `share`: destinations measuring the same thing share streams (Config.measurement)."""
         pol = cfg.policy
         kw.setdefault("interval_ms", pol.probe_interval_ms)
         kw.setdefault("jitter", pol.probe_jitter)
@@ -563,28 +573,50 @@ class ProbeScheduler:
                 continue
             for path in dest.paths:
                 mark = cfg.routing.mark(cfg.path_id(path))
-                sched.add(dest.name, path, mark, dest.probe, limit=count)
+                sched.add(dest.name, path, mark, dest.probe, limit=count,
+                          group=cfg.measurement(dest, path) if share else None)
         return sched
 
     def add(self, dest: str, path: str, mark: int, spec: cfgmod.Probe,
-            limit: Optional[int] = None) -> PathProber:
+            limit: Optional[int] = None, group=None) -> PathProber:
+        """Probe `spec` through `mark` for (dest, path). With a `group` (any
+        hashable; see Config.measurement), (dest, path)s of the same group and
+        mark share one stream: one probe per interval, one result addressed to
+        the stream's first subscriber (its consumer knows who shares it)."""
         if (dest, path) in self.probers:
             raise ValueError(f"already probing {dest} via {path}")
         if spec.kind == "udp" and self.key is None:
             raise ValueError(f"{dest}: udp probes need the responder key (policy.responder_key_file)")
         if spec.kind == "tcp" and not spec.port:
             raise ValueError(f"{dest}: tcp probes need a port")
+        if group is not None:
+            shared = self._groups.get((group, mark))
+            if shared is not None and shared.active:
+                shared.subscribers.append((dest, path))
+                self.probers[(dest, path)] = shared
+                return shared
         prober = PathProber(dest, path, mark, spec, limit)
         prober.channel = self._channel(spec.kind, mark, _family(spec.target))
+        if group is not None:
+            prober.group = (group, mark)
+            self._groups[prober.group] = prober
         self.probers[(dest, path)] = prober
         if self.loop is not None:
             self._schedule(prober, self.rng.random() * self._interval(prober))
         return prober
 
     def remove(self, dest: str, path: str) -> None:
-        """Stop probing; results still in flight for it are dropped."""
+        """Stop probing for (dest, path); a shared stream goes on for the others
+        (the next subscriber receives its results). Results still in flight for
+        a stream that stops are dropped."""
         prober = self.probers.pop((dest, path))
+        prober.subscribers.remove((dest, path))
+        if prober.subscribers:
+            prober.dest, prober.path = prober.subscribers[0]
+            return
         prober.active = False
+        if prober.group is not None and self._groups.get(prober.group) is prober:
+            del self._groups[prober.group]
 
     def _channel(self, kind: str, mark: int, family: int) -> _Channel:
         k = (kind, mark, family)
@@ -610,8 +642,12 @@ class ProbeScheduler:
         self.loop = asyncio.get_running_loop()
         for ch in self.channels.values():
             ch.attach(self.loop)
-        for prober in self.probers.values():
+        for prober in self.streams():
             self._schedule(prober, self.rng.random() * self._interval(prober))
+
+    def streams(self) -> list[PathProber]:
+        """Each probe stream once (a shared one is in `probers` once per subscriber)."""
+        return list({id(p): p for p in self.probers.values()}.values())
 
     def stop(self) -> None:
         """Stop sending and close every socket (not restartable)."""
@@ -659,7 +695,7 @@ class ProbeScheduler:
         horizon = self.loop.time() + self.tick
         while heap and heap[0][0] <= horizon:
             _, _, prober = heapq.heappop(heap)
-            if not prober.active or self.probers.get((prober.dest, prober.path)) is not prober:
+            if not prober.active:
                 continue
             self._probe(prober)
             if not prober.finished:
@@ -737,13 +773,14 @@ class ProbeScheduler:
 
 # -- one-shot measurement (`argoctl probe`) -----------------------------------------
 
-def summary(p: PathProber) -> dict:
-    """A prober's statistics as plain values (ms), for tables and JSON."""
+def summary(p: PathProber, dest: Optional[str] = None, path: Optional[str] = None) -> dict:
+    """A prober's statistics as plain values (ms), for tables and JSON; `dest` and
+    `path` name the row when the stream is shared (default: its first subscriber)."""
     def ms(v):
         return None if v is None else round(v * 1000, 3)
     done = p.received + p.lost
     return {
-        "destination": p.dest, "path": p.path, "kind": p.spec.kind,
+        "destination": dest or p.dest, "path": path or p.path, "kind": p.spec.kind,
         "target": str(p.spec.target), "port": p.spec.port, "mark": p.mark,
         "sent": p.sent, "received": p.received, "lost": p.lost, "send_errors": p.errors,
         "loss": round(p.lost / done, 4) if done else None,
@@ -760,7 +797,7 @@ async def probe_once(cfg: cfgmod.Config, key: Optional[EchoKey], count: int,
     sched.start()
     try:
         await sched.wait_idle()
-        return ([summary(p) for p in sched.probers.values()],
+        return ([summary(p, d, path) for (d, path), p in sched.probers.items()],
                 {path: dict(c) for path, c in sched.rejects().items()})
     finally:
         sched.stop()

@@ -485,3 +485,34 @@ def test_a_stalled_loop_does_not_inflate_rtt_or_lose_replies(lab, kind):
     assert all(rtt is not None and rtt < 0.1 for *_, rtt, _ in results), results
     if kind == "udp":
         assert r.counters["replied"] == 2
+
+
+def test_destinations_probing_the_same_target_share_one_stream(lab):
+    """Three destinations measuring 203.0.113.10:7447 through relay1 cost one probe per
+    interval, not three; results go to the first of them, and to the next once it is
+    removed. A fourth (another target) and the same target through direct stay apart."""
+    r = responder(lab)
+    results, on_result = collect()
+    sched = ProbeScheduler(on_result, key=KEY, **FAST)
+    spec4 = Probe("udp", target(TARGET4), PORT)
+    n = 12
+    shared = [sched.add(d, "relay1", RELAY, spec4, limit=n, group=("g", spec4))
+              for d in ("a", "b", "c")]
+    apart = sched.add("v6", "relay1", RELAY, Probe("udp", target(TARGET6), PORT), limit=n,
+                      group=("g", "other"))
+    direct = sched.add("a", "direct", DIRECT, spec4, limit=n, group=("g", spec4))
+    assert shared[0] is shared[1] is shared[2]
+    assert shared[0].subscribers == [("a", "relay1"), ("b", "relay1"), ("c", "relay1")]
+    assert apart is not shared[0] and direct is not shared[0]
+    sched.remove("a", "relay1")
+    assert sched.probers[("b", "relay1")] is shared[0] and ("a", "relay1") not in sched.probers
+    before = arrivals(lab)
+    run_in(lab["edge"], probe(sched, r))
+    got = delta(before, arrivals(lab))
+    # n for the shared stream + n for v6 through relay1, n through direct (+ stray ND)
+    assert 2 * n <= got["relay1"] < 2 * n + 3 and n <= got["direct"] < n + 3, got
+    by = {}
+    for dest, path, *_ in results:
+        by[(dest, path)] = by.get((dest, path), 0) + 1
+    assert by == {("b", "relay1"): n, ("v6", "relay1"): n, ("a", "direct"): n}, by
+    assert r.counters["replied"] == 3 * n

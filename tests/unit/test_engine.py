@@ -363,3 +363,62 @@ def test_level_shift_is_seen_however_rarely_the_engine_decides():
     rarely = switches(replay(engine(), "d", tr, decide_every=5.0))
     assert len(every) == len(rarely) == 1
     assert at + 5 < rarely[0][0] <= every[0][0] + 5
+
+
+def test_destinations_measuring_the_same_thing_share_one_estimator():
+    groups = {("a", "r1"): "g", ("b", "r1"): "g", ("c", "r1"): "h"}
+    eng = Engine(POLICY, [("a", PATHS), ("b", PATHS), ("c", PATHS)], clock=lambda: 0.0,
+                 groups=groups)
+    assert eng.path("a", "r1") is eng.path("b", "r1") is not eng.path("c", "r1")
+    assert eng.path("a", "direct") is not eng.path("b", "direct")
+    assert eng.sharers("b", "r1") == ("a", "b") and eng.sharers("a", "direct") == ("a",)
+    # one result (addressed to the first sharer, as the prober does) serves both
+    eng.probe_result("a", "r1", 1, 1_000_000_000, 0.020, 1_020_000_000)
+    assert eng.path("b", "r1").snapshot().srtt_ms == pytest.approx(20)
+    assert eng.path("c", "r1").snapshot().srtt_ms is None
+    # path-wide passive evidence reaches each estimator once, not once per sharer
+    eng.on_path_passive("r1", 3, 1, [0.050], now=2.0)
+    assert eng.path("a", "r1").snapshot().counts["syn_sent"] == 3
+    assert eng.path("c", "r1").snapshot().counts["syn_sent"] == 3
+
+
+def test_shared_scores_are_computed_once_but_decisions_stay_per_destination():
+    now = [0.0]
+    eng = Engine(POLICY, [("a", PATHS), ("b", PATHS)], clock=lambda: now[0],
+                 groups={(d, p): p for d in "ab" for p in PATHS})
+    eng.seed_choice("b", "r1")
+    for seq in range(1, 40):
+        for path, rtt in (("direct", 0.050), ("r1", 0.052)):
+            eng.probe_result("a", path, seq, int(now[0] * 1e9), rtt, int((now[0] + rtt) * 1e9))
+        now[0] += 1.0
+        dec = eng.decide()
+    # the same score objects (scored once per decision time) ...
+    assert all(dec["a"].scores[p] is dec["b"].scores[p] for p in PATHS)
+    # ... and each destination's own hysteresis: 2 ms is inside the margins, so
+    # neither leaves the path it started on
+    assert (dec["a"].choice, dec["b"].choice) == ("direct", "r1")
+    # a result arriving at the same clock reading is not hidden by the memo
+    eng.probe_result("a", "r1", 40, int(now[0] * 1e9), None, int(now[0] * 1e9))
+    assert eng.decide_one("b", dec["b"].at).scores["r1"].snapshot.counts["timeouts"] == 1
+
+
+def test_from_config_shares_exactly_the_same_probe_on_the_same_path(tmp_path):
+    from argoctl.config import load
+    body = ['[node]', 'name = "edge"', 'address = "192.0.2.1"',
+            'tunnel_address = "198.51.100.129"',
+            '[[peer]]', 'name = "r1"', 'address = "192.0.2.2"', 'tunnel = "gre"',
+            'tunnel_address = "198.51.100.130"']
+    probes = {"a": 'kind = "tcp", target = "203.0.113.10", port = 443',
+              "b": 'kind = "tcp", target = "203.0.113.10", port = 443',
+              "c": 'kind = "tcp", target = "203.0.113.10", port = 80',
+              "d": None}
+    for i, (name, probe) in enumerate(probes.items()):
+        body += ["[[destination]]", f'name = "{name}"', f'prefixes = ["203.0.113.{64 + i * 8}/29"]',
+                 'paths = ["direct", "r1"]'] + ([f"probe = {{ {probe} }}"] if probe else [])
+    f = tmp_path / "edge.toml"
+    f.write_text("\n".join(body) + "\n")
+    eng = Engine.from_config(load(str(f)), clock=lambda: 0.0)
+    for path in ("direct", "r1"):
+        assert eng.sharers("a", path) == ("a", "b")
+        assert eng.sharers("c", path) == ("c",) and eng.sharers("d", path) == ("d",)
+    assert eng.path("a", "direct") is not eng.path("a", "r1")
