@@ -41,6 +41,7 @@ from argoctl.config import Routing
 
 ORIGIN = "203.0.113.10"
 RESPONDER_PORT = labconfig.RESPONDER_PORT
+CONTROL_PORT_BASE = 20000       # bench control: one responder port per distinct target
 SINK_PORT = 9000
 TCP_PORT = 9001
 IP_PKTINFO = 8
@@ -410,10 +411,19 @@ def bench_failover(interval_ms: int, multiplier: int, pps: float, runs: int, tun
 
 # -- bench control -------------------------------------------------------------------
 
+def control_ports(dests: int, targets: int) -> list[int]:
+    """The responder port each destination probes: `targets` distinct ones."""
+    if targets == 1:
+        return [RESPONDER_PORT] * dests
+    return [CONTROL_PORT_BASE + d % targets for d in range(dests)]
+
+
 def control_config(directory: str, key_file: str, dests: int, paths: int,
-                   interval_ms: int) -> cfgmod.Config:
+                   interval_ms: int, targets: int = 1) -> cfgmod.Config:
     """edge with `paths` - 1 GRE peers (never brought up) and `dests` destinations,
-    each a /64 of origin's IPv6 prefix probed over UDP at origin's responder."""
+    each a /64 of origin's IPv6 prefix probed over UDP at origin's responder, on
+    one of `targets` ports (one port: every destination measures the same thing
+    and they share probes; as many as destinations: nothing is shared)."""
     peers = [f"relay{i}" for i in range(1, paths)]
     out = ['[node]', 'name = "edge"', 'address = "192.0.2.1"', 'tunnel_address = "198.51.100.129"',
            'steer_interfaces = ["to-client"]']
@@ -421,10 +431,10 @@ def control_config(directory: str, key_file: str, dests: int, paths: int,
         out += ["[[peer]]", f'name = "{p}"', f'address = "192.0.2.{2 + i % 2}"', 'tunnel = "gre"',
                 f'tunnel_address = "198.51.100.{130 + i}"', f"gre_key = {i + 1}"]
     plist = ", ".join(json.dumps(p) for p in ["direct", *peers])
-    for d in range(dests):
+    for d, port in enumerate(control_ports(dests, targets)):
         out += ["[[destination]]", f'name = "d{d}"', f'prefixes = ["2001:db8:f:{d:x}::/64"]',
                 f"paths = [{plist}]",
-                f'probe = {{ kind = "udp", target = "{ORIGIN}", port = {RESPONDER_PORT} }}']
+                f'probe = {{ kind = "udp", target = "{ORIGIN}", port = {port} }}']
     out += ["[policy]", f"probe_interval_ms = {interval_ms}", f'responder_key_file = "{key_file}"',
             'metrics_listen = ""']
     path = os.path.join(directory, "control.toml")
@@ -439,13 +449,28 @@ def control_config(directory: str, key_file: str, dests: int, paths: int,
 @click.option("--interval", "interval_ms", type=click.IntRange(min=10), default=1000,
               show_default=True, metavar="MS")
 @click.option("--seconds", type=click.FloatRange(min=1), default=20, show_default=True)
+@click.option("--targets", type=click.IntRange(min=1, max=1000), multiple=True,
+              default=(1000, 1), show_default=True,
+              help="distinct probe targets (responder ports) the destinations spread over; "
+                   "repeat for one run each")
 @click.option("--json", "as_json", is_flag=True, help="(always JSON lines; for symmetry)")
 def bench_control(destinations: int, paths: int, interval_ms: int, seconds: float,
-                  as_json: bool) -> None:
+                  targets: tuple[int, ...], as_json: bool) -> None:
     """Agent CPU (process CPU / wall) of `argoctl run`'s loop for DESTINATIONS x PATHS
     probed every INTERVAL, with datapath, decisions, state file and metrics
-    (namespace lab, fwmark paths, responder in its own process; needs root)."""
+    (namespace lab, fwmark paths, responder in its own process; needs root).
+
+    One run per --targets: with as many targets as destinations every
+    (destination, path) is its own probe stream (DESTINATIONS x PATHS probes per
+    interval, the worst case); with one, all destinations measure the same origin
+    and share a stream per path (Config.measurement)."""
     from argoctl.bench import emit
+    for n in targets:
+        emit(_control_run(destinations, paths, interval_ms, seconds, min(n, destinations)))
+
+
+def _control_run(destinations: int, paths: int, interval_ms: int, seconds: float,
+                 targets: int) -> dict:
     from argoctl.daemon import Daemon, Options
     from argoctl import datapath
     from argoctl.topo import Topology
@@ -454,11 +479,13 @@ def bench_control(destinations: int, paths: int, interval_ms: int, seconds: floa
         t.start()
         key_file = os.path.join(tmp, "probe.key")
         mac.write_key(key_file)
-        cfg = control_config(tmp, key_file, destinations, paths, interval_ms)
+        cfg = control_config(tmp, key_file, destinations, paths, interval_ms, targets)
         fake_paths(t, cfg)
         rate = str(destinations * paths * 4000 / interval_ms)
-        t["origin"].popen([sys.executable, "-m", "argoctl", "responder", "--listen",
-                           f"0.0.0.0:{RESPONDER_PORT}", "--key-file", key_file, "--rate", rate,
+        listen = [a for port in sorted(set(control_ports(destinations, targets)))
+                  for a in ("--listen", f"0.0.0.0:{port}")]
+        t["origin"].popen([sys.executable, "-m", "argoctl", "responder", *listen,
+                           "--key-file", key_file, "--rate", rate,
                            "--global-rate", rate], stderr=subprocess.DEVNULL)
         pin_dir = f"/sys/fs/bpf/argoctl-{t['edge'].netns}"
         d = Daemon(cfg, Options(ns=t["edge"].netns, run_dir=os.path.join(tmp, "run"),
@@ -469,17 +496,25 @@ def bench_control(destinations: int, paths: int, interval_ms: int, seconds: floa
             time.sleep(max(3.0, 3 * interval_ms / 1000))      # warm-up: every path measured
             scrape = d.exporter.text()                        # one scrape: its cost is counted
             r0, w0, res0 = d.rounds, d.map_writes, sum(d.results.values())
-            cpu0, t0 = time.process_time(), time.monotonic()
+            cpu0, t0 = os.times(), time.monotonic()
             time.sleep(seconds)
             scrape = d.exporter.text()
-            cpu1, t1 = time.process_time(), time.monotonic()
+            cpu1, t1 = os.times(), time.monotonic()
             wall = t1 - t0
             ups = sum(1 for n in d.engine.destinations() for s in d.engine.last(n).scores.values()
                       if s.state.value == "up")
             record = {
                 "bench": "control", "kernel": kernel_label(), "destinations": destinations,
-                "paths": paths, "interval_ms": interval_ms, "seconds": seconds,
-                "cpu_percent_of_core": round(100 * (cpu1 - cpu0) / wall, 2),
+                "paths": paths, "probe_targets": targets,
+                "probe_streams": len(d.sched.streams()),
+                "interval_ms": interval_ms, "seconds": seconds,
+                "cpu_percent_of_core": round(100 * (cpu1.user + cpu1.system
+                                                    - cpu0.user - cpu0.system) / wall, 2),
+                # system time includes the lab's far end: a probe's sendto runs the
+                # peer namespace's receive path in this process (veth), as in any
+                # one-host lab; on a real NIC that work happens on the receiver
+                "cpu_user_percent": round(100 * (cpu1.user - cpu0.user) / wall, 2),
+                "cpu_system_percent": round(100 * (cpu1.system - cpu0.system) / wall, 2),
                 "probe_results_per_s": round((sum(d.results.values()) - res0) / wall, 1),
                 "rounds_per_s": round((d.rounds - r0) / wall, 2),
                 "map_write_batches": d.map_writes - w0,
@@ -487,7 +522,7 @@ def bench_control(destinations: int, paths: int, interval_ms: int, seconds: floa
         finally:
             d.stop()
             datapath.detach(pin_dir, netns=t["edge"].netns, cgroup=None)
-    emit(record)
+    return record
 
 
 # -- forged and replayed replies -------------------------------------------------------
