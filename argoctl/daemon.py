@@ -250,6 +250,7 @@ class Daemon:
         self.interval = cfg.policy.probe_interval_ms / 1000.0
         self.engine: Optional[Engine] = None    # made by setup(): its clock starts there
         self.dests = {d.name: d for d in cfg.destinations}
+        self._prefixes = {d.name: [str(p) for p in d.prefixes] for d in cfg.destinations}
         self.lock = InstanceLock(self.state_dir)
         self.maps: Optional[maps.Maps] = None
         self.sched = None
@@ -345,6 +346,9 @@ class Daemon:
         self._loop = asyncio.get_running_loop()
         self._stop = stop or asyncio.Event()
         pol = self.cfg.policy
+        # the per-probe callbacks reach the estimators directly
+        self._est = {(d, p): self.engine.path(d, p)
+                     for d in self.engine.destinations() for p in self.engine.paths(d)}
         self.sched = ProbeScheduler.from_config(
             self.cfg, self._on_result, key=self.opts.key, in_doubt=self._in_doubt,
             fast_divisor=self.opts.fast_divisor, clock=lambda: int(self.clock() * 1e9))
@@ -377,7 +381,7 @@ class Daemon:
 
     def _in_doubt(self, dest: str, path: str) -> bool:
         """The prober's question: probe this path faster? (within the budget)"""
-        return self._doubt_paths <= self.fast_budget[0] and self.engine.in_doubt(dest, path)
+        return self._doubt_paths <= self.fast_budget[0] and self._est[(dest, path)].in_doubt
 
     def _fast_decisions(self) -> bool:
         return bool(self._doubt) and len(self._doubt) <= self.fast_budget[1]
@@ -385,9 +389,9 @@ class Daemon:
     def _on_result(self, dest: str, path: str, seq: int, sent_ns: int,
                    rtt: Optional[float], now_ns: int) -> None:
         self.results[(dest, path, "ok" if rtt is not None else "timeout")] += 1
-        est = self.engine.path(dest, path)
+        est = self._est[(dest, path)]     # Engine.probe_result, without two lookups
         before = est.state
-        self.engine.probe_result(dest, path, seq, sent_ns, rtt, now_ns)
+        est.on_result(seq, sent_ns / 1e9, rtt, now_ns / 1e9)
         if est.state is not before:
             # A state change decides its destination now, not at the next round.
             self._pending.update(self.engine.sharers(dest, path))
@@ -475,7 +479,7 @@ class Daemon:
         dests = {}
         for name, d in self.dests.items():
             dec = self.engine.last(name)
-            entry = {"id": d.id, "prefixes": [str(p) for p in d.prefixes],
+            entry = {"id": d.id, "prefixes": self._prefixes[name],
                      "switches": self.switches[name],
                      "written": {p: [w, up] for p, (w, up) in self.written[name].items()}}
             if dec is not None:

@@ -70,7 +70,7 @@ class PathProber:
 
     __slots__ = ("dest", "path", "mark", "spec", "seq", "sent", "received", "lost",
                  "errors", "rtt_min", "rtt_max", "rtt_sum", "limit", "active", "channel",
-                 "group", "subscribers")
+                 "group", "subscribers", "addr")
 
     def __init__(self, dest: str, path: str, mark: int, spec: cfgmod.Probe,
                  limit: Optional[int] = None):
@@ -83,6 +83,8 @@ class PathProber:
         self.active = True
         self.channel = None     # the scheduler's socket for (kind, mark, family)
         self.group = None       # sharing key (None: not shared)
+        # (address, port) to send to: str() of an ip_address costs more than the send
+        self.addr = (str(spec.target), spec.port)
         # every (dest, path) this stream measures; results go to the first
         self.subscribers: list[tuple[str, str]] = [(dest, path)]
 
@@ -319,8 +321,7 @@ class UdpChannel(_Channel):
         return s
 
     def send(self, prober, seq, sent, deadline):
-        spec = prober.spec
-        dst = (str(spec.target), spec.port or DEFAULT_UDP_PORT)
+        dst = prober.addr if prober.addr[1] else (prober.addr[0], DEFAULT_UDP_PORT)
         wire_seq = next(self.track.seqs)
         data = self.track.request(wire_seq, prober, seq, sent, deadline, dst)
         try:
@@ -394,7 +395,7 @@ class IcmpChannel(_Channel):
             csum = _inet_checksum(hdr + payload)
             hdr = _ICMP_HDR.pack(self.req_type, 0, csum, self.ident, wire_seq)
         # raw ICMPv6 and ping sockets: the kernel computes the checksum
-        target = str(prober.spec.target)
+        target = prober.addr[0]
         self.track.add(wire_seq, prober, seq, sent, deadline, (payload, target))
         try:
             self.sock.sendto(hdr + payload, (target, 0))
@@ -677,11 +678,12 @@ class ProbeScheduler:
 
     def _interval(self, prober: PathProber) -> float:
         """Seconds until the next probe of this prober."""
-        ms = self.intervals.get(prober.dest, self.interval_ms)
+        ms = self.intervals.get(prober.dest, self.interval_ms) if self.intervals \
+            else self.interval_ms
         if self.in_doubt is not None and self.in_doubt(prober.dest, prober.path):
             ms /= self.fast_divisor
         if self.jitter:
-            ms *= 1.0 + self.rng.uniform(-self.jitter, self.jitter)
+            ms *= 1.0 + self.jitter * (2.0 * self.rng.random() - 1.0)
         return ms / 1000.0
 
     def _schedule(self, prober: PathProber, delay: float) -> None:
