@@ -7,6 +7,7 @@ edge and relay1 first, down and failure injection last), to stay fast under TCG.
 
 from __future__ import annotations
 
+import socket
 import time
 
 import pytest
@@ -14,9 +15,11 @@ import pytest
 from argoctl import apply, netlink, plan
 from argoctl.config import Routing
 
-from upkit import MB, TUNNEL_ADDR, Server, counters, delta, snapshot, transfer, write_configs
+from upkit import (MB, ORIGIN6, PORT, TUNNEL_ADDR, Server, counters, delta, snapshot, transfer,
+                   write_configs)
 
 MARK = Routing().mark(1)          # the relay1 path on edge, the edge path on relay1
+PORT6 = PORT + 1
 SMALL = 20 * 1024                 # < 20 packets: "unchanged" allowing for stray ND/keepalive
 
 
@@ -117,6 +120,27 @@ def test_marked_connection_goes_through_the_relay_and_back(env):
     peer_ip, nbytes = env["server"].seen[n]
     assert peer_ip == env["topo"].link(relay, origin).address(relay)
     assert nbytes == MB
+
+
+def test_marked_ipv6_connection_goes_through_the_relay_and_back(env):
+    """The same over IPv6 (the tunnels' underlay stays IPv4): the v6 fwmark rule and
+    table, v6 forwarding, masquerade and the symmetric return on the relay."""
+    edge, relay, origin = env["edge"], env["relay"], env["origin"]
+    server = Server(origin, port=PORT6, family=socket.AF_INET6)
+    try:
+        before = {k: counters(*v) for k, v in (("edge_tun", (edge, "ag-relay1")),
+                                               ("edge_to_origin", (edge, edge.ifname(origin))))}
+        got = transfer(edge, dst=ORIGIN6, port=PORT6, mark=MARK, upload=MB // 4,
+                       download=MB // 4)
+        d = {k: delta(before[k], counters(*v)) for k, v in (
+            ("edge_tun", (edge, "ag-relay1")), ("edge_to_origin", (edge, edge.ifname(origin))))}
+        assert got == MB // 4
+        assert d["edge_tun"]["tx_bytes"] > MB // 4 and d["edge_tun"]["rx_bytes"] > MB // 4, d
+        assert d["edge_to_origin"]["tx_bytes"] < SMALL and d["edge_to_origin"]["rx_bytes"] < SMALL
+        # origin saw the relay's IPv6 address on their link (masqueraded), not the edge's
+        assert server.seen == [(env["topo"].link(relay, origin).address(relay, 6), MB // 4)]
+    finally:
+        server.close()
 
 
 def test_unmarked_connection_goes_direct(env):

@@ -15,6 +15,7 @@ from argoctl import keys
 
 TUNNEL_ADDR = {"edge": "198.51.100.201", "relay1": "198.51.100.202"}
 ORIGIN = "203.0.113.10"
+ORIGIN6 = "2001:db8:f::10"
 PORT = 5999
 SO_MARK = 36
 MB = 1 << 20
@@ -89,11 +90,13 @@ class Server:
     then the client sends `upload` bytes and the server answers with `download` bytes.
     Remembers each connection's peer address and byte count."""
 
-    def __init__(self, host, port=PORT):
+    def __init__(self, host, port=PORT, family=socket.AF_INET):
         with host.inside():
-            self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self.sock = socket.socket(family, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("0.0.0.0", port))
+        if family == socket.AF_INET6:
+            self.sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        self.sock.bind(("0.0.0.0" if family == socket.AF_INET else "::", port))
         self.sock.listen(16)
         self.seen = []      # (peer ip, bytes received)
         self._t = threading.Thread(target=self._loop, daemon=True)
@@ -149,7 +152,7 @@ def transfer(host, dst=ORIGIN, port=PORT, mark=None, upload=64 * 1024, download=
     """Connect from `host` (optionally with SO_MARK), move the bytes both ways; return
     the bytes received. Raises on a stall (socket timeout)."""
     with host.inside():
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s = socket.socket(socket.AF_INET6 if ":" in dst else socket.AF_INET, socket.SOCK_STREAM)
     with s:
         if mark is not None:
             s.setsockopt(socket.SOL_SOCKET, SO_MARK, mark)
