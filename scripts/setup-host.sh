@@ -18,10 +18,11 @@ esac
 # bcc + nftables bindings, the tools tests drive, what virtme-ng needs to boot
 # the distribution kernel, and vagrant (+ its libvirt plugin, systemd-analyze) for
 # the tests that validate the Vagrant lab offline. virtme-ng boots the kernel with
-# qemu and a static busybox for its initramfs.
+# qemu and a static busybox for its initramfs, and runs `file` to check that busybox
+# is static (minimal images lack it: vng then dies with FileNotFoundError).
 pkgs="python3-bpfcc python3-nftables python3-venv nftables iproute2 iputils-ping
       iperf3 tcpdump socat wireguard-tools kmod procps qemu-system-x86 busybox-static
-      gcc make python3 systemd $kernel_pkgs"
+      file gcc make python3 systemd $kernel_pkgs"
 # vagrant-libvirt recommends an NFS server and libguestfs: not needed to validate.
 lean_pkgs="vagrant vagrant-libvirt"
 
