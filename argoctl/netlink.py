@@ -110,6 +110,24 @@ def _sysctl_write(path: str, value: str) -> None:
         f.write(value)
 
 
+_DEVICES = "devices:"     # Saved key prefix: per-device values under a global knob
+
+
+def _device_forwarding(global_path: str) -> dict[str, str]:
+    """{sysctl path: value} of every device's (and the default) forwarding knob of
+    the family of `global_path` (net/ipv4/ip_forward or net/ipv6/conf/all/forwarding)."""
+    base = "net/ipv4/conf" if global_path.startswith("net/ipv4/") else "net/ipv6/conf"
+    out = {}
+    for dev in sorted(os.listdir("/proc/sys/" + base)):
+        if dev == "all":
+            continue
+        path = f"{base}/{dev}/forwarding"
+        value = _sysctl_read(path)
+        if value is not None:
+            out[path] = value
+    return out
+
+
 class Saved:
     """Prior values of global sysctls argoctl changed, persisted so `down` can restore them."""
 
@@ -482,6 +500,10 @@ class Applier:
             saved = self.saved.load()
             if s.path not in saved:
                 saved[s.path] = _sysctl_read(s.path)
+                if saved[s.path] != s.value:
+                    # The kernel copies a global forwarding write onto every
+                    # device: keep the devices' own values to put them back.
+                    saved[_DEVICES + s.path] = _device_forwarding(s.path)
                 self.saved.store(saved)
         _sysctl_write(s.path, s.value)
         self.sysctl_writes += 1
@@ -491,9 +513,15 @@ class Applier:
             return  # per-device: goes away with the device
         saved = self.saved.load()
         prior = saved.pop(s.path, None)
+        devices = saved.pop(_DEVICES + s.path, {})
         if prior is not None:
             _sysctl_write(s.path, prior)
             self.sysctl_writes += 1
+            now = _device_forwarding(s.path)
+            for path, value in devices.items():
+                if path in now and now[path] != value:
+                    _sysctl_write(path, value)
+                    self.sysctl_writes += 1
         self.saved.store(saved)
 
     # -- dispatch

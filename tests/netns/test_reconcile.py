@@ -87,6 +87,26 @@ def test_up_is_idempotent_and_down_restores_everything(host):
     assert snap(host) == pre          # forwarding back to 0, user rule/route/table intact
 
 
+def test_down_gives_devices_back_their_own_forwarding_settings(host):
+    """The kernel copies a global forwarding write onto every device: `down` must not
+    leave the user's per-device choices flattened to the global value."""
+    knobs = ["net.ipv4.conf.lo.forwarding", "net.ipv6.conf.lo.forwarding",
+             "net.ipv4.conf.default.forwarding", "net.ipv4.ip_forward",
+             "net.ipv6.conf.all.forwarding"]
+
+    def values():
+        out = host.run(["sysctl", "-n", *knobs], check=True).stdout.split()
+        return dict(zip(knobs, out))
+    host.run(["sysctl", "-qw", "net.ipv4.conf.lo.forwarding=1",
+              "net.ipv6.conf.lo.forwarding=1"], check=True)
+    pre = values()
+    assert pre == dict(zip(knobs, "11000"))
+    up(host)
+    assert values() == dict(zip(knobs, "11111"))       # the kernel's propagation
+    apply.down(ns=host.netns, run_dir=host.run_dir)
+    assert values() == pre
+
+
 def test_drift_in_rules_nft_and_sysctl_is_restored_exactly(host):
     up(host)
     host.run(["sh", "-ec", """
