@@ -60,20 +60,43 @@ def _version_key(version: str) -> tuple[int, ...]:
     return tuple(int(n) for n in re.findall(r"\d+", version))
 
 
-def _usable(version: str) -> bool:
-    mods = Path("/lib/modules") / version
-    return (mods / "kernel").is_dir() and (mods / "build").exists()
+# What the VM is for: a kernel without these (a cloud flavour that ships netem in an
+# extra package, say) is no better than the running one.
+VM_NEEDS = ("ip_gre", "ip6_gre", "wireguard", "sch_netem")
+
+
+def _modules_of(version: str, root: Path = Path("/lib/modules")) -> set[str]:
+    """Module names a kernel has, loadable (modules.dep) or built in (modules.builtin)."""
+    names = set()
+    for index in ("modules.dep", "modules.builtin"):
+        try:
+            with open(root / version / index) as f:
+                for line in f:
+                    path = line.split(":", 1)[0].strip()
+                    if path:
+                        names.add(path.rsplit("/", 1)[-1].split(".ko", 1)[0].replace("-", "_"))
+        except OSError:
+            continue
+    return names
+
+
+def _usable(version: str, root: Path = Path("/lib/modules")) -> bool:
+    mods = root / version
+    return ((mods / "kernel").is_dir() and (mods / "build").exists()
+            and set(VM_NEEDS) <= _modules_of(version, root))
 
 
 def find_kernel(version: str | None = None) -> Kernel:
-    """The newest /boot/vmlinuz-* with its modules and headers installed, or `version`."""
+    """The newest /boot/vmlinuz-* with its modules (VM_NEEDS among them) and headers
+    installed, or `version`."""
     version = version or os.environ.get("ARGOCTL_VM_KERNEL") or None
     if version:
         kernel = Kernel(version, Path("/boot") / f"vmlinuz-{version}")
         if not kernel.vmlinuz.is_file() or not _usable(version):
             raise RuntimeError(
-                f"kernel {version}: need {kernel.vmlinuz}, {kernel.modules}/kernel and "
-                f"{kernel.modules}/build (install its linux-image and linux-headers)")
+                f"kernel {version}: need {kernel.vmlinuz}, {kernel.modules}/kernel with "
+                f"{', '.join(VM_NEEDS)}, and {kernel.modules}/build (install its "
+                f"linux-image, linux-modules-extra where split, and linux-headers)")
         return kernel
     candidates = sorted(
         (p.name[len("vmlinuz-"):] for p in Path("/boot").glob("vmlinuz-*")),
