@@ -346,9 +346,6 @@ class Daemon:
         self._loop = asyncio.get_running_loop()
         self._stop = stop or asyncio.Event()
         pol = self.cfg.policy
-        # the per-probe callbacks reach the estimators directly
-        self._est = {(d, p): self.engine.path(d, p)
-                     for d in self.engine.destinations() for p in self.engine.paths(d)}
         self.sched = ProbeScheduler.from_config(
             self.cfg, self._on_result, key=self.opts.key, in_doubt=self._in_doubt,
             fast_divisor=self.opts.fast_divisor, clock=lambda: int(self.clock() * 1e9))
@@ -381,7 +378,7 @@ class Daemon:
 
     def _in_doubt(self, dest: str, path: str) -> bool:
         """The prober's question: probe this path faster? (within the budget)"""
-        return self._doubt_paths <= self.fast_budget[0] and self._est[(dest, path)].in_doubt
+        return self._doubt_paths <= self.fast_budget[0] and self.engine.in_doubt(dest, path)
 
     def _fast_decisions(self) -> bool:
         return bool(self._doubt) and len(self._doubt) <= self.fast_budget[1]
@@ -389,9 +386,9 @@ class Daemon:
     def _on_result(self, dest: str, path: str, seq: int, sent_ns: int,
                    rtt: Optional[float], now_ns: int) -> None:
         self.results[(dest, path, "ok" if rtt is not None else "timeout")] += 1
-        est = self._est[(dest, path)]     # Engine.probe_result, without two lookups
+        est = self.engine.path(dest, path)
         before = est.state
-        est.on_result(seq, sent_ns / 1e9, rtt, now_ns / 1e9)
+        self.engine.probe_result(dest, path, seq, sent_ns, rtt, now_ns)
         if est.state is not before:
             # A state change decides its destination now, not at the next round.
             self._pending.update(self.engine.sharers(dest, path))

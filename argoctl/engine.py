@@ -160,7 +160,7 @@ class _PathState:
     that measure the same thing (Engine's `groups`)."""
     __slots__ = ("est", "smoothed", "smoothed_at", "penalty", "penalty_at",
                  "suppressed", "downs_seen", "recovered_seen", "recent", "replies_seen",
-                 "scored", "scored_key")
+                 "scored", "scored_key", "dests")
 
     def __init__(self, est: Estimator):
         self.est = est
@@ -175,6 +175,7 @@ class _PathState:
         self.replies_seen = 0
         self.scored: Optional[PathScore] = None  # the latest score, valid for scored_key
         self.scored_key: tuple = ()
+        self.dests: list[str] = []             # destinations reading this path state
 
 
 class _DestState:
@@ -214,19 +215,18 @@ class Engine:
         groups = groups or {}
         self._dests: dict[str, _DestState] = {}
         shared: dict[Hashable, _PathState] = {}
-        self._sharers: dict[int, list[str]] = {}     # id(_PathState) -> dests, if shared
         for name, paths in destinations:
             if name in self._dests:
                 raise ValueError(f"duplicate destination {name!r}")
 
             def path_state(p: str, name=name) -> _PathState:
                 key = groups.get((name, p))
-                if key is None:
-                    return _PathState(Estimator(policy, now))
-                ps = shared.get(key)
+                ps = shared.get(key) if key is not None else None
                 if ps is None:
-                    ps = shared[key] = _PathState(Estimator(policy, now))
-                self._sharers.setdefault(id(ps), []).append(name)
+                    ps = _PathState(Estimator(policy, now))
+                    if key is not None:
+                        shared[key] = ps
+                ps.dests.append(name)
                 return ps
             self._dests[name] = _DestState(name, paths, policy, now, path_state)
 
@@ -252,8 +252,7 @@ class Engine:
     def sharers(self, dest: str, path: str) -> tuple[str, ...]:
         """The destinations whose (dest, path) measurement this one is: a result
         for it concerns all of them (at least `dest` itself)."""
-        ps = self._dests[dest].paths[path]
-        return tuple(self._sharers.get(id(ps), (dest,)))
+        return tuple(self._dests[dest].paths[path].dests)
 
     def in_doubt(self, dest: str, path: str) -> bool:
         """probe.ProbeScheduler's in_doubt: probe this path faster."""
@@ -340,8 +339,8 @@ class Engine:
             ps.suppressed = True
         elif ps.penalty < t.flap_reuse:
             ps.suppressed = False
-        # Scores: _metric inlined (this runs for every path of every destination
-        # every round): metric(rtt) = (rtt + add) * inv.
+        # Scores (the module docstring's formula), written as
+        # score(rtt) = (rtt + add) * inv: this runs for every path every round.
         loss = snap.loss if snap.loss < 0.99 else 0.99
         inv = 1.0 / (1.0 - loss)
         add = t.jitter_weight * snap.jitter_ms + t.loss_cost_ms * loss
@@ -383,14 +382,6 @@ class Engine:
                               ps.suppressed, held_until, snap)
         ps.scored_key = (now, est.version)
         return ps.scored
-
-    def _metric(self, rtt_ms: Optional[float], snap: Snapshot) -> Optional[float]:
-        if rtt_ms is None:
-            return None
-        t = self.tuning
-        loss = min(snap.loss, 0.99)
-        base = rtt_ms + t.jitter_weight * snap.jitter_ms
-        return (base + t.loss_cost_ms * loss) / (1 - loss)
 
     def _margin(self, score: float) -> float:
         return max(self.policy.switch_relative * score, self.policy.switch_absolute_ms)
