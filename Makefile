@@ -15,8 +15,9 @@ $(STAMPS)/host: scripts/setup-host.sh
 	scripts/setup-host.sh
 	@mkdir -p $(STAMPS) && touch $@
 
-# Re-run pip when the package metadata changes (new install_requires).
-$(STAMPS)/venv: scripts/setup-venv.sh setup.cfg pyproject.toml $(STAMPS)/host
+# Re-run pip when the package metadata changes (new install_requires) or the
+# compiled probe path does (pip install -e . builds argoctl/_echo.c in place).
+$(STAMPS)/venv: scripts/setup-venv.sh setup.cfg setup.py pyproject.toml argoctl/_echo.c $(STAMPS)/host
 	PYTHON=$(PYTHON) VENV=$(VENV) scripts/setup-venv.sh
 	@mkdir -p $(STAMPS) && touch $@
 

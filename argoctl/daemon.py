@@ -269,6 +269,7 @@ class Daemon:
         self._doubt: set[str] = set()            # destinations with a path not up
         n_paths = sum(len(d.paths) for d in cfg.destinations)
         self._doubt_paths = n_paths               # at start every path is unknown
+        self._retimed: set[tuple[str, str]] = set()   # (dest, path)s last seen in doubt
         self.fast_budget = (max(FAST_MIN, int(n_paths * FAST_SHARE)),
                             max(FAST_MIN, int(len(self.dests) * FAST_SHARE)))
         self._pending: set[str] = set()
@@ -348,7 +349,10 @@ class Daemon:
         pol = self.cfg.policy
         self.sched = ProbeScheduler.from_config(
             self.cfg, self._on_result, key=self.opts.key, in_doubt=self._in_doubt,
-            fast_divisor=self.opts.fast_divisor, clock=lambda: int(self.clock() * 1e9))
+            fast_divisor=self.opts.fast_divisor,
+            # the compiled udp path reads CLOCK_MONOTONIC itself: same clock, in ns
+            clock=time.monotonic_ns if self.clock is time.monotonic
+            else lambda: int(self.clock() * 1e9))
         self._start_metrics()
         self.sched.start()
         self.ready.set()
@@ -402,7 +406,20 @@ class Daemon:
 
     def _decide_some(self, dests) -> None:
         now = self.clock()
-        self._apply({d: self.engine.decide_one(d, now) for d in dests})
+        decisions = {d: self.engine.decide_one(d, now) for d in dests}
+        self._retime(decisions)
+        self._apply(decisions)
+
+    def _retime(self, decisions: dict[str, Decision]) -> None:
+        """Tell the prober which streams' doubt may have changed: every path not
+        up now or at the previous look (the compiled udp streams keep their
+        interval until told; Python streams ask at every probe)."""
+        doubt = {(n, p) for n, dec in decisions.items() for p, s in dec.scores.items()
+                 if s.state is not State.UP}
+        before = {pair for pair in self._retimed if pair[0] in decisions}
+        self._retimed = (self._retimed - before) | doubt
+        if doubt or before:
+            self.sched.retime(doubt | before)
 
     def _round(self) -> None:
         self.rounds += 1
@@ -411,6 +428,7 @@ class Daemon:
         decisions = self.engine.decide(now)
         self._doubt_paths = sum(1 for dec in decisions.values() for s in dec.scores.values()
                                 if s.state is not State.UP)
+        self._retime(decisions)
         self._apply(decisions)
 
     def _poll_passive(self, now: float) -> None:

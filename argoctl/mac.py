@@ -87,6 +87,12 @@ class EchoKey:
     def mac(self, body: bytes) -> bytes:
         return hmac.digest(self._key, body, "sha256")[:MAC_LEN]
 
+    def native_channel(self, fd: int, family: int, timeout_ns: int, jitter: float, seed: int):
+        """The compiled echo channel (argoctl._echo.Channel) on socket `fd`, keyed
+        with this key: the key goes to it and nowhere else."""
+        from argoctl import _echo
+        return _echo.Channel(fd, family, bytes(self._key), self.key_id, timeout_ns, jitter, seed)
+
     def request(self, seq: int, sent: int, nonce: bytes) -> bytes:
         body = _BODY.pack(MAGIC, VERSION, REQUEST, self.key_id, seq, sent, nonce, 0)
         return body + self.mac(body)

@@ -47,6 +47,11 @@ from typing import Callable, Iterable, Optional
 from argoctl import config as cfgmod
 from argoctl.mac import NONCE_LEN, REPLY, EchoKey, WireError
 
+try:   # the compiled udp path (argoctl/_echo.c, built by `pip install -e .`)
+    from argoctl import _echo
+except ImportError:   # not built: the Python channel does the same job, slower
+    _echo = None
+
 log = logging.getLogger(__name__)
 
 OnResult = Callable[[str, str, int, int, Optional[float], int], None]
@@ -68,15 +73,15 @@ class PathProber:
     """State of one (destination, path): what to probe, through which mark, and
     running statistics (plain attributes: cheap to update, easy to render)."""
 
-    __slots__ = ("dest", "path", "mark", "spec", "seq", "sent", "received", "lost",
+    __slots__ = ("dest", "path", "mark", "spec", "_seq", "_sent", "received", "lost",
                  "errors", "rtt_min", "rtt_max", "rtt_sum", "limit", "active", "channel",
-                 "group", "subscribers", "addr")
+                 "group", "subscribers", "addr", "slot")
 
     def __init__(self, dest: str, path: str, mark: int, spec: cfgmod.Probe,
                  limit: Optional[int] = None):
         self.dest, self.path, self.mark, self.spec = dest, path, mark, spec
-        self.seq = 0            # last seq sent (1-based), reported in on_result
-        self.sent = self.received = self.lost = self.errors = 0
+        self._seq = self._sent = 0
+        self.received = self.lost = self.errors = 0
         self.rtt_min = self.rtt_max = None
         self.rtt_sum = 0.0
         self.limit = limit      # stop after this many probes (one-shot use)
@@ -87,6 +92,25 @@ class PathProber:
         self.addr = (str(spec.target), spec.port)
         # every (dest, path) this stream measures; results go to the first
         self.subscribers: list[tuple[str, str]] = [(dest, path)]
+        self.slot: Optional[int] = None   # its stream in a NativeUdpChannel
+
+    # seq: the last seq sent (1-based), reported in on_result; sent: probes sent.
+    # A stream on the compiled path counts them in C: read through.
+    @property
+    def seq(self) -> int:
+        return self._seq if self.slot is None else self.channel.engine.stream(self.slot)[0]
+
+    @seq.setter
+    def seq(self, v: int) -> None:
+        self._seq = v
+
+    @property
+    def sent(self) -> int:
+        return self._sent if self.slot is None else self.channel.engine.stream(self.slot)[1]
+
+    @sent.setter
+    def sent(self, v: int) -> None:
+        self._sent = v
 
     def __repr__(self) -> str:
         return f"<PathProber {self.dest}/{self.path} {self.spec.kind} mark={self.mark:#x}>"
@@ -336,6 +360,88 @@ class UdpChannel(_Channel):
             self.sched.deliver(entry[0], entry[1], entry[2], now)
 
 
+class NativeUdpChannel(UdpChannel):
+    """UdpChannel with the hot path compiled (argoctl/_echo.c): the channel
+    schedules its own streams (interval +- jitter, set by the scheduler),
+    sends, matches and times out in C, and hands back results in batches.
+    Same wire format, same verdicts and reject counters."""
+
+    native = True
+
+    def __init__(self, sched, mark, family, key: EchoKey):
+        super().__init__(sched, mark, family, key)
+        self.key = key
+        self.engine = None           # the _echo.Channel, made with the socket
+        self.streams: list[PathProber] = []   # slot -> prober
+        self._waiting: list[tuple[PathProber, float]] = []   # added before attach
+
+    @property
+    def rejects(self) -> Counter:
+        return Counter(self.engine.rejects()) if self.engine is not None else Counter()
+
+    def attach(self, loop):
+        self.sock = self.open()
+        s = self.sched
+        self.engine = self.key.native_channel(self.sock.fileno(), self.family, s.timeout_ns,
+                                              s.jitter, s.rng.getrandbits(63))
+        waiting, self._waiting = self._waiting, []
+        for prober, first in waiting:
+            self.schedule(prober, first)
+        loop.add_reader(self.sock.fileno(), self.drain)
+
+    def schedule(self, prober: PathProber, first_due: float) -> None:
+        """Start `prober`'s stream; first probe at loop time `first_due` (s)."""
+        if self.engine is None:
+            self._waiting.append((prober, first_due))
+            return
+        port = prober.addr[1] or DEFAULT_UDP_PORT
+        prober.slot = self.engine.add(prober.addr[0], port, self.sched.base_interval_ns(prober),
+                                      int(first_due * 1e9), -1 if prober.limit is None
+                                      else prober.limit)
+        self.streams.append(prober)
+
+    def unschedule(self, prober: PathProber) -> None:
+        if prober.slot is not None:
+            self.engine.remove(prober.slot)
+        else:
+            self._waiting = [w for w in self._waiting if w[0] is not prober]
+
+    def retime(self, prober: PathProber) -> None:
+        if prober.slot is not None:
+            self.engine.set_interval(prober.slot, self.sched.base_interval_ns(prober))
+
+    def send_due(self, horizon: float) -> Optional[float]:
+        """Send what is due by loop time `horizon`; the next due time (s) or None."""
+        nxt = self.engine.send_due(int(horizon * 1e9))
+        self.deliver_results()
+        return None if nxt < 0 else nxt / 1e9
+
+    def drain(self):
+        if self.sock is not None:
+            self.engine.drain()
+            self.deliver_results()
+
+    def expire(self, now: int) -> Optional[int]:
+        """Time out what is overdue at `now` (ns); the next deadline or None."""
+        self.engine.expire(now)
+        self.deliver_results()
+        d = self.engine.next_deadline()
+        return None if d < 0 else d
+
+    def deliver_results(self) -> None:
+        deliver, streams = self.sched.deliver, self.streams
+        for slot, seq, sent, at, code in self.engine.results():
+            prober = streams[slot]
+            if code == 2:   # the send failed: a loss reported at once
+                prober.errors += 1
+            deliver(prober, seq, sent, at, code != 0)
+
+    def idle(self) -> bool:
+        if self.engine is None:
+            return not any(p.limit is None or p.limit > 0 for p, _ in self._waiting)
+        return self.engine.exhausted() and not self.engine.pending()
+
+
 _ICMP = {
     socket.AF_INET: (socket.IPPROTO_ICMP, 8, 0),        # proto, echo request, echo reply
     socket.AF_INET6: (socket.IPPROTO_ICMPV6, 128, 129),
@@ -532,7 +638,16 @@ class ProbeScheduler:
                  fast_divisor: float = 4, key: Optional[EchoKey] = None,
                  clock: Callable[[], int] = time.monotonic_ns,
                  rng: Optional[random.Random] = None, icmp_mode: str = "auto",
-                 intervals: Optional[dict[str, float]] = None, tick_ms: float = 5):
+                 intervals: Optional[dict[str, float]] = None, tick_ms: float = 5,
+                 native: Optional[bool] = None):
+        """`native`: udp streams on the compiled path (argoctl._echo), which
+        times with CLOCK_MONOTONIC; None = when it is built and `clock` is
+        time.monotonic_ns."""
+        if native is None:
+            native = _echo is not None and clock is time.monotonic_ns
+        elif native and (_echo is None or clock is not time.monotonic_ns):
+            raise ValueError("native udp probes need argoctl._echo and clock=time.monotonic_ns")
+        self.native = native
         self.on_result = on_result
         self.in_doubt = in_doubt
         self.interval_ms = interval_ms
@@ -603,7 +718,7 @@ class ProbeScheduler:
             self._groups[prober.group] = prober
         self.probers[(dest, path)] = prober
         if self.loop is not None:
-            self._schedule(prober, self.rng.random() * self._interval(prober))
+            self._start_stream(prober)
         return prober
 
     def remove(self, dest: str, path: str) -> None:
@@ -616,6 +731,8 @@ class ProbeScheduler:
             prober.dest, prober.path = prober.subscribers[0]
             return
         prober.active = False
+        if isinstance(prober.channel, NativeUdpChannel):
+            prober.channel.unschedule(prober)
         if prober.group is not None and self._groups.get(prober.group) is prober:
             del self._groups[prober.group]
 
@@ -624,7 +741,8 @@ class ProbeScheduler:
         ch = self.channels.get(k)
         if ch is None:
             if kind == "udp":
-                ch = UdpChannel(self, mark, family, self.key)
+                ch = (NativeUdpChannel if self.native else UdpChannel)(self, mark, family,
+                                                                       self.key)
             elif kind == "icmp":
                 ch = IcmpChannel(self, mark, family, self.icmp_mode)
             elif kind == "tcp":
@@ -644,7 +762,27 @@ class ProbeScheduler:
         for ch in self.channels.values():
             ch.attach(self.loop)
         for prober in self.streams():
-            self._schedule(prober, self.rng.random() * self._interval(prober))
+            self._start_stream(prober)
+
+    def _start_stream(self, prober: PathProber) -> None:
+        delay = self.rng.random() * self._interval(prober)
+        if isinstance(prober.channel, NativeUdpChannel):
+            at = self.loop.time() + delay
+            prober.channel.schedule(prober, at)
+            self._send_timer.arm(self.loop, at)
+        else:
+            self._schedule(prober, delay)
+
+    def _native(self) -> list[NativeUdpChannel]:
+        return [ch for ch in self.channels.values() if isinstance(ch, NativeUdpChannel)]
+
+    def retime(self, pairs: Iterable[tuple[str, str]]) -> None:
+        """Recompute the interval of these (dest, path)s' streams: their doubt
+        changed. (Python streams recompute it at every probe anyway.)"""
+        for pair in pairs:
+            prober = self.probers.get(pair)
+            if prober is not None and isinstance(prober.channel, NativeUdpChannel):
+                prober.channel.retime(prober)
 
     def streams(self) -> list[PathProber]:
         """Each probe stream once (a shared one is in `probers` once per subscriber)."""
@@ -676,12 +814,20 @@ class ProbeScheduler:
                 out[prober.path] = by_mark[prober.mark]
         return out
 
-    def _interval(self, prober: PathProber) -> float:
-        """Seconds until the next probe of this prober."""
+    def _base_ms(self, prober: PathProber) -> float:
+        """The prober's interval before jitter (ms): faster while in doubt."""
         ms = self.intervals.get(prober.dest, self.interval_ms) if self.intervals \
             else self.interval_ms
         if self.in_doubt is not None and self.in_doubt(prober.dest, prober.path):
             ms /= self.fast_divisor
+        return ms
+
+    def base_interval_ns(self, prober: PathProber) -> int:
+        return max(1, int(self._base_ms(prober) * 1e6))
+
+    def _interval(self, prober: PathProber) -> float:
+        """Seconds until the next probe of this prober."""
+        ms = self._base_ms(prober)
         if self.jitter:
             ms *= 1.0 + self.jitter * (2.0 * self.rng.random() - 1.0)
         return ms / 1000.0
@@ -705,6 +851,12 @@ class ProbeScheduler:
                                       next(self._tie), prober))
         if heap:
             self._send_timer.arm(self.loop, heap[0][0])
+        for ch in self._native():
+            nxt = ch.send_due(horizon)
+            if nxt is not None:
+                self._send_timer.arm(self.loop, nxt)
+            if self._sweep_timer.handle is None and ch.engine.pending():
+                self._arm_sweep(ch.engine.next_deadline())
         self._check_idle()
 
     def _probe(self, prober: PathProber) -> None:
@@ -733,9 +885,12 @@ class ProbeScheduler:
         nxt = None
         for ch in self.channels.values():
             ch.drain()  # replies already queued are not losses, however late we run
-            for entry in ch.track.expire(now):
-                self.deliver(entry[0], entry[1], entry[2], now, lost=True)
-            d = ch.track.next_deadline()
+            if isinstance(ch, NativeUdpChannel):
+                d = ch.expire(now) if ch.engine is not None else None
+            else:
+                for entry in ch.track.expire(now):
+                    self.deliver(entry[0], entry[1], entry[2], now, lost=True)
+                d = ch.track.next_deadline()
             if d is not None and (nxt is None or d < nxt):
                 nxt = d
         if nxt is not None:
@@ -765,8 +920,14 @@ class ProbeScheduler:
             self._check_idle()
 
     def _is_idle(self) -> bool:
-        return (all(p.finished for p in self.probers.values())
-                and not any(ch.track.pending for ch in self.channels.values()))
+        for ch in self.channels.values():
+            if isinstance(ch, NativeUdpChannel):
+                if not ch.idle():
+                    return False
+            elif ch.track.pending:
+                return False
+        return all(p.finished for p in self.probers.values()
+                   if not isinstance(p.channel, NativeUdpChannel))
 
     def _check_idle(self) -> None:
         if self._idle is not None and not self._idle.done() and self._is_idle():

@@ -24,6 +24,7 @@ import time
 import pytest
 
 from argoctl import mac
+from argoctl import probe as probemod
 from argoctl.config import Probe, Routing
 from argoctl.probe import ProbeScheduler
 from argoctl.responder import Responder
@@ -34,6 +35,18 @@ ROUTING = Routing()
 DIRECT, RELAY = ROUTING.mark(0), ROUTING.mark(1)
 KEY = mac.EchoKey(b"probe-test-key-".ljust(32, b"k"))
 FAST = dict(interval_ms=20, jitter=0.1, timeout_ms=300)
+
+
+@pytest.fixture(autouse=True, params=["compiled", "python"])
+def udp_impl(request, monkeypatch):
+    """Every test twice: udp streams on the compiled path (argoctl/_echo.c, the
+    default) and on the Python channel (used when the extension is not built).
+    The compiled one must be built here: `make setup` builds it."""
+    if request.param == "python":
+        monkeypatch.setattr(probemod, "_echo", None)
+    else:
+        assert probemod._echo is not None, "argoctl._echo is not built (pip install -e .)"
+    return request.param
 
 
 @pytest.fixture(scope="module")
