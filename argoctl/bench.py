@@ -37,9 +37,10 @@ bench.add_command(bench_datapath)
 bench.add_command(bench_datapath_throughput)
 
 
-from argoctl.enginebench import engine_bench  # noqa: E402
+from argoctl.enginebench import engine_bench, state_bench  # noqa: E402
 
 bench.add_command(engine_bench)
+bench.add_command(state_bench)
 
 
 from argoctl.bench_loop import bench_control, bench_failover  # noqa: E402
