@@ -73,13 +73,15 @@ from dataclasses import dataclass
 from typing import Callable, Hashable, Iterable, Optional, Sequence
 
 from argoctl.config import DIRECT, Config, Policy
-from argoctl.estimator import Estimator, Snapshot, State
+from argoctl.estimator import DOWN as S_DOWN, UP as S_UP, Estimator, Snapshot, State
 
 TOTAL_WEIGHT = 100         # weights of one destination add up to this
 
 USABLE, HELD, SUSPECT, UNKNOWN, DOWN = range(5)
 TIER_NAMES = ("usable", "held", "suspect", "unknown", "down")
 _STATE_TIER = {State.DOWN: DOWN, State.UNKNOWN: UNKNOWN, State.SUSPECT: SUSPECT}
+# (weight, up) of a path in a single-path decision, shared by all of them
+_ALL_UP, _NONE_UP, _NONE_DOWN = (TOTAL_WEIGHT, True), (0, True), (0, False)
 
 
 @dataclass(frozen=True)
@@ -125,17 +127,45 @@ class PathScore:
         return TIER_NAMES[self.tier]
 
 
-@dataclass(slots=True)
 class Decision:
     """The datapath writer applies `weights`: per path (weight for new flows,
-    up). A path with weight 0 keeps its established flows unless it is down."""
-    dest: str
-    choice: str
-    weights: dict[str, tuple[int, bool]]
-    reason: str
-    scores: dict[str, PathScore]
-    changed: bool
-    at: float
+    up). A path with weight 0 keeps its established flows unless it is down.
+
+    `reason` is given as text or as (str.format template, args): most decisions
+    keep the choice every round and nobody reads why, so the text is made when
+    first read (the args are values fixed at decision time: same text)."""
+    __slots__ = ("dest", "choice", "weights", "_reason", "scores", "changed", "at")
+
+    def __init__(self, dest: str, choice: str, weights: dict[str, tuple[int, bool]],
+                 reason, scores: dict[str, PathScore], changed: bool, at: float):
+        self.dest = dest
+        self.choice = choice
+        self.weights = weights
+        self._reason = reason
+        self.scores = scores
+        self.changed = changed
+        self.at = at
+
+    @property
+    def reason(self) -> str:
+        r = self._reason
+        if r.__class__ is not str:
+            r = self._reason = r[0].format(*r[1])
+        return r
+
+    def __repr__(self) -> str:
+        return (f"Decision(dest={self.dest!r}, choice={self.choice!r}, weights={self.weights!r}, "
+                f"reason={self.reason!r}, scores={self.scores!r}, changed={self.changed!r}, "
+                f"at={self.at!r})")
+
+    def __eq__(self, other) -> bool:
+        if other.__class__ is not Decision:
+            return NotImplemented
+        return ((self.dest, self.choice, self.weights, self.reason, self.scores, self.changed,
+                 self.at) == (other.dest, other.choice, other.weights, other.reason,
+                              other.scores, other.changed, other.at))
+
+    __hash__ = None     # (as the dataclass it was: mutable, compared by value)
 
     def explain(self) -> str:
         lines = [f"{self.dest}: {self.choice} - {self.reason}"]
@@ -160,9 +190,9 @@ class _PathState:
     that measure the same thing (Engine's `groups`)."""
     __slots__ = ("est", "smoothed", "smoothed_at", "penalty", "penalty_at",
                  "suppressed", "downs_seen", "recovered_seen", "recent", "replies_seen",
-                 "scored", "scored_key", "dests")
+                 "scored", "scored_now", "scored_version", "dests")
 
-    def __init__(self, est: Estimator):
+    def __init__(self, est: Estimator, shift_samples: int):
         self.est = est
         self.smoothed: Optional[float] = None
         self.smoothed_at = 0.0
@@ -171,10 +201,13 @@ class _PathState:
         self.suppressed = False
         self.downs_seen = 0
         self.recovered_seen: Optional[float] = None
-        self.recent: deque[float] = deque()    # raw scores of the latest replies
+        # raw scores of the latest replies (the level-shift test's window)
+        self.recent: deque[float] = deque(maxlen=shift_samples)
         self.replies_seen = 0
-        self.scored: Optional[PathScore] = None  # the latest score, valid for scored_key
-        self.scored_key: tuple = ()
+        # the latest score, valid at scored_now while est.version is scored_version
+        self.scored: Optional[PathScore] = None
+        self.scored_now: Optional[float] = None
+        self.scored_version = -1
         self.dests: list[str] = []             # destinations reading this path state
 
 
@@ -211,6 +244,11 @@ class Engine:
         self.clock = clock
         self.interval = policy.probe_interval_ms / 1000.0
         self._half_life_s = self.tuning.smooth_half_life * self.interval
+        # Per-path-per-decision constants, and the smoothing factor of the
+        # latest time step (every path of a round has the same one).
+        self._rel, self._abs = policy.switch_relative, policy.switch_absolute_ms
+        self._decay_dt: Optional[float] = None
+        self._decay = 0.0
         now = clock()
         groups = groups or {}
         self._dests: dict[str, _DestState] = {}
@@ -223,7 +261,7 @@ class Engine:
                 key = groups.get((name, p))
                 ps = shared.get(key) if key is not None else None
                 if ps is None:
-                    ps = _PathState(Estimator(policy, now))
+                    ps = _PathState(Estimator(policy, now), self.tuning.shift_samples)
                     if key is not None:
                         shared[key] = ps
                 ps.dests.append(name)
@@ -247,7 +285,11 @@ class Engine:
                      rtt: Optional[float], now_ns: int) -> None:
         """probe.ProbeScheduler's on_result (times in ns, rtt in s or None).
         The engine's clock must be the same monotonic clock in seconds."""
-        self.path(dest, path).on_result(seq, sent_at_ns / 1e9, rtt, now_ns / 1e9)
+        est = self._dests[dest].paths[path].est      # (Estimator.on_result, inlined)
+        if rtt is None:
+            est.on_timeout(seq, now_ns / 1e9)
+        else:
+            est.on_reply(seq, sent_at_ns / 1e9, rtt, now_ns / 1e9)
 
     def sharers(self, dest: str, path: str) -> tuple[str, ...]:
         """The destinations whose (dest, path) measurement this one is: a result
@@ -308,7 +350,8 @@ class Engine:
         return self._decide(self._dests[dest], self.clock() if now is None else now)
 
     def _decide(self, d: _DestState, now: float) -> Decision:
-        scores = {p: self._score(d.paths[p], p, now) for p in d.order}
+        score, paths = self._score, d.paths
+        scores = {p: score(paths[p], p, now) for p in d.order}
         choice, reason = self._choose(d, scores, now)
         d.choice = choice
         weights = self._weights(d, scores, choice)
@@ -319,91 +362,119 @@ class Engine:
         return dec
 
     def _score(self, ps: _PathState, name: str, now: float) -> PathScore:
+        # Runs for every path every round: attribute reads are hoisted into
+        # locals, and nothing is computed that the common case does not need.
         est = ps.est
-        if ps.scored_key == (now, est.version):
+        if ps.scored_now == now and ps.scored_version == est.version:
             return ps.scored    # shared, and scored for another destination just now
-        t, pol = self.tuning, self.policy
+        t = self.tuning
         est.tick(now)
         snap = est.snapshot()
+        counts = snap.counts
         # Flap damping: decay, then charge new failures.
-        if ps.penalty:
-            ps.penalty *= 0.5 ** ((now - ps.penalty_at) / t.flap_half_life_s)
+        penalty = ps.penalty
+        if penalty:
+            penalty *= 0.5 ** ((now - ps.penalty_at) / t.flap_half_life_s)
         ps.penalty_at = now
         # A failure is a path going down, or its handshakes failing (passive).
-        downs = snap.counts["downs"] + snap.counts["passive_fail"]
+        downs = counts["downs"] + counts["passive_fail"]
         if downs > ps.downs_seen:
             cap = t.flap_reuse * 2 ** (t.flap_max_suppress_s / t.flap_half_life_s)
-            ps.penalty = min(cap, ps.penalty + t.flap_penalty * (downs - ps.downs_seen))
+            penalty = min(cap, penalty + t.flap_penalty * (downs - ps.downs_seen))
             ps.downs_seen = downs
-        if ps.penalty > t.flap_suppress:
+        ps.penalty = penalty
+        if penalty > t.flap_suppress:
             ps.suppressed = True
-        elif ps.penalty < t.flap_reuse:
+        elif penalty < t.flap_reuse:
             ps.suppressed = False
         # Scores (the module docstring's formula), written as
-        # score(rtt) = (rtt + add) * inv: this runs for every path every round.
-        loss = snap.loss if snap.loss < 0.99 else 0.99
+        # score(rtt) = (rtt + add) * inv.
+        loss = snap.loss
+        if loss >= 0.99:
+            loss = 0.99
         inv = 1.0 / (1.0 - loss)
         add = t.jitter_weight * snap.jitter_ms + t.loss_cost_ms * loss
-        raw = None if snap.last_rtt_ms is None else (snap.last_rtt_ms + add) * inv
-        base = None if snap.srtt_ms is None else (snap.srtt_ms + add) * inv
-        if base is None:
-            ps.smoothed = None
-        elif ps.smoothed is None or snap.recovered_at != ps.recovered_seen:
-            ps.smoothed = base      # first sample, or back from down: history is stale
-            ps.recovered_seen = snap.recovered_at
+        last_ms, srtt_ms, recovered = snap.last_rtt_ms, snap.srtt_ms, snap.recovered_at
+        raw = None if last_ms is None else (last_ms + add) * inv
+        smoothed = ps.smoothed
+        if srtt_ms is None:
+            smoothed = None
         else:
-            dt = now - ps.smoothed_at
-            if dt > 0:
-                ps.smoothed += (base - ps.smoothed) * (1 - 0.5 ** (dt / self._half_life_s))
+            base = (srtt_ms + add) * inv
+            if smoothed is None or recovered != ps.recovered_seen:
+                smoothed = base      # first sample, or back from down: history is stale
+                ps.recovered_seen = recovered
+            else:
+                dt = now - ps.smoothed_at
+                if dt > 0:
+                    if dt != self._decay_dt:
+                        self._decay_dt, self._decay = dt, 1 - 0.5 ** (dt / self._half_life_s)
+                    smoothed += (base - smoothed) * self._decay
         ps.smoothed_at = now
-        replies = snap.counts["replies"]
+        replies = counts["replies"]
         new = replies - ps.replies_seen
         if raw is not None and new > 0:
-            # Every reply since the last decision, however often we decide.
+            # Every reply since the last decision, however often we decide
+            # (`recent` keeps the last shift_samples).
             ps.replies_seen = replies
             recent, n = ps.recent, t.shift_samples
-            rtts = est.recent
-            for i in range(min(new, n, len(rtts)), 0, -1):
-                recent.append((rtts[-i] * 1000.0 + add) * inv)
-            while len(recent) > n:
-                recent.popleft()
-            if ps.smoothed is not None and len(recent) == n:
-                m = self._margin(ps.smoothed) * t.shift_margins
-                if min(recent) > ps.smoothed + m or max(recent) < ps.smoothed - m:
-                    ps.smoothed = statistics.median(recent)
+            if new == 1:
+                recent.append(raw)      # the latest reply's raw score
+            else:
+                rtts = est.recent
+                for i in range(min(new, n, len(rtts)), 0, -1):
+                    recent.append((rtts[-i] * 1000.0 + add) * inv)
+            if smoothed is not None and len(recent) == n:
+                m = smoothed * self._rel
+                if m < self._abs:
+                    m = self._abs
+                m *= t.shift_margins
+                if min(recent) > smoothed + m or max(recent) < smoothed - m:
+                    smoothed = statistics.median(recent)
                     recent.clear()
+        ps.smoothed = smoothed
         held_until = None
-        if snap.recovered_at is not None and now < snap.recovered_at + pol.hold_down_s:
-            held_until = snap.recovered_at + pol.hold_down_s
-        tier = _STATE_TIER.get(snap.state)
-        if tier is None:
+        if recovered is not None and now < recovered + self.policy.hold_down_s:
+            held_until = recovered + self.policy.hold_down_s
+        state = snap.state
+        if state is S_UP:
             tier = HELD if (held_until is not None or ps.suppressed) else USABLE
-        ps.scored = PathScore(name, snap.state, tier, raw, ps.smoothed, ps.penalty,
-                              ps.suppressed, held_until, snap)
-        ps.scored_key = (now, est.version)
-        return ps.scored
+        else:
+            tier = _STATE_TIER[state]
+        ps.scored = scored = PathScore(name, state, tier, raw, smoothed, penalty,
+                                       ps.suppressed, held_until, snap)
+        ps.scored_now, ps.scored_version = now, est.version
+        return scored
 
     def _margin(self, score: float) -> float:
         return max(self.policy.switch_relative * score, self.policy.switch_absolute_ms)
 
-    def _choose(self, d: _DestState, scores: dict[str, PathScore], now: float) -> tuple[str, str]:
-        cur = scores[d.choice]
-        best_tier = min(s.tier for s in scores.values())
+    def _choose(self, d: _DestState, scores: dict[str, PathScore], now: float) -> tuple[str, object]:
+        # Runs for every destination every round: one pass over the scores,
+        # and reasons as (template, args) that Decision.reason formats if read.
+        choice = d.choice
+        cur = scores[choice]
+        best_tier, unknown_only = DOWN + 1, True
+        for s in scores.values():
+            tier = s.tier
+            if tier < best_tier:
+                best_tier = tier
+            if tier != UNKNOWN:
+                unknown_only = False
         if best_tier == DOWN:
             d.dwell = None
-            return d.choice, f"all paths down: keep the last choice {d.choice} up"
-        if all(s.tier == UNKNOWN for s in scores.values()):
-            return d.choice, f"no measurements yet: {d.choice}"
-        pool = [s for s in scores.values() if s.tier == best_tier]
-        best = min(pool, key=lambda s: _key(s, d.order))
+            return choice, ("all paths down: keep the last choice {} up", (choice,))
+        if unknown_only:
+            return choice, ("no measurements yet: {}", (choice,))
         if cur.tier == UNKNOWN and now - d.started < self.policy.detect_multiplier * self.interval:
             # Start-up: give the default path its first round trip before
             # moving to whichever path happened to answer first.
-            return d.choice, f"waiting for the first measurement of {d.choice}"
+            return choice, ("waiting for the first measurement of {}", (choice,))
         back = self._undivert(d, scores, cur)
         if back is not None:
             return back
         if cur.tier > best_tier:
+            best = _best(scores, best_tier, None)
             d.dwell = None
             d.demoted.pop(best.path, None)
             if cur.tier == SUSPECT:
@@ -411,23 +482,31 @@ class Engine:
             else:
                 d.diverted = None
             return best.path, self._why_leave(cur, best)
-        if best_tier not in (USABLE, HELD):
-            return d.choice, f"keep {d.choice}: every path is {TIER_NAMES[best_tier]}"
+        if best_tier > HELD:
+            return choice, ("keep {}: every path is {}", (choice, TIER_NAMES[best_tier]))
         # Same tier: hysteresis against the best alternative.
-        alts = [s for s in pool if s.path != cur.path and s.smoothed_ms is not None]
-        if not alts:
+        cand = _best(scores, best_tier, cur.path)
+        if cand is None or cand.smoothed_ms is None:
             d.dwell = None
-            return d.choice, f"keep {d.choice}: {self._only(cur)}"
-        cand = min(alts, key=lambda s: _key(s, d.order))
-        gain_s = cur.smoothed_ms - cand.smoothed_ms
-        gain_r = (cur.raw_ms - cand.raw_ms) if None not in (cur.raw_ms, cand.raw_ms) else 0.0
-        need_s = self._margin(cur.smoothed_ms)
-        need_r = self._margin(cur.raw_ms) if cur.raw_ms is not None else math.inf
+            return choice, ("keep {}: {}", (choice, self._only(cur)))
+        cur_s, cur_r, cand_r = cur.smoothed_ms, cur.raw_ms, cand.raw_ms
+        gain_s = cur_s - cand.smoothed_ms
+        gain_r = (cur_r - cand_r) if cur_r is not None and cand_r is not None else 0.0
+        rel, absolute = self._rel, self._abs
+        need_s = rel * cur_s
+        if need_s < absolute:
+            need_s = absolute
+        if cur_r is None:
+            need_r = math.inf
+        else:
+            need_r = rel * cur_r
+            if need_r < absolute:
+                need_r = absolute
         if gain_s < need_s or gain_r < need_r:
             d.dwell = None
-            return d.choice, (f"keep {d.choice} ({cur.smoothed_ms:.1f} ms): {cand.path} better by "
-                              f"{gain_s:.1f} ms smoothed, {gain_r:.1f} ms raw; "
-                              f"margins {need_s:.1f}/{need_r:.1f} ms")
+            return choice, ("keep {} ({:.1f} ms): {} better by {:.1f} ms smoothed, {:.1f} ms raw; "
+                            "margins {:.1f}/{:.1f} ms",
+                            (choice, cur_s, cand.path, gain_s, gain_r, need_s, need_r))
         if d.dwell is None or d.dwell[0] != cand.path:
             d.dwell = (cand.path, now)
         held_for = now - d.dwell[1]
@@ -438,15 +517,16 @@ class Engine:
             dwell = max(dwell, self.policy.hold_down_s)
             why = " (hold-down: left for latency)"
         if held_for + 1e-9 < dwell:
-            return d.choice, (f"keep {d.choice}: {cand.path} better by {gain_s:.1f} ms "
-                              f"(raw {gain_r:.1f}) for {held_for:.1f}s of {dwell:.1f}s{why}")
+            return choice, ("keep {}: {} better by {:.1f} ms (raw {:.1f}) for {:.1f}s of {:.1f}s{}",
+                            (choice, cand.path, gain_s, gain_r, held_for, dwell, why))
         d.dwell = None
         d.diverted = None
         d.demoted.pop(cand.path, None)
         d.demoted[cur.path] = now
-        return cand.path, (f"switch {d.choice} -> {cand.path}: better by {gain_s:.1f} ms smoothed "
-                           f"({cur.smoothed_ms:.1f} -> {cand.smoothed_ms:.1f}), {gain_r:.1f} ms raw, "
-                           f"for {held_for:.1f}s{why}")
+        return cand.path, ("switch {} -> {}: better by {:.1f} ms smoothed ({:.1f} -> {:.1f}), "
+                           "{:.1f} ms raw, for {:.1f}s{}",
+                           (choice, cand.path, gain_s, cur_s, cand.smoothed_ms, gain_r, held_for,
+                            why))
 
     def _undivert(self, d: _DestState, scores: dict[str, PathScore],
                   cur: PathScore) -> Optional[tuple[str, str]]:
@@ -488,16 +568,20 @@ class Engine:
                  choice: str) -> dict[str, tuple[int, bool]]:
         members = self._split_members(d, scores, choice) if self.policy.split else (choice,)
         if len(members) == 1:
-            split = {choice: TOTAL_WEIGHT}
-        else:
-            split = self._split_weights(d, scores, members)
+            # One path takes all new flows (the common case, and the only one
+            # without policy.split): no split arithmetic.
+            d.split, d.weights = members, {choice: TOTAL_WEIGHT}
+            return {p: _ALL_UP if p == choice else
+                    (_NONE_DOWN if s.state is S_DOWN else _NONE_UP)
+                    for p, s in scores.items()}
+        split = self._split_weights(d, scores, members)
         d.split, d.weights = members, split
         out = {}
         for p in d.order:
             # Down paths are marked down (their flows move); everything else
             # stays up so pinned flows stay. The choice is always up: when all
             # paths are down we keep the last choice rather than blackhole.
-            up = scores[p].state is not State.DOWN or p == choice
+            up = scores[p].state is not S_DOWN or p == choice
             out[p] = (split.get(p, 0), up)
         return out
 
@@ -534,8 +618,22 @@ class Engine:
         return w
 
 
-def _key(s: PathScore, order: tuple[str, ...]):
-    return (s.smoothed_ms is None, s.smoothed_ms or 0.0, order.index(s.path))
+def _best(scores: dict[str, PathScore], tier: int, skip: Optional[str]) -> Optional[PathScore]:
+    """The lowest smoothed score of `tier` (measured before unmeasured; the
+    earlier path on a tie: `scores` is in path order), leaving out `skip`.
+    For the same-tier alternative (skip = the choice) an unmeasured result means
+    no measured alternative exists."""
+    best = None
+    for s in scores.values():
+        if s.tier != tier or s.path == skip:
+            continue
+        if best is None:
+            best = s
+        else:
+            v = s.smoothed_ms
+            if v is not None and (best.smoothed_ms is None or v < best.smoothed_ms):
+                best = s
+    return best
 
 
 def _score_txt(s: PathScore) -> str:

@@ -44,7 +44,7 @@ and flap damping account for it).
 from __future__ import annotations
 
 import enum
-from collections import OrderedDict, deque
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Iterable, Optional
 
@@ -68,12 +68,18 @@ class State(str, enum.Enum):
     DOWN = "down"
 
 
+# The members as module globals: the per-result and per-decision code compares
+# states all the time, and an Enum class attribute costs several times a global.
+UNKNOWN, UP, SUSPECT, DOWN = State.UNKNOWN, State.UP, State.SUSPECT, State.DOWN
+
+
 @dataclass(slots=True)
 class Snapshot:
     """What the engine (and `argoctl probe/explain`, metrics) reads. Times in
     seconds (same clock as `now`), RTTs in milliseconds. Read-only by
     convention (not frozen: one is built per path per decision, and frozen
-    dataclasses cost twice as much to build)."""
+    dataclasses cost twice as much to build; the estimator hands the same one
+    out again until its version changes, so it must never be modified)."""
     state: State
     since: float                         # when the current state was entered
     srtt_ms: Optional[float]             # None until the first sample
@@ -114,17 +120,24 @@ class Estimator:
         self.consecutive_miss = 0
         # seq -> replied? for the last loss_window resolved probes, plus a
         # longer memory of resolved seqs so duplicates and late replies are
-        # recognised (and ignored) after they leave the window.
+        # recognised (and ignored) after they leave the window. A plain dict
+        # (insertion-ordered, oldest first): holding only ints and bools it is
+        # not tracked by the garbage collector, which an OrderedDict is (and
+        # then walked entry by entry at every full collection, for every path).
         self._window: deque[bool] = deque(maxlen=policy.loss_window)
         self._lost_in_window = 0
-        self._resolved: OrderedDict[int, bool] = OrderedDict()
+        self._resolved: dict[int, bool] = {}
         self._resolved_max = max(64, 4 * policy.loss_window)
         # Passive: balance of SYNs without a SYN-ACK since the last SYN-ACK.
         self._syn_unanswered = 0
         self._syn_pending_since: Optional[float] = None
         self._last_syn: Optional[float] = None
         self._passive_failing = False
-        self.version = 0       # bumped by every input: "has anything arrived since?"
+        # Bumped by every input and by every change tick() makes: "has anything
+        # changed since?" (the engine's score and the snapshot are cached by it).
+        self.version = 0
+        self._snap: Optional[Snapshot] = None
+        self._snap_version = -1
         self.counts = {"replies": 0, "timeouts": 0, "late": 0, "duplicate": 0,
                        "syn_sent": 0, "synack_rcvd": 0, "passive_rtt": 0,
                        "passive_fail": 0, "suspects": 0, "downs": 0, "recoveries": 0}
@@ -132,29 +145,44 @@ class Estimator:
     # -- inputs ---------------------------------------------------------
 
     def on_reply(self, seq: int, sent_at: float, rtt: Optional[float], now: float) -> None:
+        # Runs for every probe result: _resolve and _rtt_sample are written out.
         self.version += 1
         if rtt is None:
             rtt = now - sent_at
-        if seq in self._resolved:
+        resolved = self._resolved
+        if seq in resolved:
             # A duplicate, or a reply after its timeout was already counted as
             # loss: a late reply proves nothing about the path now.
-            self.counts["duplicate" if self._resolved[seq] else "late"] += 1
+            self.counts["duplicate" if resolved[seq] else "late"] += 1
             return
-        self._resolve(seq, True)
+        window = self._window
+        if len(window) == window.maxlen and not window[0]:
+            self._lost_in_window -= 1
+        window.append(True)
+        resolved[seq] = True
+        if len(resolved) > self._resolved_max:
+            del resolved[next(iter(resolved))]
         self.counts["replies"] += 1
         if rtt < 0:
             rtt = 0.0
-        if self.last_rtt is not None:
-            self.jitter += (abs(rtt - self.last_rtt) - self.jitter) * JITTER_GAIN
+        last = self.last_rtt
+        if last is not None:
+            self.jitter += (abs(rtt - last) - self.jitter) * JITTER_GAIN
         self.last_rtt = rtt
         self.recent.append(rtt)
-        self._rtt_sample(rtt, 1.0)
+        srtt = self.srtt
+        if srtt is None:
+            self.srtt, self.rttvar = rtt, rtt / 2
+        else:
+            self.rttvar += (abs(srtt - rtt) - self.rttvar) * RTT_BETA
+            self.srtt = srtt + (rtt - srtt) * self.policy.rtt_alpha
         self.last_reply = now
         self.consecutive_ok += 1
         self.consecutive_miss = 0
-        if self.state is State.UNKNOWN:
-            self._enter(State.UP, now)
-        elif self.state in (State.SUSPECT, State.DOWN):
+        state = self.state
+        if state is UNKNOWN:
+            self._enter(UP, now)
+        elif state is SUSPECT or state is DOWN:
             self._maybe_recover(now)
 
     def on_timeout(self, seq: int, now: float) -> None:
@@ -180,16 +208,18 @@ class Estimator:
 
     def tick(self, now: float) -> None:
         """Time-based detection; call before reading a snapshot."""
-        if self.state in (State.UP, State.SUSPECT) and self.last_reply is not None:
+        state, last = self.state, self.last_reply
+        if (state is UP or state is SUSPECT) and last is not None:
             # Absolute times, computed as next_deadline() does, so deciding at
             # a deadline always sees the transition.
-            if now >= self.last_reply + self.detect:
+            if now >= last + self.detect:
                 self.consecutive_ok = 0
-                self._enter(State.DOWN, now)
-            elif now >= self.last_reply + self.suspect_after and self.state is State.UP:
+                self._enter(DOWN, now)
+            elif now >= last + self.suspect_after and state is UP:
                 self.consecutive_ok = 0
-                self._enter(State.SUSPECT, now)
-        self._check_passive(now)
+                self._enter(SUSPECT, now)
+        if self._passive_failing or self._syn_pending_since is not None:
+            self._check_passive(now)    # (a no-op without passive evidence)
 
     def on_passive(self, syn_sent: int, synack_rcvd: int,
                    rtt_samples: Iterable[float], now: float) -> None:
@@ -250,13 +280,22 @@ class Estimator:
                 or (s is State.DOWN and self.consecutive_ok > 0))
 
     def snapshot(self) -> Snapshot:
-        ms = _ms
-        return Snapshot(state=self.state, since=self.since, srtt_ms=ms(self.srtt),
-                        rttvar_ms=ms(self.rttvar), jitter_ms=self.jitter * 1000.0,
-                        last_rtt_ms=ms(self.last_rtt), loss=self.loss,
-                        last_reply=self.last_reply, recovered_at=self.recovered_at,
-                        consecutive_ok=self.consecutive_ok,
-                        consecutive_miss=self.consecutive_miss, counts=dict(self.counts))
+        """The current measurements; the same object until the version changes."""
+        if self._snap_version == self.version:
+            return self._snap
+        srtt, rttvar, last, window = self.srtt, self.rttvar, self.last_rtt, self._window
+        # Positional (the field order of Snapshot): the engine builds one per
+        # path per decision.
+        snap = Snapshot(self.state, self.since,
+                        None if srtt is None else srtt * 1000.0,
+                        None if rttvar is None else rttvar * 1000.0,
+                        self.jitter * 1000.0,
+                        None if last is None else last * 1000.0,
+                        self._lost_in_window / len(window) if window else 0.0,
+                        self.last_reply, self.recovered_at, self.consecutive_ok,
+                        self.consecutive_miss, self.counts.copy())
+        self._snap, self._snap_version = snap, self.version
+        return snap
 
     # -- internals ------------------------------------------------------
 
@@ -275,12 +314,13 @@ class Estimator:
             self._lost_in_window += 1
         self._resolved[seq] = ok
         if len(self._resolved) > self._resolved_max:
-            self._resolved.popitem(last=False)
+            del self._resolved[next(iter(self._resolved))]
 
     def _check_passive(self, now: float) -> None:
         if self._passive_failing:
             if now >= self._last_syn + PASSIVE_FORGET_S:
                 self._passive_failing = False
+                self.version += 1
                 self._syn_unanswered, self._syn_pending_since = 0, None
                 if self.state in (State.SUSPECT, State.DOWN):
                     self._maybe_recover(now)
@@ -290,6 +330,7 @@ class Estimator:
                 or now < self._syn_pending_since + max(self.detect, SYN_RTO_S)):
             return
         self._passive_failing = True
+        self.version += 1
         self.counts["passive_fail"] += 1
         if self.state is State.UP:
             self.consecutive_ok = 0
@@ -310,6 +351,7 @@ class Estimator:
     def _enter(self, state: State, now: float) -> None:
         if state is self.state:
             return
+        self.version += 1      # (tick() changes state without an input)
         if state is State.DOWN and self.state is not State.UNKNOWN:
             self.counts["downs"] += 1   # a failure: flap damping and hold-down count it
             self._failed = True
@@ -326,7 +368,3 @@ def _suspect_after(policy: Policy, interval: float, detect: float) -> float:
     jittered = interval * (1 + policy.probe_jitter)
     overdue = jittered + policy.probe_timeout_ms / 1000.0
     return min(detect, max(jittered, min(overdue, detect - interval / 2)))
-
-
-def _ms(v: Optional[float]) -> Optional[float]:
-    return None if v is None else v * 1000.0

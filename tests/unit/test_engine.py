@@ -422,3 +422,22 @@ def test_from_config_shares_exactly_the_same_probe_on_the_same_path(tmp_path):
         assert eng.sharers("a", path) == ("a", "b")
         assert eng.sharers("c", path) == ("c",) and eng.sharers("d", path) == ("d",)
     assert eng.path("a", "direct") is not eng.path("a", "r1")
+
+
+def test_a_reason_read_later_tells_the_numbers_of_its_own_decision():
+    # Reasons are formatted when first read: rounds decided in between must not
+    # change what an earlier decision says.
+    now = [0.0]
+    eng = Engine(POLICY, [("d", PATHS)], clock=lambda: now[0])
+    decisions = []
+    for seq in range(40):
+        for path, ms in (("direct", 50 + seq), ("r1", 52 + 2 * seq)):
+            eng.path("d", path).on_reply(seq, now[0], ms / 1000, now[0] + ms / 1000)
+        now[0] += 1.0
+        decisions.append(eng.decide()["d"])
+    early = decisions[10]
+    cur, alt = early.scores["direct"], early.scores["r1"]
+    gain = cur.smoothed_ms - alt.smoothed_ms
+    assert early.reason.startswith(f"keep direct ({cur.smoothed_ms:.1f} ms): r1 better by "
+                                   f"{gain:.1f} ms smoothed")
+    assert early.reason != decisions[-1].reason and early.reason in early.explain()

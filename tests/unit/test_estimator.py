@@ -197,3 +197,37 @@ def test_next_deadline_is_when_silence_changes_the_state():
     feed(e2, [10] * 3)
     e2.on_passive(3, 0, [], now=2.5)
     assert e2.next_deadline() == pytest.approx(2.010 + 2.1)   # silence comes first
+
+
+def test_a_snapshot_shows_what_tick_changed_since_the_last_one():
+    # Snapshots are handed out again while nothing changed: a change made by
+    # time alone (silence, passive evidence maturing) must still show.
+    e = est()
+    seq, t = feed(e, [10] * 3)                       # last reply 2.010
+    up = e.snapshot()
+    assert up.state is State.UP and e.snapshot() is up
+    e.tick(2.010 + 2.1)                              # silence: suspect
+    assert e.snapshot().state is State.SUSPECT and e.snapshot().since == 2.010 + 2.1
+    e.tick(2.010 + 3.0)                              # detection time: down
+    down = e.snapshot()
+    assert down.state is State.DOWN and down.counts["downs"] == 1
+    assert up.state is State.UP and up.counts["downs"] == 0      # old snapshot unchanged
+    p = est()
+    seq, t = feed(p, [10] * 3)
+    p.on_passive(4, 0, [], now=3.0)
+    feed(p, [10] * 3, seq, t)                        # replies until 5.01
+    before = p.snapshot()
+    p.tick(6.0)                                      # unanswered SYNs mature in tick
+    after = p.snapshot()
+    assert (before.state, before.counts["passive_fail"]) == (State.UP, 0)
+    assert (after.state, after.counts["passive_fail"]) == (State.SUSPECT, 1)
+
+
+def test_late_replies_are_recognised_until_they_leave_the_longer_memory():
+    e = est(loss_window=4)                           # remembers max(64, 16) resolved seqs
+    for seq in range(100):
+        e.on_timeout(seq, float(seq))
+    e.on_reply(99 - 63, 0.0, 0.010, 100.0)           # still remembered: late
+    assert e.counts["late"] == 1 and e.counts["replies"] == 0
+    e.on_reply(99 - 64, 0.0, 0.010, 100.0)           # forgotten: counts as a reply
+    assert e.counts["late"] == 1 and e.counts["replies"] == 1
