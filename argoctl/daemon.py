@@ -46,7 +46,7 @@ from typing import Callable, Optional
 
 from argoctl import maps, names, netlink
 from argoctl.config import DIRECT, Config
-from argoctl.engine import TOTAL_WEIGHT, Decision, Engine
+from argoctl.engine import TIER_NAMES, TOTAL_WEIGHT, Decision, Engine
 from argoctl.estimator import State
 
 log = logging.getLogger("argoctl.daemon")
@@ -122,30 +122,90 @@ def _r(v: Optional[float], nd: int = 3) -> Optional[float]:
     return None if v is None else round(v, nd)
 
 
+def _path_doc(s, w: int, up: bool, at: float) -> dict:
+    snap = s.snapshot
+    return {
+        "state": s.state.value, "tier": s.tier_name, "weight": w, "up": up,
+        "score_ms": _r(s.smoothed_ms), "raw_ms": _r(s.raw_ms),
+        "rtt_ms": _r(snap.srtt_ms), "jitter_ms": _r(snap.jitter_ms),
+        "loss": _r(snap.loss, 4), "penalty": round(s.penalty, 1),
+        "suppressed": s.suppressed,
+        "held_for_s": None if s.held_until is None else _r(s.held_until - at, 2),
+        "replies": snap.counts.get("replies", 0), "timeouts": snap.counts.get("timeouts", 0),
+    }
+
+
 def decision_doc(dec: Decision, wall_offset: float, since: Optional[float]) -> dict:
     """One destination's live choice, JSON-ready (times as Unix seconds)."""
     paths = {}
     for name, s in dec.scores.items():
         w, up = dec.weights[name]
-        snap = s.snapshot
-        paths[name] = {
-            "state": s.state.value, "tier": s.tier_name, "weight": w, "up": up,
-            "score_ms": _r(s.smoothed_ms), "raw_ms": _r(s.raw_ms),
-            "rtt_ms": _r(snap.srtt_ms), "jitter_ms": _r(snap.jitter_ms),
-            "loss": _r(snap.loss, 4), "penalty": round(s.penalty, 1),
-            "suppressed": s.suppressed,
-            "held_for_s": None if s.held_until is None else _r(s.held_until - dec.at, 2),
-            "replies": snap.counts.get("replies", 0), "timeouts": snap.counts.get("timeouts", 0),
-        }
+        paths[name] = _path_doc(s, w, up, dec.at)
     return {"choice": dec.choice, "reason": dec.reason, "decided_at": _r(dec.at + wall_offset),
             "since": _r(None if since is None else since + wall_offset), "paths": paths}
 
 
+# The state file's text, written directly: the daemon rewrites it every few
+# seconds for every (destination, path), and building the dicts above and
+# encoding them cost several times more. It is byte for byte what json.dumps
+# (sort_keys, compact) makes of state_doc() (tests/unit/test_state_file.py):
+# keys in sorted order, floats as repr() (as the json encoder writes them),
+# strings through the json module's own encoder.
+_JSTR = json.encoder.encode_basestring_ascii
+_JBOOL = ("false", "true")
+_PATH_JSON = ('{"held_for_s":%s,"jitter_ms":%r,"loss":%r,"penalty":%r,"raw_ms":%s,'
+              '"replies":%r,"rtt_ms":%s,"score_ms":%s,"state":"%s","suppressed":%s,'
+              '"tier":"%s","timeouts":%r,"up":%s,"weight":%r}')
+_STATE_TEXT = {st: st.value for st in State}
+
+
+def _json(v) -> str:
+    return json.dumps(v, sort_keys=True, separators=(",", ":"))
+
+
+def _path_json(s, w: int, up: bool, at: float) -> str:
+    """_path_doc(...) as JSON text."""
+    snap = s.snapshot
+    counts = snap.counts
+    raw, score, rtt, held = s.raw_ms, s.smoothed_ms, snap.srtt_ms, s.held_until
+    loss, penalty = snap.loss, s.penalty
+    text = _PATH_JSON % (
+        "null" if held is None else repr(round(held - at, 2)),
+        # (no loss, no penalty: the usual case, and round() would return them as they are)
+        round(snap.jitter_ms, 3), round(loss, 4) if loss else loss,
+        round(penalty, 1) if penalty else penalty,
+        "null" if raw is None else repr(round(raw, 3)), counts.get("replies", 0),
+        "null" if rtt is None else repr(round(rtt, 3)),
+        "null" if score is None else repr(round(score, 3)),
+        _STATE_TEXT[s.state], _JBOOL[s.suppressed], TIER_NAMES[s.tier],
+        counts.get("timeouts", 0), _JBOOL[up], w)
+    if "inf" in text or "nan" in text or w.__class__ is not int or up.__class__ is not bool:
+        # (repr differs from JSON there; never from finite measurements)
+        return _json(_path_doc(s, w, up, at))
+    return text
+
+
+def _written_json(weights: dict[str, tuple[int, bool]], jpaths: dict[str, str]) -> str:
+    """{path: [weight, up]} as JSON text (jpaths: path -> its JSON string)."""
+    parts = []
+    for p in sorted(weights):
+        w, up = weights[p]
+        j = jpaths.get(p)
+        if j is None or w.__class__ is not int or up.__class__ is not bool:
+            return _json({p: [w, up] for p, (w, up) in weights.items()})
+        parts.append("%s:[%r,%s]" % (j, w, _JBOOL[up]))
+    return "{%s}" % ",".join(parts)
+
+
 def write_state(path: str, doc: dict) -> None:
     """Atomically replace the state file: readers see the old or the new one."""
+    write_state_text(path, json.dumps(doc, sort_keys=True, separators=(",", ":")))  # C encoder
+
+
+def write_state_text(path: str, text: str) -> None:
+    """write_state of a document already encoded."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
-    text = json.dumps(doc, sort_keys=True, separators=(",", ":"))  # C encoder; dump() is not
     with open(tmp, "w") as f:
         f.write(text)
     os.replace(tmp, path)
@@ -275,6 +335,7 @@ class Daemon:
         self._pending: set[str] = set()
         self._pending_handle = None
         self._state_written_at = -1e9
+        self._state_static: Optional[list] = None    # state_text's per-destination constants
         self._state_dirty = True
         self._stop: Optional[asyncio.Event] = None
         self._loop: Optional[asyncio.AbstractEventLoop] = None
@@ -510,6 +571,49 @@ class Daemon:
                 "probe_interval_ms": self.cfg.policy.probe_interval_ms,
                 "destinations": dests}
 
+    def state_text(self, running: bool = True) -> str:
+        """state_doc() as the JSON text write_state would make of it (built
+        directly: see _path_json)."""
+        offset = time.time() - self.clock()
+        static = self._state_static
+        if static is None:
+            # per destination, in name order: what never changes while we run
+            static = self._state_static = [
+                (name, _JSTR(name), self.dests[name].id, _json(self._prefixes[name]),
+                 {p: _JSTR(p) for p in self.dests[name].paths})
+                for name in sorted(self.dests)]
+        last, written, switches = self.engine.last, self.written, self.switches
+        out = []
+        for name, jname, did, prefixes, jpaths in static:
+            dec = last(name)
+            w = written[name]
+            wtext = _written_json(w, jpaths)
+            if dec is None:
+                reason = ("adopted from the running datapath" if self.adopted.get(name)
+                          else "no decision yet")
+                out.append('%s:{"choice":%s,"id":%r,"paths":{},"prefixes":%s,"reason":%s,'
+                           '"switches":%r,"written":%s}'
+                           % (jname, _JSTR(choice_of(self.dests[name].paths, w)), did, prefixes,
+                              _JSTR(reason), switches[name], wtext))
+                continue
+            at, scores, weights = dec.at, dec.scores, dec.weights
+            paths = ",".join(["%s:%s" % (jpaths.get(p) or _JSTR(p),
+                                         _path_json(scores[p], *weights[p], at))
+                              for p in sorted(scores)])
+            since = self.chosen_since.get(name)
+            out.append('%s:{"choice":%s,"decided_at":%r,"id":%r,"paths":{%s},"prefixes":%s,'
+                       '"reason":%s,"since":%s,"switches":%r,"written":%s}'
+                       % (jname, _JSTR(dec.choice), round(at + offset, 3), did, paths, prefixes,
+                          _JSTR(dec.reason),
+                          "null" if since is None else repr(round(since + offset, 3)),
+                          switches[name], wtext))
+        return ('{"config":%s,"destinations":{%s},"node":%s,"pid":%s,"probe_interval_ms":%s,'
+                '"running":%s,"started":%s,"updated":%s,"version":%s}'
+                % (_json(self.cfg.path), ",".join(out), _json(self.cfg.node.name),
+                   _json(os.getpid()), _json(self.cfg.policy.probe_interval_ms),
+                   _json(running), _json(round(self.started_wall, 3)),
+                   _json(round(time.time(), 3)), _json(STATE_VERSION)))
+
     def _maybe_write_state(self) -> None:
         now = self.clock()
         if self._state_dirty or now - self._state_written_at >= STATE_REFRESH_S:
@@ -517,7 +621,7 @@ class Daemon:
 
     def _write_state(self, running: bool = True) -> None:
         try:
-            write_state(self.state_file, self.state_doc(running))
+            write_state_text(self.state_file, self.state_text(running))
         except OSError as e:   # a full /run must not stop the routing
             log.warning("cannot write %s: %s", self.state_file, e)
         self._state_written_at = self.clock()

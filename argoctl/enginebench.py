@@ -77,7 +77,8 @@ def engine_bench(dests: int, paths: int, rounds: int, interval_ms: int, as_json:
 
 
 def measure_state(dests: int, paths: int, rounds: int, interval_ms: int, seed: int = 1) -> dict:
-    """CPU of one state-file write (Daemon.state_doc + write_state) for DESTS x
+    """CPU of one state-file write (as Daemon._write_state: build the text, then
+    write and rename) for DESTS x
     PATHS, each (destination, path) its own estimator, after rounds of probe
     results and decisions as in `measure`. The daemon writes it whenever the maps
     change and at least every STATE_REFRESH_S."""
@@ -85,7 +86,7 @@ def measure_state(dests: int, paths: int, rounds: int, interval_ms: int, seed: i
 
     from argoctl import mac
     from argoctl.bench_loop import control_config
-    from argoctl.daemon import STATE_REFRESH_S, Daemon, Options, initial_weights, write_state
+    from argoctl.daemon import STATE_REFRESH_S, Daemon, Options, initial_weights, write_state_text
     from argoctl.engine import Engine
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -113,9 +114,9 @@ def measure_state(dests: int, paths: int, rounds: int, interval_ms: int, seed: i
             for name, dec in eng.decide().items():
                 d.written[name] = dec.weights     # as if the maps took every decision
             c0 = time.process_time()
-            doc = d.state_doc()
+            text = d.state_text()
             c1 = time.process_time()
-            write_state(d.state_file, doc)
+            write_state_text(d.state_file, text)
             c2 = time.process_time()
             build += c1 - c0
             write += c2 - c1
@@ -123,7 +124,7 @@ def measure_state(dests: int, paths: int, rounds: int, interval_ms: int, seed: i
             size = len(f.read())
     per_write = (build + write) / rounds
     return {"bench": "state-file", "destinations": dests, "paths": paths, "rounds": rounds,
-            "state_doc_ms": round(build / rounds * 1e3, 2),
+            "build_ms": round(build / rounds * 1e3, 2),
             "write_state_ms": round(write / rounds * 1e3, 2),
             "ms_per_write": round(per_write * 1e3, 2), "bytes": size,
             "core_percent_at_refresh": round(100 * per_write / STATE_REFRESH_S, 2)}
