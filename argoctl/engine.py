@@ -131,7 +131,7 @@ class Decision:
     """The datapath writer applies `weights`: per path (weight for new flows,
     up). A path with weight 0 keeps its established flows unless it is down.
 
-    `reason` is given as text or as (str.format template, args): most decisions
+    `reason` is given as text or as (str.format template, *args): most decisions
     keep the choice every round and nobody reads why, so the text is made when
     first read (the args are values fixed at decision time: same text)."""
     __slots__ = ("dest", "choice", "weights", "_reason", "scores", "changed", "at")
@@ -150,7 +150,7 @@ class Decision:
     def reason(self) -> str:
         r = self._reason
         if r.__class__ is not str:
-            r = self._reason = r[0].format(*r[1])
+            r = self._reason = r[0].format(*r[1:])
         return r
 
     def __repr__(self) -> str:
@@ -356,7 +356,14 @@ class Engine:
         d.choice = choice
         weights = self._weights(d, scores, choice)
         prev = d.last
-        changed = prev is None or prev.choice != choice or prev.weights != weights
+        if prev is None or prev.choice != choice:
+            changed = True
+        elif prev.weights == weights:
+            # The same dict again: the new one is freed at once instead of
+            # living (and being walked by the garbage collector) a round.
+            weights, changed = prev.weights, False
+        else:
+            changed = True
         dec = Decision(d.name, choice, weights, reason, scores, changed, now)
         d.last = dec
         return dec
@@ -451,7 +458,7 @@ class Engine:
 
     def _choose(self, d: _DestState, scores: dict[str, PathScore], now: float) -> tuple[str, object]:
         # Runs for every destination every round: one pass over the scores,
-        # and reasons as (template, args) that Decision.reason formats if read.
+        # and reasons as (template, *args) that Decision.reason formats if read.
         choice = d.choice
         cur = scores[choice]
         best_tier, unknown_only = DOWN + 1, True
@@ -463,13 +470,13 @@ class Engine:
                 unknown_only = False
         if best_tier == DOWN:
             d.dwell = None
-            return choice, ("all paths down: keep the last choice {} up", (choice,))
+            return choice, ("all paths down: keep the last choice {} up", choice)
         if unknown_only:
-            return choice, ("no measurements yet: {}", (choice,))
+            return choice, ("no measurements yet: {}", choice)
         if cur.tier == UNKNOWN and now - d.started < self.policy.detect_multiplier * self.interval:
             # Start-up: give the default path its first round trip before
             # moving to whichever path happened to answer first.
-            return choice, ("waiting for the first measurement of {}", (choice,))
+            return choice, ("waiting for the first measurement of {}", choice)
         back = self._undivert(d, scores, cur)
         if back is not None:
             return back
@@ -483,12 +490,12 @@ class Engine:
                 d.diverted = None
             return best.path, self._why_leave(cur, best)
         if best_tier > HELD:
-            return choice, ("keep {}: every path is {}", (choice, TIER_NAMES[best_tier]))
+            return choice, ("keep {}: every path is {}", choice, TIER_NAMES[best_tier])
         # Same tier: hysteresis against the best alternative.
         cand = _best(scores, best_tier, cur.path)
         if cand is None or cand.smoothed_ms is None:
             d.dwell = None
-            return choice, ("keep {}: {}", (choice, self._only(cur)))
+            return choice, ("keep {}: {}", choice, self._only(cur))
         cur_s, cur_r, cand_r = cur.smoothed_ms, cur.raw_ms, cand.raw_ms
         gain_s = cur_s - cand.smoothed_ms
         gain_r = (cur_r - cand_r) if cur_r is not None and cand_r is not None else 0.0
@@ -506,7 +513,7 @@ class Engine:
             d.dwell = None
             return choice, ("keep {} ({:.1f} ms): {} better by {:.1f} ms smoothed, {:.1f} ms raw; "
                             "margins {:.1f}/{:.1f} ms",
-                            (choice, cur_s, cand.path, gain_s, gain_r, need_s, need_r))
+                            choice, cur_s, cand.path, gain_s, gain_r, need_s, need_r)
         if d.dwell is None or d.dwell[0] != cand.path:
             d.dwell = (cand.path, now)
         held_for = now - d.dwell[1]
@@ -518,15 +525,15 @@ class Engine:
             why = " (hold-down: left for latency)"
         if held_for + 1e-9 < dwell:
             return choice, ("keep {}: {} better by {:.1f} ms (raw {:.1f}) for {:.1f}s of {:.1f}s{}",
-                            (choice, cand.path, gain_s, gain_r, held_for, dwell, why))
+                            choice, cand.path, gain_s, gain_r, held_for, dwell, why)
         d.dwell = None
         d.diverted = None
         d.demoted.pop(cand.path, None)
         d.demoted[cur.path] = now
         return cand.path, ("switch {} -> {}: better by {:.1f} ms smoothed ({:.1f} -> {:.1f}), "
                            "{:.1f} ms raw, for {:.1f}s{}",
-                           (choice, cand.path, gain_s, cur_s, cand.smoothed_ms, gain_r, held_for,
-                            why))
+                           choice, cand.path, gain_s, cur_s, cand.smoothed_ms, gain_r, held_for,
+                           why)
 
     def _undivert(self, d: _DestState, scores: dict[str, PathScore],
                   cur: PathScore) -> Optional[tuple[str, str]]:
@@ -570,7 +577,8 @@ class Engine:
         if len(members) == 1:
             # One path takes all new flows (the common case, and the only one
             # without policy.split): no split arithmetic.
-            d.split, d.weights = members, {choice: TOTAL_WEIGHT}
+            if d.split != members:
+                d.split, d.weights = members, {choice: TOTAL_WEIGHT}
             return {p: _ALL_UP if p == choice else
                     (_NONE_DOWN if s.state is S_DOWN else _NONE_UP)
                     for p, s in scores.items()}
