@@ -320,7 +320,7 @@ def run_cmd(config_file: str, cleanup: bool, cgroup: str, pin_dir: str | None,
     cfg = _load_or_exit(config_file)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     opts = dmn.Options(ns=netns, cleanup=cleanup, pin_dir=pin_dir or names.BPF_PIN_DIR,
-                       cgroup=None if cgroup == "none" else cgroup)
+                       cgroup=None if cgroup == "none" else cgroup, freeze_heap=True)
     d = dmn.Daemon(cfg, opts)
     try:
         d.setup()

@@ -282,14 +282,17 @@ class Engine:
         return self._dests[dest].paths[path].est
 
     def probe_result(self, dest: str, path: str, seq: int, sent_at_ns: int,
-                     rtt: Optional[float], now_ns: int) -> None:
+                     rtt: Optional[float], now_ns: int) -> bool:
         """probe.ProbeScheduler's on_result (times in ns, rtt in s or None).
-        The engine's clock must be the same monotonic clock in seconds."""
+        The engine's clock must be the same monotonic clock in seconds.
+        True when the result changed the path's state (decide it now)."""
         est = self._dests[dest].paths[path].est      # (Estimator.on_result, inlined)
+        before = est.state
         if rtt is None:
             est.on_timeout(seq, now_ns / 1e9)
         else:
             est.on_reply(seq, sent_at_ns / 1e9, rtt, now_ns / 1e9)
+        return est.state is not before
 
     def sharers(self, dest: str, path: str) -> tuple[str, ...]:
         """The destinations whose (dest, path) measurement this one is: a result

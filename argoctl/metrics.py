@@ -66,10 +66,10 @@ class Collector:
                 fam["argoctl_path_chosen"].add_metric(labels, 1 if w > 0 else 0)
                 # a shared stream's results are counted under its first destination;
                 # every destination sharing it reports them (they are its measurement)
-                first = d.engine.sharers(dest, path)[0]
+                counts = d.probe_results(d.engine.sharers(dest, path)[0], path)
                 for result in ("ok", "timeout"):
-                    fam["argoctl_probe_results_total"].add_metric(
-                        [dest, path, result], d.results[(first, path, result)])
+                    fam["argoctl_probe_results_total"].add_metric([dest, path, result],
+                                                                  counts[result])
             fam["argoctl_path_switches_total"].add_metric([dest], d.switches[dest])
         if d.sched is not None:
             # Rejected replies are counted per socket (path), not per destination.

@@ -11,9 +11,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from argoctl import daemon as dmn
-from argoctl import explain, labconfig, maps, metrics, metrics_names
+from argoctl import explain, labconfig, mac, maps, metrics, metrics_names
 from argoctl.config import load
 from argoctl.engine import Engine
+from argoctl.probe import ProbeScheduler
 
 POLICY = (("probe_interval_ms", 100), ("hold_down_s", 2.0))
 
@@ -134,7 +135,9 @@ def test_metrics_exposition_follows_the_contract(cfg):
     d.engine = _fed_engine(cfg, {"direct": 0.030, "relay1": 0.010})
     d.written = {"origin": d.engine.last("origin").weights}
     d.switches["origin"] = 2
-    d.results[("origin", "relay1", "ok")] = 30
+    # probe results are the prober's counts (a scheduler built, never started)
+    d.sched = ProbeScheduler.from_config(cfg, lambda *a: None, key=mac.EchoKey(b"k" * 32))
+    d.sched.probers[("origin", "relay1")].received = 30
     text = metrics.Exporter(d).text()
     fams = {f.name: f for f in text_string_to_metric_families(text)}
     # without a datapath (no maps), everything but the datapath counters
