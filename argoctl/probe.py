@@ -71,6 +71,9 @@ _TS_CMSG_SPACE = socket.CMSG_SPACE(_TIMESPEC.size)
 # struct tcp_info: 8 bytes of u8 fields, then u32s; tcpi_rtt (us) is the 16th u32
 _TCPI_RTT = struct.Struct("=68xI")
 _TCPI_RTT_END = _TCPI_RTT.size
+# Compiled streams due per send tick above which replies are read on the ticks
+# rather than on arrival (one wake-up per tick instead of one per few replies).
+BUSY_PROBES_PER_TICK = 2
 
 
 class PathProber:
@@ -378,6 +381,7 @@ class NativeUdpChannel(UdpChannel):
         self.engine = None           # the _echo.Channel, made with the socket
         self.streams: list[PathProber] = []   # slot -> prober
         self._waiting: list[tuple[PathProber, float]] = []   # added before attach
+        self.reading = False          # a reader callback is registered
 
     @property
     def rejects(self) -> Counter:
@@ -391,7 +395,20 @@ class NativeUdpChannel(UdpChannel):
         waiting, self._waiting = self._waiting, []
         for prober, first in waiting:
             self.schedule(prober, first)
-        loop.add_reader(self.sock.fileno(), self.drain)
+        self.reading = False
+        self.read_on_ready(loop, not s.busy)
+
+    def read_on_ready(self, loop, on: bool) -> None:
+        """Drain when the socket turns readable (on), or only when the scheduler
+        says (busy: every send tick drains, saving a wake-up per reply batch;
+        the kernel's arrival timestamps keep RTTs exact either way)."""
+        if self.sock is None or on == self.reading:
+            return
+        if on:
+            loop.add_reader(self.sock.fileno(), self.drain)
+        else:
+            loop.remove_reader(self.sock.fileno())
+        self.reading = on
 
     def schedule(self, prober: PathProber, first_due: float) -> None:
         """Start `prober`'s stream; first probe at loop time `first_due` (s)."""
@@ -674,6 +691,7 @@ class ProbeScheduler:
         self._send_timer = _Timer(self._send_due)
         self._sweep_timer = _Timer(self._sweep)
         self._idle: Optional[asyncio.Future] = None
+        self._native_rate = 0.0    # probes/s of started compiled streams (see busy)
 
     # -- building ---------------------------------------------------------------
 
@@ -723,6 +741,7 @@ class ProbeScheduler:
         self.probers[(dest, path)] = prober
         if self.loop is not None:
             self._start_stream(prober)
+            self._set_reading()
         return prober
 
     def remove(self, dest: str, path: str) -> None:
@@ -737,6 +756,9 @@ class ProbeScheduler:
         prober.active = False
         if isinstance(prober.channel, NativeUdpChannel):
             prober.channel.unschedule(prober)
+            if self.loop is not None:
+                self._native_rate -= self._stream_rate(prober)
+            self._set_reading()
         if prober.group is not None and self._groups.get(prober.group) is prober:
             del self._groups[prober.group]
 
@@ -767,18 +789,36 @@ class ProbeScheduler:
             ch.attach(self.loop)
         for prober in self.streams():
             self._start_stream(prober)
+        self._set_reading()
 
     def _start_stream(self, prober: PathProber) -> None:
         delay = self.rng.random() * self._interval(prober)
         if isinstance(prober.channel, NativeUdpChannel):
             at = self.loop.time() + delay
             prober.channel.schedule(prober, at)
+            self._native_rate += self._stream_rate(prober)
             self._send_timer.arm(self.loop, at)
         else:
             self._schedule(prober, delay)
 
     def _native(self) -> list[NativeUdpChannel]:
         return [ch for ch in self.channels.values() if isinstance(ch, NativeUdpChannel)]
+
+    @property
+    def busy(self) -> bool:
+        """Compiled streams send often enough that the send timer fires every
+        tick or so: replies are then read on those ticks, not on arrival."""
+        return self._native_rate * self.tick >= BUSY_PROBES_PER_TICK
+
+    def _stream_rate(self, prober: PathProber) -> float:
+        return 1000.0 / self.intervals.get(prober.dest, self.interval_ms)
+
+    def _set_reading(self) -> None:
+        if self.loop is None:
+            return
+        on = not self.busy
+        for ch in self._native():
+            ch.read_on_ready(self.loop, on)
 
     def retime(self, pairs: Iterable[tuple[str, str]]) -> None:
         """Recompute the interval of these (dest, path)s' streams: their doubt
@@ -842,6 +882,9 @@ class ProbeScheduler:
         self._send_timer.arm(self.loop, at)
 
     def _send_due(self) -> None:
+        for ch in self._native():
+            if not ch.reading:
+                ch.drain()     # busy: replies are read here (before any timeout)
         heap = self._heap
         # sends due within a tick go out together: one wake-up for many probes
         horizon = self.loop.time() + self.tick

@@ -529,3 +529,37 @@ def test_destinations_probing_the_same_target_share_one_stream(lab):
         by[(dest, path)] = by.get((dest, path), 0) + 1
     assert by == {("b", "relay1"): n, ("v6", "relay1"): n, ("a", "direct"): n}, by
     assert r.counters["replied"] == 3 * n
+
+
+def test_many_streams_are_read_on_send_ticks_and_lose_nothing(lab, udp_impl):
+    """Above BUSY_PROBES_PER_TICK compiled streams stop waking the loop per reply
+    batch and are read on the send ticks: every probe must still come back, once,
+    to its own stream, with an RTT that is the path's, not the tick's."""
+    r = responder(lab, rate=100000, global_rate=100000)
+    results, on_result = collect()
+    sched = ProbeScheduler(on_result, key=KEY, interval_ms=20, jitter=0.1, timeout_ms=300)
+    n = 10
+    for i in range(40):      # 40 streams x 50/s x 5 ms tick = 10 per tick: busy
+        path, mark = ("direct", DIRECT) if i % 2 else ("relay1", RELAY)
+        sched.add(f"d{i}", path, mark, Probe("udp", target(TARGET4), PORT), limit=n)
+    native = [ch for ch in sched.channels.values() if isinstance(ch, probemod.NativeUdpChannel)]
+    assert len(native) == (2 if udp_impl == "compiled" else 0)
+
+    async def run():
+        r.start()
+        sched.start()
+        try:
+            assert sched.busy == (udp_impl == "compiled")
+            assert all(not ch.reading for ch in native)
+            await asyncio.wait_for(sched.wait_idle(), 10)
+        finally:
+            sched.stop()
+            r.close()
+
+    run_in(lab["edge"], run())
+    by = {}
+    for dest, path, seq, sent, rtt, now in results:
+        assert rtt is not None and 0 < rtt < 0.004, (dest, seq, rtt)   # lab RTT ~0.1 ms
+        by.setdefault(dest, []).append(seq)
+    assert sorted(by) == sorted(f"d{i}" for i in range(40))
+    assert all(sorted(seqs) == list(range(1, n + 1)) for seqs in by.values()), by
