@@ -453,9 +453,14 @@ def control_config(directory: str, key_file: str, dests: int, paths: int,
               default=(1000, 1), show_default=True,
               help="distinct probe targets (responder ports) the destinations spread over; "
                    "repeat for one run each")
+@click.option("--far-end", type=click.Choice(["threaded", "inline"]), default="threaded",
+              show_default=True,
+              help="threaded: each lab host receives in its own kernel threads (as separate "
+                   "hosts), edge's counted as the agent's; inline: plain veth, where the far "
+                   "ends' receive and forwarding run in, and are charged to, the sender")
 @click.option("--json", "as_json", is_flag=True, help="(always JSON lines; for symmetry)")
 def bench_control(destinations: int, paths: int, interval_ms: int, seconds: float,
-                  targets: tuple[int, ...], as_json: bool) -> None:
+                  targets: tuple[int, ...], far_end: str, as_json: bool) -> None:
     """Agent CPU (process CPU / wall) of `argoctl run`'s loop for DESTINATIONS x PATHS
     probed every INTERVAL, with datapath, decisions, state file and metrics
     (namespace lab, fwmark paths, responder in its own process; needs root).
@@ -466,17 +471,62 @@ def bench_control(destinations: int, paths: int, interval_ms: int, seconds: floa
     and share a stream per path (Config.measurement)."""
     from argoctl.bench import emit
     for n in targets:
-        emit(_control_run(destinations, paths, interval_ms, seconds, min(n, destinations)))
+        emit(_control_run(destinations, paths, interval_ms, seconds, min(n, destinations),
+                          far_end))
+
+
+def threaded_receive(topo, agent: str) -> list[int]:
+    """Make every link end receive in a kernel thread of its own (veth NAPI,
+    threaded), as separate hosts would. Otherwise a veth transmit runs the far
+    end's receive path (and a relay's forwarding) in the sender's context, and
+    the kernel charges that work to the sender as system time. Returns the pids
+    of `agent`'s own receive threads: its share, counted as agent CPU."""
+    mine: list[int] = []
+    for link in topo.links:
+        for end in (link.a, link.b):
+            before = _napi_threads()
+            end.host.run(["ethtool", "-K", end.ifname, "gro", "on", "rx-udp-gro-forwarding", "on"],
+                         check=True)
+            end.host.run(["sh", "-c", f"echo 1 > /sys/class/net/{end.ifname}/threaded"],
+                         check=True)
+            if end.host.name == agent:
+                mine += sorted(_napi_threads() - before)
+    return mine
+
+
+def _napi_threads() -> set[int]:
+    out = set()
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                with open(f"/proc/{pid}/comm") as f:
+                    if f.read().startswith("napi/"):
+                        out.add(int(pid))
+            except OSError:
+                pass
+    return out
+
+
+def _threads_cpu(pids: list[int]) -> tuple[float, float]:
+    """(user, system) seconds of these threads (/proc/PID/stat utime, stime)."""
+    user = system = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        user, system = user + int(fields[11]), system + int(fields[12])
+    hz = os.sysconf("SC_CLK_TCK")
+    return user / hz, system / hz
 
 
 def _control_run(destinations: int, paths: int, interval_ms: int, seconds: float,
-                 targets: int) -> dict:
+                 targets: int, far_end: str = "threaded") -> dict:
     from argoctl.daemon import Daemon, Options
     from argoctl import datapath
     from argoctl.topo import Topology
 
     with tempfile.TemporaryDirectory() as tmp, Topology.default(f"agc{os.getpid()}") as t:
         t.start()
+        rx_threads = threaded_receive(t, "edge") if far_end == "threaded" else []
         key_file = os.path.join(tmp, "probe.key")
         mac.write_key(key_file)
         cfg = control_config(tmp, key_file, destinations, paths, interval_ms, targets)
@@ -498,13 +548,16 @@ def _control_run(destinations: int, paths: int, interval_ms: int, seconds: float
             def results() -> int:
                 return sum(p.received + p.lost for p in d.sched.streams())
             r0, w0, res0 = d.rounds, d.map_writes, results()
-            cpu0, t0 = os.times(), time.monotonic()
+            cpu0, t0, rx0 = os.times(), time.monotonic(), _threads_cpu(rx_threads)
             time.sleep(seconds)
             s0 = time.thread_time()
             scrape = d.exporter.text()
             scrape_cpu = time.thread_time() - s0
-            cpu1, t1 = os.times(), time.monotonic()
+            cpu1, t1, rx1 = os.times(), time.monotonic(), _threads_cpu(rx_threads)
             wall = t1 - t0
+            # the agent: this process plus edge's receive threads (its own packets)
+            user = cpu1.user - cpu0.user + rx1[0] - rx0[0]
+            system = cpu1.system - cpu0.system + rx1[1] - rx0[1]
             ups = sum(1 for n in d.engine.destinations() for s in d.engine.last(n).scores.values()
                       if s.state.value == "up")
             record = {
@@ -512,13 +565,14 @@ def _control_run(destinations: int, paths: int, interval_ms: int, seconds: float
                 "paths": paths, "probe_targets": targets,
                 "probe_streams": len(d.sched.streams()),
                 "interval_ms": interval_ms, "seconds": seconds,
-                "cpu_percent_of_core": round(100 * (cpu1.user + cpu1.system
-                                                    - cpu0.user - cpu0.system) / wall, 2),
-                # system time includes the lab's far end: a probe's sendto runs the
-                # peer namespace's receive path in this process (veth), as in any
-                # one-host lab; on a real NIC that work happens on the receiver
-                "cpu_user_percent": round(100 * (cpu1.user - cpu0.user) / wall, 2),
-                "cpu_system_percent": round(100 * (cpu1.system - cpu0.system) / wall, 2),
+                "cpu_percent_of_core": round(100 * (user + system) / wall, 2),
+                "cpu_user_percent": round(100 * user / wall, 2),
+                "cpu_system_percent": round(100 * system / wall, 2),
+                # threaded: every lab host receives in its own kernel threads and
+                # edge's count as the agent's; inline: veth runs the far ends'
+                # receive (and relays' forwarding) in this process, counted here
+                "far_end": far_end,
+                "agent_rx_threads_percent": round(100 * (sum(rx1) - sum(rx0)) / wall, 2),
                 "probe_results_per_s": round((results() - res0) / wall, 1),
                 "rounds_per_s": round((d.rounds - r0) / wall, 2),
                 "map_write_batches": d.map_writes - w0,

@@ -25,3 +25,26 @@ def test_bench_control_probes_every_stream_and_shares_a_common_target():
     # about 300 results/s apart, 10/s shared (+-10% jitter, and a slow first round)
     assert 200 < apart["probe_results_per_s"] < 360, apart
     assert 5 < shared["probe_results_per_s"] < 13, shared
+
+
+def test_threaded_receive_gives_each_link_end_its_own_receive_thread():
+    """The control bench's lab receives like separate hosts: every veth end has a
+    threaded NAPI, and the agent's (edge's) threads are the ones returned."""
+    import os
+    from argoctl.bench_loop import threaded_receive
+    from argoctl.topo import Topology
+
+    with Topology.default(f"thr{os.getpid()}") as t:
+        t.start()
+        mine = threaded_receive(t, "edge")
+        for link in t.links:
+            for end in (link.a, link.b):
+                out = end.host.run(["cat", f"/sys/class/net/{end.ifname}/threaded"], check=True)
+                assert out.stdout.strip() == "1", (end.host.name, end.ifname)
+        edge_ends = [e for link in t.links for e in (link.a, link.b) if e.host.name == "edge"]
+        assert len(mine) >= len(edge_ends)
+        for pid in mine:
+            with open(f"/proc/{pid}/comm") as f:
+                comm = f.read().strip()
+            assert comm.startswith("napi/") and any(
+                comm.startswith(f"napi/{e.ifname}-") for e in edge_ends), comm
