@@ -352,9 +352,21 @@ static int Channel_init(Channel *c, PyObject *args, PyObject *kw)
     if (!PyArg_ParseTupleAndKeywords(args, kw, "iiy*ILdL", kwlist, &c->fd, &c->family, &key,
                                      &key_id, &timeout, &c->jitter, &seed))
         return -1;
+    if (c->ring != NULL) {     /* __init__ called again: keep the first one */
+        PyBuffer_Release(&key);
+        PyErr_SetString(PyExc_RuntimeError, "Channel is already initialised");
+        return -1;
+    }
     if (c->family != AF_INET && c->family != AF_INET6) {
         PyBuffer_Release(&key);
         PyErr_SetString(PyExc_ValueError, "family must be AF_INET or AF_INET6");
+        return -1;
+    }
+    /* a jitter near 1 could schedule the next probe at once, and send_due
+     * would loop on it until the horizon */
+    if (!(c->jitter >= 0.0 && c->jitter <= 0.9)) {
+        PyBuffer_Release(&key);
+        PyErr_SetString(PyExc_ValueError, "jitter must be within 0..0.9");
         return -1;
     }
     hmac_init(&c->key, key.buf, (size_t)key.len);

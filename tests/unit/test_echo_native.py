@@ -195,3 +195,14 @@ def test_a_reply_to_another_channel_is_replayed_not_late(pair):
         time.sleep(0.05)
         ch2.drain()
         assert ch2.results() == [] and ch2.rejects() == {"replayed": 1, "late": 1}
+
+
+def test_bad_construction_is_refused():
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        with pytest.raises(ValueError, match="jitter"):
+            KEY.native_channel(s.fileno(), socket.AF_INET, 10**9, 1.0, 1)
+        with pytest.raises(ValueError, match="family"):
+            KEY.native_channel(s.fileno(), socket.AF_UNIX, 10**9, 0.1, 1)
+        ch = KEY.native_channel(s.fileno(), socket.AF_INET, 10**9, 0.1, 1)
+        with pytest.raises(RuntimeError, match="already"):
+            ch.__init__(s.fileno(), socket.AF_INET, b"k" * 32, 1, 10**9, 0.1, 1)
