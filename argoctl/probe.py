@@ -373,8 +373,6 @@ class NativeUdpChannel(UdpChannel):
     sends, matches and times out in C, and hands back results in batches.
     Same wire format, same verdicts and reject counters."""
 
-    native = True
-
     def __init__(self, sched, mark, family, key: EchoKey):
         super().__init__(sched, mark, family, key)
         self.key = key

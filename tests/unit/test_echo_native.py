@@ -206,3 +206,12 @@ def test_bad_construction_is_refused():
         ch = KEY.native_channel(s.fileno(), socket.AF_INET, 10**9, 0.1, 1)
         with pytest.raises(RuntimeError, match="already"):
             ch.__init__(s.fileno(), socket.AF_INET, b"k" * 32, 1, 10**9, 0.1, 1)
+
+
+def test_the_compiled_path_is_used_only_with_its_clock():
+    from argoctl.probe import ProbeScheduler
+    assert ProbeScheduler(lambda *a: None, key=KEY).native
+    # an injected clock (replayed traces, tests) keeps the Python channel
+    assert not ProbeScheduler(lambda *a: None, key=KEY, clock=lambda: 0).native
+    with pytest.raises(ValueError, match="monotonic_ns"):
+        ProbeScheduler(lambda *a: None, key=KEY, clock=lambda: 0, native=True)
