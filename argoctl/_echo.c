@@ -620,8 +620,8 @@ static int handle_reply(Channel *c, const uint8_t *p, size_t len, int trunc,
     }
     outst_t *o = &c->ring[w & c->rmask];
     if (w < c->head || w >= c->next || o->wseq != w || !o->pending) {
-        done_t *d = &c->done[w & (DONE_WINDOW - 1)];
-        c->rej[d->seq == w ? d->verdict : R_REPLAYED]++;
+        done_t *d = &c->done[w & (DONE_WINDOW - 1)];   /* verdicts are never 0 */
+        c->rej[d->seq == w && d->verdict ? d->verdict : R_REPLAYED]++;
         return 0;
     }
     const stream_t *s = &c->streams[o->slot];
@@ -682,7 +682,8 @@ static PyObject *Channel_drain(Channel *c, PyObject *Py_UNUSED(ignored))
             int64_t at = now;
             struct msghdr *h = &msgs[i].msg_hdr;
             for (struct cmsghdr *cm = CMSG_FIRSTHDR(h); cm; cm = CMSG_NXTHDR(h, cm)) {
-                if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_TIMESTAMPNS) {
+                if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_TIMESTAMPNS &&
+                    cm->cmsg_len >= CMSG_LEN(sizeof(struct timespec))) {
                     struct timespec ts;
                     memcpy(&ts, CMSG_DATA(cm), sizeof ts);
                     int64_t t = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec - offset;

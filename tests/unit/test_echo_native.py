@@ -215,3 +215,37 @@ def test_the_compiled_path_is_used_only_with_its_clock():
     assert not ProbeScheduler(lambda *a: None, key=KEY, clock=lambda: 0).native
     with pytest.raises(ValueError, match="monotonic_ns"):
         ProbeScheduler(lambda *a: None, key=KEY, clock=lambda: 0, native=True)
+
+
+def test_random_and_crafted_datagrams_are_all_rejected_and_counted(pair):
+    """C parsing network input: sizes 0..200, right header with random bytes,
+    validly MACed replies for sequence numbers never sent (any channel tag)."""
+    import random
+    ch, prober, resp = pair
+    _request(ch, resp, resp.getsockname()[1])      # one request in flight
+    rng = random.Random(7)
+    dst = prober.getsockname()
+    head = b"AP\x01\x02" + KEY.key_id.to_bytes(4, "big")
+    sent = 0
+    for i in range(600):
+        kind = i % 3
+        if kind == 0:
+            data = rng.randbytes(rng.randrange(0, 200))
+        elif kind == 1:
+            data = head + rng.randbytes(56)
+        else:
+            echo = mac.Echo(mac.REPLY, rng.getrandbits(64), rng.getrandbits(64),
+                            rng.randbytes(16), 0)
+            data = KEY.reply(echo, rng.getrandbits(63))
+        resp.sendto(data, dst)
+        sent += 1
+        if i % 100 == 99:
+            time.sleep(0.01)
+            ch.drain()
+    time.sleep(0.05)
+    ch.drain()
+    assert ch.results() == []
+    rej = ch.rejects()
+    assert sum(rej.values()) == sent, rej
+    assert set(rej) <= {"malformed", "forged", "replayed"} and rej["replayed"] == 200, rej
+    assert ch.pending() == 1
