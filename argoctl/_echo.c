@@ -552,9 +552,12 @@ static PyObject *Channel_send_due(Channel *c, PyObject *arg)
             wseqs[n] = w;
             n++;
             if (s->limit < 0 || (int64_t)s->sent < s->limit) {
-                /* next probe: interval +- jitter, from when this one is sent */
+                /* next probe: interval +- jitter from when this one was due, or
+                 * from now if it went out late (a late loop must not burst); a
+                 * probe sent early (within the horizon) keeps the stream's rate */
                 double u = (double)(rng_next(c) >> 11) / 9007199254740992.0;
-                int64_t next = now + (int64_t)(s->interval * (1.0 + c->jitter * (2.0 * u - 1.0)));
+                int64_t base = e.due > now ? e.due : now;
+                int64_t next = base + (int64_t)(s->interval * (1.0 + c->jitter * (2.0 * u - 1.0)));
                 if (heap_push(c, next, e.slot) < 0)
                     return NULL;
             }

@@ -74,6 +74,7 @@ _TCPI_RTT_END = _TCPI_RTT.size
 # Compiled streams due per send tick above which replies are read on the ticks
 # rather than on arrival (one wake-up per tick instead of one per few replies).
 BUSY_PROBES_PER_TICK = 2
+BUSY_HORIZON_S = 0.02
 
 
 class PathProber:
@@ -896,6 +897,11 @@ class ProbeScheduler:
                                       next(self._tie), prober))
         if heap:
             self._send_timer.arm(self.loop, heap[0][0])
+        if self.busy:
+            # many streams: send further ahead so each sendmmsg carries more
+            # (early by at most a tenth of the fastest interval, and 20 ms)
+            fastest = min([self.interval_ms, *self.intervals.values()]) / self.fast_divisor
+            horizon = max(horizon, self.loop.time() + min(BUSY_HORIZON_S, fastest / 10000.0))
         for ch in self._native():
             nxt = ch.send_due(horizon)
             if nxt is not None:

@@ -249,3 +249,17 @@ def test_random_and_crafted_datagrams_are_all_rejected_and_counted(pair):
     assert sum(rej.values()) == sent, rej
     assert set(rej) <= {"malformed", "forged", "replayed"} and rej["replayed"] == 200, rej
     assert ch.pending() == 1
+
+
+def test_sending_ahead_of_time_keeps_the_stream_rate(pair):
+    """A busy scheduler sends up to 20 ms ahead: the next probe is timed from
+    when this one was due, so early sends do not speed the stream up."""
+    ch, prober, resp = pair
+    slot = ch.add("127.0.0.1", resp.getsockname()[1], 50_000_000, time.monotonic_ns(), -1)
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 1.0:
+        ch.send_due(time.monotonic_ns() + 20_000_000)     # 20 ms ahead, every 5 ms
+        time.sleep(0.005)
+    # 1 s / 50 ms = 20 (+1 for the one due at the start, +1 sent ahead at the end);
+    # timed from the send instead it would be ~1 s / 30 ms = 33
+    assert 19 <= ch.stream(slot)[1] <= 23, ch.stream(slot)
