@@ -479,15 +479,19 @@ class Daemon:
     def _decide_some(self, dests) -> None:
         now = self.clock()
         decisions = {d: self.engine.decide_one(d, now) for d in dests}
-        self._retime(decisions)
+        self._retime(decisions, self._doubted(decisions))
         self._apply(decisions)
 
-    def _retime(self, decisions: dict[str, Decision]) -> None:
+    @staticmethod
+    def _doubted(decisions: dict[str, Decision]) -> set[tuple[str, str]]:
+        """The (dest, path)s these decisions found not up."""
+        return {(n, p) for n, dec in decisions.items() for p, s in dec.scores.items()
+                if s.state is not State.UP}
+
+    def _retime(self, decisions: dict[str, Decision], doubt: set[tuple[str, str]]) -> None:
         """Tell the prober which streams' doubt may have changed: every path not
-        up now or at the previous look (the compiled udp streams keep their
-        interval until told; Python streams ask at every probe)."""
-        doubt = {(n, p) for n, dec in decisions.items() for p, s in dec.scores.items()
-                 if s.state is not State.UP}
+        up now (`doubt`) or at the previous look (the compiled udp streams keep
+        their interval until told; Python streams ask at every probe)."""
         before = {pair for pair in self._retimed if pair[0] in decisions}
         self._retimed = (self._retimed - before) | doubt
         if doubt or before:
@@ -498,9 +502,9 @@ class Daemon:
         now = self.clock()
         self._poll_passive(now)
         decisions = self.engine.decide(now)
-        self._doubt_paths = sum(1 for dec in decisions.values() for s in dec.scores.values()
-                                if s.state is not State.UP)
-        self._retime(decisions)
+        doubt = self._doubted(decisions)
+        self._doubt_paths = len(doubt)      # (the fast-probing budget _retime applies)
+        self._retime(decisions, doubt)
         self._apply(decisions)
 
     def _poll_passive(self, now: float) -> None:

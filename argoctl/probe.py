@@ -672,6 +672,10 @@ class ProbeScheduler:
         self.in_doubt = in_doubt
         self.interval_ms = interval_ms
         self.intervals = dict(intervals or {})   # per-destination override (ms)
+        # busy: how far ahead to send, at most a tenth of the fastest interval
+        # (in-doubt probing included) and BUSY_HORIZON_S
+        fastest_s = min([interval_ms, *self.intervals.values()]) / fast_divisor / 1000.0
+        self._ahead = min(BUSY_HORIZON_S, fastest_s / 10)
         self.jitter = jitter
         self.timeout_ns = int(timeout_ms * 1e6)
         self.fast_divisor = fast_divisor
@@ -881,9 +885,6 @@ class ProbeScheduler:
         self._send_timer.arm(self.loop, at)
 
     def _send_due(self) -> None:
-        for ch in self._native():
-            if not ch.reading:
-                ch.drain()     # busy: replies are read here (before any timeout)
         heap = self._heap
         # sends due within a tick go out together: one wake-up for many probes
         horizon = self.loop.time() + self.tick
@@ -899,10 +900,10 @@ class ProbeScheduler:
             self._send_timer.arm(self.loop, heap[0][0])
         if self.busy:
             # many streams: send further ahead so each sendmmsg carries more
-            # (early by at most a tenth of the fastest interval, and 20 ms)
-            fastest = min([self.interval_ms, *self.intervals.values()]) / self.fast_divisor
-            horizon = max(horizon, self.loop.time() + min(BUSY_HORIZON_S, fastest / 10000.0))
+            horizon = max(horizon, self.loop.time() + self._ahead)
         for ch in self._native():
+            if not ch.reading:
+                ch.drain()     # busy: replies are read here (before any timeout)
             nxt = ch.send_due(horizon)
             if nxt is not None:
                 self._send_timer.arm(self.loop, nxt)
