@@ -16,8 +16,8 @@ $(STAMPS)/host: scripts/setup-host.sh
 	@mkdir -p $(STAMPS) && touch $@
 
 # Re-run pip when the package metadata changes (new install_requires) or the
-# compiled probe path does (pip install -e . builds argoctl/_echo.c in place).
-$(STAMPS)/venv: scripts/setup-venv.sh setup.cfg setup.py pyproject.toml argoctl/_echo.c $(STAMPS)/host
+# compiled parts do (pip install -e . builds argoctl/_echo.c and _pathcore.c in place).
+$(STAMPS)/venv: scripts/setup-venv.sh setup.cfg setup.py pyproject.toml argoctl/_echo.c argoctl/_pathcore.c argoctl/_pathcore.h $(STAMPS)/host
 	PYTHON=$(PYTHON) VENV=$(VENV) scripts/setup-venv.sh
 	@mkdir -p $(STAMPS) && touch $@
 

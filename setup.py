@@ -1,7 +1,16 @@
-"""Metadata lives in setup.cfg; this file only declares the compiled probe path
-(argoctl/_echo.c), which setup.cfg cannot express."""
+"""Metadata lives in setup.cfg; this file only declares the compiled parts, which
+setup.cfg cannot express: the UDP probe path (argoctl/_echo.c) and the path
+estimator and score (argoctl/_pathcore.c)."""
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension("argoctl._echo", ["argoctl/_echo.c"], libraries=["m"],
-                             extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter",
-                                                 "-Wno-missing-field-initializers"])])
+# -ffp-contract=off: no fused multiply-adds, so the C arithmetic rounds exactly
+# as the Python it mirrors (tests/unit/test_pathcore.py compares them exactly).
+FLAGS = ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-missing-field-initializers",
+         "-ffp-contract=off"]
+
+setup(ext_modules=[
+    Extension("argoctl._echo", ["argoctl/_echo.c"], depends=["argoctl/_pathcore.h"],
+              libraries=["m"], extra_compile_args=FLAGS),
+    Extension("argoctl._pathcore", ["argoctl/_pathcore.c"], depends=["argoctl/_pathcore.h"],
+              libraries=["m"], extra_compile_args=FLAGS),
+])

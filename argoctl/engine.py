@@ -61,6 +61,12 @@ Sharing: destinations that measure the same thing on a path (same probe,
 Config.measurement) share that path's estimator and scoring state, scored
 once per decision time however many destinations read it; their decisions
 (hysteresis, hold-down of a demoted path) stay their own.
+
+Compiled: when argoctl._pathcore is built (pip install -e .), each path's
+estimator and scoring state is one _pathcore.PathState, which does what
+estimator.Estimator and _PathState.score do here, with the same arithmetic
+(tests/unit/test_pathcore.py replays traces through both and compares every
+decision). The per-destination choice below stays Python.
 """
 
 from __future__ import annotations
@@ -73,7 +79,13 @@ from dataclasses import dataclass
 from typing import Callable, Hashable, Iterable, Optional, Sequence
 
 from argoctl.config import DIRECT, Config, Policy
-from argoctl.estimator import DOWN as S_DOWN, UP as S_UP, Estimator, Snapshot, State
+from argoctl.estimator import (DOWN as S_DOWN, SUSPECT as S_SUSPECT, UNKNOWN as S_UNKNOWN,
+                               UP as S_UP, Estimator, Snapshot, State)
+
+try:
+    from argoctl import _pathcore
+except ImportError:      # not built: the pure-Python estimator and score
+    _pathcore = None
 
 TOTAL_WEIGHT = 100         # weights of one destination add up to this
 
@@ -185,15 +197,31 @@ class Decision:
         return "\n".join(lines)
 
 
+class _Scoring:
+    """What scoring a path needs from the engine: constants, and the smoothing
+    factor of the latest time step (every path of a round has the same one)."""
+    __slots__ = ("tuning", "half_life_s", "rel", "abs", "hold_down_s", "decay_dt", "decay")
+
+    def __init__(self, policy: Policy, tuning: Tuning):
+        self.tuning = tuning
+        self.half_life_s = tuning.smooth_half_life * policy.probe_interval_ms / 1000.0
+        self.rel, self.abs = policy.switch_relative, policy.switch_absolute_ms
+        self.hold_down_s = policy.hold_down_s
+        self.decay_dt: Optional[float] = None
+        self.decay = 0.0
+
+
 class _PathState:
     """A path's measurement and its scoring state; shared by the destinations
-    that measure the same thing (Engine's `groups`)."""
-    __slots__ = ("est", "smoothed", "smoothed_at", "penalty", "penalty_at",
+    that measure the same thing (Engine's `groups`). _pathcore.PathState is
+    the compiled twin (estimator and this in one object: its `est` is itself)."""
+    __slots__ = ("est", "scoring", "smoothed", "smoothed_at", "penalty", "penalty_at",
                  "suppressed", "downs_seen", "recovered_seen", "recent", "replies_seen",
                  "scored", "scored_now", "scored_version", "dests")
 
-    def __init__(self, est: Estimator, shift_samples: int):
+    def __init__(self, est: Estimator, scoring: _Scoring):
         self.est = est
+        self.scoring = scoring
         self.smoothed: Optional[float] = None
         self.smoothed_at = 0.0
         self.penalty = 0.0
@@ -202,13 +230,100 @@ class _PathState:
         self.downs_seen = 0
         self.recovered_seen: Optional[float] = None
         # raw scores of the latest replies (the level-shift test's window)
-        self.recent: deque[float] = deque(maxlen=shift_samples)
+        self.recent: deque[float] = deque(maxlen=scoring.tuning.shift_samples)
         self.replies_seen = 0
         # the latest score, valid at scored_now while est.version is scored_version
         self.scored: Optional[PathScore] = None
         self.scored_now: Optional[float] = None
         self.scored_version = -1
         self.dests: list[str] = []             # destinations reading this path state
+
+    def score(self, name: str, now: float) -> PathScore:
+        """This path's standing at `now` (the same object again for another
+        destination at the same `now` until the estimator changes)."""
+        # Runs for every path every round: attribute reads are hoisted into
+        # locals, and nothing is computed that the common case does not need.
+        ps, est, sc = self, self.est, self.scoring
+        if ps.scored_now == now and ps.scored_version == est.version:
+            return ps.scored    # shared, and scored for another destination just now
+        t = sc.tuning
+        est.tick(now)
+        snap = est.snapshot()
+        counts = snap.counts
+        # Flap damping: decay, then charge new failures.
+        penalty = ps.penalty
+        if penalty:
+            penalty *= 0.5 ** ((now - ps.penalty_at) / t.flap_half_life_s)
+        ps.penalty_at = now
+        # A failure is a path going down, or its handshakes failing (passive).
+        downs = counts["downs"] + counts["passive_fail"]
+        if downs > ps.downs_seen:
+            cap = t.flap_reuse * 2 ** (t.flap_max_suppress_s / t.flap_half_life_s)
+            penalty = min(cap, penalty + t.flap_penalty * (downs - ps.downs_seen))
+            ps.downs_seen = downs
+        ps.penalty = penalty
+        if penalty > t.flap_suppress:
+            ps.suppressed = True
+        elif penalty < t.flap_reuse:
+            ps.suppressed = False
+        # Scores (the module docstring's formula), written as
+        # score(rtt) = (rtt + add) * inv.
+        loss = snap.loss
+        if loss >= 0.99:
+            loss = 0.99
+        inv = 1.0 / (1.0 - loss)
+        add = t.jitter_weight * snap.jitter_ms + t.loss_cost_ms * loss
+        last_ms, srtt_ms, recovered = snap.last_rtt_ms, snap.srtt_ms, snap.recovered_at
+        raw = None if last_ms is None else (last_ms + add) * inv
+        smoothed = ps.smoothed
+        if srtt_ms is None:
+            smoothed = None
+        else:
+            base = (srtt_ms + add) * inv
+            if smoothed is None or recovered != ps.recovered_seen:
+                smoothed = base      # first sample, or back from down: history is stale
+                ps.recovered_seen = recovered
+            else:
+                dt = now - ps.smoothed_at
+                if dt > 0:
+                    if dt != sc.decay_dt:
+                        sc.decay_dt, sc.decay = dt, 1 - 0.5 ** (dt / sc.half_life_s)
+                    smoothed += (base - smoothed) * sc.decay
+        ps.smoothed_at = now
+        replies = counts["replies"]
+        new = replies - ps.replies_seen
+        if raw is not None and new > 0:
+            # Every reply since the last decision, however often we decide
+            # (`recent` keeps the last shift_samples).
+            ps.replies_seen = replies
+            recent, n = ps.recent, t.shift_samples
+            if new == 1:
+                recent.append(raw)      # the latest reply's raw score
+            else:
+                rtts = est.recent
+                for i in range(min(new, n, len(rtts)), 0, -1):
+                    recent.append((rtts[-i] * 1000.0 + add) * inv)
+            if smoothed is not None and len(recent) == n:
+                m = smoothed * sc.rel
+                if m < sc.abs:
+                    m = sc.abs
+                m *= t.shift_margins
+                if min(recent) > smoothed + m or max(recent) < smoothed - m:
+                    smoothed = statistics.median(recent)
+                    recent.clear()
+        ps.smoothed = smoothed
+        held_until = None
+        if recovered is not None and now < recovered + sc.hold_down_s:
+            held_until = recovered + sc.hold_down_s
+        state = snap.state
+        if state is S_UP:
+            tier = HELD if (held_until is not None or ps.suppressed) else USABLE
+        else:
+            tier = _STATE_TIER[state]
+        ps.scored = scored = PathScore(name, state, tier, raw, smoothed, penalty,
+                                       ps.suppressed, held_until, snap)
+        ps.scored_now, ps.scored_version = now, est.version
+        return scored
 
 
 class _DestState:
@@ -235,20 +350,23 @@ class Engine:
     def __init__(self, policy: Policy, destinations: Iterable[tuple[str, Sequence[str]]],
                  clock: Callable[[], float] = time.monotonic,
                  tuning: Optional[Tuning] = None,
-                 groups: Optional[dict[tuple[str, str], Hashable]] = None):
+                 groups: Optional[dict[tuple[str, str], Hashable]] = None,
+                 native: Optional[bool] = None):
         """`groups`: (dest, path) -> a key; (dest, path)s with the same key measure the
         same thing (Config.measurement) and share one estimator and its score,
-        so one probe result serves all of them. Absent: each its own."""
+        so one probe result serves all of them. Absent: each its own.
+        `native`: compiled path states (default: when argoctl._pathcore is built)."""
         self.policy = policy
         self.tuning = tuning or Tuning()
         self.clock = clock
         self.interval = policy.probe_interval_ms / 1000.0
-        self._half_life_s = self.tuning.smooth_half_life * self.interval
-        # Per-path-per-decision constants, and the smoothing factor of the
-        # latest time step (every path of a round has the same one).
         self._rel, self._abs = policy.switch_relative, policy.switch_absolute_ms
-        self._decay_dt: Optional[float] = None
-        self._decay = 0.0
+        if native is None:
+            native = _pathcore is not None
+        elif native and _pathcore is None:
+            raise RuntimeError("argoctl._pathcore is not built (pip install -e .)")
+        self.native = native
+        scoring = _Scoring(policy, self.tuning)
         now = clock()
         groups = groups or {}
         self._dests: dict[str, _DestState] = {}
@@ -261,7 +379,8 @@ class Engine:
                 key = groups.get((name, p))
                 ps = shared.get(key) if key is not None else None
                 if ps is None:
-                    ps = _PathState(Estimator(policy, now), self.tuning.shift_samples)
+                    ps = (_pathcore.PathState(policy, self.tuning, now) if native
+                          else _PathState(Estimator(policy, now), scoring))
                     if key is not None:
                         shared[key] = ps
                 ps.dests.append(name)
@@ -280,6 +399,11 @@ class Engine:
     def path(self, dest: str, path: str) -> Estimator:
         """The estimator of (dest, path): feed it replies, timeouts, passive signals."""
         return self._dests[dest].paths[path].est
+
+    def native_sink(self, dest: str, path: str):
+        """The compiled PathState measuring (dest, path), which a compiled probe
+        channel may feed directly (probe.ProbeScheduler's `sink`), or None."""
+        return self._dests[dest].paths[path] if self.native else None
 
     def probe_result(self, dest: str, path: str, seq: int, sent_at_ns: int,
                      rtt: Optional[float], now_ns: int) -> bool:
@@ -353,8 +477,8 @@ class Engine:
         return self._decide(self._dests[dest], self.clock() if now is None else now)
 
     def _decide(self, d: _DestState, now: float) -> Decision:
-        score, paths = self._score, d.paths
-        scores = {p: score(paths[p], p, now) for p in d.order}
+        paths = d.paths
+        scores = {p: paths[p].score(p, now) for p in d.order}
         choice, reason = self._choose(d, scores, now)
         d.choice = choice
         weights = self._weights(d, scores, choice)
@@ -370,91 +494,6 @@ class Engine:
         dec = Decision(d.name, choice, weights, reason, scores, changed, now)
         d.last = dec
         return dec
-
-    def _score(self, ps: _PathState, name: str, now: float) -> PathScore:
-        # Runs for every path every round: attribute reads are hoisted into
-        # locals, and nothing is computed that the common case does not need.
-        est = ps.est
-        if ps.scored_now == now and ps.scored_version == est.version:
-            return ps.scored    # shared, and scored for another destination just now
-        t = self.tuning
-        est.tick(now)
-        snap = est.snapshot()
-        counts = snap.counts
-        # Flap damping: decay, then charge new failures.
-        penalty = ps.penalty
-        if penalty:
-            penalty *= 0.5 ** ((now - ps.penalty_at) / t.flap_half_life_s)
-        ps.penalty_at = now
-        # A failure is a path going down, or its handshakes failing (passive).
-        downs = counts["downs"] + counts["passive_fail"]
-        if downs > ps.downs_seen:
-            cap = t.flap_reuse * 2 ** (t.flap_max_suppress_s / t.flap_half_life_s)
-            penalty = min(cap, penalty + t.flap_penalty * (downs - ps.downs_seen))
-            ps.downs_seen = downs
-        ps.penalty = penalty
-        if penalty > t.flap_suppress:
-            ps.suppressed = True
-        elif penalty < t.flap_reuse:
-            ps.suppressed = False
-        # Scores (the module docstring's formula), written as
-        # score(rtt) = (rtt + add) * inv.
-        loss = snap.loss
-        if loss >= 0.99:
-            loss = 0.99
-        inv = 1.0 / (1.0 - loss)
-        add = t.jitter_weight * snap.jitter_ms + t.loss_cost_ms * loss
-        last_ms, srtt_ms, recovered = snap.last_rtt_ms, snap.srtt_ms, snap.recovered_at
-        raw = None if last_ms is None else (last_ms + add) * inv
-        smoothed = ps.smoothed
-        if srtt_ms is None:
-            smoothed = None
-        else:
-            base = (srtt_ms + add) * inv
-            if smoothed is None or recovered != ps.recovered_seen:
-                smoothed = base      # first sample, or back from down: history is stale
-                ps.recovered_seen = recovered
-            else:
-                dt = now - ps.smoothed_at
-                if dt > 0:
-                    if dt != self._decay_dt:
-                        self._decay_dt, self._decay = dt, 1 - 0.5 ** (dt / self._half_life_s)
-                    smoothed += (base - smoothed) * self._decay
-        ps.smoothed_at = now
-        replies = counts["replies"]
-        new = replies - ps.replies_seen
-        if raw is not None and new > 0:
-            # Every reply since the last decision, however often we decide
-            # (`recent` keeps the last shift_samples).
-            ps.replies_seen = replies
-            recent, n = ps.recent, t.shift_samples
-            if new == 1:
-                recent.append(raw)      # the latest reply's raw score
-            else:
-                rtts = est.recent
-                for i in range(min(new, n, len(rtts)), 0, -1):
-                    recent.append((rtts[-i] * 1000.0 + add) * inv)
-            if smoothed is not None and len(recent) == n:
-                m = smoothed * self._rel
-                if m < self._abs:
-                    m = self._abs
-                m *= t.shift_margins
-                if min(recent) > smoothed + m or max(recent) < smoothed - m:
-                    smoothed = statistics.median(recent)
-                    recent.clear()
-        ps.smoothed = smoothed
-        held_until = None
-        if recovered is not None and now < recovered + self.policy.hold_down_s:
-            held_until = recovered + self.policy.hold_down_s
-        state = snap.state
-        if state is S_UP:
-            tier = HELD if (held_until is not None or ps.suppressed) else USABLE
-        else:
-            tier = _STATE_TIER[state]
-        ps.scored = scored = PathScore(name, state, tier, raw, smoothed, penalty,
-                                       ps.suppressed, held_until, snap)
-        ps.scored_now, ps.scored_version = now, est.version
-        return scored
 
     def _margin(self, score: float) -> float:
         return max(self.policy.switch_relative * score, self.policy.switch_absolute_ms)
@@ -653,3 +692,8 @@ def _score_txt(s: PathScore) -> str:
 
 def _fmt(v: Optional[float]) -> str:
     return "-" if v is None else f"{v:.1f}ms"
+
+
+if _pathcore is not None:
+    _pathcore.use(states=(S_UNKNOWN, S_UP, S_SUSPECT, S_DOWN), snapshot=Snapshot,
+                  pathscore=PathScore)

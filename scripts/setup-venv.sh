@@ -28,6 +28,6 @@ for mod in bcc nftables; do
 done
 site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 echo "$sysdir" > "$site/argoctl-sys.pth"
-"$venv/bin/python" -c 'import bcc, nftables, pyroute2, pytest, argoctl._echo' \
+"$venv/bin/python" -c 'import bcc, nftables, pyroute2, pytest, argoctl._echo, argoctl._pathcore' \
     || { echo "setup-venv: imports failed" >&2; exit 1; }
 echo "setup-venv: $venv ready"

@@ -1,10 +1,13 @@
-"""Engine decisions on deterministic traces (replayed by tests/unit/traces.py)."""
+"""Engine decisions on deterministic traces (replayed by tests/unit/traces.py).
+Every test runs twice: with the compiled path states (argoctl/_pathcore.c, the
+default) and with the pure-Python estimator and score."""
 
 import dataclasses
 import random
 
 import pytest
 
+from argoctl import engine as enginemod
 from argoctl.config import Policy
 from argoctl.engine import Engine
 from argoctl.estimator import State
@@ -16,6 +19,15 @@ POLICY = Policy(probe_interval_ms=1000, probe_timeout_ms=1000, probe_jitter=0.1,
                 switch_relative=0.10, switch_absolute_ms=5.0, loss_window=20,
                 rtt_alpha=0.125)
 PATHS = ("direct", "r1")
+
+
+@pytest.fixture(autouse=True, params=["compiled", "python"])
+def impl(request, monkeypatch):
+    if request.param == "python":
+        monkeypatch.setattr(enginemod, "_pathcore", None)
+    else:
+        assert enginemod._pathcore is not None, "argoctl._pathcore is not built (pip install -e .)"
+    return request.param
 
 
 def engine(paths=PATHS, **policy) -> Engine:

@@ -1,10 +1,14 @@
-"""Estimator: RTT/jitter arithmetic, loss window, reachability state machine."""
+"""Estimator: RTT/jitter arithmetic, loss window, reachability state machine.
+Every test runs twice: on estimator.Estimator and on the compiled
+_pathcore.PathState the engine uses when it is built."""
 
 import dataclasses
 
 import pytest
 
+from argoctl import engine as enginemod
 from argoctl.config import Policy
+from argoctl.engine import Tuning
 from argoctl.estimator import Estimator, State
 
 import traces
@@ -13,8 +17,22 @@ POLICY = Policy(probe_interval_ms=1000, probe_timeout_ms=1000, probe_jitter=0.1,
                 detect_multiplier=3, recover_probes=5, loss_window=20, rtt_alpha=0.125)
 
 
+_MAKE = {}
+
+
+@pytest.fixture(autouse=True, params=["compiled", "python"])
+def impl(request):
+    """The compiled one must be built here: `make setup` builds it."""
+    if request.param == "compiled":
+        assert enginemod._pathcore is not None, "argoctl._pathcore is not built (pip install -e .)"
+        _MAKE["est"] = lambda pol: enginemod._pathcore.PathState(pol, Tuning(), 0.0)
+    else:
+        _MAKE["est"] = lambda pol: Estimator(pol, now=0.0)
+    return request.param
+
+
 def est(**kw) -> Estimator:
-    return Estimator(dataclasses.replace(POLICY, **kw), now=0.0)
+    return _MAKE["est"](dataclasses.replace(POLICY, **kw))
 
 
 def feed(e: Estimator, rtts_ms, start_seq=0, t0=0.0, interval=1.0):
