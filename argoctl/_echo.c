@@ -9,6 +9,10 @@
  * time out what is not answered. Python keeps the policy: it adds streams,
  * sets their intervals, and consumes results as tuples
  *     (slot, stream_seq, sent_ns, at_ns, code)    code: 0 reply, 1 timeout, 2 send error
+ * A stream bound to an argoctl._pathcore.PathState (bind()) feeds it its
+ * results directly instead (through _pathcore's capsule), and Python hears of
+ * the stream only when a result changed the path's state: code 3. Per-stream
+ * counts (received, lost, send errors, RTT sum/min/max) are kept here.
  * Rejected replies are counted with the Python tracker's names and verdicts
  * (malformed, forged, replayed, late, errors, send_errors).
  *
@@ -28,6 +32,8 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <time.h>
+
+#include "_pathcore.h"
 
 /* ---- SHA-256 and HMAC-SHA256 (FIPS 180-4, RFC 2104) ---------------------- */
 
@@ -171,7 +177,9 @@ static int mac_ok(const hmac_key *hk, const uint8_t *pkt)
 enum { R_MALFORMED, R_FORGED, R_REPLAYED, R_LATE, R_ERRORS, R_SEND_ERRORS, R_N };
 static const char *REJECT_NAMES[R_N] = {"malformed", "forged", "replayed", "late", "errors",
                                         "send_errors"};
-enum { CODE_REPLY = 0, CODE_TIMEOUT = 1, CODE_SEND_ERROR = 2 };
+enum { CODE_REPLY = 0, CODE_TIMEOUT = 1, CODE_SEND_ERROR = 2, CODE_CHANGED = 3 };
+
+static const pathcore_api *PATHCORE;   /* imported at the first bind() */
 enum { BATCH = 16, READ_BATCH = 64, READ_MAX = 256, DONE_WINDOW = 1 << 16 };
 #define SEQ_BITS 48
 #define SEQ_MASK ((1ULL << SEQ_BITS) - 1)
@@ -188,6 +196,9 @@ typedef struct {
     int64_t limit;        /* probes to send, -1 = no limit */
     uint64_t seq, sent;
     int active;
+    PyObject *sink;       /* a bound _pathcore.PathState, or NULL */
+    uint64_t received, lost, errors;
+    double rtt_sum, rtt_min, rtt_max;    /* s; min and max valid when received */
 } stream_t;
 
 typedef struct {
@@ -254,6 +265,26 @@ static uint64_t rng_next(Channel *c)   /* xorshift128+: nonces need to be unique
 
 static int result(Channel *c, uint32_t slot, uint64_t sseq, int64_t sent, int64_t at, int code)
 {
+    stream_t *s = &c->streams[slot];
+    if (!s->active)
+        return 0;                 /* removed: nobody wants it */
+    if (code == CODE_REPLY) {     /* (ProbeScheduler.deliver's statistics) */
+        double rtt = (double)(at > sent ? at - sent : 0) / 1e9;
+        s->rtt_sum += rtt;
+        if (!s->received || rtt < s->rtt_min)
+            s->rtt_min = rtt;
+        if (!s->received || rtt > s->rtt_max)
+            s->rtt_max = rtt;
+        s->received++;
+    } else {
+        s->lost++;
+        s->errors += code == CODE_SEND_ERROR;
+    }
+    if (s->sink != NULL) {
+        if (PATHCORE->feed(s->sink, sseq, sent, at, code != CODE_REPLY) != 1)
+            return 0;             /* fed; nothing for Python (bind() checked the type) */
+        code = CODE_CHANGED;
+    }
     PyObject *t = Py_BuildValue("(IKLLi)", slot, (unsigned long long)sseq, (long long)sent,
                                 (long long)at, code);
     if (t == NULL)
@@ -334,6 +365,8 @@ static void finish(Channel *c, uint64_t wseq, int verdict)
 
 static void Channel_dealloc(Channel *c)
 {
+    for (Py_ssize_t i = 0; i < c->nstreams; i++)
+        Py_CLEAR(c->streams[i].sink);
     PyMem_Free(c->streams);
     PyMem_Free(c->heap);
     PyMem_Free(c->ring);
@@ -471,6 +504,7 @@ static PyObject *Channel_remove(Channel *c, PyObject *arg)
     if (s == NULL)
         return NULL;
     s->active = 0;     /* its heap entry is dropped when it comes up */
+    Py_CLEAR(s->sink);
     Py_RETURN_NONE;
 }
 
@@ -496,7 +530,55 @@ static PyObject *Channel_stream(Channel *c, PyObject *arg)
     stream_t *s = get_stream(c, PyLong_AsSsize_t(arg));
     if (s == NULL)
         return NULL;
-    return Py_BuildValue("(KK)", (unsigned long long)s->seq, (unsigned long long)s->sent);
+    PyObject *lo = s->received ? PyFloat_FromDouble(s->rtt_min) : Py_NewRef(Py_None);
+    PyObject *hi = s->received ? PyFloat_FromDouble(s->rtt_max) : Py_NewRef(Py_None);
+    if (lo == NULL || hi == NULL) {
+        Py_XDECREF(lo);
+        Py_XDECREF(hi);
+        return NULL;
+    }
+    return Py_BuildValue("(KKKKKdNN)", (unsigned long long)s->seq, (unsigned long long)s->sent,
+                         (unsigned long long)s->received, (unsigned long long)s->lost,
+                         (unsigned long long)s->errors, s->rtt_sum, lo, hi);
+}
+
+/* bind(slot, path_state or None): feed the stream's results to it (see the top). */
+static PyObject *Channel_bind(Channel *c, PyObject *args)
+{
+    Py_ssize_t slot;
+    PyObject *core;
+    if (!PyArg_ParseTuple(args, "nO", &slot, &core))
+        return NULL;
+    stream_t *s = get_stream(c, slot);
+    if (s == NULL)
+        return NULL;
+    if (core == Py_None) {
+        Py_CLEAR(s->sink);
+        Py_RETURN_NONE;
+    }
+    if (PATHCORE == NULL) {
+        const pathcore_api *api = PyCapsule_Import(PATHCORE_CAPSULE, 0);
+        if (api == NULL)
+            return NULL;
+        if (api->version != PATHCORE_API_VERSION) {
+            PyErr_Format(PyExc_ImportError, "argoctl._pathcore API %d, _echo needs %d: rebuild both",
+                         api->version, PATHCORE_API_VERSION);
+            return NULL;
+        }
+        PATHCORE = api;
+    }
+    if (!PATHCORE->is_path_state(core)) {
+        PyErr_Format(PyExc_TypeError, "bind: a _pathcore.PathState, not %.80s",
+                     Py_TYPE(core)->tp_name);
+        return NULL;
+    }
+    if (!s->active) {
+        PyErr_SetString(PyExc_ValueError, "bind: the stream was removed");
+        return NULL;
+    }
+    Py_INCREF(core);
+    Py_XSETREF(s->sink, core);
+    Py_RETURN_NONE;
 }
 
 /* Send every probe due by `horizon` (ns); returns the next due time or -1. */
@@ -787,7 +869,10 @@ static PyMethodDef Channel_methods[] = {
     {"remove", (PyCFunction)Channel_remove, METH_O, "remove(slot): stop probing it"},
     {"set_interval", (PyCFunction)Channel_set_interval, METH_VARARGS,
      "set_interval(slot, interval_ns): from its next probe on"},
-    {"stream", (PyCFunction)Channel_stream, METH_O, "stream(slot) -> (last seq, sent)"},
+    {"stream", (PyCFunction)Channel_stream, METH_O,
+     "stream(slot) -> (last seq, sent, received, lost, send errors, rtt sum s, min s, max s)"},
+    {"bind", (PyCFunction)Channel_bind, METH_VARARGS,
+     "bind(slot, path_state): feed its results to a _pathcore.PathState (None: unbind)"},
     {"send_due", (PyCFunction)Channel_send_due, METH_O,
      "send_due(horizon_ns) -> next due ns or -1: send every probe due by horizon"},
     {"drain", (PyCFunction)Channel_drain, METH_NOARGS, "drain() -> datagrams read"},
@@ -795,7 +880,8 @@ static PyMethodDef Channel_methods[] = {
     {"next_deadline", (PyCFunction)Channel_next_deadline, METH_NOARGS,
      "next_deadline() -> ns or -1"},
     {"results", (PyCFunction)Channel_results, METH_NOARGS,
-     "results() -> [(slot, seq, sent_ns, at_ns, code)] since the last call"},
+     "results() -> [(slot, seq, sent_ns, at_ns, code)] since the last call\n"
+     "(code 0 reply, 1 timeout, 2 send error, 3 a bound stream's state changed)"},
     {"rejects", (PyCFunction)Channel_rejects, METH_NOARGS, "rejects() -> {reason: count}"},
     {"pending", (PyCFunction)Channel_pending, METH_NOARGS, "pending() -> requests in flight"},
     {"exhausted", (PyCFunction)Channel_exhausted, METH_NOARGS,

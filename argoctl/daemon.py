@@ -416,6 +416,8 @@ class Daemon:
         self.sched = ProbeScheduler.from_config(
             self.cfg, self._on_result, key=self.opts.key, in_doubt=self._in_doubt,
             fast_divisor=self.opts.fast_divisor,
+            # compiled udp streams feed the compiled estimators without Python
+            sink=self.engine.native_sink, on_change=self._on_change,
             # the compiled udp path reads CLOCK_MONOTONIC itself: same clock, in ns
             clock=time.monotonic_ns if self.clock is time.monotonic
             else lambda: int(self.clock() * 1e9))
@@ -458,13 +460,17 @@ class Daemon:
 
     def _on_result(self, dest: str, path: str, seq: int, sent_ns: int,
                    rtt: Optional[float], now_ns: int) -> None:
-        # (counted by the prober: probe_results(); this runs 4,000 times a second
-        # at 1,000 destinations x 4 paths, so it does nothing else)
+        # (counted by the prober: probe_results(). Results of compiled udp
+        # streams do not come here: the channel feeds the engine's compiled
+        # path state itself and calls _on_change.)
         if self.engine.probe_result(dest, path, seq, sent_ns, rtt, now_ns):
-            # A state change decides its destination now, not at the next round.
-            self._pending.update(self.engine.sharers(dest, path))
-            if self._pending_handle is None:
-                self._pending_handle = self._loop.call_soon(self._decide_pending)
+            self._on_change(dest, path)
+
+    def _on_change(self, dest: str, path: str) -> None:
+        # A state change decides its destinations now, not at the next round.
+        self._pending.update(self.engine.sharers(dest, path))
+        if self._pending_handle is None:
+            self._pending_handle = self._loop.call_soon(self._decide_pending)
 
     def probe_results(self, dest: str, path: str) -> dict[str, int]:
         """{"ok": replies, "timeout": losses} of the stream measuring (dest, path)."""

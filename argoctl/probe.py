@@ -30,6 +30,11 @@ rtt None means the probe was lost (timed out, or the send failed /
 came back unreachable, which is reported at once). Interval per prober is
 policy.probe_interval_ms +- probe_jitter, divided by `fast_divisor` while
 `in_doubt(dest, path)` is true. Clock: `clock()` in ns (monotonic, injectable).
+
+Results of a udp stream on the compiled path can skip Python altogether: when
+`sink(dest, path)` returns an argoctl._pathcore.PathState (the engine's, see
+Engine.native_sink), the channel feeds it directly and calls
+`on_change(dest, path)` only when a result changed the path's state.
 """
 
 from __future__ import annotations
@@ -60,6 +65,8 @@ log = logging.getLogger(__name__)
 
 OnResult = Callable[[str, str, int, int, Optional[float], int], None]
 InDoubt = Callable[[str, str], bool]
+Sink = Callable[[str, str], object]          # -> a _pathcore.PathState or None
+OnChange = Callable[[str, str], None]
 
 DEFAULT_UDP_PORT = 7447
 _RCVBUF = 1 << 20
@@ -81,17 +88,17 @@ class PathProber:
     """State of one (destination, path): what to probe, through which mark, and
     running statistics (plain attributes: cheap to update, easy to render)."""
 
-    __slots__ = ("dest", "path", "mark", "spec", "_seq", "_sent", "received", "lost",
-                 "errors", "rtt_min", "rtt_max", "rtt_sum", "limit", "active", "channel",
+    __slots__ = ("dest", "path", "mark", "spec", "_seq", "_sent", "_received", "_lost",
+                 "_errors", "_rtt_min", "_rtt_max", "_rtt_sum", "limit", "active", "channel",
                  "group", "subscribers", "addr", "slot")
 
     def __init__(self, dest: str, path: str, mark: int, spec: cfgmod.Probe,
                  limit: Optional[int] = None):
         self.dest, self.path, self.mark, self.spec = dest, path, mark, spec
         self._seq = self._sent = 0
-        self.received = self.lost = self.errors = 0
-        self.rtt_min = self.rtt_max = None
-        self.rtt_sum = 0.0
+        self._received = self._lost = self._errors = 0
+        self._rtt_min = self._rtt_max = None
+        self._rtt_sum = 0.0
         self.limit = limit      # stop after this many probes (one-shot use)
         self.active = True
         self.channel = None     # the scheduler's socket for (kind, mark, family)
@@ -102,23 +109,30 @@ class PathProber:
         self.subscribers: list[tuple[str, str]] = [(dest, path)]
         self.slot: Optional[int] = None   # its stream in a NativeUdpChannel
 
-    # seq: the last seq sent (1-based), reported in on_result; sent: probes sent.
+    # seq: the last seq sent (1-based), reported in on_result; sent: probes
+    # sent; then results: received, lost (of which send errors), RTTs (s).
     # A stream on the compiled path counts them in C: read through.
-    @property
-    def seq(self) -> int:
-        return self._seq if self.slot is None else self.channel.engine.stream(self.slot)[0]
+    seq = property(lambda self: self._counter(0, "_seq"),
+                   lambda self, v: setattr(self, "_seq", v))
+    sent = property(lambda self: self._counter(1, "_sent"),
+                    lambda self, v: setattr(self, "_sent", v))
+    received = property(lambda self: self._counter(2, "_received"),
+                        lambda self, v: setattr(self, "_received", v))
+    lost = property(lambda self: self._counter(3, "_lost"),
+                    lambda self, v: setattr(self, "_lost", v))
+    errors = property(lambda self: self._counter(4, "_errors"),
+                      lambda self, v: setattr(self, "_errors", v))
+    rtt_sum = property(lambda self: self._counter(5, "_rtt_sum"),
+                       lambda self, v: setattr(self, "_rtt_sum", v))
+    rtt_min = property(lambda self: self._counter(6, "_rtt_min"),
+                       lambda self, v: setattr(self, "_rtt_min", v))
+    rtt_max = property(lambda self: self._counter(7, "_rtt_max"),
+                       lambda self, v: setattr(self, "_rtt_max", v))
 
-    @seq.setter
-    def seq(self, v: int) -> None:
-        self._seq = v
-
-    @property
-    def sent(self) -> int:
-        return self._sent if self.slot is None else self.channel.engine.stream(self.slot)[1]
-
-    @sent.setter
-    def sent(self, v: int) -> None:
-        self._sent = v
+    def _counter(self, i: int, attr: str):
+        if self.slot is None:
+            return getattr(self, attr)
+        return self.channel.engine.stream(self.slot)[i]
 
     def __repr__(self) -> str:
         return f"<PathProber {self.dest}/{self.path} {self.spec.kind} mark={self.mark:#x}>"
@@ -419,6 +433,10 @@ class NativeUdpChannel(UdpChannel):
                                       int(first_due * 1e9), -1 if prober.limit is None
                                       else prober.limit)
         self.streams.append(prober)
+        sink = self.sched.sink
+        core = sink(prober.dest, prober.path) if sink is not None else None
+        if core is not None:
+            self.engine.bind(prober.slot, core)
 
     def unschedule(self, prober: PathProber) -> None:
         if prober.slot is not None:
@@ -449,12 +467,13 @@ class NativeUdpChannel(UdpChannel):
         return None if d < 0 else d
 
     def deliver_results(self) -> None:
-        deliver, streams = self.sched.deliver, self.streams
+        # (counted in C; code 2, a failed send, is a loss reported at once)
+        sched, streams = self.sched, self.streams
         for slot, seq, sent, at, code in self.engine.results():
-            prober = streams[slot]
-            if code == 2:   # the send failed: a loss reported at once
-                prober.errors += 1
-            deliver(prober, seq, sent, at, code != 0)
+            if code == 3:   # a bound stream's result changed its path's state
+                sched.changed(streams[slot])
+            else:
+                sched.deliver(streams[slot], seq, sent, at, code != 0, counted=True)
 
     def idle(self) -> bool:
         if self.engine is None:
@@ -659,16 +678,21 @@ class ProbeScheduler:
                  clock: Callable[[], int] = time.monotonic_ns,
                  rng: Optional[random.Random] = None, icmp_mode: str = "auto",
                  intervals: Optional[dict[str, float]] = None, tick_ms: float = 5,
-                 native: Optional[bool] = None):
+                 native: Optional[bool] = None, sink: Optional[Sink] = None,
+                 on_change: Optional[OnChange] = None):
         """`native`: udp streams on the compiled path (argoctl._echo), which
         times with CLOCK_MONOTONIC; None = when it is built and `clock` is
-        time.monotonic_ns."""
+        time.monotonic_ns. `sink` and `on_change`: see the module's docstring
+        (both or neither; used by native udp streams only)."""
+        if (sink is None) != (on_change is None):
+            raise ValueError("sink and on_change go together")
         if native is None:
             native = _echo is not None and clock is time.monotonic_ns
         elif native and (_echo is None or clock is not time.monotonic_ns):
             raise ValueError("native udp probes need argoctl._echo and clock=time.monotonic_ns")
         self.native = native
         self.on_result = on_result
+        self.sink, self.on_change = sink, on_change
         self.in_doubt = in_doubt
         self.interval_ms = interval_ms
         self.intervals = dict(intervals or {})   # per-destination override (ms)
@@ -950,24 +974,39 @@ class ProbeScheduler:
         self._check_idle()
 
     def deliver(self, prober: PathProber, seq: int, sent: int, now: int,
-                lost: bool = False) -> None:
+                lost: bool = False, counted: bool = False) -> None:
+        """One result to on_result (`counted`: the compiled channel already
+        counted it in the prober's statistics)."""
         if not prober.active:
             return
         if lost:
-            prober.lost += 1
             rtt = None
+            if not counted:
+                prober._lost += 1
         else:
             rtt = max(0, now - sent) / 1e9  # arrival time is mapped from the realtime clock
-            prober.received += 1
-            prober.rtt_sum += rtt
-            if prober.rtt_min is None or rtt < prober.rtt_min:
-                prober.rtt_min = rtt
-            if prober.rtt_max is None or rtt > prober.rtt_max:
-                prober.rtt_max = rtt
+            if not counted:
+                prober._received += 1
+                prober._rtt_sum += rtt
+                if prober._rtt_min is None or rtt < prober._rtt_min:
+                    prober._rtt_min = rtt
+                if prober._rtt_max is None or rtt > prober._rtt_max:
+                    prober._rtt_max = rtt
         try:
             self.on_result(prober.dest, prober.path, seq, sent, rtt, now)
         except Exception:  # a consumer bug must not stop the probes
             log.exception("on_result failed for %s via %s", prober.dest, prober.path)
+        if self._idle is not None:
+            self._check_idle()
+
+    def changed(self, prober: PathProber) -> None:
+        """A bound stream's result changed its path's state (fed in C)."""
+        if not prober.active:
+            return
+        try:
+            self.on_change(prober.dest, prober.path)
+        except Exception:  # a consumer bug must not stop the probes
+            log.exception("on_change failed for %s via %s", prober.dest, prober.path)
         if self._idle is not None:
             self._check_idle()
 

@@ -12,10 +12,13 @@ import time
 import pytest
 
 from argoctl import mac
+from argoctl.config import Policy
+from argoctl.engine import Engine
+from argoctl.estimator import State
 from argoctl.probe import _SO_TIMESTAMPNS, _echo
 
 KEY = mac.EchoKey(b"native-echo-test-key".ljust(32, b"n"))
-REPLY, TIMEOUT, SEND_ERROR = 0, 1, 2
+REPLY, TIMEOUT, SEND_ERROR, CHANGED = 0, 1, 2, 3
 
 
 def test_the_extension_is_built():
@@ -76,13 +79,16 @@ def test_a_request_is_mac_py_wire_format_and_its_reply_is_matched(pair):
     assert req.type == mac.REQUEST and req.rx == 0
     assert t0 <= req.sent <= time.monotonic_ns()
     assert src == prober.getsockname()
-    assert ch.stream(slot) == (1, 1) and ch.pending() == 1
+    assert ch.stream(slot)[:5] == (1, 1, 0, 0, 0) and ch.pending() == 1
     # the next probe is one interval +- 10% jitter later
     assert req.sent + 0.9e9 <= nxt <= req.sent + 1.1e9
     resp.sendto(KEY.reply(req, time.time_ns()), src)
     [(r_slot, seq, sent, at, code)] = _drain(ch, prober)
     assert (r_slot, seq, sent, code) == (slot, 1, req.sent, REPLY)
     assert req.sent < at <= time.monotonic_ns()
+    # counted in C: one received, its RTT as sum, min and max
+    rtt = (at - req.sent) / 1e9
+    assert ch.stream(slot) == (1, 1, 1, 0, 0, rtt, rtt, rtt)
     assert ch.pending() == 0 and ch.rejects() == {}
 
 
@@ -263,3 +269,47 @@ def test_sending_ahead_of_time_keeps_the_stream_rate(pair):
     # 1 s / 50 ms = 20 (+1 for the one due at the start, +1 sent ahead at the end);
     # timed from the send instead it would be ~1 s / 30 ms = 33
     assert 19 <= ch.stream(slot)[1] <= 23, ch.stream(slot)
+
+
+def test_a_bound_stream_feeds_its_path_state_and_reports_only_state_changes(pair):
+    """bind(): the channel feeds a compiled engine path state (_pathcore) itself;
+    Python sees a result only when it changed the path's state (code 3)."""
+    pol = Policy(probe_interval_ms=1000, probe_timeout_ms=300, detect_multiplier=3,
+                 recover_probes=3, loss_window=10)
+    ch, prober, resp = pair
+    eng_c = Engine(pol, [("d", ("direct",))], native=True)
+    eng_py = Engine(pol, [("d", ("direct",))], native=False)
+    core = eng_c.native_sink("d", "direct")
+    slot = ch.add("127.0.0.1", resp.getsockname()[1], int(0.05e9), time.monotonic_ns(), 6)
+    ch.bind(slot, core)
+    results, replied = [], 0
+    resp.settimeout(0.02)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and ch.stream(slot)[2] + ch.stream(slot)[3] < 6:
+        ch.send_due(time.monotonic_ns())
+        try:
+            data, src = resp.recvfrom(2048)
+        except socket.timeout:
+            data = None
+        if data is not None and replied < 4:          # answer the first four, drop the rest
+            resp.sendto(KEY.reply(KEY.parse(data), time.time_ns()), src)
+            replied += 1
+        ch.drain()
+        ch.expire(time.monotonic_ns())
+        results += ch.results()
+    seq, sent, received, lost, errors, rtt_sum, rtt_min, rtt_max = ch.stream(slot)
+    assert (seq, sent, received, lost, errors) == (6, 6, 4, 2, 0)
+    assert rtt_min <= rtt_sum / 4 <= rtt_max < 0.3
+    # Python heard only the state changes: unknown -> up (first reply), up ->
+    # suspect (first timeout); the second timeout changes nothing (multiplier 3)
+    assert [(r[0], r[1], r[4]) for r in results] == [(slot, 1, CHANGED), (slot, 5, CHANGED)]
+    est = eng_c.path("d", "direct")
+    assert est.state is State.SUSPECT and est.counts["replies"] == 4
+    assert est.counts["timeouts"] == 2 and est.consecutive_miss == 2
+    assert est.srtt is not None and est.loss == pytest.approx(2 / 6)
+    ch.bind(slot, None)                       # unbound: results come to Python again
+    with pytest.raises(TypeError, match="PathState"):
+        ch.bind(slot, eng_py.path("d", "direct"))
+    ch.remove(slot)
+    with pytest.raises(ValueError, match="removed"):
+        ch.bind(slot, core)
