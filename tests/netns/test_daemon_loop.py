@@ -10,11 +10,13 @@ order on one lab and one daemon (stopped and restarted by the restart tests).
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 
 import pytest
@@ -93,6 +95,18 @@ def test_metrics_are_served_per_the_contract(loop):
     assert series == set(metrics_names.SERIES)
     assert 'argoctl_path_chosen{dest="origin",path="direct"} 1.0' in body
     assert 'argoctl_path_state{dest="origin",path="relay1"} 2.0' in body
+    with loop.topo["edge"].inside():
+        # Prometheus asks for gzip; anything but / and /metrics is not found
+        req = urllib.request.Request(f"http://{host}:{port}/metrics",
+                                     headers={"Accept-Encoding": "gzip"})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            assert r.headers["Content-Encoding"] == "gzip"
+            assert r.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+            zipped = gzip.decompress(r.read()).decode()
+        with pytest.raises(urllib.error.HTTPError, match="404"):
+            urllib.request.urlopen(f"http://{host}:{port}/nothing", timeout=10)
+    assert {line.split("{")[0].split(" ")[0] for line in zipped.splitlines()
+            if line.startswith("argoctl_")} == series
 
 
 def test_a_second_instance_is_refused(loop):

@@ -165,3 +165,44 @@ def test_metrics_exposition_follows_the_contract(cfg):
     assert value("argoctl_path_switches_total", dest="origin") == 2
     assert value("argoctl_probe_results_total", dest="origin", path="relay1", result="ok") == 30
     assert json.dumps(metrics.parse_listen("[::1]:9474")) == '["::1", 9474]'
+
+
+class _FakeStats:
+    """Datapath counters without a datapath (the formatting is under test here)."""
+    packets, bytes, syns, synacks, rtt_count, rtt_sum_ns = 12345678, 2**40, 7, 0, 3, 123456789
+
+
+class _FakeMaps:
+    def path_stats(self, path_id):
+        return _FakeStats()
+
+    def dest_stats(self, dest_id):
+        return _FakeStats()
+
+
+def test_the_exposition_is_byte_identical_to_prometheus_clients(cfg):
+    """Exporter.text() formats the samples itself (prometheus_client's
+    generate_latest costs ~4x as much at 4,000 paths); both must agree to the
+    byte, with values that print in exponent form, infinities and label values
+    that need escaping."""
+    from prometheus_client import CollectorRegistry, generate_latest
+    d = dmn.Daemon(cfg, dmn.Options(metrics_listen=""))
+    d.engine = _fed_engine(cfg, {"direct": 0.030, "relay1": 0.010})
+    d.written = {"origin": d.engine.last("origin").weights}
+    d.switches["origin"] = 123456789012
+    d.maps = _FakeMaps()
+    exp = metrics.Exporter(d)
+    real = exp.collector.samples
+
+    def samples():
+        out = real()
+        out["argoctl_path_switches_total"].append((('we"ird\\dest\nname',), float("inf")))
+        out["argoctl_path_loss_ratio"].append((("x", "y"), 1e-7))
+        return out
+    exp.collector.samples = samples
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(exp.collector)
+    text = exp.text()
+    assert text == generate_latest(reg).decode()
+    assert 'argoctl_path_switches_total{dest="we\\"ird\\\\dest\\nname"} +Inf' in text
+    assert "argoctl_datapath_bytes_total{path=\"direct\"} 1.099511627776e+12" in text
