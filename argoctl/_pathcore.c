@@ -655,7 +655,7 @@ static int PathState_init(PathState *p, PyObject *args, PyObject *kw)
     static char *kwlist[] = {"policy", "tuning", "now", NULL};
     PyObject *policy, *tuning;
     double now = 0.0;
-    if (p->dests != NULL) {
+    if (p->dests != NULL || p->recent.v != NULL) {   /* (even after a failed __init__) */
         PyErr_SetString(PyExc_RuntimeError, "PathState is already initialised");
         return -1;
     }

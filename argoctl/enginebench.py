@@ -1,6 +1,6 @@
 """`argoctl bench engine`: CPU cost of the estimators and the decision engine.
 
-Pure Python, in process: N destinations x P paths, one probe result per
+In process: N destinations x P paths, one probe result per
 (destination, path) per round fed through Engine.probe_result (the
 ProbeScheduler's callback), then one Engine.decide() per round, as the daemon
 does at 1 Hz. RTTs carry +-20% seeded noise and a few paths fail and recover,
@@ -56,6 +56,8 @@ def measure(dests: int, paths: int, rounds: int, interval_ms: int, seed: int = 1
     per_round = (feed_cpu + decide_cpu) / rounds
     return {"bench": "engine", "destinations": dests, "paths": paths, "rounds": rounds,
             "interval_ms": interval_ms,
+            # compiled: argoctl/_pathcore.c's path states (the default when built)
+            "path_states": "compiled" if eng.native else "python",
             "feed_us_per_result": round(feed_cpu / rounds / (dests * paths) * 1e6, 2),
             "decide_ms_per_round": round(decide_cpu / rounds * 1e3, 2),
             "cpu_ms_per_round": round(per_round * 1e3, 2),

@@ -300,7 +300,7 @@ def test_unanswered_syns_move_new_flows_even_while_probes_succeed():
     assert back is not None and back >= 55.9 + 10     # PASSIVE_FORGET_S after the last SYN
 
 
-def test_bench_engine_prints_one_json_line():
+def test_bench_engine_prints_one_json_line(impl):
     import json
 
     from click.testing import CliRunner
@@ -311,6 +311,8 @@ def test_bench_engine_prints_one_json_line():
     assert res.exit_code == 0, res.output
     rec = json.loads(res.output)
     assert rec["bench"] == "engine" and rec["destinations"] == 5 and rec["core_percent"] >= 0
+    # it says which path states it measured (the fixture's)
+    assert rec["path_states"] == impl
 
 
 def test_a_seeded_choice_survives_until_measurements_say_otherwise():
