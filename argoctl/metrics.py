@@ -159,8 +159,6 @@ def exposition(samples: dict[str, list[tuple[tuple[str, ...], object]]]) -> str:
 
 
 class _Handler(BaseHTTPRequestHandler):
-    exporter: "Exporter"
-
     def do_GET(self) -> None:
         if self.path.split("?")[0] not in ("/", "/metrics"):
             self.send_error(404)
@@ -184,6 +182,11 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    exporter: "Exporter"
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
 
 
 class Exporter:
@@ -200,9 +203,7 @@ class Exporter:
     def serve(self, listen: str) -> tuple[str, int]:
         """Listen on host:port (in the calling thread's network namespace)."""
         host, port = parse_listen(listen)
-        cls = type("_Server", (_Server,), {
-            "address_family": socket.AF_INET6 if ":" in host else socket.AF_INET})
-        self.server = cls((host, port), _Handler)
+        self.server = (_Server6 if ":" in host else _Server)((host, port), _Handler)
         self.server.exporter = self
         self.thread = threading.Thread(target=self.server.serve_forever, name="argoctl-metrics",
                                        daemon=True)

@@ -23,7 +23,7 @@ import pytest
 
 from argoctl import bench_loop as kit
 from argoctl import daemon as dmn
-from argoctl import datapath, explain, maps, metrics_names
+from argoctl import datapath, explain, maps, metrics, metrics_names
 from argoctl.estimator import State
 
 POLICY = {"probe_interval_ms": 100, "detect_multiplier": 3, "probe_timeout_ms": 300,
@@ -107,6 +107,15 @@ def test_metrics_are_served_per_the_contract(loop):
             urllib.request.urlopen(f"http://{host}:{port}/nothing", timeout=10)
     assert {line.split("{")[0].split(" ")[0] for line in zipped.splitlines()
             if line.startswith("argoctl_")} == series
+    # an IPv6 listen address ("[::1]:port"), in edge's namespace too
+    v6 = metrics.Exporter(loop.daemon)
+    with loop.topo["edge"].inside():
+        host6, port6 = v6.serve("[::1]:0")
+        try:
+            body6 = urllib.request.urlopen(f"http://[{host6}]:{port6}/metrics", timeout=10).read()
+        finally:
+            v6.close()
+    assert b'argoctl_path_state{dest="origin",path="relay1"} 2.0' in body6
 
 
 def test_a_second_instance_is_refused(loop):
