@@ -28,7 +28,9 @@ Rules, in order:
    better tier exists, new flows go there at once (weight), but the suspect
    path stays *up* in the datapath so its established flows stay pinned until
    the verdict. Only a path that is down is marked down (its flows move). If
-   it recovers before the verdict, new flows go back to it at once.
+   it recovers before the verdict, new flows go back to it at once, once per
+   policy.hold_down_s (in doubt again sooner, it must win on score for a
+   hold-down, like a path left for latency).
 4. No measurements yet: "direct" if it is a candidate, else the first path.
    All paths down: keep the last choice, and keep it up (marking everything
    down would blackhole), so traffic resumes the moment it comes back.
@@ -339,8 +341,10 @@ class _DestState:
         self.paths = {p: path_state(p) for p in paths}
         self.choice = DIRECT if DIRECT in self.paths else self.order[0]
         self.dwell: Optional[tuple[str, float]] = None   # (candidate, better since)
-        self.demoted: dict[str, float] = {}   # paths left for a better score -> when
+        # paths a return to needs a hold-down of being better -> why ("left for latency")
+        self.demoted: dict[str, str] = {}
         self.diverted: Optional[str] = None   # suspect choice new flows were moved from
+        self.undiverted: dict[str, float] = {}   # path -> when new flows last went back to it
         self.split: tuple[str, ...] = ()
         self.weights: dict[str, int] = {}
         self.last: Optional[Decision] = None
@@ -519,7 +523,7 @@ class Engine:
             # Start-up: give the default path its first round trip before
             # moving to whichever path happened to answer first.
             return choice, ("waiting for the first measurement of {}", choice)
-        back = self._undivert(d, scores, cur)
+        back = self._undivert(d, scores, cur, now)
         if back is not None:
             return back
         if cur.tier > best_tier:
@@ -562,27 +566,32 @@ class Engine:
         dwell = self.tuning.dwell * self.interval
         why = ""
         if cand.path in d.demoted:
-            # We left it for being slower: it must be better for a hold-down.
+            # We left it for being slower (or for doubting again and again):
+            # it must be better for a hold-down.
             dwell = max(dwell, self.policy.hold_down_s)
-            why = " (hold-down: left for latency)"
+            why = f" (hold-down: {d.demoted[cand.path]})"
         if held_for + 1e-9 < dwell:
             return choice, ("keep {}: {} better by {:.1f} ms (raw {:.1f}) for {:.1f}s of {:.1f}s{}",
                             choice, cand.path, gain_s, gain_r, held_for, dwell, why)
         d.dwell = None
         d.diverted = None
         d.demoted.pop(cand.path, None)
-        d.demoted[cur.path] = now
+        d.demoted[cur.path] = "left for latency"
         return cand.path, ("switch {} -> {}: better by {:.1f} ms smoothed ({:.1f} -> {:.1f}), "
                            "{:.1f} ms raw, for {:.1f}s{}",
                            choice, cand.path, gain_s, cur_s, cand.smoothed_ms, gain_r, held_for,
                            why)
 
     def _undivert(self, d: _DestState, scores: dict[str, PathScore],
-                  cur: PathScore) -> Optional[tuple[str, str]]:
+                  cur: PathScore, now: float) -> Optional[tuple[str, str]]:
         """Make-before-break diverted new flows away from a suspect choice. If
         it recovers before being declared down, it was never replaced: new
-        flows go back at once (no dwell). If it goes down, the diversion was a
-        failover after all."""
+        flows go back at once (no dwell), once per hold-down: a path in doubt
+        again within hold_down_s of the last return (loss, or timeouts at the
+        edge of its RTT) would bounce new flows every few probes, so the
+        diversion stands and the path must win on score for a hold-down, as a
+        path left for latency. If it goes down, the diversion was a failover
+        after all."""
         if d.diverted is None or d.diverted == cur.path:
             d.diverted = None
             return None
@@ -592,6 +601,12 @@ class Engine:
             return None
         if orig.tier == USABLE and orig.tier <= cur.tier:
             d.diverted, d.dwell = None, None
+            last = d.undiverted.get(orig.path)
+            if last is not None and now - last < self.policy.hold_down_s:
+                d.demoted[orig.path] = (f"in doubt again {now - last:.1f}s after new flows "
+                                        "came back")
+                return None
+            d.undiverted[orig.path] = now
             return orig.path, (f"{orig.path} up again before the verdict: new flows back "
                                f"from {cur.path} (make-before-break ends)")
         return None

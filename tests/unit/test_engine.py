@@ -209,6 +209,27 @@ def test_make_before_break_moves_new_flows_but_keeps_the_suspect_path_up():
     assert "before the verdict" in next(s.decision for s in steps if s.now == up_again).reason
 
 
+def test_a_path_that_keeps_doubting_is_left_after_its_second_return_not_bounced():
+    # direct: 30 ms but one probe in 6 lost for 100 s (suspect, then up again
+    # after recover_probes replies, never down); r1: 60 ms, clean. Make-before-
+    # break alone would send new flows away and back every 6 s (as `make demo`'s
+    # brownout once did, 25 switches in 10 s).
+    n, lossy_until = 300, 140
+    outages = [(t, t + 1) for t in range(40, lossy_until, 6)]
+    steps = run(engine(), direct=series(n, 30, outages=outages), r1=series(n, 60))
+    sw = switches(steps)
+    # the first doubt: away and back at once; doubting again within a hold-down
+    # (30 s) of that return: away, and it stays away
+    assert [(f, t) for _, f, t in sw[:3]] == [("direct", "r1"), ("r1", "direct"), ("direct", "r1")]
+    assert all(d.scores["direct"].state is not State.DOWN for d in (s.decision for s in steps))
+    # back only once direct is clean and better for a whole hold-down
+    assert [(f, t) for _, f, t in sw[3:]] == [("r1", "direct")]
+    back_at = sw[3][0]
+    assert back_at >= lossy_until + 30
+    back = next(s.decision for s in steps if s.now == back_at)
+    assert "hold-down: in doubt again" in back.reason, back.reason
+
+
 def test_flapping_path_is_suppressed_and_a_stable_one_never_is():
     # direct: 20 ms but dead for 5 s out of every 15 for 3 minutes, then
     # stable. r1: 200 ms, stable. Hold-down 0 so only damping keeps direct out.
