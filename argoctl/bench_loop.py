@@ -299,10 +299,12 @@ class LoopLab:
         for x in (self.sink, self.responder):
             if x is not None:
                 x.stop()
-        if self.daemon is not None:
-            self.daemon.stop()
-        if self.cleanup:
-            datapath.detach(self.pin_dir, netns=self.topo["edge"].netns, cgroup=None)
+        try:
+            if self.daemon is not None:
+                self.daemon.stop()      # (raises if the loop had failed)
+        finally:
+            if self.cleanup:
+                datapath.detach(self.pin_dir, netns=self.topo["edge"].netns, cgroup=None)
 
 
 # -- bench failover ------------------------------------------------------------------
@@ -579,8 +581,10 @@ def _control_run(destinations: int, paths: int, interval_ms: int, seconds: float
                 "paths_up": ups, "metrics_bytes": len(scrape),
                 "metrics_scrape_cpu_ms": round(scrape_cpu * 1000, 1), "target_percent": 10}
         finally:
-            d.stop()
-            datapath.detach(pin_dir, netns=t["edge"].netns, cgroup=None)
+            try:
+                d.stop()                # (raises if the loop had failed)
+            finally:
+                datapath.detach(pin_dir, netns=t["edge"].netns, cgroup=None)
     return record
 
 

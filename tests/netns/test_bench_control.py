@@ -48,3 +48,28 @@ def test_threaded_receive_gives_each_link_end_its_own_receive_thread():
                 comm = f.read().strip()
             assert comm.startswith("napi/") and any(
                 comm.startswith(f"napi/{e.ifname}-") for e in edge_ends), comm
+
+
+def test_a_failed_loop_still_detaches_the_benchs_datapath(monkeypatch):
+    """The bench pins its datapath under /sys/fs/bpf/argoctl-<lab>-edge: when the
+    daemon loop dies mid-run the bench must say so and still remove the pins."""
+    import os
+
+    import pytest
+
+    from argoctl import bench_loop
+    from argoctl.daemon import Daemon, DaemonError
+
+    def broken_round(self):
+        raise RuntimeError("a bug in the loop")
+    monkeypatch.setattr(Daemon, "_round", broken_round)
+    pin = f"/sys/fs/bpf/argoctl-agc{os.getpid()}-edge"
+    try:
+        with pytest.raises(DaemonError, match="a bug in the loop"):
+            bench_loop._control_run(10, 2, 200, 1, 10)
+        assert not os.path.exists(pin)
+    finally:
+        if os.path.isdir(pin):          # (the failure this test is for: clean up anyway)
+            for name in os.listdir(pin):
+                os.unlink(os.path.join(pin, name))
+            os.rmdir(pin)
