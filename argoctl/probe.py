@@ -84,6 +84,17 @@ BUSY_PROBES_PER_TICK = 2
 BUSY_HORIZON_S = 0.02
 
 
+def _counted(i: int, attr: str) -> property:
+    """A PathProber statistic: the Python attribute `attr`, or field i of the
+    compiled channel's stream(slot) tuple once the stream is on the C path."""
+    def get(self):
+        return getattr(self, attr) if self.slot is None else self.channel.engine.stream(self.slot)[i]
+
+    def put(self, v) -> None:
+        setattr(self, attr, v)
+    return property(get, put)
+
+
 class PathProber:
     """State of one (destination, path): what to probe, through which mark, and
     running statistics (plain attributes: cheap to update, easy to render)."""
@@ -112,27 +123,14 @@ class PathProber:
     # seq: the last seq sent (1-based), reported in on_result; sent: probes
     # sent; then results: received, lost (of which send errors), RTTs (s).
     # A stream on the compiled path counts them in C: read through.
-    seq = property(lambda self: self._counter(0, "_seq"),
-                   lambda self, v: setattr(self, "_seq", v))
-    sent = property(lambda self: self._counter(1, "_sent"),
-                    lambda self, v: setattr(self, "_sent", v))
-    received = property(lambda self: self._counter(2, "_received"),
-                        lambda self, v: setattr(self, "_received", v))
-    lost = property(lambda self: self._counter(3, "_lost"),
-                    lambda self, v: setattr(self, "_lost", v))
-    errors = property(lambda self: self._counter(4, "_errors"),
-                      lambda self, v: setattr(self, "_errors", v))
-    rtt_sum = property(lambda self: self._counter(5, "_rtt_sum"),
-                       lambda self, v: setattr(self, "_rtt_sum", v))
-    rtt_min = property(lambda self: self._counter(6, "_rtt_min"),
-                       lambda self, v: setattr(self, "_rtt_min", v))
-    rtt_max = property(lambda self: self._counter(7, "_rtt_max"),
-                       lambda self, v: setattr(self, "_rtt_max", v))
-
-    def _counter(self, i: int, attr: str):
-        if self.slot is None:
-            return getattr(self, attr)
-        return self.channel.engine.stream(self.slot)[i]
+    seq = _counted(0, "_seq")
+    sent = _counted(1, "_sent")
+    received = _counted(2, "_received")
+    lost = _counted(3, "_lost")
+    errors = _counted(4, "_errors")
+    rtt_sum = _counted(5, "_rtt_sum")
+    rtt_min = _counted(6, "_rtt_min")
+    rtt_max = _counted(7, "_rtt_max")
 
     def __repr__(self) -> str:
         return f"<PathProber {self.dest}/{self.path} {self.spec.kind} mark={self.mark:#x}>"
