@@ -43,7 +43,7 @@ def udp_impl(request, monkeypatch):
     default) and on the Python channel (used when the extension is not built).
     The compiled one must be built here: `make setup` builds it."""
     if request.param == "python":
-        monkeypatch.setattr(probemod, "_echo", None)
+        monkeypatch.setattr("argoctl.probe.scheduler._echo", None)
     else:
         assert probemod._echo is not None, "argoctl._echo is not built (pip install -e .)"
     return request.param
