@@ -9,10 +9,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Optional
 
-from argoctl.config import Policy
+from argoctl.config import TOTAL_WEIGHT, Policy  # noqa: F401  (re-exported)
 from argoctl.estimator import UP as S_UP, Estimator, Snapshot, State
-
-TOTAL_WEIGHT = 100         # weights of one destination add up to this
 
 USABLE, HELD, SUSPECT, UNKNOWN, DOWN = range(5)
 TIER_NAMES = ("usable", "held", "suspect", "unknown", "down")

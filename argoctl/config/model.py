@@ -20,6 +20,7 @@ TunnelKind = Literal["gre", "wireguard"]
 ProbeKind = Literal["udp", "icmp", "tcp"]
 
 DIRECT = "direct"
+TOTAL_WEIGHT = 100     # a destination's weights add up to this (the engine's, and the first set)
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,26 @@ class Destination:
     paths: tuple[str, ...]             # "direct" and/or peer names, in preference order
     probe: Optional[Probe] = None
     weights: Optional[tuple[int, ...]] = None  # static split until the loop decides
+
+    def first_weights(self) -> dict[str, tuple[int, bool]]:
+        return first_weights(self.paths, self.weights)
+
+
+def first_weights(paths: tuple[str, ...], weights: Optional[tuple[int, ...]] = None
+                  ) -> dict[str, tuple[int, bool]]:
+    """The one rule for a destination's first path set, before any measurement:
+    what `up` writes, what `run` starts from and holds until measurements decide.
+    The configured weights; else everything on `direct` if it is a candidate,
+    else on the first path. Every path up."""
+    if weights:
+        return {p: (w, True) for p, w in zip(paths, weights)}
+    first = DIRECT if DIRECT in paths else paths[0]
+    return {p: (TOTAL_WEIGHT if p == first else 0, True) for p in paths}
+
+
+def choice_of(paths: tuple[str, ...], weights: dict[str, tuple[int, bool]]) -> str:
+    """The path taking most new flows (the earlier in preference order on a tie)."""
+    return max(paths, key=lambda p: (weights[p][0], -paths.index(p)))
 
 
 @dataclass(frozen=True)

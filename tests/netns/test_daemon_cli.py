@@ -57,7 +57,7 @@ metrics_listen = ""
 
 def _run(env, *extra):
     p = subprocess.Popen([sys.executable, "-m", "argoctl", "run", "-c", env["cfg"], "--netns",
-                          env["ns"], "--cgroup", "none", "--pin-dir", env["pin"], *extra],
+                          env["ns"], "--cgroup", "none", *extra],
                          stderr=subprocess.PIPE, text=True,
                          env={**os.environ, "ARGOCTL_RUN_DIR": env["run_dir"]})
     env["procs"].append(p)
@@ -90,7 +90,7 @@ def test_run_logs_decisions_refuses_a_second_instance_and_keeps_the_datapath(env
     assert doc["pid"] == p.pid and doc["destinations"]["origin"]["choice"] == "direct"
     assert _our_rules(env), "up should have installed direct's fwmark rule"
     second = subprocess.run([sys.executable, "-m", "argoctl", "run", "-c", env["cfg"],
-                             "--netns", env["ns"], "--cgroup", "none", "--pin-dir", env["pin"]],
+                             "--netns", env["ns"], "--cgroup", "none"],
                             capture_output=True, text=True, timeout=120,
                             env={**os.environ, "ARGOCTL_RUN_DIR": env["run_dir"]})
     assert second.returncode == 1 and f"another argoctl run (pid {p.pid})" in second.stderr
@@ -119,7 +119,7 @@ def test_run_with_a_bad_key_file_changes_nothing(env, tmp_path):
     bad.write_text(open(env["cfg"]).read().replace(
         'responder_key_file = "', f'responder_key_file = "{tmp_path}/missing-'))
     p = subprocess.run([sys.executable, "-m", "argoctl", "run", "-c", str(bad), "--netns",
-                        env["ns"], "--cgroup", "none", "--pin-dir", env["pin"]],
+                        env["ns"], "--cgroup", "none"],
                        capture_output=True, text=True, timeout=120,
                        env={**os.environ, "ARGOCTL_RUN_DIR": env["run_dir"]})
     assert p.returncode == 2 and "missing-" in p.stderr

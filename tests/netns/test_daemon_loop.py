@@ -121,7 +121,7 @@ def test_metrics_are_served_per_the_contract(loop):
 
 def test_a_second_instance_is_refused(loop):
     other = dmn.Daemon(loop.configs["edge"], dmn.Options(
-        ns=loop.topo["edge"].netns, run_dir=loop.run_dir, pin_dir=loop.pin_dir, cgroup=None,
+        ns=loop.topo["edge"].netns, run_dir=loop.run_dir, cgroup=None,
         metrics_listen="", apply_config=False))
     with pytest.raises(dmn.DaemonError, match=f"pid {os.getpid()}"):
         other.setup()
