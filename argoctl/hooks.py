@@ -66,19 +66,19 @@ def _no_step(what: str) -> None:
 def _ensure_clsact(ipr, ifindex: int, ifname: str, res, step, intents) -> None:
     """A clsact qdisc on the device. One argoctl adds is recorded (intent first)
     so that `down` removes it; one that was there before is never touched."""
-    ours = intents is not None and intents.clsact().get(ifname) == ifindex
-    if intents is not None and not ours:
-        intents.add_clsact(ifname, ifindex)
     step(f"clsact {ifname}")
+    recorded = intents is not None and intents.clsact().get(ifname) == ifindex
+    if intents is not None and not recorded:
+        intents.add_clsact(ifname, ifindex)
     try:
         ipr.tc("add", "clsact", ifindex)
     except Exception as e:
-        if intents is not None and not ours:
+        if intents is not None and not recorded:
             intents.drop_clsact(ifname)          # there before us (or failed): not ours
         if getattr(e, "code", None) != errno.EEXIST:
             raise
         return
-    if not ours and res is not None:
+    if res is not None:      # it did not exist: this call made it (undo takes it back)
         res.clsact_added.append(ifname)
 
 
