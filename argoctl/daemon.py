@@ -221,7 +221,7 @@ class Daemon:
             cur = m.pathset(d.id)
             w = weights_of(self.cfg, d.paths, cur[1]) if cur else None
             first = d.first_weights()
-            self.adopted[name] = w is not None and w != first
+            self.adopted[name] = w is not None
             if w is None:
                 w = first
             elif w != first:    # (the first set: the engine holds it already)

@@ -15,7 +15,8 @@ and the same lock: one datapath per network namespace.
 `ip netns exec` gives the command a mount namespace of its own with a fresh
 sysfs, where /sys/fs/bpf is not the host's bpffs: pins made there would vanish
 with the process. The pins then go through pid 1's root
-(/proc/1/root/sys/fs/bpf), which is the host's bpffs.
+(/proc/1/root/sys/fs/bpf), or that of the nearest ancestor process that still
+sees the host's bpffs (bpffs_root).
 """
 
 from __future__ import annotations
@@ -92,11 +93,30 @@ def _is_bpffs(path: str) -> bool:
         return False
 
 
+def _ancestors() -> list[int]:
+    out, pid = [], os.getppid()
+    while pid > 1 and len(out) < 32:
+        out.append(pid)
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                pid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+    return out
+
+
 def bpffs_root() -> str:
-    """The host's bpffs as this process can reach it (see the module doc)."""
-    if _is_bpffs(BPFFS) or not _is_bpffs(HOST_BPFFS):
-        return BPFFS      # (not mounted at all: datapath.ensure_bpffs mounts it)
-    return HOST_BPFFS
+    """The host's bpffs as this process can reach it (see the module doc): our own
+    /sys/fs/bpf if it is one; else through the root of pid 1 or, where that is
+    not ours to see (containers, sandboxes), of the nearest ancestor whose
+    /sys/fs/bpf is a bpffs (the shell that ran `ip netns exec`)."""
+    if _is_bpffs(BPFFS):
+        return BPFFS
+    for pid in [1, *_ancestors()]:
+        path = HOST_BPFFS if pid == 1 else f"/proc/{pid}/root{BPFFS}"
+        if _is_bpffs(path):
+            return path
+    return BPFFS      # none mounted anywhere: datapath.ensure_bpffs mounts one
 
 
 def in_init_netns() -> bool:
