@@ -54,7 +54,7 @@ log = logging.getLogger("argoctl.daemon")
 from argoctl.statefile import *  # noqa: F401,F403
 from argoctl.statefile import _JSTR, _json, _path_json, _written_json
 
-FAST_DIVISOR = 4             # in-doubt paths: probes and decisions this much more often
+from argoctl.config.model import FAST_DIVISOR  # noqa: E402,F401  (Policy.timing: one place)
 # Fast probing is for a few paths in doubt. When many are (start-up, or the
 # host itself stalling), probing them all faster adds load exactly when the
 # host is short of it, makes replies late, and puts more paths in doubt: so at
@@ -98,7 +98,7 @@ class Options:
     metrics_listen: Optional[str] = None     # None: policy.metrics_listen; "": off
     apply_config: bool = True                # run the up pipeline first
     cleanup: bool = False                    # on stop: detach and `down`
-    fast_divisor: float = FAST_DIVISOR
+    fast_divisor: Optional[float] = None     # default: policy.timing.fast_divisor
     key: object = None                       # an EchoKey (default: policy's key file)
     # Once running, move everything built so far (config, engine, probers, maps)
     # out of the cyclic GC's sight: they live as long as the process, and full
@@ -136,7 +136,9 @@ class Daemon:
         self.state_dir = self.home.state_dir
         self.state_file = os.path.join(self.state_dir, STATE_FILE)
         self.clock = clock
-        self.interval = cfg.policy.probe_interval_ms / 1000.0
+        self.interval = cfg.policy.timing.interval_s
+        if self.opts.fast_divisor is None:
+            self.opts.fast_divisor = cfg.policy.timing.fast_divisor
         self.engine: Optional[Engine] = None    # made by setup(): its clock starts there
         self.dests = {d.name: d for d in cfg.destinations}
         self._prefixes = {d.name: [str(p) for p in d.prefixes] for d in cfg.destinations}

@@ -193,7 +193,8 @@ class Engine:
         self.policy = policy
         self.tuning = tuning or Tuning()
         self.clock = clock
-        self.interval = policy.probe_interval_ms / 1000.0
+        self.interval = policy.timing.interval_s
+        self._grace = policy.timing.startup_grace_s
         self._rel, self._abs = policy.switch_relative, policy.switch_absolute_ms
         if native is None:
             native = _pathcore is not None
@@ -354,7 +355,7 @@ class Engine:
             return choice, ("all paths down: keep the last choice {} up", choice)
         if unknown_only:
             return choice, (_NO_MEASUREMENTS, choice)
-        if cur.tier == UNKNOWN and now - d.started < self.policy.detect_multiplier * self.interval:
+        if cur.tier == UNKNOWN and now - d.started < self._grace:
             # Start-up: give the default path its first round trip before
             # moving to whichever path happened to answer first.
             return choice, (_WAITING, choice)

@@ -69,9 +69,9 @@ class _Scoring:
 
     def __init__(self, policy: Policy, tuning: Tuning):
         self.tuning = tuning
-        self.half_life_s = tuning.smooth_half_life * policy.probe_interval_ms / 1000.0
+        self.half_life_s = tuning.smooth_half_life * policy.timing.interval_s
         self.rel, self.abs = policy.switch_relative, policy.switch_absolute_ms
-        self.hold_down_s = policy.hold_down_s
+        self.hold_down_s = policy.timing.hold_down_s
         self.decay_dt: Optional[float] = None
         self.decay = 0.0
 

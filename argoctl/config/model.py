@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Literal, Optional, Union
 
 from argoctl import names
@@ -100,6 +101,25 @@ class Routing:
         return names.path_mark(path_id, self.fwmark_mask)
 
 
+FAST_DIVISOR = 4       # paths in doubt: probes and decisions this much more often
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Every time the loop runs by, derived from the policy in one place
+    (Policy.timing) and handed as values to the estimator, the engine, the
+    daemon, the prober and the compiled path state (_pathcore)."""
+    interval_s: float          # probe interval per (destination, path), before jitter
+    jitter: float              # +- fraction of the interval
+    timeout_s: float           # a probe without a reply this long is lost
+    detect_s: float            # silence that makes an up path down (BFD: multiplier x interval)
+    suspect_after_s: float     # silence that counts as the first miss (see below)
+    fast_divisor: float        # paths in doubt are probed (and decided) this much more often
+    fast_interval_s: float
+    hold_down_s: float         # a recovered path is held this long before it may be chosen
+    startup_grace_s: float     # the default path's first measurement is awaited this long
+
+
 @dataclass(frozen=True)
 class Policy:
     probe_interval_ms: int = 1000      # active probe interval per (destination, path)
@@ -115,6 +135,22 @@ class Policy:
     split: bool = False                # weighted split across near-equal paths
     responder_key_file: Optional[str] = None  # shared key for UDP probe MACs
     metrics_listen: str = "127.0.0.1:9474"
+
+    @cached_property
+    def timing(self) -> Timing:
+        interval = self.probe_interval_ms / 1000.0
+        detect = self.detect_multiplier * interval
+        jittered = interval * (1 + self.probe_jitter)
+        # The first miss: the next reply is overdue by a whole probe timeout. Kept
+        # below the detection time (so suspect comes first) but never below one
+        # (jittered) interval, where it would fire on noise.
+        overdue = jittered + self.probe_timeout_ms / 1000.0
+        suspect = min(detect, max(jittered, min(overdue, detect - interval / 2)))
+        return Timing(interval_s=interval, jitter=self.probe_jitter,
+                      timeout_s=self.probe_timeout_ms / 1000.0, detect_s=detect,
+                      suspect_after_s=suspect, fast_divisor=FAST_DIVISOR,
+                      fast_interval_s=interval / FAST_DIVISOR, hold_down_s=self.hold_down_s,
+                      startup_grace_s=detect)
 
 
 @dataclass(frozen=True)
