@@ -31,7 +31,7 @@ from typing import Callable, Optional
 
 from argoctl import home as homes, netlink, plan
 from argoctl.config import Config, Routing
-from argoctl.home import Home, default_run_dir  # noqa: F401  (default_run_dir re-exported)
+from argoctl.home import Home, default_run_dir  # noqa: F401  (default_run_dir: re-exported)
 from argoctl.intent import Intents
 from argoctl.netlink import Applier, InjectedFailure, KernelEnv, Result, Saved
 from argoctl.nft import Nft as NftObject
@@ -47,7 +47,7 @@ class Context:
     dry_run: bool = False
     stages: tuple[str, ...] = STAGE_NAMES
     fail_at: Optional[int] = None        # InjectedFailure before this step
-    kill_at: Optional[int] = None        # SIGKILL before this step
+    kill_at: object = None               # SIGKILL before this step (index, or name prefix)
     fail_stage: Optional[str] = None     # InjectedFailure after this stage
     cgroup: Optional[str] = "auto"       # socket hooks (datapath.attach's cgroup)
     sizes: object = None                 # datapath.Sizes (None: the defaults)
@@ -77,7 +77,7 @@ class Context:
         k = self.steps
         self.steps += 1
         self.log.append(what)
-        if self.kill_at == k:
+        if self.kill_at == k or (isinstance(self.kill_at, str) and what.startswith(self.kill_at)):
             os.kill(os.getpid(), signal.SIGKILL)
         if self.fail_at == k:
             raise InjectedFailure(f"injected failure before step {k}: {what}")
@@ -265,6 +265,8 @@ def up(config: Config, ns: Optional[str] = None, dry_run: bool = False,
             if ctx.fail_at is not None and ctx.fail_at >= ctx.steps:
                 raise InjectedFailure(f"injected failure after the last step ({ctx.steps})")
         except BaseException as e:
+            if isinstance(e, InjectedFailure):
+                e.steps = list(ctx.log)          # what the steps were (tests enumerate them)
             errors = []
             for stage in reversed(done):
                 try:
