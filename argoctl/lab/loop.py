@@ -259,7 +259,9 @@ class LoopLab:
         self.pin_dir = home.pin_dir(t["edge"].netns)      # where the daemon's pins go
         if self.tunnels == "gre":
             for r in ("relay1", "relay2"):
-                apply.up(self.configs[r], ns=t[r].netns, run_dir=self.run_dir)
+                # the relays' tunnels, rules and nft (they steer nothing: no datapath)
+                apply.up(self.configs[r], ns=t[r].netns, run_dir=self.run_dir,
+                         stages=("links", "nft"))
         else:
             fake_paths(t, self.configs["edge"])
         key = mac.read_key(self.configs["edge"].policy.responder_key_file)
