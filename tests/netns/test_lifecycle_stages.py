@@ -147,3 +147,66 @@ def test_down_removes_the_clsact_it_added_and_keeps_one_that_was_there(node):
     assert after == pre
     assert any(q["kind"] == "clsact" for q in after["tc"]["to-b"]["qdisc"])
     assert not any(q["kind"] == "clsact" for q in after["tc"]["lan2"]["qdisc"])
+
+
+RELAY_FIRST = CONFIG.replace('paths = ["direct"]', 'paths = ["relay1", "direct"]') + """
+[[peer]]
+name = "relay1"
+address = "192.0.2.2"
+tunnel = "gre"
+tunnel_address = "198.51.100.202"
+"""
+
+
+def _steered(node, pair, cfg, n=20) -> dict:
+    """n UDP packets from b through a's steered interface; the datapath's per-path
+    counters say which path's mark they got."""
+    import socket
+    from argoctl import maps
+    ids = [cfg.path_id(p) for p in cfg.destinations[0].paths]
+    pin = home.pin_dir(node.netns)
+    with maps.Maps(pin) as m:
+        before = {i: m.path_stats(i).packets for i in ids}
+    with pair["b"].inside():
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        for _ in range(n):
+            s.sendto(b"argoctl", ("203.0.113.10", 9))
+        s.close()
+    with maps.Maps(pin) as m:
+        return {i: m.path_stats(i).packets - before[i] for i in ids}
+
+
+def test_up_then_run_steer_relay1_direct_the_same_way(node, pair):
+    """paths = ["relay1", "direct"]: `up` writes the first path set, and the daemon
+    started on top of it steers the same way (one rule: config.first_weights). The
+    host kernel has no GRE, so only the datapath's stages run here (the VM test in
+    tests/integration/test_up_gre.py runs every stage over a real tunnel)."""
+    import time
+    from argoctl import maps
+    path = os.path.join(os.path.dirname(node.run_dir), "relay-first.toml")
+    with open(path, "w") as f:
+        f.write(RELAY_FIRST)
+    cfg = node.cfg = config.load(path)
+    pair["b"].run(["ip", "route", "add", "203.0.113.0/24", "via", "192.0.2.65"], check=True)
+    up(node, stages=("datapath", "maps"))
+    dest = cfg.destinations[0].id
+    pin = home.pin_dir(node.netns)
+    with maps.Maps(pin) as m:
+        before_set = m.pathset(dest)[1]
+    assert [(p.path_id, p.weight, p.up) for p in before_set] == [(1, 0, True), (0, 100, True)]
+    before = _steered(node, pair, cfg)
+    d = dmn.Daemon(cfg, dmn.Options(ns=node.netns, run_dir=node.run_dir, cgroup=node.cgroup,
+                                    metrics_listen="", apply_config=False)).start_thread()
+    try:
+        end = time.monotonic() + 60
+        while d.rounds < 3 and time.monotonic() < end:
+            time.sleep(0.1)
+        with maps.Maps(pin) as m:
+            after_set = m.pathset(dest)[1]
+        after = _steered(node, pair, cfg)
+        assert d.rounds >= 3 and d.map_writes == 0, [r.to_dict() for r in d.history]
+        assert d.choices() == {"origin": "direct"}
+    finally:
+        d.stop()
+    assert after_set == before_set
+    assert before == after == {1: 0, 0: 20}
