@@ -25,6 +25,7 @@ export VAGRANT_DEFAULT_PROVIDER=libvirt
 export ARGOCTL_BOX=${ARGOCTL_BOX:-argoctl/bookworm}
 export ARGOCTL_VMS=edge,relay1,origin ARGOCTL_LIBVIRT_DRIVER=qemu ARGOCTL_MGMT_NET=192.0.2.192/26
 export ARGOCTL_MEMORY=${ARGOCTL_MEMORY:-edge=640,relay1=640,origin=384}
+export ARGOCTL_SERIAL_DIR=$OUT/serial
 PY=$REPO/.venv/bin/python
 
 step() {   # NAME CMD...: run, time, log
@@ -39,11 +40,17 @@ step() {   # NAME CMD...: run, time, log
 # -- inside the lab's namespaces ---------------------------------------------------
 inner() {
     mount --make-rprivate /
-    # This namespace's own passwd/group: libvirt's dnsmasq drops to libvirt-dnsmasq.
+    # This mount namespace's own passwd/group with the users libvirt resolves at
+    # start (libvirt-qemu, even when qemu.conf says root) and drops dnsmasq to;
+    # libvirt-daemon-system would add them to the host's, and is not installed.
     cp /etc/passwd "$STATE/passwd"; cp /etc/group "$STATE/group"
-    getent passwd libvirt-dnsmasq >/dev/null || {
-        echo "libvirt-dnsmasq:x:64055:64055:libvirt dnsmasq:/var/lib/libvirt/dnsmasq:/usr/sbin/nologin" >> "$STATE/passwd"
-        echo "libvirt-dnsmasq:x:64055:" >> "$STATE/group"; }
+    local id=64055 u
+    for u in libvirt-qemu libvirt-dnsmasq; do
+        getent passwd "$u" >/dev/null || {
+            echo "$u:x:$id:$id:argoctl vagrant-lab:/var/lib/libvirt:/usr/sbin/nologin" >> "$STATE/passwd"
+            echo "$u:x:$id:" >> "$STATE/group"; }
+        id=$((id + 1))
+    done
     mount --bind "$STATE/passwd" /etc/passwd
     mount --bind "$STATE/group" /etc/group
     for d in $LIBVIRT_DIRS; do
@@ -71,22 +78,24 @@ EOF
     for _ in $(seq 100); do [ -S /run/libvirt/libvirt-sock ] && break; sleep 0.2; done
     [ -S /run/libvirt/libvirt-sock ] || { echo "vagrant-lab: libvirtd did not start" >&2; return 1; }
     local rc=0
-    (
-        set -e
-        cd "$REPO/vagrant"
-        step "vagrant up (3 VMs)" vagrant up --provider=libvirt
-        ps -o pid=,ni=,pcpu=,rss=,args= -C qemu-system-x86_64 | cut -c1-160 > "$OUT/qemu-ps.txt"
+    cd "$REPO/vagrant"
+    step "vagrant up (3 VMs)" vagrant up --provider=libvirt || rc=$?
+    if [ $rc = 0 ]; then
+        ps -o pid=,ni=,pcpu=,rss=,args= -C qemu-system-x86_64 | cut -c1-200 > "$OUT/qemu-ps.txt"
         for vm in edge relay1 origin; do
             echo "== $vm"; vagrant ssh "$vm" -c 'free -m; uptime' 2>/dev/null
         done > "$OUT/vm-memory.txt" || true
-        step "outage scenario" "$PY" "$REPO/scripts/vagrant_lab.py" --json "$OUT/lab-result.json"
-    ) || rc=$?
+        step "outage scenario" "$PY" "$REPO/scripts/vagrant_lab.py" --json "$OUT/lab-result.json" || rc=$?
+    fi
+    # Keep libvirt's and the consoles' logs of this run.
+    cp /var/log/libvirt/libvirtd.log "$OUT/libvirtd.log" 2>/dev/null || true
+    mkdir -p "$OUT/qemu-logs" && cp /var/log/libvirt/qemu/*.log "$OUT/qemu-logs/" 2>/dev/null || true
     if [ "${ARGOCTL_VAGRANT_KEEP:-0}" = 1 ]; then
         echo "vagrant-lab: ARGOCTL_VAGRANT_KEEP=1: leaving the VMs up (pid $lv is libvirtd)"
         wait "$lv"
         return $rc
     fi
-    ( cd "$REPO/vagrant" && step "vagrant destroy" vagrant destroy -f ) || rc=$?
+    step "vagrant destroy" vagrant destroy -f || rc=$?
     echo "vagrant-lab: after destroy: domains: $(virsh -q list --all --name | xargs) networks: $(virsh -q net-list --all --name | xargs)"
     kill "$lv" 2>/dev/null || true
     wait "$lv" 2>/dev/null || true
@@ -100,10 +109,11 @@ root_state() {
     echo "# routes"; ip route show table all; ip -6 route show table all
     echo "# rules"; ip rule show; ip -6 rule show
     echo "# nft"; nft list ruleset
-    echo "# iptables"; iptables-save | grep -v '^#'; ip6tables-save | grep -v '^#'
+    echo "# iptables"; { iptables-save; ip6tables-save; } | grep -v '^#' || true
     echo "# bridges"; ip -o link show type bridge | awk '{print $2}'
     echo "# our namespace"; ip netns list | grep -w "$NS" || true
     echo "# libvirt in the root mount namespace"; ls /run/libvirt 2>/dev/null || true
+    return 0
 }
 
 cleanup_outer() {
@@ -133,7 +143,7 @@ if [ "${1:-}" = --down ]; then
 fi
 
 [ "$(id -u)" = 0 ] || { echo "vagrant-lab: must run as root" >&2; exit 1; }
-mkdir -p "$OUT"
+mkdir -p "$OUT" "$ARGOCTL_SERIAL_DIR"
 : > "$TIMES"
 T0=$SECONDS
 root_state > "$OUT/root-before.txt"
@@ -141,8 +151,11 @@ cleanup_outer                     # a previous run's leftovers (ours only)
 trap 'cleanup_outer' EXIT
 
 # argoctl and its PyPI dependencies as wheels for the offline VMs (provision.sh).
+# The versions this checkout's venv runs (the tests' versions), from PyPI's cache.
 rm -rf "$REPO/vagrant/.wheels"
-step "wheels for the VMs" "$REPO/.venv/bin/pip" wheel -q -w "$REPO/vagrant/.wheels" "$REPO"
+"$REPO/.venv/bin/pip" freeze --exclude-editable > "$OUT/constraints.txt"
+step "wheels for the VMs" "$REPO/.venv/bin/pip" wheel -q -c "$OUT/constraints.txt" \
+    -w "$REPO/vagrant/.wheels" "$REPO"
 
 # Mount points for libvirt's private dirs (empty; removed again if we made them).
 for d in $LIBVIRT_DIRS; do
