@@ -23,11 +23,13 @@ export VAGRANT_CHECKPOINT_DISABLE=1 DEBIAN_FRONTEND=noninteractive
 # Everything a lab VM runs, from Debian: the rest (argoctl and its PyPI
 # dependencies) comes as wheels built on the host at provisioning time.
 PKGS=(linux-image-amd64 linux-headers-amd64 systemd-sysv udev dbus openssh-server sudo
-      rsync iproute2 iputils-ping procps kmod nftables wireguard-tools netbase less
+      rsync iproute2 iputils-ping procps kmod nftables wireguard-tools netbase less iperf3
       python3 python3-venv python3-pip python3-bpfcc python3-nftables)
 
 build() {
     local work=$OUT/box-work root
+    # An interrupted debootstrap can leave /proc or /sys mounted in the root.
+    { grep -o " $work/[^ ]*" /proc/mounts || true; } | sort -r | while read -r m; do umount -l "$m"; done
     rm -rf "$work"
     root=$work/root
     mkdir -p "$root" "$OUT/debs"
@@ -51,7 +53,14 @@ Name=eth0
 
 [Network]
 DHCP=ipv4
+
+[DHCPv4]
+# Every VM of a box starts alike: ask by MAC, not by a machine-derived DUID.
+ClientIdentifier=mac
 EOF
+    # Each VM makes its own machine-id at first boot (DHCP leases, journal).
+    : > "$root/etc/machine-id"
+    rm -f "$root/var/lib/dbus/machine-id"
     chroot "$root" systemctl enable systemd-networkd.service >/dev/null 2>&1
     # Nothing waits for links Vagrant has not configured yet.
     chroot "$root" systemctl mask systemd-networkd-wait-online.service >/dev/null 2>&1
@@ -79,6 +88,8 @@ EOF
     chmod 0440 "$root/etc/sudoers.d/vagrant"
     # No network to update from; do not try.
     chroot "$root" systemctl mask apt-daily.timer apt-daily-upgrade.timer >/dev/null 2>&1 || true
+    # Minutes of a TCG boot for nothing a lab VM needs.
+    chroot "$root" systemctl mask e2scrub_reap.service e2scrub_all.timer fstrim.timer >/dev/null 2>&1 || true
     rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
 
     # -- image ------------------------------------------------------------------
@@ -103,7 +114,7 @@ Vagrant.configure("2") do |config|
     dir = File.dirname(__FILE__)
     lv.kernel = File.join(dir, "vmlinuz")
     lv.initrd = File.join(dir, "initrd.img")
-    lv.cmd_line = "root=LABEL=argoctl-root rw console=ttyS0 net.ifnames=0 quiet"
+    lv.cmd_line = "root=LABEL=argoctl-root rw console=ttyS0 net.ifnames=0 mitigations=off"
     lv.disk_bus = "virtio"
     lv.nic_model_type = "virtio"
   end
@@ -121,12 +132,14 @@ vagrant_pub() {
 }
 
 mkdir -p "$OUT"
+built=0
 if [ -f "$BOX" ]; then
     echo "vagrant-box: $BOX present (cached; delete it to rebuild)"
 else
     build
+    built=1
 fi
-if vagrant box list 2>/dev/null | grep -q "^$NAME "; then
+if [ $built = 0 ] && vagrant box list 2>/dev/null | grep -q "^$NAME "; then
     echo "vagrant-box: $NAME already added to $VAGRANT_HOME"
 else
     vagrant box add --force --name "$NAME" "$BOX"

@@ -31,7 +31,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VAGRANT_DIR = os.path.join(REPO, "vagrant")
 NFT_TABLE = "argoctl_vlab"
 EDGE_CMD = ("sudo /opt/argoctl/venv/bin/python /opt/argoctl/src/vagrant/lab_vm.py traffic "
-            "--rate {rate:g} --description '{description}'")
+            "--rate {rate:g} --settle-timeout {settle:g} --description '{description}'")
 
 
 def run(argv: list[str], **kw) -> str:
@@ -84,7 +84,8 @@ def play(scenario, rate: float, ssh_config: str, settle_timeout: float) -> dict:
             raise SystemExit(f"vagrant_lab: step '{st.describe()}': the VM lab plays blackholes "
                              "both ways only (this kernel has no netem for delay or loss)")
     bridges = {frozenset((st.a, st.b)): bridge_of(st.a, st.b) for st in scenario.steps}
-    cmd = EDGE_CMD.format(rate=rate, description=scenario.description.replace("'", ""))
+    cmd = EDGE_CMD.format(rate=rate, settle=settle_timeout,
+                          description=scenario.description.replace("'", ""))
     proc = subprocess.Popen(["ssh", "-F", ssh_config, "edge", cmd], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, text=True)
     dark: set[str] = set()
@@ -128,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--scenario", default="outage")
     ap.add_argument("--rate", type=float, default=20.0)
-    ap.add_argument("--settle-timeout", type=float, default=600.0)
+    ap.add_argument("--settle-timeout", type=float, default=900.0,
+                    help="How long edge may take to use direct with every path up.")
     ap.add_argument("--json", dest="json_out", default=None)
     args = ap.parse_args(argv)
     scenario = load_scenario(args.scenario)

@@ -6,7 +6,9 @@ a lab with one relay. (The boot itself is `make vagrant-lab`: too long for CI.)"
 import ipaddress
 import json
 import os
+import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -76,3 +78,16 @@ def test_provisioning_a_lab_with_one_relay(tmp_path, kind, monkeypatch):
     monkeypatch.setenv("ARGOCTL_RELAYS", "relay9")
     r = lab_config("edge", kind, "lan0", tmp_path / "bad")
     assert r.returncode != 0 and "unknown relay(s) relay9" in r.stderr
+
+
+def test_echo_unit_verifies_cleanly(tmp_path):
+    """The origin's traffic target unit: systemd's checker finds nothing to say
+    (run against this checkout's interpreter and script, as the VM's are absent)."""
+    analyze = shutil.which("systemd-analyze")
+    assert analyze, "systemd-analyze is missing (package systemd)"
+    text = (VAGRANTFILE.parent / "argoctl-lab-echo.service").read_text()
+    copy = tmp_path / "argoctl-lab-echo.service"
+    copy.write_text(text.replace("/opt/argoctl/venv/bin/python", sys.executable)
+                    .replace("/opt/argoctl/src/", str(VAGRANTFILE.parents[1]) + "/"))
+    r = subprocess.run([analyze, "verify", str(copy)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and not (r.stdout + r.stderr).strip(), r.stdout + r.stderr
