@@ -48,6 +48,7 @@ clean:
 .PHONY: vagrant-box vagrant-lab
 VAGRANT_OUT := build/vagrant
 vagrant-box: setup
+	ARGOCTL_SETUP_VAGRANT_LAB=1 scripts/setup-host.sh
 	VAGRANT_HOME=$(CURDIR)/$(VAGRANT_OUT)/home scripts/vagrant-box.sh $(VAGRANT_OUT)
 
 vagrant-lab: vagrant-box

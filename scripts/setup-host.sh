@@ -27,6 +27,15 @@ pkgs="python3-bpfcc python3-nftables python3-venv nftables iproute2 iputils-ping
       file gcc libc6-dev python3-dev ethtool make python3 systemd $kernel_pkgs"
 # vagrant-libvirt recommends an NFS server and libguestfs: not needed to validate.
 lean_pkgs="vagrant vagrant-libvirt"
+# `make vagrant-box` / `make vagrant-lab` (ARGOCTL_SETUP_VAGRANT_LAB=1) also boot
+# the lab: debootstrap builds the box; libvirtd (no -system package: it would
+# add a default network and services to the host) runs in the lab's own
+# namespaces, with dnsmasq for the management network's DHCP and iptables for
+# libvirt's network rules there (and iptables-save for the root-namespace check).
+if [ "${ARGOCTL_SETUP_VAGRANT_LAB:-0}" = 1 ]; then
+    lean_pkgs="$lean_pkgs debootstrap libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients
+               dnsmasq-base iptables rsync openssh-client qemu-utils e2fsprogs"
+fi
 
 missing_of() {
     for p in "$@"; do

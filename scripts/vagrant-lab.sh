@@ -24,7 +24,7 @@ export VAGRANT_HOME=$OUT/home VAGRANT_DOTFILE_PATH=$OUT/dot VAGRANT_CHECKPOINT_D
 export VAGRANT_DEFAULT_PROVIDER=libvirt
 export ARGOCTL_BOX=${ARGOCTL_BOX:-argoctl/bookworm}
 export ARGOCTL_VMS=edge,relay1,origin ARGOCTL_LIBVIRT_DRIVER=qemu ARGOCTL_MGMT_NET=192.0.2.192/26
-export ARGOCTL_MEMORY=${ARGOCTL_MEMORY:-edge=640,relay1=640,origin=384}
+export ARGOCTL_MEMORY=${ARGOCTL_MEMORY:-edge=768,relay1=768,origin=384}
 export ARGOCTL_SERIAL_DIR=$OUT/serial
 PY=$REPO/.venv/bin/python
 
@@ -81,10 +81,11 @@ EOF
     cd "$REPO/vagrant"
     step "vagrant up (3 VMs)" vagrant up --provider=libvirt || rc=$?
     if [ $rc = 0 ]; then
-        ps -o pid=,ni=,pcpu=,rss=,args= -C qemu-system-x86_64 | cut -c1-200 > "$OUT/qemu-ps.txt"
-        for vm in edge relay1 origin; do
-            echo "== $vm"; vagrant ssh "$vm" -c 'free -m; uptime' 2>/dev/null
-        done > "$OUT/vm-memory.txt" || true
+        # Evidence of the CPU limits: qemu's niceness and the cgroup it runs in.
+        for pid in $(pgrep -x qemu-system-x86_64 || true); do
+            grep -q "guest=vagrant_" "/proc/$pid/cmdline" 2>/dev/null || continue
+            echo "pid $pid nice $(ps -o ni= -p "$pid") cpu cgroup $(grep ':cpu:' "/proc/$pid/cgroup")"
+        done | tee "$OUT/qemu-limits.txt"
         step "outage scenario" "$PY" "$REPO/scripts/vagrant_lab.py" --json "$OUT/lab-result.json" || rc=$?
     fi
     # Keep libvirt's and the consoles' logs of this run.

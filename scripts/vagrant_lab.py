@@ -125,6 +125,24 @@ def play(scenario, rate: float, ssh_config: str, settle_timeout: float) -> dict:
     return result
 
 
+MEMORY_CMD = ("sh -c 'free -m | sed -n 2p; for u in argoctl argoctl-responder argoctl-lab-echo; do "
+              "f=/sys/fs/cgroup/system.slice/$u.service/memory.peak; "
+              "[ -r $f ] && echo $u peak $(( $(cat $f) / 1048576 )) MiB; done; true'")
+
+
+def memory(ssh_config: str, vms: list[str]) -> dict:
+    """Each VM's memory after the run: `free -m`'s Mem line and the peak of
+    argoctl's units (cgroup memory.peak): what a smaller VM would have to hold."""
+    out = {}
+    for vm in vms:
+        r = subprocess.run(["ssh", "-F", ssh_config, vm, MEMORY_CMD], capture_output=True,
+                           text=True, timeout=120)
+        out[vm] = r.stdout.strip().splitlines()
+        for line in out[vm]:
+            print(f"vagrant_lab: {vm}: {line}", flush=True)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--scenario", default="outage")
@@ -135,10 +153,14 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     scenario = load_scenario(args.scenario)
     ssh_config = os.path.join(os.environ.get("VAGRANT_DOTFILE_PATH", VAGRANT_DIR), "ssh-config")
+    vms = os.environ.get("ARGOCTL_VMS", "edge,relay1,origin").split(",")
     with open(ssh_config, "w") as f:
-        f.write(run(["vagrant", "ssh-config", "edge"], cwd=VAGRANT_DIR))
+        f.write(run(["vagrant", "ssh-config", *vms], cwd=VAGRANT_DIR))
+    started = time.monotonic()
     result = play(scenario, args.rate, ssh_config, args.settle_timeout)
-    summary = {"demo": "vagrant", "rate_per_s": args.rate, "scenarios": {scenario.name: result}}
+    summary = {"demo": "vagrant", "rate_per_s": args.rate, "vms": vms,
+               "wall_s": round(time.monotonic() - started, 1),
+               "scenarios": {scenario.name: result}, "memory": memory(ssh_config, vms)}
     from rich.console import Console
     Console(width=150).print(summary_table(summary))
     if args.json_out:
