@@ -20,12 +20,8 @@ import subprocess
 import sys
 import time
 
-try:                                    # the package layout after issue 13
-    from argoctl.lab.demo import summary_table
-    from argoctl.lab.scenarios import load_scenario
-except ImportError:
-    from argoctl.demo import summary_table
-    from argoctl.lab import load_scenario
+from argoctl.lab.demo import summary_table
+from argoctl.lab.scenario import load_scenario
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VAGRANT_DIR = os.path.join(REPO, "vagrant")

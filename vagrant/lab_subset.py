@@ -9,12 +9,8 @@ demo's quick-failover policy. vagrant/lab-config.sh runs it in place of
 import sys
 from dataclasses import replace
 
-try:                                    # the package layout after issue 13
-    from argoctl.lab import configs as labconfig
-    from argoctl.lab.env import POLICY
-except ImportError:
-    from argoctl import labconfig
-    from argoctl.lab import POLICY
+from argoctl.lab import configs as labconfig
+from argoctl.lab.env import POLICY
 
 
 def main(host: str, kind: str, lanif: str, out: str, seed_file: str, relays: str) -> int:

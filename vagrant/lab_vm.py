@@ -22,10 +22,7 @@ import subprocess
 import sys
 import time
 
-try:                                    # the package layout after issue 13
-    from argoctl.lab.traffic import EchoServer, RequestClient
-except ImportError:
-    from argoctl.labtraffic import EchoServer, RequestClient
+from argoctl.lab.traffic import EchoServer, RequestClient
 
 ORIGIN = "203.0.113.10"
 DEST = "origin"

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from argoctl import config, keys, labconfig
+from argoctl import config, keys
+from argoctl.lab import configs as labconfig
 from test_vagrant import DOC_RANGES, VAGRANTFILE, lab_config, vagrant
 LAB3 = {"ARGOCTL_VMS": "edge,relay1,origin", "ARGOCTL_LIBVIRT_DRIVER": "qemu",
         "ARGOCTL_MGMT_NET": "192.0.2.192/26", "ARGOCTL_MEMORY": "edge=640,relay1=640,origin=384"}
