@@ -42,7 +42,8 @@ demo: setup
 clean:
 	rm -rf build/stamps build/test-results build/bench
 
-# The Vagrant lab on real VMs (docs/vagrant.md; not part of CI: ~XX min here).
+# The Vagrant lab on real VMs (docs/vagrant.md). Not part of CI: under TCG on this
+# shared 2-core machine the three VMs take 10-25 min just to boot.
 # vagrant-box: a Debian 12 box for vagrant-libvirt from Debian's packages (cached
 # in build/vagrant; delete build/vagrant/argoctl-bookworm.box to rebuild).
 .PHONY: vagrant-box vagrant-lab

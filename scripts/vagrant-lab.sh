@@ -9,7 +9,8 @@
 # one vCPU per VM, and every VM together capped at 2 CPUs (a cpu cgroup).
 #
 #   scripts/vagrant-lab.sh             the whole run: up, scenario, destroy, check
-#   env ARGOCTL_MEMORY (edge=..,relay1=..,origin=.. MiB), ARGOCTL_VAGRANT_KEEP=1
+#   env ARGOCTL_MEMORY (edge=..,relay1=..,origin=.. MiB), ARGOCTL_LIBVIRT_DRIVER=kvm,
+#       ARGOCTL_VAGRANT_KEEP=1
 #       (leave the VMs and namespace up for a look; then run it with --down)
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
@@ -23,7 +24,8 @@ TIMES=$OUT/timings.txt
 export VAGRANT_HOME=$OUT/home VAGRANT_DOTFILE_PATH=$OUT/dot VAGRANT_CHECKPOINT_DISABLE=1
 export VAGRANT_DEFAULT_PROVIDER=libvirt
 export ARGOCTL_BOX=${ARGOCTL_BOX:-argoctl/bookworm}
-export ARGOCTL_VMS=edge,relay1,origin ARGOCTL_LIBVIRT_DRIVER=qemu ARGOCTL_MGMT_NET=192.0.2.192/26
+export ARGOCTL_VMS=edge,relay1,origin ARGOCTL_MGMT_NET=192.0.2.192/26
+export ARGOCTL_LIBVIRT_DRIVER=${ARGOCTL_LIBVIRT_DRIVER:-qemu}    # kvm where it works
 export ARGOCTL_MEMORY=${ARGOCTL_MEMORY:-edge=768,relay1=768,origin=384}
 export ARGOCTL_SERIAL_DIR=$OUT/serial
 PY=$REPO/.venv/bin/python
