@@ -24,7 +24,7 @@ esac
 # ethtool turns on the lab's threaded veth receive for `bench control`.
 pkgs="python3-bpfcc python3-nftables python3-venv nftables iproute2 iputils-ping
       iperf3 tcpdump socat wireguard-tools kmod procps qemu-system-x86 busybox-static
-      file gcc libc6-dev python3-dev ethtool make python3 systemd $kernel_pkgs"
+      file gcc libc6-dev python3-dev ethtool make python3 systemd nats-server $kernel_pkgs"
 # vagrant-libvirt recommends an NFS server and libguestfs: not needed to validate.
 lean_pkgs="vagrant vagrant-libvirt"
 
