@@ -29,6 +29,7 @@ OnUpdate = Callable[[str, Optional[bytes]], None]     # (key, value or None if d
 PING_INTERVAL_S = 2
 MAX_PINGS = 2
 RETRY_S = 2.0
+REWATCH_S = 0.5
 
 
 class Bus:
@@ -57,12 +58,19 @@ class Bus:
         self.writes = 0
         self.write_errors = 0
         self.disconnects = 0
+        self.refused = 0                 # writes the server refused (permissions)
+        self.last_refused: Optional[str] = None
         self.server: Optional[str] = None
         self._stopping = False
 
     @property
+    def connected(self) -> bool:
+        return self.nc is not None and self.nc.is_connected
+
+    @property
     def healthy(self) -> bool:
-        return self.nc is not None and self.nc.is_connected and self.watching
+        """Connected and both buckets watched."""
+        return self.connected and self.watching
 
     def _set(self, state: str, error: Optional[str] = None) -> None:
         if state != self.state:
@@ -97,7 +105,7 @@ class Bus:
             except Exception as e:
                 self.watching = False
                 self._set("degraded", f"watch: {_safe(e)}")
-                await asyncio.sleep(RETRY_S)
+                await asyncio.sleep(REWATCH_S)
                 continue
             await self._rewatch.wait()
 
@@ -114,9 +122,13 @@ class Bus:
             self._rewatch.set()     # make the watchers again: replays current values
 
         async def error(e):
-            self.last_error = _safe(e)
-            if "permissions violation" in str(e).lower():
-                log.warning("fleet bus: %s", self.last_error)
+            text = _safe(e)
+            if "permissions violation" in text.lower():
+                self.refused += 1
+                self.last_refused = text
+                log.warning("fleet bus: %s", text)
+            else:
+                self.last_error = text
 
         kw = dict(servers=self.servers, name=self.name, connect_timeout=self.connect_timeout_s,
                   allow_reconnect=True, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
@@ -132,20 +144,28 @@ class Bus:
         self.kv = {b: await js.key_value(b) for b in (self.members, self.legs)}
 
     async def _watch(self) -> None:
-        for t in self._tasks:
-            t.cancel()
-        for w in self._watchers:
-            try:
-                await w.stop()
-            except Exception:
-                pass
-        self._tasks, self._watchers = [], []
+        """(Re)make both watchers; the old ones go only once the new ones run, so a
+        failed attempt (a cluster still electing a stream leader) loses nothing."""
         js = self.nc.jetstream(timeout=self.connect_timeout_s)
-        self.kv = {b: await js.key_value(b) for b in (self.members, self.legs)}
-        for bucket, cb in ((self.members, self.on_member), (self.legs, self.on_legs)):
-            w = await self.kv[bucket].watchall()
-            self._watchers.append(w)
-            self._tasks.append(asyncio.create_task(self._pump(w, cb, bucket)))
+        kv = {b: await js.key_value(b) for b in (self.members, self.legs)}
+        watchers, tasks = [], []
+        try:
+            for bucket, cb in ((self.members, self.on_member), (self.legs, self.on_legs)):
+                w = await kv[bucket].watchall()
+                watchers.append(w)
+                tasks.append(asyncio.create_task(self._pump(w, cb, bucket)))
+        except BaseException:
+            for t in tasks:
+                t.cancel()
+            for w in watchers:
+                await _quietly(w.stop())
+            raise
+        old_tasks, old_watchers = self._tasks, self._watchers
+        self.kv, self._tasks, self._watchers = kv, tasks, watchers
+        for t in old_tasks:
+            t.cancel()
+        for w in old_watchers:
+            await _quietly(w.stop())
         self.watching = True
 
     async def _pump(self, watcher, cb: OnUpdate, bucket: str) -> None:
@@ -192,7 +212,7 @@ class Bus:
 
     async def _put(self, bucket: str, items: dict[str, bytes], timeout: float) -> int:
         kv = self.kv.get(bucket)
-        if kv is None or not self.healthy:
+        if kv is None or not self.connected:
             return 0
 
         async def one(key, raw):
@@ -216,6 +236,13 @@ class Bus:
     async def put_legs(self, items: dict[str, bytes], timeout: float = 5.0) -> int:
         """Write a batch of legs values (acknowledged concurrently): how many landed."""
         return await self._put(self.legs, items, timeout)
+
+
+async def _quietly(coro, timeout: float = 2.0) -> None:
+    try:
+        await asyncio.wait_for(coro, timeout)
+    except BaseException:
+        pass
 
 
 def _url(nc) -> Optional[str]:
