@@ -79,7 +79,9 @@ class FleetAgent:
         self.mode_changes = 0
         self._unhealthy_since: Optional[float] = clock()
         self.sched = None
-        self.probed: set[tuple[str, str]] = set()      # (dest, path)s probed end to end
+        # (dest, path)s probed end to end: all of them until the plan says otherwise
+        self.probed: set[tuple[str, str]] = {(d.name, p) for d in cfg.destinations if d.probe
+                                             for p in d.paths}
         self.composed_used = 0                         # decisions' paths scored from the bus
         self._published: dict[str, tuple[float, dict]] = {}   # key -> (wall at, legs digest)
         self._member_seq = 0
@@ -219,7 +221,7 @@ class FleetAgent:
             # a path without any estimate (nothing composed, never measured) is
             # probed: otherwise nothing would ever tell us about it
             for p, s in dec.scores.items():
-                if s.state is State.UNKNOWN and s.smoothed_ms is None:
+                if s.tier == UNKNOWN and s.smoothed_ms is None:
                     keep.add(p)
             out.update((name, p) for p in keep)
         return out
@@ -232,7 +234,6 @@ class FleetAgent:
         for name, peer in self.peers.items():
             sched.add(f"{PEER_DEST}/{name}", name, self.cfg.routing.mark(peer.id),
                       Probe(kind="icmp", target=peer.tunnel_address))
-        self.probed = {(d.name, p) for d in self.cfg.destinations if d.probe for p in d.paths}
 
     def round(self, decisions: dict, now: float) -> list[dict]:
         """Once per daemon round, after the decisions: mode, overheads, and the
@@ -251,8 +252,6 @@ class FleetAgent:
         runs while any of them wants it). A restarted stream gets a fresh
         estimator (Engine.restart): silence while unprobed is not a failure."""
         sched = self.sched
-        if sched is None:
-            return
         groups: dict = {}
         for d in self.cfg.destinations:
             if d.probe is None:
@@ -262,14 +261,15 @@ class FleetAgent:
         probed = set()
         for key, pairs in groups.items():
             want = any(pair in wanted for pair in pairs)
-            have = pairs[0] in sched.probers
+            have = pairs[0] in self.probed
             if want and not have:
                 self.engine.restart(*pairs[0], now)
-                for dest, path in pairs:
-                    mark = self.cfg.routing.mark(self.cfg.path_id(path))
-                    sched.add(dest, path, mark, self.dests[dest].probe, group=key)
                 self.restarts += 1
-            elif have and not want:
+                if sched is not None:
+                    for dest, path in pairs:
+                        mark = self.cfg.routing.mark(self.cfg.path_id(path))
+                        sched.add(dest, path, mark, self.dests[dest].probe, group=key)
+            elif have and not want and sched is not None:
                 for pair in pairs:
                     sched.remove(*pair)
             if want:
