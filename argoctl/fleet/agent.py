@@ -103,7 +103,8 @@ class FleetAgent:
         return Bus(list(self.fc.servers), user, password, members=self.fc.members_bucket,
                    legs=self.fc.legs_bucket, on_member=self._on_member,
                    on_legs=self._on_legs, tls=tls_context(self.fc),
-                   name=f"argoctl-{self.host}")
+                   name=f"argoctl-{self.host}",
+                   stall_s=max(3.0, 3 * self.fc.publish_interval_ms / 1000.0))
 
     # -- lifecycle -------------------------------------------------------------------
 

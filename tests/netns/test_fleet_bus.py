@@ -6,8 +6,6 @@ import asyncio
 import json
 import time
 
-import pytest
-
 from argoctl.fleet import schema
 from argoctl.fleet.bus import Bus
 from argoctl.fleet.credentials import read_credentials
@@ -178,8 +176,3 @@ def test_a_three_server_cluster_loses_one_without_interruption():
                 await relay.stop()
         asyncio.run(main())
 
-
-@pytest.fixture
-def nats_fleet():
-    with NatsFleet(HOSTS, size=1) as nf:
-        yield nf
