@@ -427,13 +427,14 @@ class FleetAgent:
                           "healthy": age <= self.fc.ttl_s, "underlay": list(m.underlay),
                           "tunnel_address": m.tunnel_address, "peers": list(m.peers),
                           "destinations": m.destinations}
-        reach = {}
+        reach, mine = {}, {}
         for dest in sorted(self.dests):
             rows = {}
             for h, leg in sorted(self.view.reachers(dest, wall).items()):
                 rows[h] = {"how": "direct", "state": leg.state, "rtt_ms": leg.rtt_ms,
                            "loss": round(leg.loss, 4), "age_s": round(wall - leg.at, 1)}
             reach[dest] = rows
+            mine[dest] = self._my_paths(dest, now, wall)
         b = self.bus
         return {"mode": self.mode, "reason": self.mode_reason,
                 "since_s": round(now - self.mode_since, 1), "mode_changes": self.mode_changes,
@@ -444,4 +445,30 @@ class FleetAgent:
                            "rejected": dict(self.view.rejected)},
                 "probed": len(self.probed),
                 "overhead_ms": {r: round(v, 3) for r, v in sorted(self.view.overhead.items())},
-                "members": members, "reach": reach}
+                "members": members, "reach": reach, "paths": mine}
+
+    def _my_paths(self, dest: str, now: float, wall: float) -> dict:
+        """How this host reaches dest on each path: measured end to end, or composed
+        from the bus (relay's leg + tunnel leg + overhead)."""
+        out = {}
+        dec = self.engine.last(dest)
+        for p in self.dests[dest].paths:
+            s = dec.scores.get(p) if dec is not None else None
+            row = {"probed": (dest, p) in self.probed,
+                   "state": None if s is None else s.state.value,
+                   "tier": None if s is None else s.tier_name,
+                   "score_ms": None if s is None or s.smoothed_ms is None
+                   else round(s.smoothed_ms, 3),
+                   "chosen": dec is not None and dec.choice == p}
+            if (self.mode == "fleet" and p in self.peers and s is not None
+                    and s.state is State.UNKNOWN):      # what overlay() scored
+                c = self.view.compose(p, dest, wall)
+                if c is not None:
+                    row.update(how="composed", relay_state=c.state, leg_rtt_ms=c.leg_rtt_ms,
+                               hop_rtt_ms=c.hop_rtt_ms, overhead_ms=round(c.overhead_ms, 3))
+                else:
+                    row["how"] = "unknown"
+            else:
+                row["how"] = "end-to-end"
+            out[p] = row
+        return out

@@ -121,6 +121,23 @@ def test_members_and_legs_reach_every_agent(fleet):
     m = doc["fleet"]["members"]["relay2"]
     assert m["role"] == "relay" and m["version"] and m["healthy"]
     assert set(doc["fleet"]["reach"]["origin"]) == {"relay1", "relay2"}
+    # `argoctl fleet status` renders the same (table and JSON)
+    from click.testing import CliRunner
+    from argoctl.cli import cli
+    where = ["--run-dir", lab.run_dir, "--netns", lab.topo["edge"].netns]
+    out = CliRunner().invoke(cli, ["fleet", "status", "--json", *where])
+    assert out.exit_code == 0, out.output
+    js = json.loads(out.stdout)
+    assert js["mode"] == "fleet" and set(js["members"]) == {"edge", "relay1", "relay2"}
+    out = CliRunner().invoke(cli, ["fleet", "status", "--dest", "origin", *where])
+    assert out.exit_code == 0, out.output
+    assert "who reaches origin" in out.stdout and "relay2" in out.stdout
+    out = CliRunner().invoke(cli, ["fleet", "status", "--dest", "origin", "--json", *where])
+    paths = json.loads(out.stdout)["paths"]
+    assert paths["direct"]["how"] == "end-to-end"
+    assert {p["how"] for p in paths.values()} <= {"end-to-end", "composed"}
+    out = CliRunner().invoke(cli, ["fleet", "status", "--dest", "nowhere", *where])
+    assert out.exit_code == 2 and "known: origin" in out.stderr
 
 
 def test_edge_probes_the_choice_and_one_alternative_end_to_end(fleet):
