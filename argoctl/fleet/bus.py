@@ -100,7 +100,7 @@ class Bus:
             except asyncio.CancelledError:
                 raise
             except Exception as e:
-                self._set("unreachable", _safe(e))
+                self._set("unreachable", safe_error(e))
                 await asyncio.sleep(RETRY_S)
         while not self._stopping:
             self._rewatch.clear()
@@ -111,7 +111,7 @@ class Bus:
                 raise
             except Exception as e:
                 self.watching = False
-                self._set("degraded", f"watch: {_safe(e)}")
+                self._set("degraded", f"watch: {safe_error(e)}")
                 await asyncio.sleep(REWATCH_S)
                 continue
             await self._until_rewatch()
@@ -144,7 +144,7 @@ class Bus:
             self._rewatch.set()     # make the watchers again: replays current values
 
         async def error(e):
-            text = _safe(e)
+            text = safe_error(e)
             if "permissions violation" in text.lower():
                 self.refused += 1
                 self.last_refused = text
@@ -207,7 +207,7 @@ class Bus:
             raise
         except Exception as e:
             self.watching = False
-            self._set("degraded", f"watch {bucket}: {_safe(e)}")
+            self._set("degraded", f"watch {bucket}: {safe_error(e)}")
             if self._rewatch is not None:
                 self._rewatch.set()
 
@@ -248,7 +248,7 @@ class Bus:
         for r in res:
             if isinstance(r, BaseException):
                 self.write_errors += 1
-                self.last_error = f"write: {_safe(r)}"
+                self.last_error = f"write: {safe_error(r)}"
             else:
                 ok += 1
         self.writes += ok
@@ -277,7 +277,7 @@ def _url(nc) -> Optional[str]:
         return None
 
 
-def _safe(e: BaseException) -> str:
+def safe_error(e: BaseException) -> str:
     """An error as text without credentials (nats-py may put a URL with user:pass in it)."""
     import re
     text = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
