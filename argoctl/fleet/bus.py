@@ -162,14 +162,21 @@ class Bus:
             kw["tls"] = self.tls
         self.nc = await nats.connect(**kw)
         self.server = _url(self.nc)
-        js = self.nc.jetstream(timeout=self.connect_timeout_s)
-        self.kv = {b: await js.key_value(b) for b in (self.members, self.legs)}
+        # (the buckets are looked up by _watch, which retries: a missing bucket
+        # leaves the bus "degraded", connected once, not reconnecting in a loop)
 
     async def _watch(self) -> None:
         """(Re)make both watchers; the old ones go only once the new ones run, so a
         failed attempt (a cluster still electing a stream leader) loses nothing."""
+        from nats.js.errors import BucketNotFoundError
         js = self.nc.jetstream(timeout=self.connect_timeout_s)
-        kv = {b: await js.key_value(b) for b in (self.members, self.legs)}
+        kv = {}
+        for b in (self.members, self.legs):
+            try:
+                kv[b] = await js.key_value(b)
+            except BucketNotFoundError:
+                raise LookupError(f"bucket {b} not found (create it: argoctl fleet init)") \
+                    from None
         watchers, tasks = [], []
         try:
             for bucket, cb in ((self.members, self.on_member), (self.legs, self.on_legs)):
@@ -239,11 +246,15 @@ class Bus:
         if kv is None or not self.connected:
             return 0
 
-        async def one(key, raw):
-            await kv.put(key, raw)
-        res = await asyncio.wait_for(
-            asyncio.gather(*(one(k, v) for k, v in items.items()), return_exceptions=True),
-            timeout)
+        fut = asyncio.gather(*(kv.put(k, v) for k, v in items.items()), return_exceptions=True)
+        # (a cancelled batch's outcome is nobody's business: do not warn about it)
+        fut.add_done_callback(lambda f: f.cancelled() or f.exception())
+        try:
+            res = await asyncio.wait_for(fut, timeout)
+        except asyncio.TimeoutError:
+            self.write_errors += len(items)
+            self.last_error = f"write: no acknowledgement within {timeout:g} s"
+            return 0
         ok = 0
         for r in res:
             if isinstance(r, BaseException):

@@ -198,16 +198,20 @@ def test_fleet_init_creates_the_buckets_and_permissions_match(tmp_path):
                                        "--admin-credentials", creds])
         assert out.exit_code == 1 and "argoctl fleet init:" in out.stderr
         assert nf.passwords["edge"] not in out.stderr
-        # ... the admin may
-        out = CliRunner().invoke(cli, ["fleet", "init", "-c", str(cfg),
-                                       "--admin-credentials", nf.credentials("admin")])
-        assert out.exit_code == 0, out.output
-        assert "argoctl_members, argoctl_legs: ttl 15 s" in out.stdout
-
         async def main():
+            # the agent starts before the buckets exist: connected, not healthy
             bus = make_bus(nf, "edge", FleetView("edge", 15, {}))
             await bus.start()
             try:
+                await asyncio.sleep(2.0)
+                assert bus.connected and not bus.healthy and bus.state == "degraded"
+                assert "not found" in bus.last_error.lower()
+                # ... the admin makes them
+                out = await asyncio.to_thread(
+                    CliRunner().invoke, cli, ["fleet", "init", "-c", str(cfg),
+                                              "--admin-credentials", nf.credentials("admin")])
+                assert out.exit_code == 0, out.output
+                assert "argoctl_members, argoctl_legs: ttl 15 s" in out.stdout
                 assert await until(lambda: bus.healthy)
             finally:
                 await bus.stop()
