@@ -92,18 +92,17 @@ def fleet(lab_module, tmp_path_factory):
                         + FLEET.format(url=nf.urls[0], creds=nf.credentials(r)))
             cfg = config.load(path)
             opts = dmn.Options(ns=t[r].netns, run_dir=os.path.join(directory, f"run-{r}"),
-                               pin_dir=f"/sys/fs/bpf/argoctl-{t[r].netns}", cgroup=None,
-                               apply_config=False, metrics_listen="")
+                               cgroup=None, apply_config=False, metrics_listen="")
             relays[r] = dmn.Daemon(cfg, opts).start_thread()
         lab.start_daemon(metrics_listen="127.0.0.1:0")
         yield lab, relays, nf
     finally:
-        from argoctl import datapath
+        from argoctl import datapath, home
         for r, d in relays.items():
             try:
                 d.stop()
             finally:
-                datapath.detach(d.opts.pin_dir, netns=d.opts.ns, cgroup=None)
+                datapath.detach(home.pin_dir(d.opts.ns), netns=d.opts.ns, cgroup=None)
         lab.stop()
         nf.stop()
 
