@@ -1,0 +1,716 @@
+"""`argoctl bench fleetsim`: the fleet bus at internet scale, simulated.
+
+H synthetic hosts with D destinations each publish their legs through ONE
+nats-server on loopback, exactly as agents do (docs/fleet.md "Bus schema" and
+"Rates"): values built by argoctl.fleet.schema's encoder, one NATS user per host
+with the documented permissions (argoctl.lab.nats), per host and publish interval
+one membership write, one tunnel-leg write and up to `max_writes_per_s` direct-leg
+shards (oldest first). One agent ingests everything with the agent's own Bus and
+FleetView (watch, decode, validate, store) and composes each leg it receives.
+
+Measured per step: bus messages and bytes per second (the server's /varz), the
+server's CPU and memory (/proc of its pid), the agent's CPU (getrusage) split
+into ingest and composition, the publishers' CPU per host. The largest step that
+holds (publishers reach their rate, the agent keeps up) is extrapolated linearly
+to 300 hosts x 100k destinations (`extrapolate`; docs/fleet.md "Scale").
+
+Processes: the bench, the server (not niced: it is measured), the agent (not
+niced: measured), publisher and watcher processes (niced: load generators).
+Every process is started here and stopped here, also on failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import multiprocessing
+import os
+import random
+import resource
+import time
+import urllib.request
+import zlib
+from dataclasses import dataclass
+from typing import Optional
+
+import click
+
+from argoctl.fleet.schema import (LEGS_PER_MESSAGE, Leg, Member, Rejected, direct_value,
+                                  member_value, parse_legs_key, shard_count, shard_of,
+                                  tunnel_value)
+from argoctl.lab.nats import NatsFleet, free_port
+
+FULL_HOSTS, FULL_DESTS = 300, 100_000
+# the agent's defaults (docs/fleet.md "Rates" and "Buckets")
+WRITES_PER_S = 50
+INTERVAL_S = 1.0
+TTL_S = 15.0
+PEERS = 8                 # tunnel legs per synthetic host
+AGENT = "agent"
+NICE = 10                 # load generators yield to everyone else on this shared machine
+HOSTS_PER_PUBLISHER = 4   # publisher processes: ceil(hosts / this), at most 2 per core
+
+
+def dest_name(i: int) -> str:
+    return f"d{i:06d}"
+
+
+def probe_of(i: int) -> str:
+    """Destination i's probe (documentation addresses; the reader checks it)."""
+    return f"udp:203.0.113.{1 + i % 254}:{7000 + i // 254}"
+
+
+def host_name(i: int) -> str:
+    return f"h{i:03d}"
+
+
+def shard_names(dests: int) -> list[list[int]]:
+    """Destination indices per shard, as every agent shards them (schema.shard_of)."""
+    shards = shard_count(dests, LEGS_PER_MESSAGE)
+    out: list[list[int]] = [[] for _ in range(shards)]
+    for i in range(dests):
+        out[shard_of(dest_name(i), shards)].append(i)
+    return out
+
+
+def synth_leg(seed: int, i: int, rnd: random.Random, wall: float, probe: Optional[str]) -> Leg:
+    """A plausible leg: a stable base RTT per (host, destination) of 5-200 ms with a
+    few % of noise, about 1 % of them down."""
+    if (seed * 31 + i) % 97 == 0:
+        return Leg("down", None, 0.0, 1.0, wall - 1.0, probe, (3, 0) if probe else (0, 0))
+    base = 5.0 + ((seed * 7919 + i * 104729) % 19500) / 100.0
+    rtt = base * (0.97 + 0.06 * rnd.random())
+    syn = (rnd.randrange(1, 40),) if probe else None
+    return Leg("up", rtt, rtt * 0.02, 0.0, wall - rnd.random() * 0.9, probe,
+               (syn[0], syn[0]) if syn else (0, 0))
+
+
+def bad_values(hosts: list[str], dests: int, now: float, ttl_s: float) -> dict[str, bytes]:
+    """One value per ingest rejection reason, under keys of hosts that publish
+    nothing else (so the good keys stay intact): key -> raw value."""
+    shards = shard_count(dests, LEGS_PER_MESSAGE)
+    d0 = dest_name(0)
+    good = Leg("up", 10.0, 0.1, 0.0, now, None)
+    return {
+        "rogue-a.d.0": b"{not json",                                           # schema
+        "rogue-b.t": tunnel_value("rogue-b", {hosts[0]: good}, now - 3 * ttl_s),  # stale
+        "rogue-c.t": tunnel_value(hosts[0], {hosts[0]: good}, now),            # impostor
+        "rogue-d.t": tunnel_value("rogue-d", {hosts[0]: good,                  # absurd (1 leg)
+                                              hosts[-1]: Leg("up", 10.0, 0.1, 7.0, now, None)},
+                                  now),
+        f"rogue-e.d.{shard_of(d0, shards)}": direct_value(                     # mismatch
+            "rogue-e", shard_of(d0, shards), shards,
+            {d0: Leg("up", 10.0, 0.1, 0.0, now, "udp:192.0.2.1:9", (1, 1))}, now),
+    }
+
+
+BAD_REASONS = {"schema": 1, "stale": 1, "impostor": 1, "absurd": 1, "mismatch": 1}
+
+
+# -- the server ------------------------------------------------------------------------
+
+class SimServer(NatsFleet):
+    """The lab's nats-server (users, permissions, buckets) plus its monitoring port
+    on loopback, for /varz."""
+
+    def __init__(self, hosts, **kw):
+        super().__init__(hosts, size=1, **kw)
+        self.http_port = free_port()
+
+    def _config(self, i: int) -> str:
+        path = super()._config(i)
+        with open(path, "a") as f:
+            f.write(f"http: 127.0.0.1:{self.http_port}\n")
+        return path
+
+    @property
+    def pid(self) -> int:
+        return self.procs[0].pid
+
+    def varz(self) -> dict:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/varz", timeout=5) as r:
+            return json.load(r)
+
+
+def proc_cpu_s(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def proc_mem_kib(pid: int) -> dict:
+    out = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            if k in ("VmRSS", "VmHWM"):
+                out[k] = int(v.split()[0])
+    return out
+
+
+# -- publishers (their own processes) ------------------------------------------------
+
+@dataclass
+class PubSpec:
+    hosts: list[str]
+    index: list[int]         # each host's index in the fleet (its stagger and seed)
+    fleet_size: int
+    passwords: dict
+    urls: list[str]
+    members: str
+    legs: str
+    dests: int
+    writes_per_s: int = WRITES_PER_S
+    interval_s: float = INTERVAL_S
+    track: bool = False      # remember the last value of every leg (tests)
+    nice: int = NICE
+
+
+def _publisher_main(conn, spec: PubSpec) -> None:
+    os.nice(spec.nice)
+    try:
+        asyncio.run(_publish(conn, spec))
+    except BaseException as e:      # the parent reports it; never a silent hang
+        conn.send(("error", f"{type(e).__name__}: {e}"))
+
+
+async def _recv(conn):
+    return await asyncio.get_running_loop().run_in_executor(None, conn.recv)
+
+
+async def _publish(conn, spec: PubSpec) -> None:
+    import nats
+
+    from argoctl import __version__
+
+    by_shard = shard_names(spec.dests)
+    shards = len(by_shard)
+    names = [dest_name(i) for i in range(spec.dests)]
+    probes = [probe_of(i) for i in range(spec.dests)]
+    conns = []
+    events = {"disconnects": 0, "client_errors": 0}
+
+    async def disconnected():
+        events["disconnects"] += 1
+
+    async def error(e):          # failed puts are counted where they fail
+        events["client_errors"] += 1
+
+    for h in spec.hosts:
+        nc = await nats.connect(spec.urls, user=h, password=spec.passwords[h],
+                                name=f"fleetsim-{h}", connect_timeout=10,
+                                max_reconnect_attempts=3, disconnected_cb=disconnected,
+                                error_cb=error)
+        js = nc.jetstream(timeout=30)
+        conns.append((nc, await js.key_value(spec.members), await js.key_value(spec.legs)))
+    conn.send(("ready",))
+    cmd, t0, seconds = await _recv(conn)
+    end = t0 + seconds
+    st = {"puts": 0, "legs_puts": 0, "member_puts": 0, "direct_legs": 0, "tunnel_legs": 0,
+          "bytes": 0, "errors": 0, "last_error": None, "rounds": 0, "late_rounds": 0,
+          "encode_cpu_s": 0.0, "disconnects": 0, "direct_bytes": 0, "last_put": t0}
+    last: dict = {}
+    started = time.time()
+
+    async def host(k: int, h: str, kvm, kvl) -> None:
+        n = spec.index[k]
+        rnd = random.Random(n)
+        peers = [host_name((n + j + 1) % spec.fleet_size) for j in range(min(PEERS, spec.fleet_size - 1))]
+        ptr, seq = 0, 0
+        tick = t0 + spec.interval_s * n / spec.fleet_size        # hosts spread over the interval
+        while tick < end:
+            delay = tick - time.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            elif -delay > spec.interval_s:
+                st["late_rounds"] += 1
+            wall = time.time()
+            c0 = time.process_time()
+            seq += 1
+            mv = member_value(Member(h, wall, seq, __version__, "relay" if n % 2 else "edge",
+                                     started, (f"192.0.2.{1 + n % 250}",),
+                                     f"198.51.100.{1 + n % 250}", None, tuple(peers),
+                                     spec.dests, int(spec.interval_s * 1000)))
+            items = {f"{h}.t": tunnel_value(h, {p: synth_leg(n, j, rnd, wall, None)
+                                                 for j, p in enumerate(peers)}, wall)}
+            for _ in range(min(shards, spec.writes_per_s)):
+                s = ptr % shards
+                ptr += 1
+                legs = {names[i]: synth_leg(n, i, rnd, wall, probes[i]) for i in by_shard[s]}
+                items[f"{h}.d.{s}"] = direct_value(h, s, shards, legs, wall)
+                await asyncio.sleep(0)    # the client answers pings between shards
+                st["direct_legs"] += len(legs)
+                if spec.track:
+                    for d, leg in legs.items():
+                        last[(h, d)] = None if leg.rtt_ms is None else round(leg.rtt_ms, 3)
+            st["tunnel_legs"] += len(peers)
+            st["encode_cpu_s"] += time.process_time() - c0
+            res = await asyncio.gather(kvm.put(h, mv), *(kvl.put(k, v) for k, v in items.items()),
+                                       return_exceptions=True)
+            for i, r in enumerate(res):
+                if isinstance(r, BaseException):
+                    st["errors"] += 1
+                    st["last_error"] = f"{type(r).__name__}: {r}"[:200]
+                else:
+                    st["puts"] += 1
+                    st["member_puts" if i == 0 else "legs_puts"] += 1
+            st["bytes"] += len(mv) + sum(len(v) for v in items.values())
+            st["direct_bytes"] += sum(len(v) for k, v in items.items() if not k.endswith(".t"))
+            st["last_put"] = time.time()
+            st["rounds"] += 1
+            tick += spec.interval_s
+
+    ru0 = resource.getrusage(resource.RUSAGE_SELF)
+    await asyncio.gather(*(host(k, h, kvm, kvl) for k, (h, (_, kvm, kvl))
+                           in enumerate(zip(spec.hosts, conns))))
+    ru1 = resource.getrusage(resource.RUSAGE_SELF)
+    st.update(events)
+    st["cpu_s"] = ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime
+    for nc, _, _ in conns:
+        await nc.close()
+    if spec.track:
+        st["last"] = {f"{h} {d}": v for (h, d), v in last.items()}
+    conn.send(("done", st))
+
+
+# -- watchers without decoding (fan-out load) ------------------------------------------
+
+def _watcher_main(conn, users: list[str], passwords: dict, urls: list[str], bucket: str) -> None:
+    os.nice(NICE)
+    asyncio.run(_watch(conn, users, passwords, urls, bucket))
+
+
+async def _watch(conn, users, passwords, urls, bucket) -> None:
+    import nats
+
+    got = {"values": 0, "bytes": 0}
+    ncs, tasks = [], []
+
+    async def pump(w):
+        async for e in w:
+            if e is not None:
+                got["values"] += 1
+                got["bytes"] += len(e.value or b"")
+    for u in users:
+        nc = await nats.connect(urls, user=u, password=passwords[u], connect_timeout=10)
+        ncs.append(nc)
+        kv = await nc.jetstream(timeout=30).key_value(bucket)
+        tasks.append(asyncio.create_task(pump(await kv.watchall())))
+    conn.send(("ready",))
+    _, (want, _, timeout) = await _recv(conn)
+    t0 = time.monotonic()
+    while got["values"] < want * len(users) and time.monotonic() - t0 < timeout:
+        await asyncio.sleep(0.05)
+    for t in tasks:
+        t.cancel()
+    for nc in ncs:
+        await nc.close()
+    conn.send(("done", got))
+
+
+# -- the agent (its own process: its CPU is what we measure) ----------------------------
+
+def _agent_main(conn, urls: list[str], password: str, members: str, legs: str, dests: int,
+                ttl_s: float, track: bool) -> None:
+    try:
+        asyncio.run(_agent(conn, urls, password, members, legs, dests, ttl_s, track))
+    except BaseException as e:
+        conn.send(("error", f"{type(e).__name__}: {e}"))
+
+
+async def _agent(conn, urls, password, members, legs, dests, ttl_s, track) -> None:
+    from argoctl.fleet.bus import Bus
+    from argoctl.fleet.view import FleetView
+
+    names = [dest_name(i) for i in range(dests)]
+    view = FleetView(AGENT, ttl_s, {names[i]: probe_of(i) for i in range(dests)})
+    by_shard = [[names[i] for i in s] for s in shard_names(dests)]
+    st = {"legs_values": 0, "member_values": 0, "composed": 0, "ingest_cpu_s": 0.0,
+          "compose_cpu_s": 0.0, "bytes": 0}
+
+    def on_legs(key: str, raw: Optional[bytes]) -> None:
+        c0 = time.process_time()
+        now = time.time()
+        st["legs_values"] += 1
+        st["bytes"] += len(raw or b"")
+        view.ingest_legs(key, raw, now)
+        c1 = time.process_time()
+        st["ingest_cpu_s"] += c1 - c0
+        if raw is None:
+            return
+        # the engine re-scores every relay path whose leg changed: compose each
+        try:
+            host, kind, shard = parse_legs_key(key)
+        except Rejected:
+            return
+        if kind == "d" and shard is not None and shard < len(by_shard):
+            for d in by_shard[shard]:
+                if view.compose(host, d, now) is not None:
+                    st["composed"] += 1
+        st["compose_cpu_s"] += time.process_time() - c1
+
+    def on_member(key: str, raw: Optional[bytes]) -> None:
+        st["member_values"] += 1
+        view.ingest_member(key, raw, time.time())
+
+    bus = Bus(urls, AGENT, password, members=members, legs=legs, on_member=on_member,
+              on_legs=on_legs, name="fleetsim-agent")
+    await bus.start()
+    try:
+        t_end = time.monotonic() + 30
+        while not bus.healthy:
+            if time.monotonic() > t_end:
+                raise RuntimeError(f"agent bus not healthy: {bus.state} {bus.last_error}")
+            await asyncio.sleep(0.05)
+        conn.send(("ready",))
+        while True:
+            cmd, arg = await _recv(conn)
+            if cmd == "mark":
+                ru = resource.getrusage(resource.RUSAGE_SELF)
+                conn.send(("mark", {**st, "cpu_s": ru.ru_utime + ru.ru_stime,
+                                    "t": time.monotonic()}))
+            elif cmd == "finish":
+                # drain: wait (bounded) until everything published has arrived
+                want_legs, want_members, timeout = arg
+                t0 = time.monotonic()
+                while (st["legs_values"] < want_legs or st["member_values"] < want_members) \
+                        and time.monotonic() - t0 < timeout:
+                    await asyncio.sleep(0.05)
+                ru = resource.getrusage(resource.RUSAGE_SELF)
+                out = {**st, "drain_s": round(time.monotonic() - t0, 3),
+                       "cpu_s": ru.ru_utime + ru.ru_stime, "t": time.monotonic(),
+                       "accepted": view.accepted, "rejected": dict(view.rejected),
+                       "members": len(view.members), "bus_state": bus.state}
+                if track:
+                    out["last"] = {f"{h} {d}": (None if leg.rtt_ms is None
+                                                else round(leg.rtt_ms, 3))
+                                   for (h, d), leg in view.direct.items()}
+                conn.send(("done", out))
+                return
+    finally:
+        await bus.stop()
+
+
+# -- one step --------------------------------------------------------------------------
+
+@dataclass
+class Step:
+    hosts: int
+    dests: int
+    seconds: float
+    watchers: int = 0          # extra watchers of the whole legs bucket (fan-out)
+    bad: bool = True           # inject one value per rejection reason
+    track: bool = False
+    writes_per_s: int = WRITES_PER_S
+    drain_s: float = 15.0      # how long the agent may take to catch up afterwards
+
+
+class _Procs:
+    """Child processes with a pipe each; all of them are ended by close()."""
+
+    def __init__(self):
+        self.ctx = multiprocessing.get_context("spawn")
+        self.items = []
+
+    def start(self, target, *args):
+        parent, child = self.ctx.Pipe()
+        p = self.ctx.Process(target=target, args=(child, *args), daemon=True)
+        p.start()
+        child.close()
+        self.items.append((p, parent))
+        return p, parent
+
+    @staticmethod
+    def expect(p, pipe, what: str, timeout: float):
+        if not pipe.poll(timeout):
+            raise RuntimeError(f"{p.name}: no {what!r} within {timeout:.0f}s "
+                               f"(exit code {p.exitcode})")
+        msg = pipe.recv()
+        if msg[0] == "error":
+            raise RuntimeError(f"{p.name}: {msg[1]}")
+        if msg[0] != what:
+            raise RuntimeError(f"{p.name}: expected {what!r}, got {msg[0]!r}")
+        return msg[1] if len(msg) > 1 else None
+
+    def close(self):
+        for p, pipe in self.items:
+            if p.is_alive():
+                p.terminate()
+            p.join(10)
+            if p.is_alive():
+                p.kill()
+                p.join(5)
+            pipe.close()
+        self.items = []
+
+
+def run_step(step: Step) -> dict:
+    """One simulation run on a fresh server; returns its measurements."""
+    hosts = [host_name(i) for i in range(step.hosts)]
+    watchers = [f"w{i}" for i in range(step.watchers)]
+    server = SimServer([*hosts, AGENT, *watchers], ttl_s=TTL_S)
+    procs = _Procs()
+    try:
+        server.start()
+        base_mem = proc_mem_kib(server.pid)
+        pw = server.passwords
+        agent, apipe = procs.start(_agent_main, server.urls, pw[AGENT], server.members,
+                                   server.legs, step.dests, TTL_S, step.track)
+        pubs = []
+        n_pub = max(1, -(-step.hosts // HOSTS_PER_PUBLISHER))
+        for j in range(n_pub):
+            mine = hosts[j::n_pub]
+            spec = PubSpec(mine, list(range(step.hosts))[j::n_pub], step.hosts,
+                           {h: pw[h] for h in mine}, server.urls, server.members, server.legs,
+                           step.dests, step.writes_per_s, track=step.track)
+            pubs.append(procs.start(_publisher_main, spec))
+        wpipe = None
+        if watchers:
+            _, wpipe = w = procs.start(_watcher_main, watchers, {u: pw[u] for u in watchers},
+                                       server.urls, server.legs)
+        procs.expect(agent, apipe, "ready", 60)
+        for p, pipe in pubs:
+            procs.expect(p, pipe, "ready", 120)
+        if wpipe is not None:
+            procs.expect(w[0], wpipe, "ready", 60)
+
+        bad = {}
+        t0 = time.time() + 1.0
+        for _, pipe in pubs:
+            pipe.send(("go", t0, step.seconds))
+        time.sleep(max(0.0, t0 - time.time()))
+        # the whole run is measured, from the first put to the agent having taken
+        # in the last one: per message and per leg costs do not depend on how
+        # late a busy machine made the publishers (rates are over the same span)
+        apipe.send(("mark", None))
+        a0 = procs.expect(agent, apipe, "mark", 30)
+        v0, cpu0, m0 = server.varz(), proc_cpu_s(server.pid), time.monotonic()
+        if step.bad:
+            bad = bad_values(hosts, step.dests, time.time(), TTL_S)
+            server.run(_admin_put(server, bad))
+        rss_peak = 0
+        pub = []
+        deadline = time.monotonic() + step.seconds + 120
+        for p, pipe in pubs:
+            while not pipe.poll(0.5) and time.monotonic() < deadline:
+                rss_peak = max(rss_peak, proc_mem_kib(server.pid)["VmRSS"])
+            pub.append(procs.expect(p, pipe, "done", 1))
+        tot = {k: sum(s[k] for s in pub) for k in ("puts", "legs_puts", "member_puts",
+                                                     "direct_legs", "tunnel_legs", "bytes",
+                                                     "errors", "rounds", "late_rounds",
+                                                     "disconnects", "encode_cpu_s", "cpu_s",
+                                                     "direct_bytes")}
+        span = max(s["last_put"] for s in pub) - t0
+        want = (tot["legs_puts"] + len(bad), tot["member_puts"], step.drain_s)
+        apipe.send(("finish", want))
+        final = procs.expect(agent, apipe, "done", step.drain_s + 30)
+        wgot = None
+        if wpipe is not None:
+            wpipe.send(("finish", want))
+            wgot = procs.expect(w[0], wpipe, "done", step.drain_s + 30)
+        v1, cpu1, m1 = server.varz(), proc_cpu_s(server.pid), time.monotonic()
+        mem = proc_mem_kib(server.pid)
+        win = m1 - m0
+        shards = shard_count(step.dests, LEGS_PER_MESSAGE)
+        per_host = min(shards, step.writes_per_s) + 2
+        rounds = round(step.seconds / INTERVAL_S)
+        target = step.hosts * per_host * rounds
+        a_cpu = final["cpu_s"] - a0["cpu_s"]
+        a_win = final["t"] - a0["t"]
+        legs_in = final["composed"] - a0["composed"]
+        in_msgs = v1["in_msgs"] - v0["in_msgs"]
+        r = {
+            "hosts": step.hosts, "destinations": step.dests, "shards_per_host": shards,
+            "legs_per_message": round(step.dests / shards, 1),
+            "seconds": step.seconds, "span_s": round(span, 2), "measured_s": round(win, 2),
+            "watchers": 1 + step.watchers,
+            "target_puts": target, "puts": tot["puts"], "put_errors": tot["errors"],
+            "disconnects": tot["disconnects"],
+            "late_rounds_pct": round(100 * tot["late_rounds"] / max(1, tot["rounds"]), 1),
+            "target_puts_per_s": round(target / step.seconds, 1),
+            "puts_per_s": round(tot["puts"] / max(span, step.seconds), 1),
+            "mean_message_bytes": round(tot["bytes"] / max(1, tot["puts"])),
+            "bytes_per_direct_leg": round(tot["direct_bytes"] / max(1, tot["direct_legs"]), 1),
+            "small_message_bytes": round((tot["bytes"] - tot["direct_bytes"])
+                                         / max(1, 2 * tot["rounds"])),
+            "bus_in_msgs_per_s": round(in_msgs / win, 1),
+            "bus_in_bytes_per_s": round((v1["in_bytes"] - v0["in_bytes"]) / win),
+            "bus_out_msgs_per_s": round((v1["out_msgs"] - v0["out_msgs"]) / win, 1),
+            "bus_out_bytes_per_s": round((v1["out_bytes"] - v0["out_bytes"]) / win),
+            "server_cpu_pct": round(100 * (cpu1 - cpu0) / win, 1),
+            "server_cpu_us_per_put": round(1e6 * (cpu1 - cpu0) / max(1, tot["puts"]), 1),
+            "server_rss_mib_start": round(base_mem["VmRSS"] / 1024, 1),
+            "server_rss_mib": round(mem["VmRSS"] / 1024, 1),
+            "server_rss_mib_peak": round(max(rss_peak, mem["VmHWM"]) / 1024, 1),
+            "agent_cpu_pct": round(100 * a_cpu / a_win, 1),
+            "agent_ingest_cpu_pct": round(100 * (final["ingest_cpu_s"] - a0["ingest_cpu_s"])
+                                          / a_win, 1),
+            "agent_compose_cpu_pct": round(100 * (final["compose_cpu_s"] - a0["compose_cpu_s"])
+                                           / a_win, 1),
+            "agent_legs_per_s": round(legs_in / a_win, 1),
+            "agent_us_per_leg": round(1e6 * a_cpu / max(1, legs_in), 2),
+            "agent_ingest_us_per_leg": round(1e6 * (final["ingest_cpu_s"] - a0["ingest_cpu_s"])
+                                             / max(1, legs_in), 2),
+            "agent_compose_us_per_leg": round(1e6 * (final["compose_cpu_s"]
+                                                     - a0["compose_cpu_s"]) / max(1, legs_in), 2),
+            "agent_values": final["legs_values"], "agent_member_values": final["member_values"],
+            "agent_legs_composed": final["composed"], "agent_drain_s": final["drain_s"],
+            "rejected": final["rejected"], "bad_injected": len(bad),
+            "published_legs_values": tot["legs_puts"], "published_member_values":
+                tot["member_puts"], "published_direct_legs": tot["direct_legs"],
+            "publisher_cpu_pct_per_host": round(100 * tot["cpu_s"] / span / step.hosts, 2),
+            "publisher_us_per_leg": round(1e6 * tot["encode_cpu_s"]
+                                          / max(1, tot["direct_legs"] + tot["tunnel_legs"]), 2),
+        }
+        if wgot is not None:
+            r["extra_watchers_values"] = wgot["values"]
+        # held: every put landed at (nearly) the contract's rate, and the agent took
+        # in every value with at most a few seconds of lag
+        r["held"] = (tot["errors"] == 0 and tot["puts"] == target
+                     and r["puts_per_s"] >= 0.9 * r["target_puts_per_s"]
+                     and final["legs_values"] >= tot["legs_puts"] + len(bad)
+                     and final["drain_s"] <= 5.0)
+        if step.track:
+            r["published_last"] = {k: v for s in pub for k, v in s["last"].items()}
+            r["agent_last"] = final["last"]
+        return r
+    finally:
+        procs.close()
+        server.stop()
+
+
+async def _admin_put(server: NatsFleet, items: dict[str, bytes]) -> None:
+    nc = await server.admin()
+    try:
+        kv = await nc.jetstream(timeout=10).key_value(server.legs)
+        for k, v in items.items():
+            await kv.put(k, v)
+    finally:
+        await nc.close()
+
+
+# -- extrapolation -------------------------------------------------------------------
+
+def extrapolate(base: dict, fan: Optional[dict] = None, hosts: int = FULL_HOSTS,
+                dests: int = FULL_DESTS, peers: int = PEERS) -> dict:
+    """Linear model from a measured step to `hosts` x `dests` (docs/fleet.md "Scale").
+
+    Every host publishes per interval min(shards, max_writes_per_s) shards of
+    about dests/shards legs plus 2 small values (membership, tunnel legs), so the
+    bus's input is hosts x that; per message (same size and mix as measured when
+    the step had `dests` destinations) the server spends c_in, plus c_out per
+    delivery to a watcher: server CPU = in x (c_in + c_out x f), f = watchers per
+    message. c_in and c_out come from two steps at one size with f = 1 and f > 1
+    (only their sum without the second step). An agent spends its measured CPU
+    per leg on every leg it watches; a publisher its measured CPU per host. The
+    server's memory grows by its measured growth per host."""
+    shards = shard_count(dests, LEGS_PER_MESSAGE)
+    per_host = min(shards, WRITES_PER_S) + 2
+    in_msgs = hosts * per_host / INTERVAL_S
+    scale = in_msgs / max(1e-9, base["target_puts_per_s"])
+    # a message's size follows its legs (the same as measured when measured at `dests`)
+    size = ((per_host - 2) * dests / shards * base["bytes_per_direct_leg"]
+            + 2 * base["small_message_bytes"]) / per_host
+    c_in, c_out, fit = base["server_cpu_us_per_put"] / 1e6, 0.0, "not measured"
+    if fan is not None and fan["watchers"] > base["watchers"]:
+        c_out = (fan["server_cpu_us_per_put"] - base["server_cpu_us_per_put"]) / 1e6 \
+            / (fan["watchers"] - base["watchers"])
+        c_in = base["server_cpu_us_per_put"] / 1e6 - c_out * base["watchers"]
+        fit = "ok"
+        if c_out < 0 or c_in < 0:       # noise larger than the effect: say so, keep the sum
+            fit = "noisy: per-put cost used for every watcher"
+            c_in, c_out = 0.0, base["server_cpu_us_per_put"] / 1e6 / base["watchers"]
+    legs_per_host_s = min(shards, WRITES_PER_S) * dests / shards / INTERVAL_S
+
+    def case(f: float, legs_watched_s: float) -> dict:
+        return {"watchers_per_message": f,
+                "bus_out_msgs_per_s": round(in_msgs * f),
+                "bus_out_bytes_per_s": round(in_msgs * f * size),
+                "server_cores": round(in_msgs * (c_in + c_out * f), 2),
+                "agent_legs_per_s": round(legs_watched_s),
+                "agent_cores": round(legs_watched_s * base["agent_us_per_leg"] / 1e6, 2)}
+
+    rss0 = base["server_rss_mib_start"]
+    return {
+        "hosts": hosts, "destinations": dests, "shards_per_host": shards,
+        "from_hosts": base["hosts"], "from_destinations": base["destinations"],
+        "scale": round(scale, 1),
+        "bus_in_msgs_per_s": round(in_msgs),
+        "mean_message_bytes": round(size),
+        "bus_in_bytes_per_s": round(in_msgs * size),
+        "server_cpu_us_per_put": round(c_in * 1e6, 1),
+        "server_cpu_us_per_delivery": round(c_out * 1e6, 1), "fanout_fit": fit,
+        "server_rss_gib": round((rss0 + (base["server_rss_mib"] - rss0) * scale) / 1024, 2),
+        "store_gib": round(hosts * (shards + 2) * size / 2**30, 2),
+        "leg_refresh_s": round(shards / min(shards, WRITES_PER_S) * INTERVAL_S, 2),
+        "publisher_encode_cpu_pct_per_host": round(
+            base["publisher_us_per_leg"] * (legs_per_host_s + PEERS / INTERVAL_S) / 1e4, 1),
+        "watch_all": case(hosts, hosts * legs_per_host_s),
+        "watch_peers": case(peers, peers * legs_per_host_s),
+    }
+
+
+def simulate(host_steps: list[int], dests: int, seconds: float, watchers: int,
+             progress=None) -> dict:
+    """Ramp the hosts (stop at the first step that does not hold), then repeat the
+    largest held step with extra watchers; measurements plus the extrapolation."""
+    steps = []
+    for h in host_steps:
+        r = run_step(Step(h, dests, seconds))
+        steps.append(r)
+        if progress:
+            progress(r)
+        if not r["held"]:
+            break
+    held = [r for r in steps if r["held"]]
+    base = held[-1] if held else None
+    fan = None
+    if base is not None and watchers > 0:
+        fan = run_step(Step(base["hosts"], dests, seconds, watchers=watchers))
+        if progress:
+            progress(fan)
+        if not fan["held"]:
+            fan = None
+    return {"bench": "fleetsim", "destinations": dests, "steps": steps, "fanout": fan,
+            "largest_held": None if base is None else {
+                "hosts": base["hosts"], "destinations": dests,
+                "fraction_of_full": round(base["hosts"] * dests / (FULL_HOSTS * FULL_DESTS), 4),
+                "scaled": "hosts" if dests == FULL_DESTS else "hosts and destinations"},
+            "full": None if base is None else extrapolate(base, fan)}
+
+
+@click.command("fleetsim")
+@click.option("--hosts", "hosts_spec", default="1,2,4,8", show_default=True,
+              help="host counts to ramp through (stops at the first that does not hold)")
+@click.option("--destinations", type=click.IntRange(min=1), default=FULL_DESTS,
+              show_default=True)
+@click.option("--seconds", type=click.FloatRange(min=2, max=120), default=20,
+              show_default=True, help="measured window per step")
+@click.option("--watchers", type=click.IntRange(min=0, max=16), default=3, show_default=True,
+              help="extra watchers for the fan-out step (0: none)")
+@click.option("--json", "as_json", is_flag=True, help="(always JSON; for symmetry)")
+def bench_fleetsim(hosts_spec: str, destinations: int, seconds: float, watchers: int,
+                   as_json: bool) -> None:
+    """The fleet bus at H hosts x D destinations through one nats-server on
+    loopback, extrapolated to 300 x 100k (needs nats-server)."""
+    import sys
+
+    from argoctl.bench.report import emit
+
+    try:
+        steps = [int(x) for x in hosts_spec.split(",") if x.strip()]
+        if not steps or min(steps) < 1:
+            raise ValueError
+    except ValueError:
+        raise click.BadParameter("a comma-separated list of host counts >= 1",
+                                 param_hint="--hosts") from None
+
+    def progress(r):
+        print(f"fleetsim: {r['hosts']} hosts x {r['destinations']} destinations, "
+              f"{r['watchers']} watcher(s): {r['puts_per_s']} puts/s, server "
+              f"{r['server_cpu_pct']}%, agent {r['agent_cpu_pct']}%, held={r['held']}",
+              file=sys.stderr, flush=True)
+    try:
+        emit(simulate(steps, destinations, seconds, watchers, progress))
+    except RuntimeError as e:
+        raise click.ClickException(str(e)) from None
