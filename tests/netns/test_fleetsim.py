@@ -29,6 +29,7 @@ def test_fleetsim_every_published_leg_is_ingested_and_bad_values_are_counted():
     # one bad value per reason, each counted once, nothing good rejected
     assert r["bad_injected"] == len(BAD_REASONS)
     assert r["rejected"] == BAD_REASONS
+    assert r["complete"]
     assert r["server_rss_mib"] > 0 and r["agent_us_per_leg"] > 0
 
     full = extrapolate(r)
