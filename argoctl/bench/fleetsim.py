@@ -623,7 +623,7 @@ async def _admin_put(server: NatsFleet, items: dict[str, bytes]) -> None:
 
 # -- extrapolation -------------------------------------------------------------------
 
-def extrapolate(base: dict, fan: Optional[dict] = None, hosts: int = FULL_HOSTS,
+def extrapolate(base: dict, pair: Optional[tuple] = None, hosts: int = FULL_HOSTS,
                 dests: int = FULL_DESTS, peers: int = PEERS) -> dict:
     """Linear model from a measured step to `hosts` x `dests` (docs/fleet.md "Scale").
 
@@ -632,8 +632,8 @@ def extrapolate(base: dict, fan: Optional[dict] = None, hosts: int = FULL_HOSTS,
     bus's input is hosts x that; per message (same size and mix as measured when
     the step had `dests` destinations) the server spends c_in, plus c_out per
     delivery to a watcher: server CPU = in x (c_in + c_out x f), f = watchers per
-    message. c_in and c_out come from two steps at one size with f = 1 and f > 1
-    (only their sum without the second step). An agent spends its measured CPU
+    message. c_out comes from `pair`, two steps at one size with f = 1 and f > 1,
+    c_in from base (without a pair: c_out = 0, the measured sum is c_in). An agent spends its measured CPU
     per leg on every leg it watches; a publisher its measured CPU per host. The
     server's memory grows by its measured growth per host."""
     shards = shard_count(dests, LEGS_PER_MESSAGE)
@@ -644,9 +644,10 @@ def extrapolate(base: dict, fan: Optional[dict] = None, hosts: int = FULL_HOSTS,
     size = ((per_host - 2) * dests / shards * base["bytes_per_direct_leg"]
             + 2 * base["small_message_bytes"]) / per_host
     c_in, c_out, fit = base["server_cpu_us_per_put"] / 1e6, 0.0, "not measured"
-    if fan is not None and fan["watchers"] > base["watchers"]:
-        c_out = (fan["server_cpu_us_per_put"] - base["server_cpu_us_per_put"]) / 1e6 \
-            / (fan["watchers"] - base["watchers"])
+    if pair is not None and pair[1]["watchers"] > pair[0]["watchers"]:
+        ref, fan = pair
+        c_out = (fan["server_cpu_us_per_put"] - ref["server_cpu_us_per_put"]) / 1e6 \
+            / (fan["watchers"] - ref["watchers"])
         c_in = base["server_cpu_us_per_put"] / 1e6 - c_out * base["watchers"]
         fit = "ok"
         if c_out < 0 or c_in < 0:       # noise larger than the effect: say so, keep the sum
@@ -685,8 +686,9 @@ def extrapolate(base: dict, fan: Optional[dict] = None, hosts: int = FULL_HOSTS,
 def simulate(host_steps: list[int], dests: int, seconds: float, watchers: int,
              progress=None) -> dict:
     """Ramp the hosts while every step completes (all published, all ingested),
-    then repeat the largest complete step with extra watchers (fan-out); the
-    measurements and the extrapolation from the largest complete step."""
+    then repeat the smallest step with extra watchers (the fan-out's cost, where
+    the machine has the most room); the measurements and the extrapolation from
+    the largest complete step."""
     steps = []
     for h in host_steps:
         r = run_step(Step(h, dests, seconds))
@@ -699,12 +701,10 @@ def simulate(host_steps: list[int], dests: int, seconds: float, watchers: int,
     held = [r for r in steps if r["held"]]
     base = done[-1] if done else None
     fan = None
-    if base is not None and watchers > 0:
-        fan = run_step(Step(base["hosts"], dests, seconds, watchers=watchers))
+    if done and watchers > 0:
+        fan = run_step(Step(done[0]["hosts"], dests, seconds, watchers=watchers))
         if progress:
             progress(fan)
-        if not fan["complete"]:
-            fan = None
 
     def frac(r):
         return None if r is None else {
@@ -713,13 +713,14 @@ def simulate(host_steps: list[int], dests: int, seconds: float, watchers: int,
             "scaled": "hosts" if dests == FULL_DESTS else "hosts and destinations",
             "realtime": r["held"], "rate_pct": round(100 * r["puts_per_s"]
                                                      / r["target_puts_per_s"], 1)}
+    pair = (done[0], fan) if fan is not None and fan["complete"] else None
     return {"bench": "fleetsim", "destinations": dests, "steps": steps, "fanout": fan,
             "largest_complete": frac(base), "largest_held": frac(held[-1] if held else None),
-            "full": None if base is None else extrapolate(base, fan)}
+            "full": None if base is None else extrapolate(base, pair)}
 
 
 @click.command("fleetsim")
-@click.option("--hosts", "hosts_spec", default="2,4,8", show_default=True,
+@click.option("--hosts", "hosts_spec", default="1,2,4", show_default=True,
               help="host counts to ramp through (stops at the first that does not complete)")
 @click.option("--destinations", type=click.IntRange(min=1), default=FULL_DESTS,
               show_default=True)
