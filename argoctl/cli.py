@@ -390,6 +390,49 @@ def explain(dest: str, as_json: bool, run_dir: str | None, netns: str | None) ->
         click.echo(ex.text(doc, dest))
 
 
+@cli.group()
+def fleet() -> None:
+    """Fleet mode ([fleet]): what this host's daemon knows of the fleet."""
+
+
+@fleet.command("status")
+@click.option("--dest", metavar="DEST", help="which host reaches DEST, and how this host does")
+@click.option("--json", "as_json", is_flag=True, help="the fleet part of the state file")
+@click.option("--run-dir", default=None, hidden=True)
+@click.option("--netns", default=None, hidden=True)
+def fleet_status(dest: str | None, as_json: bool, run_dir: str | None, netns: str | None) -> None:
+    """Members, their health and versions, the bus; with --dest, who reaches DEST."""
+    import json
+
+    from argoctl import explain as ex
+
+    try:
+        doc = ex.load(run_dir, netns)
+    except FileNotFoundError:
+        click.echo("argoctl fleet status: no live state: is `argoctl run` running?", err=True)
+        sys.exit(1)
+    except ValueError as e:
+        click.echo(f"argoctl fleet status: {e}", err=True)
+        sys.exit(1)
+    if "fleet" not in doc:
+        click.echo("argoctl fleet status: the daemon runs without a [fleet] section", err=True)
+        sys.exit(1)
+    if dest is not None and dest not in doc["destinations"]:
+        known = ", ".join(sorted(doc["destinations"])) or "none"
+        click.echo(f"argoctl fleet status: no destination {dest!r} (known: {known})", err=True)
+        sys.exit(2)
+    if as_json:
+        out = {"node": doc["node"], "stale": doc["stale"], **doc["fleet"]}
+        if dest is not None:
+            out = {"node": doc["node"], "stale": doc["stale"], "dest": dest,
+                   "mode": doc["fleet"]["mode"], "reach": doc["fleet"]["reach"][dest],
+                   "paths": doc["fleet"]["paths"][dest]}
+        click.echo(json.dumps(out, sort_keys=True))
+        return
+    from argoctl.fleet.status import render
+    render(doc, dest)
+
+
 def main() -> None:
     try:
         cli(standalone_mode=True)

@@ -28,8 +28,8 @@ import time
 from typing import Callable, Optional
 
 from argoctl import __version__
-from argoctl.engine import DOWN, UNKNOWN, PathScore
 from argoctl.estimator import Estimator, Snapshot, State
+from argoctl.pathscore import DOWN, UNKNOWN, PathScore
 from argoctl.fleet.bus import MAX_PINGS, PING_INTERVAL_S, Bus
 from argoctl.fleet.schema import (Leg, Member, direct_value, member_value, probe_id,
                                   shard_count, shard_of, tunnel_value)
@@ -38,7 +38,14 @@ from argoctl.fleet.view import FleetView
 log = logging.getLogger("argoctl.fleet")
 
 DIRECT = "direct"
-LOCAL_AFTER_S = PING_INTERVAL_S * MAX_PINGS + 1    # bound on falling back to local probing
+PEER_DEST = "@peer"           # the probe scheduler's destination name for tunnel legs
+# Falling back to local probing: once the client has no server (at once on a
+# closed connection, after its pings on a silent one) for DISCONNECTED_GRACE_S,
+# which covers a move to another server of a cluster; while connected but
+# re-watching (a cluster electing a stream leader) for as long as the data it
+# holds is valid, ttl_s: composition drops anything older anyway.
+DISCONNECTED_GRACE_S = 2.0
+LOCAL_AFTER_S = PING_INTERVAL_S * MAX_PINGS + DISCONNECTED_GRACE_S
 # a shard is rewritten when a leg moved this much, else every ttl/3
 RTT_CHANGE_REL, RTT_CHANGE_ABS_MS, LOSS_CHANGE = 0.10, 1.0, 0.05
 
@@ -70,7 +77,11 @@ class FleetAgent:
         self.mode_since = clock()
         self.mode_reason = "starting"
         self.mode_changes = 0
-        self.probed: set[tuple[str, str]] = set()      # (dest, path)s probed end to end
+        self._unhealthy_since: Optional[float] = clock()
+        self.sched = None
+        # (dest, path)s probed end to end: all of them until the plan says otherwise
+        self.probed: set[tuple[str, str]] = {(d.name, p) for d in cfg.destinations if d.probe
+                                             for p in d.paths}
         self.composed_used = 0                         # decisions' paths scored from the bus
         self._published: dict[str, tuple[float, dict]] = {}   # key -> (wall at, legs digest)
         self._member_seq = 0
@@ -81,6 +92,7 @@ class FleetAgent:
         self._syn_prev: dict[str, tuple[int, int]] = {}
         self._syn_delta: dict[str, tuple[int, int]] = {}
         self.publish_skipped = 0
+        self.restarts = 0
 
     def _make_bus(self) -> Bus:
         user = password = None
@@ -91,7 +103,8 @@ class FleetAgent:
         return Bus(list(self.fc.servers), user, password, members=self.fc.members_bucket,
                    legs=self.fc.legs_bucket, on_member=self._on_member,
                    on_legs=self._on_legs, tls=tls_context(self.fc),
-                   name=f"argoctl-{self.host}")
+                   name=f"argoctl-{self.host}",
+                   stall_s=max(3.0, 3 * self.fc.publish_interval_ms / 1000.0))
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -117,18 +130,28 @@ class FleetAgent:
     # -- mode ------------------------------------------------------------------------
 
     def update_mode(self, now: float) -> Optional[dict]:
-        """Fleet while the bus is healthy, else local. Returns a log event on change."""
-        healthy = self.bus.healthy
-        want = "fleet" if healthy else "local"
+        """Fleet while the bus is healthy (within the graces above), else local.
+        Returns a log event when the mode changes."""
+        b = self.bus
+        if b.healthy:
+            self._unhealthy_since = None
+            want = "fleet"
+        else:
+            if self._unhealthy_since is None:
+                self._unhealthy_since = now
+            grace = self.fc.ttl_s if b.connected else DISCONNECTED_GRACE_S
+            want = self.mode if now - self._unhealthy_since < grace else "local"
+            if self.mode == "local":
+                want = "local"
         if want == self.mode:
             return None
         self.mode, self.mode_since = want, now
         self.mode_changes += 1
-        self.mode_reason = ("bus connected: composing relay paths from the fleet" if healthy
-                            else f"bus {self.bus.state}: probing every path locally"
-                            + (f" ({self.bus.last_error})" if self.bus.last_error else ""))
+        self.mode_reason = ("bus connected: relay paths composed from the fleet" if want == "fleet"
+                            else f"bus {b.state}: every path probed locally"
+                            + (f" ({b.last_error})" if b.last_error else ""))
         return {"event": "fleet_mode", "mode": want, "reason": self.mode_reason,
-                "server": self.bus.server}
+                "server": b.server}
 
     @property
     def active(self) -> bool:
@@ -145,13 +168,20 @@ class FleetAgent:
         reach the destination."""
         if self.mode != "fleet" or path == DIRECT or path not in self.peers:
             return None
-        if (dest, path) in self.probed and score.state is not State.UNKNOWN:
+        probed = (dest, path) in self.probed
+        if probed and score.state is not State.UNKNOWN:
             return None
         c = self.view.compose(path, dest, self.wall())
-        if c is None:
-            return None
-        self.composed_used += 1
         snap = score.snapshot
+        if c is None:
+            if probed:
+                return None
+            # not probed and nothing on the bus: unknown (not the estimator, which
+            # went down by silence alone); the plan probes it next round
+            blank = Snapshot(State.UNKNOWN, snap.since, None, None, 0.0, None, 0.0, None, None,
+                             0, 0, snap.counts)
+            return PathScore(path, State.UNKNOWN, UNKNOWN, None, None, 0.0, False, None, blank)
+        self.composed_used += 1
         rtt = c.rtt_ms
         loss = min(c.loss, 0.99)
         ms = None if rtt is None else (rtt + c.jitter_ms + 200.0 * loss) / (1.0 - loss)
@@ -170,7 +200,6 @@ class FleetAgent:
         that decision on, so it is verified before any other path is left for it."""
         every = {(d.name, p) for d in self.cfg.destinations if d.probe for p in d.paths}
         if self.mode != "fleet":
-            self.probed = every
             return every
         k = self.fc.alternatives
         out = set()
@@ -193,11 +222,60 @@ class FleetAgent:
             # a path without any estimate (nothing composed, never measured) is
             # probed: otherwise nothing would ever tell us about it
             for p, s in dec.scores.items():
-                if s.state is State.UNKNOWN and s.smoothed_ms is None:
+                if s.tier == UNKNOWN and s.smoothed_ms is None:
                     keep.add(p)
             out.update((name, p) for p in keep)
-        self.probed = out
         return out
+
+    def attach(self, sched) -> None:
+        """Use the daemon's probe scheduler: tunnel legs (ICMP to each peer's
+        tunnel address through the peer's mark), and the plan's streams."""
+        from argoctl.config import Probe
+        self.sched = sched
+        for name, peer in self.peers.items():
+            sched.add(f"{PEER_DEST}/{name}", name, self.cfg.routing.mark(peer.id),
+                      Probe(kind="icmp", target=peer.tunnel_address))
+
+    def round(self, decisions: dict, now: float) -> list[dict]:
+        """Once per daemon round, after the decisions: mode, overheads, and the
+        probe plan applied to the scheduler. Returns log events."""
+        events = []
+        ev = self.update_mode(now)
+        if ev is not None:
+            events.append(ev)
+        self.learn(decisions, now)
+        self.apply_plan(self.plan(decisions, now), now)
+        return events
+
+    def apply_plan(self, wanted: set[tuple[str, str]], now: float) -> None:
+        """Start and stop probe streams so that exactly the measurement groups of
+        `wanted` are probed (destinations sharing a probe share the stream: it
+        runs while any of them wants it). A restarted stream gets a fresh
+        estimator (Engine.restart): silence while unprobed is not a failure."""
+        sched = self.sched
+        groups: dict = {}
+        for d in self.cfg.destinations:
+            if d.probe is None:
+                continue
+            for p in d.paths:
+                groups.setdefault(self.cfg.measurement(d, p), []).append((d.name, p))
+        probed = set()
+        for key, pairs in groups.items():
+            want = any(pair in wanted for pair in pairs)
+            have = pairs[0] in self.probed
+            if want and not have:
+                self.engine.restart(*pairs[0], now)
+                self.restarts += 1
+                if sched is not None:
+                    for dest, path in pairs:
+                        mark = self.cfg.routing.mark(self.cfg.path_id(path))
+                        sched.add(dest, path, mark, self.dests[dest].probe, group=key)
+            elif have and not want and sched is not None:
+                for pair in pairs:
+                    sched.remove(*pair)
+            if want:
+                probed.update(pairs)
+        self.probed = probed
 
     # -- own measurements -> the bus ----------------------------------------------------
 
@@ -349,13 +427,14 @@ class FleetAgent:
                           "healthy": age <= self.fc.ttl_s, "underlay": list(m.underlay),
                           "tunnel_address": m.tunnel_address, "peers": list(m.peers),
                           "destinations": m.destinations}
-        reach = {}
+        reach, mine = {}, {}
         for dest in sorted(self.dests):
             rows = {}
             for h, leg in sorted(self.view.reachers(dest, wall).items()):
                 rows[h] = {"how": "direct", "state": leg.state, "rtt_ms": leg.rtt_ms,
                            "loss": round(leg.loss, 4), "age_s": round(wall - leg.at, 1)}
             reach[dest] = rows
+            mine[dest] = self._my_paths(dest, now, wall)
         b = self.bus
         return {"mode": self.mode, "reason": self.mode_reason,
                 "since_s": round(now - self.mode_since, 1), "mode_changes": self.mode_changes,
@@ -366,4 +445,30 @@ class FleetAgent:
                            "rejected": dict(self.view.rejected)},
                 "probed": len(self.probed),
                 "overhead_ms": {r: round(v, 3) for r, v in sorted(self.view.overhead.items())},
-                "members": members, "reach": reach}
+                "members": members, "reach": reach, "paths": mine}
+
+    def _my_paths(self, dest: str, now: float, wall: float) -> dict:
+        """How this host reaches dest on each path: measured end to end, or composed
+        from the bus (relay's leg + tunnel leg + overhead)."""
+        out = {}
+        dec = self.engine.last(dest)
+        for p in self.dests[dest].paths:
+            s = dec.scores.get(p) if dec is not None else None
+            row = {"probed": (dest, p) in self.probed,
+                   "state": None if s is None else s.state.value,
+                   "tier": None if s is None else s.tier_name,
+                   "score_ms": None if s is None or s.smoothed_ms is None
+                   else round(s.smoothed_ms, 3),
+                   "chosen": dec is not None and dec.choice == p}
+            if (self.mode == "fleet" and p in self.peers and s is not None
+                    and s.state is State.UNKNOWN):      # what overlay() scored
+                c = self.view.compose(p, dest, wall)
+                if c is not None:
+                    row.update(how="composed", relay_state=c.state, leg_rtt_ms=c.leg_rtt_ms,
+                               hop_rtt_ms=c.hop_rtt_ms, overhead_ms=round(c.overhead_ms, 3))
+                else:
+                    row["how"] = "unknown"
+            else:
+                row["how"] = "end-to-end"
+            out[p] = row
+        return out

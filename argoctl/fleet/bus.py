@@ -36,7 +36,11 @@ class Bus:
     def __init__(self, servers: list[str], user: Optional[str], password: Optional[str], *,
                  members: str, legs: str, on_member: OnUpdate, on_legs: OnUpdate,
                  tls: Optional[ssl.SSLContext] = None, connect_timeout_s: float = 2.0,
-                 name: str = "argoctl"):
+                 name: str = "argoctl", stall_s: Optional[float] = None):
+        """`stall_s`: remake the watchers when neither bucket delivered anything for
+        this long while connected (the agent's own membership record comes back
+        every publish interval, so silence means a watcher whose consumer died
+        with a cluster member; None: no such check)."""
         self.servers = list(servers)
         self._user, self._password = user, password
         self.tls = tls
@@ -55,6 +59,9 @@ class Bus:
         self.since = time.monotonic()
         self.last_error: Optional[str] = None
         self.updates = 0
+        self.stall_s = stall_s
+        self.last_update = time.monotonic()
+        self.rewatches = 0
         self.writes = 0
         self.write_errors = 0
         self.disconnects = 0
@@ -107,7 +114,22 @@ class Bus:
                 self._set("degraded", f"watch: {_safe(e)}")
                 await asyncio.sleep(REWATCH_S)
                 continue
-            await self._rewatch.wait()
+            await self._until_rewatch()
+            self.rewatches += 1
+
+    async def _until_rewatch(self) -> None:
+        """Until a reconnect or a failed watcher asks for new watchers, or (with
+        stall_s) the watchers went silent while the connection is up."""
+        while not self._rewatch.is_set():
+            timeout = None
+            if self.stall_s is not None:
+                timeout = max(0.1, self.last_update + self.stall_s - time.monotonic())
+            try:
+                await asyncio.wait_for(self._rewatch.wait(), timeout)
+            except asyncio.TimeoutError:
+                if self.connected and time.monotonic() - self.last_update >= self.stall_s:
+                    self._set("stalled", "no update from the watchers: watching again")
+                    return
 
     async def _connect(self) -> None:
         import nats
@@ -162,6 +184,7 @@ class Bus:
             raise
         old_tasks, old_watchers = self._tasks, self._watchers
         self.kv, self._tasks, self._watchers = kv, tasks, watchers
+        self.last_update = time.monotonic()
         for t in old_tasks:
             t.cancel()
         for w in old_watchers:
@@ -174,6 +197,7 @@ class Bus:
                 if e is None:
                     continue         # end of the initial values
                 self.updates += 1
+                self.last_update = time.monotonic()
                 deleted = e.operation in ("DEL", "PURGE")
                 try:
                     cb(e.key, None if deleted else (e.value or b""))

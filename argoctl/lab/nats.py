@@ -8,8 +8,9 @@ docs/fleet.md ("Permissions"), and the fleet buckets created by an admin user.
         bus.kill(0)                  # SIGKILL one server (cluster tests)
         bus.start_server(0)          # and back
 
-Servers listen on 127.0.0.1 only (free ports picked at start), never on other
-addresses; every process started here is stopped by stop(). Nothing here is used
+Servers listen on 127.0.0.1 (free ports picked at start), or, for a lab, inside a
+lab namespace on one of its addresses (`netns=`, `address=`); every process
+started here is stopped by stop(). Nothing here is used
 by the agent (argoctl never imports argoctl.lab).
 """
 
@@ -25,6 +26,8 @@ import subprocess
 import tempfile
 import time
 from typing import Iterable, Optional
+
+from argoctl.netlink import netns
 
 NATS_SERVER = "nats-server"
 MEMBERS_BUCKET = "argoctl_members"
@@ -64,12 +67,14 @@ class NatsFleet:
 
     def __init__(self, hosts: Iterable[str], size: int = 1, ttl_s: float = 15.0,
                  members: str = MEMBERS_BUCKET, legs: str = LEGS_BUCKET,
-                 workdir: Optional[str] = None, create_buckets: bool = True):
+                 workdir: Optional[str] = None, create_buckets: bool = True,
+                 netns: Optional[str] = None, address: str = "127.0.0.1"):
         self.hosts = list(hosts)
         self.size = size
         self.ttl_s = ttl_s
         self.members, self.legs = members, legs
         self.create = create_buckets
+        self.netns, self.address = netns, address
         self._own_dir = workdir is None
         self.dir = workdir or tempfile.mkdtemp(prefix="argoctl-nats-")
         os.chmod(self.dir, 0o700)
@@ -82,7 +87,7 @@ class NatsFleet:
 
     @property
     def urls(self) -> list[str]:
-        return [f"nats://127.0.0.1:{p}" for p in self.ports]
+        return [f"nats://{self.address}:{p}" for p in self.ports]
 
     def credentials(self, host: str) -> str:
         """Path of `host`'s credentials file (TOML: user, password; mode 0600)."""
@@ -101,15 +106,16 @@ class NatsFleet:
                    "permissions": host_permissions(h, self.members, self.legs)}
                   for h in self.hosts]
         store = os.path.join(self.dir, f"js{i}")
-        lines = [f"server_name: n{i}", f"listen: 127.0.0.1:{self.ports[i]}",
+        lines = [f"server_name: n{i}", f"listen: {_conf_value(f'{self.address}:{self.ports[i]}')}",
                  f"jetstream {{ store_dir: {_conf_value(store)}, max_memory_store: 67108864,"
                  f" max_file_store: 268435456 }}",
                  f"authorization {{ users: {_conf_value(users)} }}",
                  "ping_interval: \"2s\"", "ping_max: 2"]
         if self.size > 1:
-            routes = [f"nats-route://127.0.0.1:{p}" for j, p in enumerate(self.cluster_ports)
-                      if j != i]
-            lines.append(f"cluster {{ name: argoctl-lab, listen: 127.0.0.1:{self.cluster_ports[i]},"
+            routes = [f"nats-route://{self.address}:{p}"
+                      for j, p in enumerate(self.cluster_ports) if j != i]
+            listen = _conf_value(f"{self.address}:{self.cluster_ports[i]}")
+            lines.append(f"cluster {{ name: argoctl-lab, listen: {listen},"
                          f" routes: {_conf_value(routes)} }}")
         path = os.path.join(self.dir, f"n{i}.conf")
         with open(path, "w") as f:
@@ -121,8 +127,10 @@ class NatsFleet:
             raise RuntimeError(f"{NATS_SERVER} is not installed (make setup installs it)")
         conf = self._config(i)
         log = open(os.path.join(self.dir, f"n{i}.log"), "ab")
-        self.procs[i] = subprocess.Popen([NATS_SERVER, "-c", conf], stdout=log, stderr=log,
-                                         stdin=subprocess.DEVNULL)
+        argv = [NATS_SERVER, "-c", conf]
+        if self.netns is not None:
+            argv = ["ip", "netns", "exec", self.netns, *argv]
+        self.procs[i] = subprocess.Popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
         log.close()
         self._wait_listening(i)
 
@@ -132,7 +140,8 @@ class NatsFleet:
             if self.procs[i].poll() is not None:
                 raise RuntimeError(f"nats-server n{i} exited: {self.log(i)[-2000:]}")
             try:
-                with socket.create_connection(("127.0.0.1", self.ports[i]), timeout=0.5):
+                with netns(self.netns), \
+                        socket.create_connection((self.address, self.ports[i]), timeout=0.5):
                     return
             except OSError:
                 time.sleep(0.05)
@@ -185,10 +194,11 @@ class NatsFleet:
 
     # -- admin -------------------------------------------------------------------
 
-    @staticmethod
-    def run(coro):
-        """Run an admin coroutine to completion (from a thread without a loop)."""
-        return asyncio.run(coro)
+    def run(self, coro):
+        """Run an admin coroutine to completion (from a thread without a loop), in
+        the servers' namespace."""
+        with netns(self.netns):
+            return asyncio.run(coro)
 
     async def admin(self):
         """A nats-py connection as the admin user (close it)."""
