@@ -34,16 +34,17 @@ from typing import Optional
 
 import click
 
+from argoctl.config import Fleet
 from argoctl.fleet.schema import (LEGS_PER_MESSAGE, Leg, Member, Rejected, direct_value,
                                   member_value, parse_legs_key, shard_count, shard_of,
                                   tunnel_value)
 from argoctl.lab.nats import NatsFleet, free_port
 
 FULL_HOSTS, FULL_DESTS = 300, 100_000
-# the agent's defaults (docs/fleet.md "Rates" and "Buckets")
-WRITES_PER_S = 50
-INTERVAL_S = 1.0
-TTL_S = 15.0
+# the agent's defaults ([fleet]; docs/fleet.md "Rates" and "Buckets")
+WRITES_PER_S = Fleet.max_writes_per_s
+INTERVAL_S = Fleet.publish_interval_ms / 1000.0
+TTL_S = Fleet.ttl_s
 PEERS = 8                 # tunnel legs per synthetic host
 AGENT = "agent"
 NICE = 10                 # load generators yield to everyone else on this shared machine
