@@ -2,7 +2,8 @@
 nats-server on loopback: what the hosts publish is what the agent ingests, leg
 for leg, and every bad value is counted under its reason."""
 
-from argoctl.bench.fleetsim import BAD_REASONS, Step, extrapolate, run_step
+from argoctl.bench.fleetsim import Step, extrapolate, run_step
+from argoctl.bench.fleetsim_roles import BAD_REASONS
 from argoctl.fleet.schema import shard_count
 
 HOSTS, DESTS, SECONDS = 3, 450, 3
