@@ -39,6 +39,7 @@ from argoctl.lab.nats import NatsFleet, free_port
 
 FULL_HOSTS, FULL_DESTS = 300, 100_000
 STRETCH = 6.0             # a step gives up on rounds not begun by seconds x this
+MAX_PUBLISHERS = 4        # publisher processes at most (300 hosts: 75 connections each)
 IDLE_S = 3.0              # the server's idle CPU is measured this long before a step
 
 
@@ -149,7 +150,7 @@ def run_step(step: Step) -> dict:
         agent, apipe = procs.start(agent_main, server.urls, pw[AGENT], server.members,
                                    server.legs, step.dests, TTL_S, step.track)
         pubs = []
-        n_pub = max(1, -(-step.hosts // HOSTS_PER_PUBLISHER))
+        n_pub = min(MAX_PUBLISHERS, max(1, -(-step.hosts // HOSTS_PER_PUBLISHER)))
         for j in range(n_pub):
             mine = hosts[j::n_pub]
             spec = PubSpec(mine, list(range(step.hosts))[j::n_pub], step.hosts,
