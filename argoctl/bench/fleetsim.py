@@ -10,13 +10,14 @@ FleetView (watch, decode, validate, store) and composes each leg it receives.
 
 Measured per step: bus messages and bytes per second (the server's /varz), the
 server's CPU and memory (/proc of its pid), the agent's CPU (getrusage) split
-into ingest and composition, the publishers' CPU per host. The largest step that
-holds (publishers reach their rate, the agent keeps up) is extrapolated linearly
-to 300 hosts x 100k destinations (`extrapolate`; docs/fleet.md "Scale").
+into ingest and composition, the publishers' CPU per leg. The largest complete
+step (every put acknowledged, every value ingested; "held" when also at the
+contract's rate) is extrapolated linearly to 300 hosts x 100k destinations
+(`extrapolate`; docs/fleet.md "Scale").
 
-Processes: the bench, the server (not niced: it is measured), the agent (not
-niced: measured), publisher and watcher processes (niced: load generators).
-Every process is started here and stopped here, also on failure.
+Processes (fleetsim_roles.py): the bench, the server (not niced: it is measured),
+the agent (not niced: measured), publisher and watcher processes (niced: load
+generators). Every process is started here and stopped here, also on failure.
 """
 
 from __future__ import annotations
