@@ -7,5 +7,6 @@ bus.py         the nats-py connection in the daemon's event loop (watch, batched
 credentials.py the host's NATS credentials file (0600)
 agent.py       the daemon's fleet cell: mode, overlay for the engine, probe plan, publishing
 
-Nothing here is imported unless the config has a [fleet] section.
+Without a [fleet] section the daemon never builds any of this, and nats-py is
+never imported (metrics.py reads schema.REASONS only).
 """

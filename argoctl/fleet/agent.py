@@ -187,7 +187,7 @@ class FleetAgent:
         ms = None if rtt is None else (rtt + c.jitter_ms + 200.0 * loss) / (1.0 - loss)
         csnap = Snapshot(State.UNKNOWN, snap.since, rtt, None, c.jitter_ms, rtt, loss,
                          None, None, 0, 0, snap.counts)
-        tier = UNKNOWN if c.state == "up" else DOWN
+        tier = DOWN if c.state == "down" else UNKNOWN
         return PathScore(path, State.UNKNOWN, tier, ms, ms, 0.0, False, None, csnap)
 
     # -- what to probe -----------------------------------------------------------------

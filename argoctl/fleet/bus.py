@@ -100,7 +100,7 @@ class Bus:
             except asyncio.CancelledError:
                 raise
             except Exception as e:
-                self._set("unreachable", _safe(e))
+                self._set("unreachable", safe_error(e))
                 await asyncio.sleep(RETRY_S)
         while not self._stopping:
             self._rewatch.clear()
@@ -111,7 +111,7 @@ class Bus:
                 raise
             except Exception as e:
                 self.watching = False
-                self._set("degraded", f"watch: {_safe(e)}")
+                self._set("degraded", f"watch: {safe_error(e)}")
                 await asyncio.sleep(REWATCH_S)
                 continue
             await self._until_rewatch()
@@ -144,7 +144,7 @@ class Bus:
             self._rewatch.set()     # make the watchers again: replays current values
 
         async def error(e):
-            text = _safe(e)
+            text = safe_error(e)
             if "permissions violation" in text.lower():
                 self.refused += 1
                 self.last_refused = text
@@ -162,14 +162,21 @@ class Bus:
             kw["tls"] = self.tls
         self.nc = await nats.connect(**kw)
         self.server = _url(self.nc)
-        js = self.nc.jetstream(timeout=self.connect_timeout_s)
-        self.kv = {b: await js.key_value(b) for b in (self.members, self.legs)}
+        # (the buckets are looked up by _watch, which retries: a missing bucket
+        # leaves the bus "degraded", connected once, not reconnecting in a loop)
 
     async def _watch(self) -> None:
         """(Re)make both watchers; the old ones go only once the new ones run, so a
         failed attempt (a cluster still electing a stream leader) loses nothing."""
+        from nats.js.errors import BucketNotFoundError
         js = self.nc.jetstream(timeout=self.connect_timeout_s)
-        kv = {b: await js.key_value(b) for b in (self.members, self.legs)}
+        kv = {}
+        for b in (self.members, self.legs):
+            try:
+                kv[b] = await js.key_value(b)
+            except BucketNotFoundError:
+                raise LookupError(f"bucket {b} not found (create it: argoctl fleet init)") \
+                    from None
         watchers, tasks = [], []
         try:
             for bucket, cb in ((self.members, self.on_member), (self.legs, self.on_legs)):
@@ -207,7 +214,7 @@ class Bus:
             raise
         except Exception as e:
             self.watching = False
-            self._set("degraded", f"watch {bucket}: {_safe(e)}")
+            self._set("degraded", f"watch {bucket}: {safe_error(e)}")
             if self._rewatch is not None:
                 self._rewatch.set()
 
@@ -239,16 +246,20 @@ class Bus:
         if kv is None or not self.connected:
             return 0
 
-        async def one(key, raw):
-            await kv.put(key, raw)
-        res = await asyncio.wait_for(
-            asyncio.gather(*(one(k, v) for k, v in items.items()), return_exceptions=True),
-            timeout)
+        fut = asyncio.gather(*(kv.put(k, v) for k, v in items.items()), return_exceptions=True)
+        # (a cancelled batch's outcome is nobody's business: do not warn about it)
+        fut.add_done_callback(lambda f: f.cancelled() or f.exception())
+        try:
+            res = await asyncio.wait_for(fut, timeout)
+        except asyncio.TimeoutError:
+            self.write_errors += len(items)
+            self.last_error = f"write: no acknowledgement within {timeout:g} s"
+            return 0
         ok = 0
         for r in res:
             if isinstance(r, BaseException):
                 self.write_errors += 1
-                self.last_error = f"write: {_safe(r)}"
+                self.last_error = f"write: {safe_error(r)}"
             else:
                 ok += 1
         self.writes += ok
@@ -277,7 +288,7 @@ def _url(nc) -> Optional[str]:
         return None
 
 
-def _safe(e: BaseException) -> str:
+def safe_error(e: BaseException) -> str:
     """An error as text without credentials (nats-py may put a URL with user:pass in it)."""
     import re
     text = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__

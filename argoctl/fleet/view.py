@@ -30,7 +30,7 @@ class Composed:
     """A relay path's estimate from the bus (not measured end to end here)."""
     relay: str
     dest: str
-    state: str                 # "up" when both legs are up, "down" when R's leg is down
+    state: str       # "up": both legs up; "suspect": one in doubt; "down": R's leg or the hop down
     rtt_ms: Optional[float]
     jitter_ms: float
     loss: float
@@ -149,13 +149,16 @@ class FleetView:
             return None
         ovh = self.overhead.get(relay, 0.0)
         hop = self.hop(relay, now)
-        if leg.state != "up":
-            return Composed(relay, dest, "down" if leg.state == "down" else "suspect", None,
-                            leg.jitter_ms, leg.loss, leg.rtt_ms, None, ovh, leg.at)
-        hop_rtt = hop.rtt_ms if hop is not None and hop.up else None
+        # A leg in doubt (suspect: a miss) still composes, its loss in the score;
+        # a leg down, or without an RTT, makes the relay path down.
+        if leg.state == "down" or leg.rtt_ms is None:
+            return Composed(relay, dest, "down", None, leg.jitter_ms, leg.loss, leg.rtt_ms,
+                            None, ovh, leg.at)
         if hop is not None and hop.state == "down":
             return Composed(relay, dest, "down", None, leg.jitter_ms, 1.0, leg.rtt_ms, None,
                             ovh, min(leg.at, hop.at))
+        hop_rtt = hop.rtt_ms if hop is not None else None
+        state = "up" if leg.up and (hop is None or hop.state in ("up", "unknown")) else "suspect"
         rtt = leg.rtt_ms + (hop_rtt or 0.0) + ovh
         loss = leg.loss
         jitter = leg.jitter_ms
@@ -164,7 +167,7 @@ class FleetView:
             loss = 1 - (1 - leg.loss) * (1 - hop.loss)
             jitter += hop.jitter_ms
             at = min(at, hop.at)
-        return Composed(relay, dest, "up", max(0.0, rtt), jitter, loss, leg.rtt_ms, hop_rtt,
+        return Composed(relay, dest, state, max(0.0, rtt), jitter, loss, leg.rtt_ms, hop_rtt,
                         ovh, at)
 
     def learn(self, relay: str, dest: str, e2e_ms: float, now: float) -> Optional[float]:

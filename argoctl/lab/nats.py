@@ -27,6 +27,7 @@ import tempfile
 import time
 from typing import Iterable, Optional
 
+from argoctl.fleet.admin import create_buckets, permissions
 from argoctl.netlink import netns
 
 NATS_SERVER = "nats-server"
@@ -43,16 +44,7 @@ def free_port() -> int:
 def host_permissions(host: str, members: str = MEMBERS_BUCKET,
                      legs: str = LEGS_BUCKET) -> dict:
     """The publish/subscribe allow lists of host `host` (docs/fleet.md)."""
-    pub = [f"$KV.{members}.{host}", f"$KV.{legs}.{host}.>", "$JS.API.INFO",
-           "$JS.FC.>", "$JS.ACK.>"]
-    for b in (members, legs):
-        s = f"KV_{b}"
-        pub += [f"$JS.API.STREAM.INFO.{s}", f"$JS.API.CONSUMER.CREATE.{s}",
-                f"$JS.API.CONSUMER.CREATE.{s}.>", f"$JS.API.CONSUMER.INFO.{s}.>",
-                f"$JS.API.CONSUMER.DELETE.{s}.>",
-                f"$JS.API.DIRECT.GET.{s}.>", f"$JS.API.STREAM.MSG.GET.{s}"]
-    sub = [f"$KV.{members}.>", f"$KV.{legs}.>", "_INBOX.>"]
-    return {"publish": {"allow": pub}, "subscribe": {"allow": sub}}
+    return permissions(host, members, legs)
 
 
 def _conf_value(v) -> str:
@@ -208,21 +200,5 @@ class NatsFleet:
                                   allow_reconnect=True)
 
     async def _create_buckets(self) -> None:
-        from nats.js.api import KeyValueConfig
-        nc = await self.admin()
-        try:
-            js = nc.jetstream(timeout=10)
-            replicas = min(self.size, 3)
-            deadline = time.monotonic() + 60
-            for b in (self.members, self.legs):
-                while True:   # a fresh cluster elects its meta leader first
-                    try:
-                        await js.create_key_value(KeyValueConfig(
-                            bucket=b, ttl=self.ttl_s, history=1, replicas=replicas))
-                        break
-                    except Exception:
-                        if time.monotonic() > deadline:
-                            raise
-                        await asyncio.sleep(0.5)
-        finally:
-            await nc.close()
+        await create_buckets(self.urls, "admin", self.passwords["admin"], self.members,
+                             self.legs, self.ttl_s, replicas=min(self.size, 3))

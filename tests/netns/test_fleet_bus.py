@@ -176,3 +176,43 @@ def test_a_three_server_cluster_loses_one_without_interruption():
                 await relay.stop()
         asyncio.run(main())
 
+
+
+def test_fleet_init_creates_the_buckets_and_permissions_match(tmp_path):
+    from click.testing import CliRunner
+    from argoctl.cli import cli
+    from argoctl.lab.nats import host_permissions
+    with NatsFleet(HOSTS, create_buckets=False) as nf:
+        creds = nf.credentials("edge")
+        cfg = tmp_path / "edge.toml"
+        cfg.write_text('[node]\nname = "edge"\naddress = "192.0.2.1"\n'
+                       'tunnel_address = "198.51.100.1"\n\n[fleet]\n'
+                       f'servers = ["{nf.urls[0]}"]\ncredentials_file = "{creds}"\n')
+        out = CliRunner().invoke(cli, ["fleet", "permissions", "-c", str(cfg)])
+        assert out.exit_code == 0, out.output
+        doc = json.loads(out.stdout)
+        assert doc["user"] == "edge" and doc["permissions"] == host_permissions("edge")
+        assert nf.passwords["edge"] not in out.stdout
+        # a host may not create buckets ...
+        out = CliRunner().invoke(cli, ["fleet", "init", "-c", str(cfg),
+                                       "--admin-credentials", creds])
+        assert out.exit_code == 1 and "argoctl fleet init:" in out.stderr
+        assert nf.passwords["edge"] not in out.stderr
+        async def main():
+            # the agent starts before the buckets exist: connected, not healthy
+            bus = make_bus(nf, "edge", FleetView("edge", 15, {}))
+            await bus.start()
+            try:
+                await asyncio.sleep(2.0)
+                assert bus.connected and not bus.healthy and bus.state == "degraded"
+                assert "not found" in bus.last_error.lower()
+                # ... the admin makes them
+                out = await asyncio.to_thread(
+                    CliRunner().invoke, cli, ["fleet", "init", "-c", str(cfg),
+                                              "--admin-credentials", nf.credentials("admin")])
+                assert out.exit_code == 0, out.output
+                assert "argoctl_members, argoctl_legs: ttl 15 s" in out.stdout
+                assert await until(lambda: bus.healthy)
+            finally:
+                await bus.stop()
+        asyncio.run(main())

@@ -49,6 +49,17 @@ responder_key_file = "{key}"
 '''
 
 
+def _metric(lab, name: str) -> float:
+    import urllib.request
+    port = lab.daemon.exporter.server.server_port
+    with lab.topo["edge"].inside():      # the exporter listens in edge's namespace
+        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read()
+    for line in body.decode().splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise KeyError(name)
+
+
 def _origin_streams(d) -> set[str]:
     return {p.path for p in d.sched.streams() if p.dest == "origin"}
 
@@ -121,6 +132,8 @@ def test_members_and_legs_reach_every_agent(fleet):
     m = doc["fleet"]["members"]["relay2"]
     assert m["role"] == "relay" and m["version"] and m["healthy"]
     assert set(doc["fleet"]["reach"]["origin"]) == {"relay1", "relay2"}
+    assert _metric(lab, "argoctl_fleet_active") == 1
+    assert _metric(lab, "argoctl_fleet_members") == 3
     # `argoctl fleet status` renders the same (table and JSON)
     from click.testing import CliRunner
     from argoctl.cli import cli
@@ -146,11 +159,13 @@ def test_edge_probes_the_choice_and_one_alternative_end_to_end(fleet):
     assert lab.wait_for(lambda: len(_origin_streams(edge)) == 2, 10), _origin_streams(edge)
     streams = _origin_streams(edge)
     assert "direct" in streams
-    dec = edge.engine.last("origin")
     (unprobed,) = {"relay1", "relay2"} - streams
-    s = dec.scores[unprobed]
-    # scored from the bus: relay's leg + the tunnel leg + learned overhead
-    assert s.tier_name == "unknown" and s.smoothed_ms is not None and s.smoothed_ms > 0
+
+    def composed():
+        # scored from the bus: relay's leg + the tunnel leg + learned overhead
+        s = edge.engine.last("origin").scores[unprobed]
+        return s.tier_name == "unknown" and s.smoothed_ms is not None and s.smoothed_ms > 0
+    assert lab.wait_for(composed, 10), edge.engine.last("origin").explain()
     # tunnel legs measured and published
     assert lab.wait_for(lambda: set(edge.fleet.view.my_tunnel) == {"relay1", "relay2"}, 10)
 
@@ -179,7 +194,9 @@ def test_orpheus_origin_reachable_only_through_relay2(fleet):
         t.link("relay1", "origin").clear()
 
 
-def test_nats_killed_edge_probes_every_path_itself(fleet):
+def test_nats_killed_edge_probes_every_path_itself(fleet, caplog):
+    import logging
+    caplog.set_level(logging.INFO, logger="argoctl.daemon")
     lab, relays, nf = fleet
     edge = lab.daemon
     assert lab.wait_for(lambda: edge.fleet.mode == "fleet", 20)
@@ -193,6 +210,12 @@ def test_nats_killed_edge_probes_every_path_itself(fleet):
     edge._write_state()
     doc = dmn.read_state(edge.state_file)
     assert doc["fleet"]["mode"] == "local" and "probed locally" in doc["fleet"]["reason"]
+    assert _metric(lab, "argoctl_fleet_active") == 0
+    assert _metric(lab, "argoctl_fleet_bus_connected") == 0
+    assert _metric(lab, "argoctl_fleet_mode_changes_total") >= 2
+    events = [json.loads(r.getMessage()) for r in caplog.records
+              if r.name == "argoctl.daemon" and '"fleet_mode"' in r.getMessage()]
+    assert events and events[-1]["mode"] == "local", events
     # nothing composed is used any more: every path is measured end to end
     assert lab.wait_for(lambda: all(
         s.snapshot.counts.get("replies", 0) > 0 or s.state.value != "unknown"

@@ -153,3 +153,13 @@ def test_shards_are_stable_and_bounded():
     assert schema.shard_of("origin", 8) == schema.shard_of("origin", 8)
     with pytest.raises(Rejected):
         schema.parse_legs_key("relay1.d.x")
+
+
+def test_a_leg_in_doubt_still_composes_with_its_loss():
+    v = view()
+    v.ingest_legs("relay1.d.0", direct("relay1", {"origin": Leg(
+        "suspect", 30.0, 0.5, 0.2, NOW, PROBE, (0, 0))}), NOW)
+    c = v.compose("relay1", "origin", NOW)
+    assert c.state == "suspect" and c.rtt_ms == pytest.approx(30.0) and c.loss == 0.2
+    v.my_tunnel["relay1"] = Leg("down", None, 0.0, 1.0, NOW)      # cannot reach the relay
+    assert v.compose("relay1", "origin", NOW).state == "down"
