@@ -34,7 +34,8 @@ import click
 
 from argoctl.bench.fleetsim_roles import (AGENT, HOSTS_PER_PUBLISHER, INTERVAL_S, PEERS, TTL_S,
                                           WRITES_PER_S, PubSpec, agent_main, publisher_main,
-                                          watcher_main, bad_values, host_name)
+                                          values_per_round, watcher_main, bad_values,
+                                          host_name)
 from argoctl.fleet.schema import LEGS_PER_MESSAGE, shard_count
 from argoctl.lab.nats import NatsFleet, free_port
 
@@ -198,7 +199,8 @@ def run_step(step: Step) -> dict:
                                                      "errors", "rounds", "late_rounds",
                                                      "skipped_rounds",
                                                      "disconnects", "encode_cpu_s", "cpu_s",
-                                                     "direct_bytes")}
+                                                     "direct_bytes", "member_bytes",
+                                                     "tunnel_puts")}
         span = max(s["last_put"] for s in pub) - t0
         want = (tot["legs_puts"] + len(bad), tot["member_puts"], step.drain_s)
         apipe.send(("finish", want))
@@ -211,7 +213,7 @@ def run_step(step: Step) -> dict:
         mem = proc_mem_kib(server.pid)
         win = m1 - m0
         shards = shard_count(step.dests, LEGS_PER_MESSAGE)
-        per_host = min(shards, step.writes_per_s) + 2
+        per_host = 1 + values_per_round(shards, step.writes_per_s)
         rounds = round(step.seconds / INTERVAL_S)
         target = step.hosts * per_host * rounds
         a_cpu = final["cpu_s"] - a0["cpu_s"]
@@ -231,8 +233,9 @@ def run_step(step: Step) -> dict:
             "puts_per_s": round(tot["puts"] / max(span, step.seconds), 1),
             "mean_message_bytes": round(tot["bytes"] / max(1, tot["puts"])),
             "bytes_per_direct_leg": round(tot["direct_bytes"] / max(1, tot["direct_legs"]), 1),
-            "small_message_bytes": round((tot["bytes"] - tot["direct_bytes"])
-                                         / max(1, 2 * tot["rounds"])),
+            "member_message_bytes": round(tot["member_bytes"] / max(1, tot["member_puts"])),
+            "tunnel_message_bytes": round((tot["bytes"] - tot["direct_bytes"]
+                                           - tot["member_bytes"]) / max(1, tot["tunnel_puts"])),
             "bus_in_msgs_per_s": round(in_msgs / win, 1),
             "bus_in_bytes_per_s": round((v1["in_bytes"] - v0["in_bytes"]) / win),
             "bus_out_msgs_per_s": round((v1["out_msgs"] - v0["out_msgs"]) / win, 1),
@@ -310,9 +313,10 @@ def extrapolate(base: dict, pair: Optional[tuple] = None, hosts: int = FULL_HOST
                 dests: int = FULL_DESTS, peers: int = PEERS) -> dict:
     """Linear model from a measured step to `hosts` x `dests` (docs/fleet.md "Scale").
 
-    Every host publishes per interval min(shards, max_writes_per_s) shards of
-    about dests/shards legs plus 2 small values (membership, tunnel legs), so the
-    bus's input is hosts x that; per message (same size and mix as measured when
+    Every host publishes per interval its membership and min(shards + 1,
+    max_writes_per_s) legs values, its shards (dests/shards legs each) and its
+    tunnel-leg value taking turns, oldest first; the bus's input is hosts x that.
+    Per message (same size and mix as measured when
     the step had `dests` destinations) the server spends c_in, plus c_out per
     delivery to a watcher: server CPU = in x (c_in + c_out x f), f = watchers per
     message. c_out comes from `pair`, two steps at one size with f = 1 and f > 1,
@@ -321,12 +325,14 @@ def extrapolate(base: dict, pair: Optional[tuple] = None, hosts: int = FULL_HOST
     measured encoding CPU per leg. The server's memory grows by its measured
     growth per host (an upper bound: part of it is caches that do not grow)."""
     shards = shard_count(dests, LEGS_PER_MESSAGE)
-    per_host = min(shards, WRITES_PER_S) + 2
-    in_msgs = hosts * per_host / INTERVAL_S
+    values = values_per_round(shards, WRITES_PER_S)    # legs values per host and interval
+    shard_writes = values * shards / (shards + 1)      # the rest: its tunnel-leg value
+    in_msgs = hosts * (1 + values) / INTERVAL_S
     scale = in_msgs / max(1e-9, base["target_puts_per_s"])
     # a message's size follows its legs (the same as measured when measured at `dests`)
-    size = ((per_host - 2) * dests / shards * base["bytes_per_direct_leg"]
-            + 2 * base["small_message_bytes"]) / per_host
+    size = (shard_writes * dests / shards * base["bytes_per_direct_leg"]
+            + (values - shard_writes) * base["tunnel_message_bytes"]
+            + base["member_message_bytes"]) / (1 + values)
     c_in, c_out, fit = base["server_cpu_us_per_put"] / 1e6, 0.0, "not measured"
     if pair is not None and pair[1]["watchers"] > pair[0]["watchers"]:
         ref, fan = pair
@@ -337,7 +343,7 @@ def extrapolate(base: dict, pair: Optional[tuple] = None, hosts: int = FULL_HOST
         if c_out < 0 or c_in < 0:       # noise larger than the effect: say so, keep the sum
             fit = "noisy: per-put cost used for every watcher"
             c_in, c_out = 0.0, base["server_cpu_us_per_put"] / 1e6 / base["watchers"]
-    legs_per_host_s = min(shards, WRITES_PER_S) * dests / shards / INTERVAL_S
+    legs_per_host_s = shard_writes * dests / shards / INTERVAL_S
 
     def case(f: float, legs_watched_s: float) -> dict:
         return {"watchers_per_message": f,
@@ -359,9 +365,9 @@ def extrapolate(base: dict, pair: Optional[tuple] = None, hosts: int = FULL_HOST
         "server_cpu_us_per_delivery": round(c_out * 1e6, 1), "fanout_fit": fit,
         "server_rss_gib": round((rss0 + (base["server_rss_mib"] - rss0) * scale) / 1024, 2),
         "store_gib": round(hosts * (shards + 2) * size / 2**30, 2),
-        "leg_refresh_s": round(shards / min(shards, WRITES_PER_S) * INTERVAL_S, 2),
+        "leg_refresh_s": round((shards + 1) / values * INTERVAL_S, 2),
         "publisher_encode_cpu_pct_per_host": round(
-            base["publisher_us_per_leg"] * (legs_per_host_s + PEERS / INTERVAL_S) / 1e4, 1),
+            base["publisher_us_per_leg"] * legs_per_host_s / 1e4, 1),
         "watch_all": case(hosts, hosts * legs_per_host_s),
         "watch_peers": case(peers, peers * legs_per_host_s),
     }

@@ -86,6 +86,12 @@ def bad_values(hosts: list[str], dests: int, now: float, ttl_s: float) -> dict[s
     }
 
 
+def values_per_round(shards: int, writes_per_s: int) -> int:
+    """Legs values a host writes per publish interval when all are due: its shards
+    and its tunnel-leg value, at most max_writes_per_s (plus its membership)."""
+    return min(shards + 1, writes_per_s)
+
+
 BAD_REASONS = {"schema": 1, "stale": 1, "impostor": 1, "absurd": 1, "mismatch": 1}
 
 # -- publishers (their own processes) ------------------------------------------------
@@ -149,7 +155,8 @@ async def _publish(conn, spec: PubSpec) -> None:
     st = {"puts": 0, "legs_puts": 0, "member_puts": 0, "direct_legs": 0, "tunnel_legs": 0,
           "bytes": 0, "errors": 0, "last_error": None, "rounds": 0, "late_rounds": 0,
           "skipped_rounds": 0,
-          "encode_cpu_s": 0.0, "disconnects": 0, "direct_bytes": 0, "last_put": t0}
+          "encode_cpu_s": 0.0, "disconnects": 0, "direct_bytes": 0,
+          "member_bytes": 0, "tunnel_puts": 0, "last_put": t0}
     last: dict = {}
     started = time.time()
 
@@ -177,11 +184,17 @@ async def _publish(conn, spec: PubSpec) -> None:
                                      started, (f"192.0.2.{1 + n % 250}",),
                                      f"198.51.100.{1 + n % 250}", None, tuple(peers),
                                      spec.dests, int(spec.interval_s * 1000)))
-            items = {f"{h}.t": tunnel_value(h, {p: tun.leg(j, seq, wall, None)
-                                                 for j, p in enumerate(peers)}, wall)}
-            for _ in range(min(shards, spec.writes_per_s)):
-                s = ptr % shards
+            items = {}
+            # every value is due each round (worst-case churn): the oldest first,
+            # tunnel legs and shards alike, max_writes_per_s of them (the agent's batch)
+            for _ in range(values_per_round(shards, spec.writes_per_s)):
+                s = ptr % (shards + 1)
                 ptr += 1
+                if s == shards:
+                    items[f"{h}.t"] = tunnel_value(h, {p: tun.leg(j, seq, wall, None)
+                                                       for j, p in enumerate(peers)}, wall)
+                    st["tunnel_legs"] += len(peers)
+                    continue
                 legs = {names[i]: synth.leg(i, seq, wall, probes[i]) for i in by_shard[s]}
                 items[f"{h}.d.{s}"] = direct_value(h, s, shards, legs, wall)
                 await asyncio.sleep(0)    # the client answers pings between shards
@@ -189,7 +202,6 @@ async def _publish(conn, spec: PubSpec) -> None:
                 if spec.track:
                     for d, leg in legs.items():
                         last[(h, d)] = None if leg.rtt_ms is None else round(leg.rtt_ms, 3)
-            st["tunnel_legs"] += len(peers)
             st["encode_cpu_s"] += time.process_time() - c0
             res = await asyncio.gather(kvm.put(h, mv), *(kvl.put(k, v) for k, v in items.items()),
                                        return_exceptions=True)
@@ -201,7 +213,9 @@ async def _publish(conn, spec: PubSpec) -> None:
                     st["puts"] += 1
                     st["member_puts" if i == 0 else "legs_puts"] += 1
             st["bytes"] += len(mv) + sum(len(v) for v in items.values())
+            st["member_bytes"] += len(mv)
             st["direct_bytes"] += sum(len(v) for k, v in items.items() if not k.endswith(".t"))
+            st["tunnel_puts"] += f"{h}.t" in items
             st["last_put"] = time.time()
             st["rounds"] += 1
             tick += spec.interval_s
