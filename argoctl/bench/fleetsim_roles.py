@@ -166,7 +166,7 @@ async def _publish(conn, spec: PubSpec) -> None:
         tun = SynthLegs(n, PEERS)
         peers = [host_name((n + j + 1) % spec.fleet_size)
                  for j in range(min(PEERS, spec.fleet_size - 1))]
-        ptr, seq = 0, 0
+        ptr, seq = shards, 0          # the tunnel-leg value first, then the shards in turn
         tick = t0 + spec.interval_s * n / spec.fleet_size        # hosts spread over the interval
         while tick < end:
             if time.time() > give_up:
