@@ -271,7 +271,7 @@ async def _watch(conn, users, passwords, urls, bucket) -> None:
 # -- the agent (its own process: its CPU is what we measure) ----------------------------
 
 def agent_main(conn, urls: list[str], password: str, members: str, legs: str, dests: int,
-                ttl_s: float, track: bool) -> None:
+               ttl_s: float, track: bool) -> None:
     try:
         asyncio.run(_agent(conn, urls, password, members, legs, dests, ttl_s, track))
     except BaseException as e:
