@@ -46,6 +46,14 @@ if [ -n "$missing$missing_lean" ]; then
     [ -z "$missing" ] || apt-get install $opts $missing </dev/null
     # shellcheck disable=SC2086
     [ -z "$missing_lean" ] || apt-get install $opts --no-install-recommends $missing_lean </dev/null
+    case " $missing " in
+    *" nats-server "*)
+        # fleet mode's tests and the lab start their own nats-server (loopback,
+        # free ports) and stop it: the package's system service is not wanted
+        if [ -d /run/systemd/system ]; then
+            systemctl disable --now nats-server >/dev/null 2>&1 || true
+        fi ;;
+    esac
 else
     echo "setup-host: all packages present"
 fi

@@ -216,3 +216,20 @@ def test_fleet_init_creates_the_buckets_and_permissions_match(tmp_path):
             finally:
                 await bus.stop()
         asyncio.run(main())
+
+
+def test_bench_fleet_prints_the_issues_keys():
+    """`argoctl bench fleet` (decision level, real agents and bus), small: its keys,
+    and what must hold at any size: the plan never probes more, nothing is lost
+    in latency, and the only relay that reaches the origin gets every edge."""
+    from argoctl.bench import fleet
+    out = fleet.run(hosts_n=4, paths=3, dests=2, seconds=5.0, interval_ms=500, alternatives=1)
+    for key in ("hosts", "destinations", "probes_per_origin_s_off", "probes_per_origin_s_on",
+                "probes_per_host_s_off", "probes_per_host_s_on", "regret_pct",
+                "orpheus_reach_s"):
+        assert key in out, key
+    assert out["fleet_mode_hosts"] == 4
+    # k = 1 of 3 paths: the choice and one more (direct) per destination
+    assert out["probes_per_origin_s_on"] < 0.85 * out["probes_per_origin_s_off"]
+    assert out["regret_pct"] <= 5
+    assert out["orpheus_reach_s"] is not None
