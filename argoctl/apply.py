@@ -164,13 +164,15 @@ class Maps(Stage):
     def apply(self, ctx: Context) -> None:
         from argoctl import datapath, maps
         pin_dir = ctx.home.pin_dir
-        if not ctx.attach.pins_created:
-            ctx.extra["maps_before"] = datapath.map_contents(pin_dir)
+        before = None
+        if not ctx.attach.pins_created:       # read once: the undo, and what to change
+            before = ctx.extra["maps_before"] = datapath.map_contents(pin_dir)
         try:
             with maps.Maps(pin_dir) as m:
                 sets = ctx.pathsets(m) if ctx.pathsets is not None else None
             ctx.step("first map contents")
-            ctx.extra["maps"] = datapath.program(ctx.config, pin_dir, pathsets=sets)
+            ctx.extra["maps"] = datapath.program(ctx.config, pin_dir, pathsets=sets,
+                                                 have=before["prefixes"] if before else None)
         except BaseException:
             self.rollback(ctx)
             raise

@@ -3,12 +3,13 @@
     measurements (probes, datapath counters) --> estimators --> decisions --> eBPF maps
 
 Start-up (`Daemon.setup`, in the caller's thread):
-  1. take the single-instance lock (`argoctl.pid` in the state directory);
-  2. the `up` pipeline (tunnels, tables, rules, nft);
-  3. attach the datapath (or adopt the pinned one of a previous run) and
-     program the destinations. Path sets already in the maps are kept, and the
-     engine starts from their choice: a restarted daemon changes nothing until
-     its measurements say so (hitless restart).
+  1. take the single-instance lock (`argoctl.pid` in the state directory; `up`
+     and `down` refuse while it is held);
+  2. `up`'s stages (apply.py: links, nft, datapath, maps), rolled back whole on
+     any failure. The maps' first contents come from _adopt: path sets already
+     in the maps are kept, and the engine starts from their choice: a restarted
+     daemon changes nothing until its measurements say so (hitless restart).
+     Otherwise the first path set (config.first_weights, as `up` writes it).
 
 The loop (`Daemon.serve`, asyncio, in the node's network namespace so the
 probe sockets open there):
