@@ -9,8 +9,9 @@ FLAGS = ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-missing-field
          "-ffp-contract=off"]
 
 setup(ext_modules=[
+    # HMAC-SHA256 comes from OpenSSL's libcrypto (Debian: libssl-dev).
     Extension("argoctl._echo", ["argoctl/_echo.c"], depends=["argoctl/_pathcore.h"],
-              libraries=["m"], extra_compile_args=FLAGS),
+              libraries=["m", "crypto"], extra_compile_args=FLAGS),
     Extension("argoctl._pathcore", ["argoctl/_pathcore.c"], depends=["argoctl/_pathcore.h"],
               libraries=["m"], extra_compile_args=FLAGS),
 ])

@@ -1,4 +1,4 @@
-"""WireGuard key pairs: X25519 (RFC 7748) and 0600 key files.
+"""WireGuard key pairs: X25519 (RFC 7748, from `cryptography`) and 0600 key files.
 
 Private keys never appear in exceptions, logs or reprs: errors name the file,
 not its content, and keys read from disk are `SecretBytes`, whose repr/str are
@@ -14,11 +14,6 @@ import os
 import stat
 
 KEY_LEN = 32
-
-# Curve25519 field prime and (A - 2) / 4 for the Montgomery ladder (RFC 7748 s5).
-_P = 2**255 - 19
-_A24 = 121665
-_BASE_U = (9).to_bytes(KEY_LEN, "little")
 
 
 class SecretBytes(bytes):
@@ -49,36 +44,16 @@ def clamp(scalar: bytes) -> int:
 
 
 def x25519(scalar: bytes, u: bytes) -> bytes:
-    """RFC 7748 X25519(k, u). Pure Python and not constant-time: fine for
-    deriving a public key once on the local host, not for a network service."""
+    """RFC 7748 X25519(k, u), from `cryptography` (OpenSSL; constant time).
+    The scalar is clamped and the u-coordinate's top bit ignored, as RFC 7748
+    says; an all-zero result (a low-order u) is an error there, a ValueError here."""
     if len(scalar) != KEY_LEN or len(u) != KEY_LEN:
         raise ValueError("X25519 inputs must be 32 bytes")
-    k = clamp(scalar)
-    x1 = int.from_bytes(u, "little") & ((1 << 255) - 1)
-    x2, z2, x3, z3 = 1, 0, x1, 1
-    swap = 0
-    for t in range(254, -1, -1):
-        bit = (k >> t) & 1
-        swap ^= bit
-        if swap:
-            x2, x3, z2, z3 = x3, x2, z3, z2
-        swap = bit
-        a = x2 + z2
-        aa = a * a % _P
-        b = x2 - z2
-        bb = b * b % _P
-        e = aa - bb
-        c = x3 + z3
-        d = x3 - z3
-        da = d * a % _P
-        cb = c * b % _P
-        x3 = (da + cb) ** 2 % _P
-        z3 = x1 * (da - cb) ** 2 % _P
-        x2 = aa * bb % _P
-        z2 = e * (aa + _A24 * e) % _P
-    if swap:
-        x2, z2 = x3, z3
-    return (x2 * pow(z2, _P - 2, _P) % _P).to_bytes(KEY_LEN, "little")
+    from cryptography.hazmat.primitives.asymmetric.x25519 import (X25519PrivateKey,
+                                                                  X25519PublicKey)
+    private = X25519PrivateKey.from_private_bytes(bytes(scalar))
+    peer = X25519PublicKey.from_public_bytes(bytes(u))
+    return private.exchange(peer)
 
 
 def generate_private_key() -> SecretBytes:
@@ -88,7 +63,13 @@ def generate_private_key() -> SecretBytes:
 
 
 def public_key(private: bytes) -> bytes:
-    return x25519(private, _BASE_U)
+    """The X25519 public key of a private key (what `wg pubkey` prints, decoded)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+    if len(private) != KEY_LEN:
+        raise ValueError("an X25519 private key has 32 bytes")
+    return X25519PrivateKey.from_private_bytes(bytes(private)).public_key().public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
 def encode(key: bytes) -> str:
