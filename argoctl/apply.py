@@ -52,7 +52,7 @@ class Reconcile(Stage):
 
     def apply(self, ctx: Context) -> None:
         current = self.current(ctx)
-        want = plan.desired(ctx.config, KernelEnv(ctx.ipr))
+        want = plan.desired(ctx.config, KernelEnv(ctx.ipr, create_keys=not ctx.dry_run))
         ctx.ops = plan.diff(current, want)
         if ctx.dry_run:
             return

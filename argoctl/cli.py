@@ -41,16 +41,24 @@ def validate(files: tuple[str, ...]) -> None:
     """Check config FILEs: print every problem as file:line, exit 2 if any. Changes nothing."""
     from argoctl import config
 
+    from argoctl import preflight
+
     bad = False
     for file in files:
         try:
             cfg = config.load(file)
+            # what up and run derive from it (plan, engine, probes, maps), offline
+            gap = preflight.problem_of(cfg)
+            if gap:
+                raise config.ConfigError([config.Problem(file, 1, gap)])
         except config.ConfigError as e:
             bad = True
             for problem in e.problems:
                 click.echo(str(problem), err=True)
         else:
             click.echo(cfg.summary())
+            for note in cfg.notes:
+                click.echo(f"{file}: note: {note}")
     if bad:
         sys.exit(2)
 
@@ -198,10 +206,19 @@ def probe_cmd(config_file: str, count: int, interval: float | None, key_file: st
                        + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
 
 
-def _load_or_exit(config_file: str):
+def _load_or_exit(config_file: str, preflight: bool = False):
+    """The config, or exit 2 with every problem. With `preflight` (up, run) also
+    what validate checks beyond the file (argoctl.preflight), so up and run refuse
+    exactly what validate refuses."""
     from argoctl import config
     try:
-        return config.load(config_file)
+        cfg = config.load(config_file)
+        if preflight:
+            from argoctl import preflight as pf
+            gap = pf.problem_of(cfg)
+            if gap:
+                raise config.ConfigError([config.Problem(config_file, 1, gap)])
+        return cfg
     except config.ConfigError as e:
         for problem in e.problems:
             click.echo(str(problem), err=True)
@@ -225,7 +242,7 @@ def up(config_file: str, dry_run: bool, as_json: bool) -> None:
 
     from argoctl import apply
 
-    cfg = _load_or_exit(config_file)
+    cfg = _load_or_exit(config_file, preflight=True)
     try:
         ctx = apply.up(cfg, dry_run=dry_run)
     except _control_errors() as e:
@@ -336,7 +353,7 @@ def run_cmd(config_file: str, cleanup: bool, cgroup: str, pin_dir: str | None,
     from argoctl import datapath, names
     from argoctl.keys import KeyFileError
 
-    cfg = _load_or_exit(config_file)
+    cfg = _load_or_exit(config_file, preflight=True)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     opts = dmn.Options(ns=netns, cleanup=cleanup, pin_dir=pin_dir or names.BPF_PIN_DIR,
                        cgroup=None if cgroup == "none" else cgroup, freeze_heap=True)

@@ -43,7 +43,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-from argoctl import maps, names, netlink
+from argoctl import keys, maps, names, netlink
 from argoctl.config import DIRECT, Config
 from argoctl.engine import TOTAL_WEIGHT, Decision, Engine
 from argoctl.estimator import State
@@ -229,6 +229,18 @@ class Daemon:
         f = self.cfg.policy.responder_key_file
         if not f:
             raise DaemonError(f"{self.cfg.path}: udp probes need policy.responder_key_file")
+        if "\0" not in f and not os.path.lexists(f):   # validate noted it: run creates it
+            try:
+                mac.write_key(f)
+            except FileExistsError:
+                pass
+            except OSError as e:
+                raise DaemonError(keys.redact(f"cannot create probe key file {f}: "
+                                              f"{e.strerror}")) from None
+            else:
+                log.warning("created probe key file %s (mode 0600): copy it to the responders "
+                            "(argoctl responder --key-file); until then udp probes fail",
+                            keys.redact(f))
         return mac.read_key(f)
 
     def _adopt(self) -> dict[int, list[maps.Path]]:

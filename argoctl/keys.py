@@ -11,9 +11,32 @@ import base64
 import binascii
 import errno
 import os
+import re
 import stat
 
 KEY_LEN = 32
+
+
+# Key material as people paste it: base64 of >= 30 bytes (a WireGuard key is 44
+# characters with its padding) or >= 64 hex digits. A base64 run counts only
+# with both letter cases and a digit or +/ in it, so long lowercase names and
+# paths stay readable.
+_B64_RUN = re.compile(r"[A-Za-z0-9+/]{40,}={0,2}")
+_HEX_RUN = re.compile(r"[0-9A-Fa-f]{64,}")
+REDACTED = "<redacted: looks like key material>"
+
+
+def _secret_like(run: str) -> bool:
+    return (any(c.isupper() for c in run) and any(c.islower() for c in run)
+            and any(c.isdigit() or c in "+/" for c in run))
+
+
+def redact(text: str) -> str:
+    """`text` with anything that looks like key material replaced: every message
+    about a config or key file goes through this, so a key pasted into the wrong
+    field (or named as a file) is never echoed back."""
+    text = _HEX_RUN.sub(REDACTED, text)
+    return _B64_RUN.sub(lambda m: REDACTED if _secret_like(m.group()) else m.group(), text)
 
 
 class SecretBytes(bytes):
@@ -29,9 +52,9 @@ class KeyFileError(Exception):
     """A key file is missing, too open, or malformed. The message names the file only."""
 
     def __init__(self, message: str, hint: str = ""):
-        self.message = message
-        self.hint = hint
-        super().__init__(f"{message} (hint: {hint})" if hint else message)
+        self.message = redact(message)
+        self.hint = redact(hint)
+        super().__init__(f"{self.message} (hint: {self.hint})" if hint else self.message)
 
 
 def clamp(scalar: bytes) -> int:
@@ -106,6 +129,8 @@ def check_key_file_mode(path: str, st: os.stat_result) -> None:
 def read_secret_file(path: str, what: str, create_hint: str) -> bytes:
     """The raw bytes of a secret file after checking it is a regular file, mode
     0600 or stricter, owned by us or root. `what` names it in errors."""
+    if "\0" in path:
+        raise KeyFileError(f"{what} path contains a NUL byte", "a file name cannot hold NUL")
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
@@ -160,6 +185,24 @@ def write_new_file(path: str, data: bytes, mode: int, force: bool = False) -> No
         except BaseException:
             os.unlink(target)
             raise
+
+
+def ensure_private_key(path: str, create: bool = True) -> tuple[SecretBytes, bool]:
+    """The WireGuard private key at `path`, created (0600) when the file does not
+    exist yet, as tailscaled creates its node key: (key, created). With
+    create=False (a dry run) a missing file yields a throw-away key, not written."""
+    if "\0" not in path and not os.path.lexists(path):
+        if not create:
+            return generate_private_key(), True
+        try:
+            write_key_pair(path)
+        except FileExistsError:       # another process made it just now: read theirs
+            pass
+        except OSError as e:
+            raise KeyFileError(f"cannot create private key file {path}: {e.strerror}") from None
+        else:
+            return read_private_key(path), True
+    return read_private_key(path), False
 
 
 def write_key_pair(private_path: str, public_path: str | None = None,

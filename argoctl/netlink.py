@@ -175,8 +175,9 @@ def load_routing(directory: str) -> Routing:
 class KernelEnv:
     """What plan.desired needs from the host: underlay MTU and keys."""
 
-    def __init__(self, ipr):
+    def __init__(self, ipr, create_keys: bool = True):
         self.ipr = ipr
+        self.create_keys = create_keys   # False: a dry run writes no key file
 
     def underlay_mtu(self, address) -> int:
         try:
@@ -194,9 +195,16 @@ class KernelEnv:
     def private_key(self, path: str) -> bytes:
         from argoctl import keys
         try:
-            return keys.read_private_key(path)
+            private, created = keys.ensure_private_key(path, create=self.create_keys)
         except keys.KeyFileError as e:
             raise PlanError(str(e)) from None
+        if created and self.create_keys:
+            import logging
+            logging.getLogger("argoctl").warning(
+                "created WireGuard private key file %s (mode 0600); this node's public key, "
+                "for its peers' configs: %s", keys.redact(path),
+                keys.encode(keys.public_key(private)))
+        return private
 
     def public_key(self, private: bytes) -> str:
         from argoctl import keys
