@@ -11,6 +11,14 @@ import click
 from argoctl import __version__
 
 
+def _print_version(ctx, param, value) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    from argoctl import native
+    click.echo(f"argoctl {__version__}\n{native.version_line()}")
+    ctx.exit()
+
+
 class _Cli(click.Group):
     """The agent's commands, plus `lab`, `bench` and `demo`, which live outside the
     agent and are imported only when invoked (so `validate`, `up`, `run` and
@@ -30,7 +38,8 @@ class _Cli(click.Group):
 
 
 @click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="argoctl")
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True,
+              callback=_print_version, help="Show the version (and what is compiled) and exit.")
 def cli() -> None:
     """Smart routing and reachability across a fleet of Linux hosts."""
 
@@ -357,6 +366,9 @@ def run_cmd(config_file: str, cleanup: bool, cgroup: str, pin_dir: str | None,
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     opts = dmn.Options(ns=netns, cleanup=cleanup, pin_dir=pin_dir or names.BPF_PIN_DIR,
                        cgroup=None if cgroup == "none" else cgroup, freeze_heap=True)
+    from argoctl import native
+    if native.missing_message():
+        logging.warning("argoctl run: %s", native.missing_message())
     d = dmn.Daemon(cfg, opts)
     try:
         d.setup()
