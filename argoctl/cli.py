@@ -131,7 +131,8 @@ def responder(listen: tuple[str, ...], key_file: str | None, genkey: str | None,
     except (KeyFileError, ValueError) as e:
         click.echo(f"argoctl responder: {e}", err=True)
         sys.exit(2)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from argoctl import service
+    service.setup_logging(logging.INFO)
     server = resp.Responder(key, addrs, rate=rate, global_rate=global_rate)
     try:
         server.bind()
@@ -363,7 +364,8 @@ def run_cmd(config_file: str, cleanup: bool, cgroup: str, pin_dir: str | None,
     from argoctl.keys import KeyFileError
 
     cfg = _load_or_exit(config_file, preflight=True)
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    from argoctl import service
+    service.setup_logging(logging.INFO)
     opts = dmn.Options(ns=netns, cleanup=cleanup, pin_dir=pin_dir or names.BPF_PIN_DIR,
                        cgroup=None if cgroup == "none" else cgroup, freeze_heap=True)
     from argoctl import native
@@ -381,12 +383,14 @@ def run_cmd(config_file: str, cleanup: bool, cgroup: str, pin_dir: str | None,
     except (datapath.DatapathError, *_control_errors()) as e:
         click.echo(f"argoctl run: {e}", err=True)
         sys.exit(1)
+    current = [d]     # a reload (SIGHUP) replaces the daemon serving
     try:
         from argoctl import netlink
         with netlink.netns(netns):
-            asyncio.run(dmn.run_until_signal(d))
+            from argoctl import reload
+            reload.run_until_signal(d, current)
     finally:
-        d.close()
+        current[0].close()
 
 
 @cli.command()

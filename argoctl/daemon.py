@@ -43,7 +43,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-from argoctl import keys, maps, names, netlink
+from argoctl import keys, maps, names, netlink, service
 from argoctl.config import DIRECT, Config
 from argoctl.engine import TOTAL_WEIGHT, Decision, Engine
 from argoctl.estimator import State
@@ -282,10 +282,15 @@ class Daemon:
             gc.collect()
             gc.freeze()
         self.ready.set()
+        # READY=1 after the first apply (setup) with the loop running; the loop
+        # itself pings the watchdog, so a hung loop is what systemd restarts.
+        service.notify("READY=1", f"STATUS=steering {len(self.dests)} destination(s)")
+        watchdog = service.Watchdog()
         next_round = self._loop.time()
         fast = self.interval / self.opts.fast_divisor
         try:
             while not self._stop.is_set():
+                watchdog.ping()
                 t = self._loop.time()
                 if t >= next_round:
                     self._round()
@@ -296,6 +301,8 @@ class Daemon:
                     self._decide_some(set(self._doubt))
                 self._maybe_write_state()
                 wait = min(next_round, t + fast) if self._fast_decisions() else next_round
+                if watchdog.interval is not None:     # a long probe interval still pings
+                    wait = min(wait, t + watchdog.interval / 2)
                 try:
                     await asyncio.wait_for(self._stop.wait(), max(0.0, wait - self._loop.time()))
                 except asyncio.TimeoutError:
@@ -556,15 +563,19 @@ class Daemon:
             err, self._thread_error = self._thread_error, None
             raise DaemonError(f"daemon loop failed: {err!r}") from err
 
-    def close(self) -> None:
-        """Release what this process holds; with opts.cleanup also remove the
-        datapath and everything `up` made."""
+    def release_handles(self) -> None:
+        """Close the metrics server and the maps (a reload's successor reopens them)."""
         if self.exporter is not None:
             self.exporter.close()
             self.exporter = None
         if self.maps is not None:
             self.maps.close()
             self.maps = None
+
+    def close(self) -> None:
+        """Release what this process holds; with opts.cleanup also remove the
+        datapath and everything `up` made."""
+        self.release_handles()
         try:
             if self.opts.cleanup and self.lock.fd is not None:
                 self.teardown()
@@ -580,13 +591,3 @@ class Daemon:
         except FileNotFoundError:
             pass
         log.info(json.dumps({"event": "cleanup", "node": self.cfg.node.name}))
-
-
-async def run_until_signal(daemon: Daemon) -> None:
-    """serve() until SIGTERM or SIGINT (the `argoctl run` main loop)."""
-    import signal
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await daemon.serve(stop)
