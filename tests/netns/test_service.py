@@ -122,8 +122,11 @@ def test_notify_watchdog_reload_and_refused_reload(svc):
     wait_for(svc, "RELOADING=1")
     wait_for(svc, "READY=1")
     assert prefixes(svc) == {"203.0.113.0/24"}
-    doc = dmn.read_state(svc["state"])
-    assert set(doc["destinations"]) == {"origin2"} and doc["pid"] == svc["proc"].pid
+    end = time.monotonic() + 30           # the state file follows within a round
+    while set(dmn.read_state(svc["state"])["destinations"]) != {"origin2"}:
+        assert time.monotonic() < end, dmn.read_state(svc["state"])
+        time.sleep(0.1)
+    assert dmn.read_state(svc["state"])["pid"] == svc["proc"].pid
 
     svc["proc"].send_signal(signal.SIGTERM)
     wait_for(svc, "STOPPING=1")
