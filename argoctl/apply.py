@@ -52,6 +52,10 @@ class Reconcile(Stage):
 
     def apply(self, ctx: Context) -> None:
         current = self.current(ctx)
+        from argoctl import foreign     # another user of our mark bits: refuse, name it
+        conflicts = foreign.mark_conflicts(ctx.ipr, ctx.config.routing, current)
+        if conflicts:
+            raise plan.PlanError(foreign.conflict_message(ctx.config.routing, conflicts))
         want = plan.desired(ctx.config, KernelEnv(ctx.ipr, create_keys=not ctx.dry_run))
         ctx.ops = plan.diff(current, want)
         if ctx.dry_run:

@@ -526,6 +526,11 @@ class Daemon:
         """setup() here, then serve() in a thread inside the node's namespace.
         For tests and benches: one process, many daemons."""
         self.setup()
+        return self.serve_thread(timeout)
+
+    def serve_thread(self, timeout: float = 120) -> "Daemon":
+        """serve() in a thread, for a daemon already set up (or reloaded into)."""
+        self.ready.clear()
 
         def body():
             try:
@@ -550,6 +555,14 @@ class Daemon:
 
     def stop(self, timeout: float = 30) -> None:
         """Stop a start_thread() daemon; leaves the datapath unless opts.cleanup."""
+        self.stop_serving(timeout)
+        self.close()
+        if self._thread_error is not None:
+            err, self._thread_error = self._thread_error, None
+            raise DaemonError(f"daemon loop failed: {err!r}") from err
+
+    def stop_serving(self, timeout: float = 30) -> None:
+        """End a serve_thread() loop; the daemon stays set up (reload.reload next)."""
         if self._thread is not None:
             if self._loop is not None and self._stop is not None and not self._loop.is_closed():
                 try:
@@ -558,10 +571,6 @@ class Daemon:
                     pass
             self._thread.join(timeout)
             self._thread = None
-        self.close()
-        if self._thread_error is not None:
-            err, self._thread_error = self._thread_error, None
-            raise DaemonError(f"daemon loop failed: {err!r}") from err
 
     def release_handles(self) -> None:
         """Close the metrics server and the maps (a reload's successor reopens them)."""

@@ -374,18 +374,18 @@ class _Checker(KeyFileChecks):
         mp = p + ("fwmark_mask",)
         if not 0 < mask <= 0xFFFFFFFF:
             self.err(mp, f"routing.fwmark_mask: {mask:#x} must be a non-zero 32-bit value",
-                     "e.g. 0x00ff0000")
+                     "e.g. 0x000000ff")
         else:
             field_max = mask >> names.mark_shift(mask)
             if field_max & (field_max + 1):
                 self.err(mp, f"routing.fwmark_mask: {mask:#010x} is not one contiguous run "
-                         "of bits", "e.g. 0x00ff0000")
+                         "of bits", "e.g. 0x000000ff")
             elif field_max <= max_id:
                 need = max_id.bit_length() + (1 if (max_id + 1) & max_id == 0 else 0)
                 self.err(mp, f"routing.fwmark_mask: {mask:#010x} holds values up to "
                          f"{field_max}, too narrow for peer id {max_id} plus the all-ones "
                          "value of the direct path",
-                         f"use at least {need} bits, e.g. 0x00ff0000")
+                         f"use at least {need} bits, e.g. 0x000000ff")
         return r
 
     def destinations(self, doc: dict, peers: list[tuple[Path, Peer]]) -> list[Destination]:

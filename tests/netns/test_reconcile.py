@@ -76,7 +76,7 @@ def test_up_is_idempotent_and_down_restores_everything(host):
     assert [type(op.obj).__name__ for op in ctx.ops] == ["Rule", "Rule", "Nft", "Sysctl", "Sysctl"]
     assert ctx.result.writes == 5
     rules = host.run(["ip", "rule"], check=True).stdout
-    assert "7200:\tfrom all fwmark 0xff0000/0xff0000 lookup main" in rules
+    assert "7200:\tfrom all fwmark 0xff/0xff lookup main" in rules
     assert "7205:\tfrom all fwmark 0x50000/0xff0000 lookup 100" in rules   # the user's, kept
     assert "table inet argoctl" in host.run(["nft", "list", "tables"], check=True).stdout
     assert host.run(["sysctl", "-n", "net.ipv4.ip_forward"]).stdout.strip() == "1"
@@ -159,7 +159,7 @@ def test_cli_dry_run_up_status_down_without_config(host):
     pre = snap(host)
     r = argoctl(host, "up", "-c", host.cfg_path, "--dry-run")
     assert r.returncode == 0, r.stderr
-    assert "+ add    rule -4 priority 7200 fwmark 0xff0000/0xff0000 lookup main" in r.stdout
+    assert "+ add    rule -4 priority 7200 fwmark 0xff/0xff lookup main" in r.stdout
     assert "nothing applied" in r.stdout
     assert snap(host) == pre
     r = argoctl(host, "up", "-c", host.cfg_path, "--json")
@@ -172,7 +172,7 @@ def test_cli_dry_run_up_status_down_without_config(host):
     data = json.loads(r.stdout)
     direct = data["paths"][0]
     assert (direct["path"], direct["mark"], direct["rule4"], direct["rule6"]) == (
-        "direct", "0xff0000", True, True)
+        "direct", "0xff", True, True)
     assert data["nft"]["rules"] == {"prerouting": 0, "forward": 2, "postrouting": 1}
     r = argoctl(host, "status")
     assert r.returncode == 0 and "paths" in r.stdout and "direct" in r.stdout
