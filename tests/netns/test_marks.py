@@ -56,3 +56,23 @@ def test_status_shows_foreign_rules_in_our_priority_range(host):
     assert data["mark_conflicts"] == []
     text = argoctl(host, "status").stdout
     assert "foreign rule in argoctl's priority range" in text and "7205" in text
+
+
+def test_forwarding_keeps_a_slaac_interface_accepting_router_advertisements(host):
+    """accept_ra=1 ignores RAs once forwarding is on (the default route learnt by
+    SLAAC would expire): up raises it to 2 where it was 1, down puts 1 back, and an
+    interface with its own other value is left alone."""
+    host.run(["sh", "-ec", "ip link add ra0 type veth peer name ra1; "
+              "sysctl -qw net.ipv6.conf.ra0.accept_ra=1 net.ipv6.conf.ra1.accept_ra=0 "
+              "net.ipv6.conf.default.accept_ra=1"], check=True)
+
+    def ra():
+        out = host.run(["sysctl", "-n", "net.ipv6.conf.ra0.accept_ra",
+                        "net.ipv6.conf.ra1.accept_ra", "net.ipv6.conf.default.accept_ra",
+                        "net.ipv6.conf.all.forwarding"], check=True).stdout.split()
+        return out
+    assert ra() == ["1", "0", "1", "0"]
+    up(host)
+    assert ra() == ["2", "0", "2", "1"]
+    apply.down(ns=host.netns, run_dir=host.run_dir)
+    assert ra() == ["1", "0", "1", "0"]
