@@ -44,6 +44,9 @@ BPF_PIN_DIR = "/sys/fs/bpf/argoctl"
 # Runtime state (daemon socket, last decisions) lives here.
 RUN_DIR = "/run/argoctl"
 
+# The host's config when no -c / FILE is given.
+DEFAULT_CONFIG = "/etc/argoctl/argoctl.toml"
+
 
 def link_name(peer_name: str) -> str:
     return LINK_PREFIX + peer_name

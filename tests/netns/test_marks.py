@@ -76,3 +76,12 @@ def test_forwarding_keeps_a_slaac_interface_accepting_router_advertisements(host
     assert ra() == ["2", "0", "2", "1"]
     apply.down(ns=host.netns, run_dir=host.run_dir)
     assert ra() == ["1", "0", "1", "0"]
+
+
+def test_down_reports_json(host):
+    up(host)
+    r = argoctl(host, "down", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["dry_run"] is False and out["removed"] == len(out["ops"]) >= 3
+    assert {op["action"] for op in out["ops"]} == {"remove"}
