@@ -132,3 +132,31 @@ def render(data: dict, console=None) -> None:
         console.print(f"[yellow]foreign rule in argoctl's priority range:[/] {text}")
     for text in data.get("mark_conflicts", []):
         console.print(f"[red]foreign rule on argoctl's fwmark bits:[/] {text}")
+
+
+def status_table(st: dict, path_name: dict[int, str]):
+    """A rich table: each destination's path set with its counters."""
+    from rich.table import Table
+    t = Table(title="datapath: destinations")
+    for col in ("id", "prefixes", "paths (weight, state)", "packets", "bytes"):
+        t.add_column(col)
+    for dest_id, d in sorted(st["destinations"].items()):
+        paths = ", ".join(f"{path_name.get(p['path_id'], p['path_id'])} {p['weight']}"
+                          f"{'' if p['up'] else ' DOWN'}" for p in d["paths"])
+        t.add_row(str(dest_id), " ".join(d["prefixes"]), paths,
+                  str(d["counters"]["packets"]), str(d["counters"]["bytes"]))
+    p = Table(title="datapath: paths")
+    for col in ("path", "packets", "bytes", "SYNs", "SYN-ACKs", "handshake RTT", "sockets"):
+        p.add_column(col)
+    for pid, c in sorted(st["paths"].items()):
+        rtt = f"{c['rtt_sum_ns'] / c['rtt_count'] / 1e6:.1f} ms" if c["rtt_count"] else "-"
+        p.add_row(str(path_name.get(pid, pid)), str(c["packets"]), str(c["bytes"]),
+                  str(c["syns"]), str(c["synacks"]), rtt, str(c["sockets"]))
+    return t, p
+
+
+def path_names(config: Config) -> dict[int, str]:
+    """path id -> name, for rendering status."""
+    out = {names.DIRECT_PATH_ID: DIRECT}
+    out.update({p.id: p.name for p in config.peers})
+    return out
