@@ -57,7 +57,7 @@ def svc(topo, tmp_path):
            "ARGOCTL_LOG_FORMAT": "journal", "ARGOCTL_RUN_DIR": str(tmp_path / "run")}
     pin = f"/sys/fs/bpf/argoctl-{h.netns}"
     p = subprocess.Popen([sys.executable, "-m", "argoctl", "run", "-c", str(cfg), "--netns",
-                          h.netns, "--cgroup", "none", "--pin-dir", pin, "--cleanup"],
+                          h.netns, "--cgroup", "none", "--cleanup"],
                          stderr=subprocess.PIPE, text=True, env=env)
     s = {"host": h, "sock": sock, "cfg": cfg, "proc": p, "pin": pin,
          "state": dmn.state_path(str(tmp_path / "run"), h.netns), "got": []}
