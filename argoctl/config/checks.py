@@ -12,6 +12,7 @@ from typing import Any, Optional
 
 from argoctl import keys, mac, names
 from argoctl.tomlpos import Locator
+from argoctl.config.fleet import check_fleet
 
 from argoctl.config.keyfiles import KeyFileChecks
 
@@ -192,11 +193,12 @@ class _Checker(KeyFileChecks):
         policy = self.policy(doc)
         self.key_file(node, peers)
         self.limits(doc, policy, destinations)
+        fleet = check_fleet(self, doc)
         if self.problems or node is None:
             return None
         return Config(path=self.file, node=node, peers=tuple(p for _, p in peers),
                       destinations=tuple(destinations), routing=routing, policy=policy,
-                      notes=tuple(self.notes))
+                      fleet=fleet, notes=tuple(self.notes))
 
     def node(self, doc: dict) -> Optional[Node]:
         t = self.table(doc, "node", required=True)
