@@ -44,7 +44,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-from argoctl import home as homes, maps, netlink
+from argoctl import home as homes, keys, maps, netlink, service
 from argoctl.config import Config, choice_of  # noqa: F401  (re-exported)
 from argoctl.datapath import pathset  # noqa: F401  (re-exported)
 from argoctl.engine import Decision, Engine
@@ -223,6 +223,18 @@ class Daemon:
         f = self.cfg.policy.responder_key_file
         if not f:
             raise DaemonError(f"{self.cfg.path}: udp probes need policy.responder_key_file")
+        if "\0" not in f and not os.path.lexists(f):   # validate noted it: run creates it
+            try:
+                mac.write_key(f)
+            except FileExistsError:
+                pass
+            except OSError as e:
+                raise DaemonError(keys.redact(f"cannot create probe key file {f}: "
+                                              f"{e.strerror}")) from None
+            else:
+                log.warning("created probe key file %s (mode 0600): copy it to the responders "
+                            "(argoctl responder --key-file); until then udp probes fail",
+                            keys.redact(f))
         return mac.read_key(f)
 
     def _adopt(self, m: maps.Maps) -> dict[int, list[maps.Path]]:
@@ -272,10 +284,15 @@ class Daemon:
             gc.collect()
             gc.freeze()
         self.ready.set()
+        # READY=1 after the first apply (setup) with the loop running; the loop
+        # itself pings the watchdog, so a hung loop is what systemd restarts.
+        service.notify("READY=1", f"STATUS=steering {len(self.dests)} destination(s)")
+        watchdog = service.Watchdog()
         next_round = self._loop.time()
         fast = self.interval / self.opts.fast_divisor
         try:
             while not self._stop.is_set():
+                watchdog.ping()
                 t = self._loop.time()
                 if t >= next_round:
                     self._round()
@@ -286,6 +303,8 @@ class Daemon:
                     self._decide_some(set(self._doubt))
                 self._maybe_write_state()
                 wait = min(next_round, t + fast) if self._fast_decisions() else next_round
+                if watchdog.interval is not None:     # a long probe interval still pings
+                    wait = min(wait, t + watchdog.interval / 2)
                 try:
                     await asyncio.wait_for(self._stop.wait(), max(0.0, wait - self._loop.time()))
                 except asyncio.TimeoutError:
@@ -531,6 +550,11 @@ class Daemon:
         """setup() here, then serve() in a thread inside the node's namespace.
         For tests and benches: one process, many daemons."""
         self.setup()
+        return self.serve_thread(timeout)
+
+    def serve_thread(self, timeout: float = 120) -> "Daemon":
+        """serve() in a thread, for a daemon already set up (or reloaded into)."""
+        self.ready.clear()
 
         def body():
             try:
@@ -555,6 +579,14 @@ class Daemon:
 
     def stop(self, timeout: float = 30) -> None:
         """Stop a start_thread() daemon; leaves the datapath unless opts.cleanup."""
+        self.stop_serving(timeout)
+        self.close()
+        if self._thread_error is not None:
+            err, self._thread_error = self._thread_error, None
+            raise DaemonError(f"daemon loop failed: {err!r}") from err
+
+    def stop_serving(self, timeout: float = 30) -> None:
+        """End a serve_thread() loop; the daemon stays set up (reload.reload next)."""
         if self._thread is not None:
             if self._loop is not None and self._stop is not None and not self._loop.is_closed():
                 try:
@@ -563,20 +595,20 @@ class Daemon:
                     pass
             self._thread.join(timeout)
             self._thread = None
-        self.close()
-        if self._thread_error is not None:
-            err, self._thread_error = self._thread_error, None
-            raise DaemonError(f"daemon loop failed: {err!r}") from err
 
-    def close(self) -> None:
-        """Release what this process holds; with opts.cleanup also remove the
-        datapath and everything `up` made."""
+    def release_handles(self) -> None:
+        """Close the metrics server and the maps (a reload's successor reopens them)."""
         if self.exporter is not None:
             self.exporter.close()
             self.exporter = None
         if self.maps is not None:
             self.maps.close()
             self.maps = None
+
+    def close(self) -> None:
+        """Release what this process holds; with opts.cleanup also remove the
+        datapath and everything `up` made."""
+        self.release_handles()
         try:
             if self.opts.cleanup and self.lock.fd is not None:
                 self.teardown()
@@ -592,13 +624,3 @@ class Daemon:
         except FileNotFoundError:
             pass
         log.info(json.dumps({"event": "cleanup", "node": self.cfg.node.name}))
-
-
-async def run_until_signal(daemon: Daemon) -> None:
-    """serve() until SIGTERM or SIGINT (the `argoctl run` main loop)."""
-    import signal
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await daemon.serve(stop)

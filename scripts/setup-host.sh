@@ -20,11 +20,12 @@ esac
 # the tests that validate the Vagrant lab offline. virtme-ng boots the kernel with
 # qemu and a static busybox for its initramfs, and runs `file` to check that busybox
 # is static (minimal images lack it: vng then dies with FileNotFoundError).
-# gcc, libc6-dev and python3-dev build the compiled probe path (argoctl/_echo.c);
+# gcc, libc6-dev and python3-dev build the compiled probe path (argoctl/_echo.c),
+# libssl-dev gives it OpenSSL's HMAC-SHA256;
 # ethtool turns on the lab's threaded veth receive for `bench control`.
 pkgs="python3-bpfcc python3-nftables python3-venv nftables iproute2 iputils-ping
       iperf3 tcpdump socat wireguard-tools kmod procps qemu-system-x86 busybox-static
-      file gcc libc6-dev python3-dev ethtool make python3 systemd nats-server $kernel_pkgs"
+      file gcc libc6-dev python3-dev libssl-dev ethtool make python3 systemd nats-server $kernel_pkgs"
 # vagrant-libvirt recommends an NFS server and libguestfs: not needed to validate.
 lean_pkgs="vagrant vagrant-libvirt"
 # `make vagrant-box` / `make vagrant-lab` (ARGOCTL_SETUP_VAGRANT_LAB=1) also boot
