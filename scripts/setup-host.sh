@@ -22,9 +22,13 @@ esac
 # is static (minimal images lack it: vng then dies with FileNotFoundError).
 # gcc, libc6-dev and python3-dev build the compiled probe path (argoctl/_echo.c);
 # ethtool turns on the lab's threaded veth receive for `bench control`.
+# babeld and bird2 are the peers `bench peers` runs beside argoctl (lab namespaces only).
 pkgs="python3-bpfcc python3-nftables python3-venv nftables iproute2 iputils-ping
       iperf3 tcpdump socat wireguard-tools kmod procps qemu-system-x86 busybox-static
-      file gcc libc6-dev python3-dev ethtool make python3 systemd $kernel_pkgs"
+      file gcc libc6-dev python3-dev ethtool make python3 systemd babeld bird2 $kernel_pkgs"
+# Their packages enable and start a service on install: one we install here is
+# stopped and disabled again, so no routing daemon runs in the host's own namespace.
+peer_services="babeld:babeld bird2:bird"
 # vagrant-libvirt recommends an NFS server and libguestfs: not needed to validate.
 lean_pkgs="vagrant vagrant-libvirt"
 
@@ -46,6 +50,18 @@ if [ -n "$missing$missing_lean" ]; then
     [ -z "$missing" ] || apt-get install $opts $missing </dev/null
     # shellcheck disable=SC2086
     [ -z "$missing_lean" ] || apt-get install $opts --no-install-recommends $missing_lean </dev/null
+    for ps in $peer_services; do
+        case " $(echo $missing) " in
+            *" ${ps%%:*} "*)
+                svc=${ps#*:}
+                if [ -d /run/systemd/system ]; then
+                    systemctl disable --now "$svc" >/dev/null 2>&1 || true
+                else
+                    update-rc.d "$svc" disable >/dev/null 2>&1 || true
+                    invoke-rc.d "$svc" stop >/dev/null 2>&1 || true
+                fi ;;
+        esac
+    done
 else
     echo "setup-host: all packages present"
 fi
