@@ -3,6 +3,7 @@ module that owns the work, and render results (rich tables, or JSON)."""
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import click
@@ -10,7 +11,25 @@ import click
 from argoctl import __version__
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Cli(click.Group):
+    """The agent's commands, plus `lab`, `bench` and `demo`, which live outside the
+    agent and are imported only when invoked (so `validate`, `up`, `run` and
+    `status` never load the lab or the benchmarks)."""
+
+    LAZY = {"bench": ("argoctl.bench.cli", "bench"), "lab": ("argoctl.lab.cli", "lab"),
+            "demo": ("argoctl.lab.demo", "demo")}
+
+    def list_commands(self, ctx) -> list[str]:
+        return sorted([*super().list_commands(ctx), *self.LAZY])
+
+    def get_command(self, ctx, name: str):
+        if name in self.LAZY:
+            module, attr = self.LAZY[name]
+            return getattr(importlib.import_module(module), attr)
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="argoctl")
 def cli() -> None:
     """Smart routing and reachability across a fleet of Linux hosts."""
@@ -369,19 +388,6 @@ def explain(dest: str, as_json: bool, run_dir: str | None, netns: str | None) ->
                                **doc["destinations"][dest]}, sort_keys=True))
     else:
         click.echo(ex.text(doc, dest))
-
-
-from argoctl.bench import bench  # noqa: E402
-
-cli.add_command(bench)
-
-from argoctl.lab import lab  # noqa: E402
-
-cli.add_command(lab)
-
-from argoctl.demo import demo  # noqa: E402
-
-cli.add_command(demo)
 
 
 def main() -> None:

@@ -33,8 +33,6 @@ the maps, so traffic keeps its paths while no daemon runs; `cleanup=True`
 from __future__ import annotations
 
 import asyncio
-import errno
-import fcntl
 import gc
 import json
 import logging
@@ -47,14 +45,14 @@ from typing import Callable, Optional
 
 from argoctl import maps, names, netlink
 from argoctl.config import DIRECT, Config
-from argoctl.engine import TIER_NAMES, TOTAL_WEIGHT, Decision, Engine
+from argoctl.engine import TOTAL_WEIGHT, Decision, Engine
 from argoctl.estimator import State
 
 log = logging.getLogger("argoctl.daemon")
 
-STATE_FILE = "state.json"
-LOCK_FILE = "argoctl.pid"
-STATE_VERSION = 1
+from argoctl.statefile import *  # noqa: F401,F403
+from argoctl.statefile import _JSTR, _json, _path_json, _written_json
+
 FAST_DIVISOR = 4             # in-doubt paths: probes and decisions this much more often
 # Fast probing is for a few paths in doubt. When many are (start-up, or the
 # host itself stalling), probing them all faster adds load exactly when the
@@ -65,9 +63,6 @@ FAST_MIN = 16
 STATE_REFRESH_S = 5.0        # state.json is rewritten at least this often (scores age)
 HISTORY = 10000              # decisions remembered in memory (tests, debugging)
 
-
-class DaemonError(Exception):
-    """A start-up failure with a message for the user (nothing was left half-done)."""
 
 
 # -- decisions -> maps -------------------------------------------------------------
@@ -114,158 +109,6 @@ def choice_of(dest_paths: tuple[str, ...], weights: dict[str, tuple[int, bool]])
 
 
 # -- the state file ----------------------------------------------------------------
-
-def state_path(run_dir: str, ns: Optional[str] = None) -> str:
-    return os.path.join(netlink.state_dir(ns, run_dir), STATE_FILE)
-
-
-def _r(v: Optional[float], nd: int = 3) -> Optional[float]:
-    return None if v is None else round(v, nd)
-
-
-def _path_doc(s, w: int, up: bool, at: float) -> dict:
-    snap = s.snapshot
-    return {
-        "state": s.state.value, "tier": s.tier_name, "weight": w, "up": up,
-        "score_ms": _r(s.smoothed_ms), "raw_ms": _r(s.raw_ms),
-        "rtt_ms": _r(snap.srtt_ms), "jitter_ms": _r(snap.jitter_ms),
-        "loss": _r(snap.loss, 4), "penalty": round(s.penalty, 1),
-        "suppressed": s.suppressed,
-        "held_for_s": None if s.held_until is None else _r(s.held_until - at, 2),
-        "replies": snap.counts.get("replies", 0), "timeouts": snap.counts.get("timeouts", 0),
-    }
-
-
-def decision_doc(dec: Decision, wall_offset: float, since: Optional[float]) -> dict:
-    """One destination's live choice, JSON-ready (times as Unix seconds)."""
-    paths = {}
-    for name, s in dec.scores.items():
-        w, up = dec.weights[name]
-        paths[name] = _path_doc(s, w, up, dec.at)
-    return {"choice": dec.choice, "reason": dec.reason, "decided_at": _r(dec.at + wall_offset),
-            "since": _r(None if since is None else since + wall_offset), "paths": paths}
-
-
-# The state file's text, written directly: the daemon rewrites it every few
-# seconds for every (destination, path), and building the dicts above and
-# encoding them cost several times more. It is byte for byte what json.dumps
-# (sort_keys, compact) makes of state_doc() (tests/unit/test_state_file.py):
-# keys in sorted order, floats as repr() (as the json encoder writes them),
-# strings through the json module's own encoder.
-_JSTR = json.encoder.encode_basestring_ascii
-_JBOOL = ("false", "true")
-_PATH_JSON = ('{"held_for_s":%s,"jitter_ms":%r,"loss":%r,"penalty":%r,"raw_ms":%s,'
-              '"replies":%r,"rtt_ms":%s,"score_ms":%s,"state":"%s","suppressed":%s,'
-              '"tier":"%s","timeouts":%r,"up":%s,"weight":%r}')
-_STATE_TEXT = {st: st.value for st in State}
-
-
-def _json(v) -> str:
-    return json.dumps(v, sort_keys=True, separators=(",", ":"))
-
-
-def _path_json(s, w: int, up: bool, at: float) -> str:
-    """_path_doc(...) as JSON text."""
-    snap = s.snapshot
-    counts = snap.counts
-    raw, score, rtt, held = s.raw_ms, s.smoothed_ms, snap.srtt_ms, s.held_until
-    loss, penalty = snap.loss, s.penalty
-    text = _PATH_JSON % (
-        "null" if held is None else repr(round(held - at, 2)),
-        # (no loss, no penalty: the usual case, and round() would return them as they are)
-        round(snap.jitter_ms, 3), round(loss, 4) if loss else loss,
-        round(penalty, 1) if penalty else penalty,
-        "null" if raw is None else repr(round(raw, 3)), counts.get("replies", 0),
-        "null" if rtt is None else repr(round(rtt, 3)),
-        "null" if score is None else repr(round(score, 3)),
-        _STATE_TEXT[s.state], _JBOOL[s.suppressed], TIER_NAMES[s.tier],
-        counts.get("timeouts", 0), _JBOOL[up], w)
-    if "inf" in text or "nan" in text or w.__class__ is not int or up.__class__ is not bool:
-        # (repr differs from JSON there; never from finite measurements)
-        return _json(_path_doc(s, w, up, at))
-    return text
-
-
-def _written_json(weights: dict[str, tuple[int, bool]], jpaths: dict[str, str]) -> str:
-    """{path: [weight, up]} as JSON text (jpaths: path -> its JSON string)."""
-    parts = []
-    for p in sorted(weights):
-        w, up = weights[p]
-        j = jpaths.get(p)
-        if j is None or w.__class__ is not int or up.__class__ is not bool:
-            return _json({p: [w, up] for p, (w, up) in weights.items()})
-        parts.append("%s:[%r,%s]" % (j, w, _JBOOL[up]))
-    return "{%s}" % ",".join(parts)
-
-
-def write_state(path: str, doc: dict) -> None:
-    """Atomically replace the state file: readers see the old or the new one."""
-    write_state_text(path, json.dumps(doc, sort_keys=True, separators=(",", ":")))  # C encoder
-
-
-def write_state_text(path: str, text: str) -> None:
-    """write_state of a document already encoded."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
-def read_state(path: str) -> dict:
-    """The state file; FileNotFoundError if no daemon has written one."""
-    with open(path) as f:
-        doc = json.load(f)
-    if doc.get("version") != STATE_VERSION:
-        raise ValueError(f"{path}: state file version {doc.get('version')!r}, "
-                         f"expected {STATE_VERSION}")
-    return doc
-
-
-def pid_alive(pid: Optional[int]) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-# -- single instance ---------------------------------------------------------------
-
-class InstanceLock:
-    """An exclusive flock on `<state dir>/argoctl.pid` holding our pid. The kernel
-    drops it when the process dies, so a crashed daemon never blocks a restart."""
-
-    def __init__(self, directory: str):
-        self.path = os.path.join(directory, LOCK_FILE)
-        self.fd: Optional[int] = None
-
-    def acquire(self) -> None:
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-            os.close(fd)
-            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise DaemonError(f"another argoctl run (pid {holder}) holds {self.path}") from None
-            raise
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self.fd = fd
-
-    def release(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)   # releases the flock; the file stays (harmless)
-            self.fd = None
-
-
-# -- the daemon --------------------------------------------------------------------
 
 @dataclass
 class Options:

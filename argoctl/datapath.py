@@ -19,6 +19,7 @@ import errno
 import os
 import re
 import socket
+from importlib import resources
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path as FsPath
@@ -27,7 +28,9 @@ from typing import Iterable, Optional
 from argoctl import bpfsys, maps, names
 from argoctl.config import DIRECT, Config
 
-BPF_DIR = FsPath(os.environ.get("ARGOCTL_BPF_DIR", FsPath(__file__).resolve().parent.parent / "bpf"))
+# The datapath's C sources are package data (argoctl/bpf), so a regular install
+# has them too; ARGOCTL_BPF_DIR overrides for development.
+BPF_DIR = FsPath(os.environ.get("ARGOCTL_BPF_DIR") or str(resources.files("argoctl") / "bpf"))
 ENTRY_FILES = ("steer_tc.c", "passive_tc.c", "steer_sock.c")
 BPF_FS_MAGIC = 0xCAFE4A11
 
@@ -58,7 +61,7 @@ class DatapathError(Exception):
 
 # -- building --------------------------------------------------------------
 
-def source(entries: Iterable[str] = ENTRY_FILES, bpf_dir: FsPath = BPF_DIR) -> str:
+def source(entries: Iterable[str | FsPath] = ENTRY_FILES, bpf_dir: FsPath = BPF_DIR) -> str:
     """One C text: the entry files with their local includes inlined once.
 
     bcc rewrites map accesses only in its main file, so headers that use maps
@@ -79,7 +82,7 @@ def source(entries: Iterable[str] = ENTRY_FILES, bpf_dir: FsPath = BPF_DIR) -> s
                 out.append(line)
 
     for e in entries:
-        emit(bpf_dir / e)
+        emit(bpf_dir / e)          # an absolute entry (a bench program) stands as it is
     return "\n".join(out) + "\n"
 
 
@@ -97,7 +100,7 @@ class Sizes:
 
 
 def compile_bpf(pin_dir: Optional[str] = None, sizes: Sizes = Sizes(),
-                entries: Iterable[str] = ENTRY_FILES, extra_cflags: Iterable[str] = ()):
+                entries: Iterable[str | FsPath] = ENTRY_FILES, extra_cflags: Iterable[str] = ()):
     """Compile with bcc. With pin_dir, maps are pinned there (or adopted if
     already pinned). Returns the bcc.BPF object."""
     from bcc import BPF  # bcc is slow to import; only needed when compiling

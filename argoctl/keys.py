@@ -202,6 +202,6 @@ def write_key_pair(private_path: str, public_path: str | None = None,
     return public
 
 
-# Old private names, still used by labconfig.py; prefer clamp / write_new_file.
+# Old private names, still used by lab/configs.py; prefer clamp / write_new_file.
 _clamp = clamp
 _write_new = write_new_file

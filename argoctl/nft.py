@@ -14,14 +14,28 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass, field
 
 from argoctl import names
 from argoctl.config import Config
-from argoctl.plan import Nft
 
 FAMILY, TABLE = names.NFT_FAMILY, names.NFT_TABLE
 TUNNELS = names.LINK_PREFIX + "*"      # nft wildcard on interface names
 U32 = 0xFFFFFFFF
+
+
+@dataclass(frozen=True)
+class Nft:
+    """The `inet argoctl` table. Compared by the digest of its definition (kept in the
+    table's comment) and by its chains' rule counts, which catches rules deleted by hand."""
+    digest: str
+    chains: tuple[tuple[str, int], ...]
+    commands: tuple = field(default=(), compare=False, repr=False)  # nft JSON to create it
+    raw: tuple = field(default=(), compare=False, repr=False)       # as read back (for rollback)
+
+    @property
+    def key(self):
+        return names.NFT_TABLE
 
 
 class NftError(Exception):

@@ -14,6 +14,7 @@ from typing import Optional, Protocol
 
 from argoctl import names
 from argoctl.config import Config, Peer
+from argoctl.nft import Nft, ruleset as nft_ruleset
 
 # Bytes of encapsulation per tunnel kind and underlay family (outer IP + tunnel header).
 OVERHEAD = {("gre", 4): 24, ("gre", 6): 44, ("wireguard", 4): 60, ("wireguard", 6): 80}
@@ -121,20 +122,6 @@ class Sysctl:
     def dev(self) -> Optional[str]:
         parts = self.path.split("/")
         return parts[3] if len(parts) == 5 and parts[2] == "conf" else None
-
-
-@dataclass(frozen=True)
-class Nft:
-    """The `inet argoctl` table. Compared by the digest of its definition (kept in the
-    table's comment) and by its chains' rule counts, which catches rules deleted by hand."""
-    digest: str
-    chains: tuple[tuple[str, int], ...]
-    commands: tuple = field(default=(), compare=False, repr=False)  # nft JSON to create it
-    raw: tuple = field(default=(), compare=False, repr=False)       # as read back (for rollback)
-
-    @property
-    def key(self):
-        return names.NFT_TABLE
 
 
 KINDS = (Link, Sysctl, Address, Route, Rule, Nft)   # add order; removals run in reverse
@@ -292,9 +279,8 @@ def desired(config: Config, env: Env) -> State:
                               r.table(peer.id)))
     if config.node.relay:
         sysctls += [Sysctl(path, "1") for path in FORWARDING]
-    from argoctl import nft  # builds the ruleset; imported here because nft.py imports plan
     return State(links=tuple(links), sysctls=tuple(sysctls), addresses=tuple(addresses),
-                 routes=tuple(routes), rules=tuple(rules), nft=(nft.ruleset(config),))
+                 routes=tuple(routes), rules=tuple(rules), nft=(nft_ruleset(config),))
 
 
 # ---------------------------------------------------------------------------- diff

@@ -1,7 +1,7 @@
 """`make bench`: every `argoctl bench` subcommand, JSON lines into one file.
 
 Benches listed in VM_BENCHES need GRE/WireGuard/netem: on a kernel without them they
-all run in one virtme-ng VM of the distribution kernel (argoctl.vm). Add a bench's
+all run in one virtme-ng VM of the distribution kernel (argoctl.lab.vm). Add a bench's
 name there when it needs tunnels or netem; everything else runs on the host.
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from argoctl import vm  # noqa: E402
+from argoctl.lab import vm  # noqa: E402
 from argoctl.cli import cli  # noqa: E402  (importing the CLI registers every bench)
 
 bench = cli.commands["bench"]

@@ -1,5 +1,5 @@
 """`make test`: the host suites on this kernel, then tests/integration natively or in
-one virtme-ng VM (argoctl.vm), then one closing line `N passed, N failed, N skipped`.
+one virtme-ng VM (argoctl.lab.vm), then one closing line `N passed, N failed, N skipped`.
 
 Exit status is non-zero if a test failed or errored, a pytest run broke (any exit
 other than 0, or 5 = nothing collected), or, with CI=true, an integration test was
@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from argoctl import vm  # noqa: E402
+from argoctl.lab import vm  # noqa: E402
 
 HOST_SUITES = ["tests/unit", "tests/bpf", "tests/netns"]
 INTEGRATION = "tests/integration"

@@ -10,8 +10,8 @@ import os
 
 from click.testing import CliRunner
 
-from argoctl import topo
-from argoctl.demo import demo
+from argoctl.lab import topo
+from argoctl.lab.demo import demo
 
 
 def test_demo_json_summary_shows_requests_and_latency_saved():

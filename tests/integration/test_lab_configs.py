@@ -1,11 +1,12 @@
-"""The generated lab configs (argoctl/labconfig.py) work on the namespace lab:
+"""The generated lab configs (argoctl/lab/configs.py) work on the namespace lab:
 after `up` on edge, relay1 and relay2 every tunnel carries traffic both ways
 (both ends agree on addresses, and for WireGuard on keys and ports), and a
 packet carrying a relay path's mark reaches the origin through that relay."""
 
 import pytest
 
-from argoctl import apply, config, labconfig
+from argoctl import apply, config
+from argoctl.lab import configs as labconfig
 from argoctl.config import Routing
 
 HOSTS = ("edge", "relay1", "relay2")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from argoctl.demo import run_demo
+from argoctl.lab.demo import run_demo
 
 
 def test_relay_failure_and_flapping_link():

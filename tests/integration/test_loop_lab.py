@@ -15,9 +15,10 @@ import time
 
 import pytest
 
-from argoctl import bench_loop as kit
+from argoctl.lab import loop as looplab
+import kit
 from argoctl.estimator import State
-from argoctl.topo import udp_delivers
+from argoctl.lab.topo import udp_delivers
 
 POLICY = {"probe_interval_ms": 100, "detect_multiplier": 3, "probe_timeout_ms": 300,
           "hold_down_s": 2.0, "recover_probes": 3, "metrics_listen": ""}
@@ -31,10 +32,10 @@ def loop(lab_module, tmp_path_factory):
     t = lab_module
     for r in RELAYS:
         t.link("edge", r).impair(delay_ms=RELAY_DELAY_MS[r], direction="both")
-    lab = kit.LoopLab(t, str(tmp_path_factory.mktemp("loop")), POLICY, tunnels="gre")
+    lab = looplab.LoopLab(t, str(tmp_path_factory.mktemp("loop")), POLICY, tunnels="gre")
     try:
         lab.start()
-        lab.tcp = kit.TcpServer(t["origin"])
+        lab.tcp = looplab.TcpServer(t["origin"])
         yield lab
     finally:
         if getattr(lab, "tcp", None):
@@ -96,14 +97,14 @@ def _connect_via(loop) -> str:
     """Open a new TCP connection from the client; the path origin saw it arrive by."""
     n = len(loop.tcp.peers)
     # generous: SYN retransmissions under a contended TCG host take seconds
-    assert kit.tcp_connect(loop.topo["client"], timeout=15), "connection failed"
+    assert looplab.tcp_connect(loop.topo["client"], timeout=15), "connection failed"
     assert loop.wait_for(lambda: len(loop.tcp.peers) > n, 10)
     return _relay_of_peer(loop, loop.tcp.peers[n])
 
 
 def test_a_blackholed_direct_moves_the_stream_and_new_connections(steady):
     loop, t, d = steady, steady.topo, steady.daemon
-    stream = kit.Stream(t["client"], pps=100)
+    stream = looplab.Stream(t["client"], pps=100)
     try:
         assert loop.wait_for(lambda: loop.sink.by_link().get("to-edge", 0) > 20, 20)
         assert _connect_via(loop) == "direct"
@@ -140,7 +141,7 @@ def test_a_blackholed_direct_moves_the_stream_and_new_connections(steady):
 
 def test_b_added_latency_moves_traffic_and_its_removal_brings_it_back(steady):
     loop, t, d = steady, steady.topo, steady.daemon
-    stream = kit.Stream(t["client"], pps=100)
+    stream = looplab.Stream(t["client"], pps=100)
     try:
         t0 = time.monotonic()
         t.link("edge", "origin").impair(delay_ms=100, direction="a->b")
@@ -175,11 +176,11 @@ def test_c_a_broken_return_direction_is_down(steady):
     t.link("edge", "origin").impair(blackhole=True, direction="b->a")   # origin -> edge only
     assert loop.wait_for(lambda: d.engine.path("origin", "direct").state is State.DOWN, 10)
     down_at = d.engine.path("origin", "direct").snapshot().since
-    assert udp_delivers(t["edge"], t["origin"], kit.ORIGIN), "forward direction still works"
+    assert udp_delivers(t["edge"], t["origin"], looplab.ORIGIN), "forward direction still works"
     assert loop.wait_for(lambda: loop.choice() in RELAYS, 5)
     assert d.written["origin"]["direct"] == (0, False)
     assert not [r for r in _since(loop, down_at) if r.choice == "direct"]
-    stream = kit.Stream(t["client"], pps=100)
+    stream = looplab.Stream(t["client"], pps=100)
     try:
         got = _stream_on(loop, stream, time.monotonic() + 0.3)
         assert _on_relays(got), got
@@ -192,7 +193,7 @@ def test_d_a_stopped_relay_moves_traffic_to_the_other(steady):
     t.link("edge", "origin").impair(blackhole=True, direction="both")
     assert loop.wait_for(lambda: loop.choice() in RELAYS and
                          d.written["origin"]["direct"] == (0, False), 10)
-    stream = kit.Stream(t["client"], pps=100)
+    stream = looplab.Stream(t["client"], pps=100)
     try:
         got = _stream_on(loop, stream, time.monotonic() + 0.3)
         assert _on_relays(got), got
@@ -234,8 +235,8 @@ def test_e_forged_and_replayed_replies_change_no_decision(loop):
                          and loop.choice() in RELAYS, 10)
     n_hist = len(d.history)
     before = dict(d.sched.rejects()["direct"])
-    n = kit.spoof(t["client"], captured * 3 + kit.forged_replies(captured, 30), kit.ORIGIN,
-                  kit.RESPONDER_PORT, t["edge"].address(4), port, pps=200)
+    n = kit.spoof(t["client"], captured * 3 + kit.forged_replies(captured, 30), looplab.ORIGIN,
+                  looplab.RESPONDER_PORT, t["edge"].address(4), port, pps=200)
     time.sleep(1.0)
     after = d.sched.rejects()["direct"]
     got = {k: after.get(k, 0) - before.get(k, 0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from pathlib import Path
 import socket
 import subprocess
 import sys
@@ -238,7 +239,7 @@ def _start_agent(env):
     proc = subprocess.Popen(
         [sys.executable, "-c", AGENT, cfg_path, env["pin_dir"], env["edge"].netns,
          env["edge"].ifname(env["client"])],
-        stdout=subprocess.PIPE, text=True, cwd=os.path.dirname(datapath.BPF_DIR))
+        stdout=subprocess.PIPE, text=True, cwd=str(Path(__file__).resolve().parents[2]))
     line = proc.stdout.readline()
     assert line, "agent died before it was ready"
     return proc, json.loads(line)

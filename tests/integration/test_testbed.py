@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from argoctl.topo import udp_delivers
+from argoctl.lab.topo import udp_delivers
 
 TUN = {"a": "198.51.100.201", "b": "198.51.100.202"}
 

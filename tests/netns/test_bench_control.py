@@ -31,8 +31,8 @@ def test_threaded_receive_gives_each_link_end_its_own_receive_thread():
     """The control bench's lab receives like separate hosts: every veth end has a
     threaded NAPI, and the agent's (edge's) threads are the ones returned."""
     import os
-    from argoctl.bench_loop import threaded_receive
-    from argoctl.topo import Topology
+    from argoctl.bench.control import threaded_receive
+    from argoctl.lab.topo import Topology
 
     with Topology.default(f"thr{os.getpid()}") as t:
         t.start()
@@ -57,7 +57,7 @@ def test_a_failed_loop_still_detaches_the_benchs_datapath(monkeypatch):
 
     import pytest
 
-    from argoctl import bench_loop
+    from argoctl.bench import control as bench_control
     from argoctl.daemon import Daemon, DaemonError
 
     def broken_round(self):
@@ -66,7 +66,7 @@ def test_a_failed_loop_still_detaches_the_benchs_datapath(monkeypatch):
     pin = f"/sys/fs/bpf/argoctl-agc{os.getpid()}-edge"
     try:
         with pytest.raises(DaemonError, match="a bug in the loop"):
-            bench_loop._control_run(10, 2, 200, 1, 10)
+            bench_control._control_run(10, 2, 200, 1, 10)
         assert not os.path.exists(pin)
     finally:
         if os.path.isdir(pin):          # (the failure this test is for: clean up anyway)

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from argoctl import bench_loop as kit
+from argoctl.lab import loop as looplab
 from argoctl import daemon as dmn
 from argoctl import mac
 from argoctl.names import DEFAULT_RULE_PRIORITY_BASE
@@ -34,14 +34,14 @@ steer_interfaces = ["to-client"]
 name = "origin"
 prefixes = ["203.0.113.0/24"]
 paths = ["direct"]
-probe = {{ kind = "udp", target = "{kit.ORIGIN}", port = {kit.RESPONDER_PORT} }}
+probe = {{ kind = "udp", target = "{looplab.ORIGIN}", port = {looplab.RESPONDER_PORT} }}
 
 [policy]
 probe_interval_ms = 100
 responder_key_file = "{key}"
 metrics_listen = ""
 """)
-    responder = kit.ResponderThread(lab["origin"], mac.read_key(key))
+    responder = looplab.ResponderThread(lab["origin"], mac.read_key(key))
     e = {"lab": lab, "cfg": str(cfg), "run_dir": str(tmp_path / "run"),
          "pin": f"/sys/fs/bpf/argoctl-{lab['edge'].netns}", "ns": lab["edge"].netns,
          "procs": []}

@@ -21,7 +21,8 @@ import urllib.request
 
 import pytest
 
-from argoctl import bench_loop as kit
+from argoctl.lab import loop as looplab
+import kit
 from argoctl import daemon as dmn
 from argoctl import datapath, explain, maps, metrics, metrics_names
 from argoctl.estimator import State
@@ -33,7 +34,7 @@ RELAYS = {"to-relay1", "to-relay2"}
 
 @pytest.fixture(scope="module")
 def loop(lab_module, tmp_path_factory):
-    lab = kit.LoopLab(lab_module, str(tmp_path_factory.mktemp("loop")), POLICY, tunnels="none")
+    lab = looplab.LoopLab(lab_module, str(tmp_path_factory.mktemp("loop")), POLICY, tunnels="none")
     try:
         lab.start(daemon=False)
         lab.start_daemon(metrics_listen="127.0.0.1:0")
@@ -128,8 +129,8 @@ def test_a_second_instance_is_refused(loop):
 
 def test_blackholed_direct_moves_the_stream_and_new_connections(loop):
     t = loop.topo
-    stream = kit.Stream(t["client"], pps=200)
-    tcp = kit.TcpServer(t["origin"])
+    stream = looplab.Stream(t["client"], pps=200)
+    tcp = looplab.TcpServer(t["origin"])
     try:
         assert loop.wait_for(lambda: loop.sink.by_link().get("to-edge", 0) > 50, 10)
         t0 = time.monotonic()
@@ -145,7 +146,7 @@ def test_blackholed_direct_moves_the_stream_and_new_connections(loop):
         # direct is marked down in the map, so the pinned stream moved with it
         ps = _pathset(loop)
         assert ps["direct"] == (0, False) and ps[moved] == (100, True), ps
-        assert kit.tcp_connect(t["client"]), "a new connection should take the relay"
+        assert looplab.tcp_connect(t["client"]), "a new connection should take the relay"
         # new flows left at the first doubt; the verdict "down" then moved pinned flows
         rec = [r for r in loop.daemon.history if r.at >= t0]
         assert rec[0].previous == "direct" and rec[0].choice == moved, rec[0]
@@ -169,8 +170,8 @@ def test_forged_and_replayed_replies_change_no_decision(loop):
     assert len(captured) >= 5
     history = len(d.history)
     before = dict(d.sched.rejects()["direct"])
-    n = kit.spoof(t["client"], captured * 3 + kit.forged_replies(captured, 50), kit.ORIGIN,
-                  kit.RESPONDER_PORT, t["edge"].address(4), port)
+    n = kit.spoof(t["client"], captured * 3 + kit.forged_replies(captured, 50), looplab.ORIGIN,
+                  looplab.RESPONDER_PORT, t["edge"].address(4), port)
     time.sleep(0.5)
     after = d.sched.rejects()["direct"]
     got = {k: after.get(k, 0) - before.get(k, 0) for k in ("replayed", "forged", "malformed")}
@@ -215,7 +216,7 @@ def test_stop_leaves_the_datapath_and_a_restart_adopts_it(loop):
     assert not doc["running"] and doc["destinations"]["origin"]["choice"] == chosen
     assert _pathset(loop) == before
     # traffic keeps flowing on the last choice while no daemon runs
-    stream = kit.Stream(t["client"], pps=200)
+    stream = looplab.Stream(t["client"], pps=200)
     try:
         t1 = time.monotonic()
         time.sleep(1.0)

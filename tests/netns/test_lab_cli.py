@@ -10,7 +10,8 @@ import time
 
 from click.testing import CliRunner
 
-from argoctl import lab, topo
+from argoctl.lab import cli as lab
+from argoctl.lab import env, topo
 
 
 def _status(runner) -> dict:
@@ -63,5 +64,5 @@ def test_lab_up_impair_status_down(monkeypatch):
         res = runner.invoke(lab.lab, ["down"])
     assert res.exit_code == 0 and "removed 6 namespaces" in res.output, res.output
     assert not [n for n in topo.list_namespaces() if n.startswith(prefix + "-")]
-    assert not os.path.exists(os.path.join(lab.LAB_STATE_DIR, f"{prefix}.json"))
+    assert not os.path.exists(os.path.join(env.LAB_STATE_DIR, f"{prefix}.json"))
     assert runner.invoke(lab.lab, ["status"]).exit_code != 0

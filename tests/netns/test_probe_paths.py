@@ -1,6 +1,6 @@
 """Probes on the host kernel: namespaces, veth, fwmark policy routing (no tunnels).
 
-The standard lab (argoctl/topo.py); in edge, path "relay1" (mark 1) goes
+The standard lab (argoctl/lab/topo.py); in edge, path "relay1" (mark 1) goes
 edge -> relay1 -> origin and path "direct" (direct mark) edge -> origin.
 origin serves the echo (203.0.113.10:7447, 2001:db8:f::10) from lo; replies and
 TCP/ICMP answers come straight back to edge. client, behind edge, has no key: it
@@ -43,7 +43,7 @@ def udp_impl(request, monkeypatch):
     default) and on the Python channel (used when the extension is not built).
     The compiled one must be built here: `make setup` builds it."""
     if request.param == "python":
-        monkeypatch.setattr(probemod, "_echo", None)
+        monkeypatch.setattr("argoctl.probe.scheduler._echo", None)
     else:
         assert probemod._echo is not None, "argoctl._echo is not built (pip install -e .)"
     return request.param

@@ -11,8 +11,8 @@ import textwrap
 
 import pytest
 
-from argoctl import topo
-from argoctl.topo import Topology, TopologyError, list_namespaces, udp_delivers
+from argoctl.lab import topo
+from argoctl.lab.topo import Topology, TopologyError, list_namespaces, udp_delivers
 
 MESH = list(topo.UNDERLAY)
 
@@ -101,7 +101,7 @@ def test_cleanup_stale_removes_a_killed_runs_namespaces_only():
     prefix, bystander = f"agts{os.getpid()}", f"agts{os.getpid()}x"
     script = textwrap.dedent(f"""
         import sys, time
-        from argoctl.topo import Topology
+        from argoctl.lab.topo import Topology
         t = Topology({prefix!r})
         a, b = t.add_host("a"), t.add_host("b")
         t.add_link(a, b, subnet="192.0.2.64/30")

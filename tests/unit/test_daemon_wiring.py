@@ -11,7 +11,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from argoctl import daemon as dmn
-from argoctl import explain, labconfig, mac, maps, metrics, metrics_names
+from argoctl import explain, mac, maps, metrics, metrics_names
+from argoctl.lab import configs as labconfig
 from argoctl.config import load
 from argoctl.engine import Engine
 from argoctl.probe import ProbeScheduler

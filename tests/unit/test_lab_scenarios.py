@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from argoctl import lab
+from argoctl.lab import scenario as lab
 
 
 def test_every_shipped_scenario_loads_with_ordered_steps_inside_its_duration():

@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from argoctl import config, keys, labconfig, mac, topo
+from argoctl import config, keys, mac
+from argoctl.lab import configs as labconfig
+from argoctl.lab import topo
 from argoctl.cli import cli
 
 SEED = b"0123456789abcdef0123456789abcdef"

@@ -12,7 +12,7 @@ import pytest
 
 from argoctl import daemon as dmn
 from argoctl import explain, mac
-from argoctl.bench_loop import control_config
+from argoctl.bench.control import control_config
 from argoctl.engine import Engine
 
 

@@ -1,6 +1,6 @@
 """The Vagrant lab, as far as this machine allows: `vagrant validate` for both
 providers (offline, no box), the Vagrantfile's network plan agrees with the
-namespace lab and argoctl/labconfig.py, and the provisioning's config step
+namespace lab and argoctl/lab/configs.py, and the provisioning's config step
 writes configs that `argoctl validate` accepts, for GRE and WireGuard.
 
 Needs Debian's `vagrant` package (with vagrant-libvirt, which it recommends);
@@ -18,7 +18,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from argoctl import config, keys, labconfig, topo
+from argoctl import config, keys
+from argoctl.lab import configs as labconfig
+from argoctl.lab import topo
 from argoctl.cli import cli
 
 VAGRANT_DIR = Path(__file__).parents[2] / "vagrant"

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from argoctl import vm
+from argoctl.lab import vm
 
 
 def _kernel(root: Path, version: str, dep: list[str], builtin: list[str] = ()) -> None:

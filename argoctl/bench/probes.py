@@ -27,7 +27,7 @@ CLOSED_PORT = 9
 
 
 def _lab_with_paths(prefix: str, paths: int, routing: Routing):
-    from argoctl.topo import Topology
+    from argoctl.lab.topo import Topology
 
     t = Topology.default(prefix)
     t.start()
@@ -90,7 +90,7 @@ def probes_bench(destinations: int, paths: int, interval_ms: float, seconds: flo
                  kind: str, as_json: bool) -> None:
     """Prober CPU for DESTINATIONS x PATHS probes of one kind (needs root: namespaces)."""
     from argoctl import mac
-    from argoctl.bench import emit  # bench imports this module: import late
+    from argoctl.bench.report import emit  # bench imports this module: import late
 
     routing = Routing()
     t = None

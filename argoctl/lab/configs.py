@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 from typing import Optional, Union
 
 from argoctl import keys
-from argoctl import topo as netns_topo
+from argoctl.lab import topo as netns_topo
 
 UNDERLAYS: tuple[str, ...] = ("netns", "vagrant")
 TUNNEL_KINDS: tuple[str, ...] = ("gre", "wireguard")
@@ -77,7 +77,7 @@ class LabTopology:
 
 
 # Underlay addresses and the origin come from the namespace lab's builder
-# (argoctl/topo.py); vagrant/Vagrantfile repeats them in Ruby and
+# (argoctl/lab/topo.py); vagrant/Vagrantfile repeats them in Ruby and
 # tests/unit/test_vagrant.py checks that it agrees. Overlay addresses are ours.
 TUNNEL_ADDRESSES = {"edge": "198.51.100.129", "relay1": "198.51.100.130",
                     "relay2": "198.51.100.131"}

@@ -10,7 +10,7 @@ and runs one command in `cwd`, streaming its output and returning its exit code.
 (probed in a throwaway network namespace) and in the VM otherwise: `make test` uses it
 for tests/integration, and `argoctl lab` for the demo.
 
-    python -m argoctl.vm [--kernel VER] [--rwdir DIR]... -- CMD ARGS...
+    python -m argoctl.lab.vm [--kernel VER] [--rwdir DIR]... -- CMD ARGS...
 
 Environment: ARGOCTL_VM=auto|always|never (force the choice), ARGOCTL_VM_KERNEL=VER
 (pick a kernel), ARGOCTL_VM_CPUS (2), ARGOCTL_VM_MEMORY (2G). Inside the guest ARGOCTL_IN_VM=1 and ARGOCTL_CGROUP2=<cgroup2 mount>.
@@ -246,6 +246,11 @@ def _kill_group(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
+def kernel_label() -> str:
+    """How results were measured: in the TCG VM or natively."""
+    return "vm-tcg" if os.environ.get("ARGOCTL_IN_VM") else "native"
+
+
 def use_vm() -> bool:
     """Whether `run_where_supported` would use the VM (ARGOCTL_VM overrides the probe)."""
     mode = os.environ.get("ARGOCTL_VM", "auto")
@@ -271,7 +276,7 @@ def run_where_supported(argv: list[str], *, cwd: str | None = None,
 
 def main(args: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m argoctl.vm",
+        prog="python -m argoctl.lab.vm",
         description="Run a command as root under the distribution kernel (virtme-ng, TCG).")
     parser.add_argument("--kernel", help="kernel version (default: newest usable in /boot)")
     parser.add_argument("--rwdir", action="append", default=[],
@@ -286,7 +291,7 @@ def main(args: list[str] | None = None) -> int:
     ns = parser.parse_args(args)
     command = ns.command[1:] if ns.command[:1] == ["--"] else ns.command
     if not command:
-        parser.error("no command given (python -m argoctl.vm -- CMD ARGS...)")
+        parser.error("no command given (python -m argoctl.lab.vm -- CMD ARGS...)")
     try:
         if ns.if_needed:
             return run_where_supported(command, cwd=ns.cwd, rwdirs=ns.rwdir, timeout=ns.timeout,

@@ -24,6 +24,7 @@ import struct
 import subprocess
 import tempfile
 import time
+from pathlib import Path
 from typing import Iterator
 
 import click
@@ -33,6 +34,8 @@ from argoctl import bpfsys, datapath, maps, names
 DOC6 = 0x20010DB8 << 96          # 2001:db8::/32
 LENGTHS = ((40, 5), (48, 25), (56, 30), (64, 40))  # prefix length, % of prefixes
 ROUTE_DEV = "to-peer"
+# Bench-only BPF programs live with the benchmarks, apart from the datapath's own.
+BENCH_BPF_DIR = Path(__file__).resolve().parent / "bpf"
 
 
 def gen_prefixes(n: int, seed: int = 1) -> list[tuple[int, int]]:
@@ -124,7 +127,7 @@ def _write_prefixes(m: maps.Maps, prefixes: list[tuple[int, int]], ndest: int) -
 
 def run(sizes=(1_000, 100_000, 1_000_000), repeat: int = 1_000_000,
         destinations: int = 100_000) -> Iterator[dict]:
-    from argoctl.topo import Topology
+    from argoctl.lab.topo import Topology
 
     top = max(sizes)
     # A private bpffs for the two builds' shared maps; unmounted at the end.
@@ -139,7 +142,7 @@ def run(sizes=(1_000, 100_000, 1_000_000), repeat: int = 1_000_000,
                                      extra_cflags=["-DARGOCTL_BENCH"])
         steer_lpm = datapath.compile_bpf(pin_dir, sz, entries=["steer_tc.c"],
                                          extra_cflags=["-DARGOCTL_BENCH", "-DARGOCTL_ALWAYS_LPM"])
-        base = datapath.compile_bpf(None, sz, entries=["bench_fib.c"])
+        base = datapath.compile_bpf(None, sz, entries=[BENCH_BPF_DIR / "bench_fib.c"])
         built += [steer, steer_lpm, base]
         fds = {
             "steer": datapath.load_programs(steer, ["steer_eth"])["steer_eth"],
@@ -218,7 +221,7 @@ def run_throughput(seconds: int = 3, rounds: int = 9) -> Iterator[dict]:
     drift by several percent under TCG, neighbours much less."""
     import ipaddress
     from argoctl import config as C
-    from argoctl.topo import Topology
+    from argoctl.lab.topo import Topology
 
     pin_dir = f"/sys/fs/bpf/argoctl-bench-tp{os.getpid()}"
     mark = names.path_mark(1)
@@ -283,7 +286,7 @@ def run_throughput(seconds: int = 3, rounds: int = 9) -> Iterator[dict]:
               help="Length of each throughput run (plus 1 s of slow start not counted).")
 def bench_datapath(as_json, sizes, repeat, destinations, throughput, seconds):
     """Per-packet cost of steering vs an empty program and a FIB lookup."""
-    from argoctl.bench import emit
+    from argoctl.bench.report import emit
     if throughput:
         for rec in run_throughput(seconds=seconds):
             emit(rec)
@@ -300,6 +303,6 @@ def bench_datapath_throughput(as_json, seconds):
     """TCP through a GRE tunnel, steering attached vs detached (needs GRE: the VM).
     Same as `bench datapath --throughput`; a name of its own so `make bench` can
     run it in the VM while `bench datapath` runs on the host."""
-    from argoctl.bench import emit
+    from argoctl.bench.report import emit
     for rec in run_throughput(seconds=seconds):
         emit(rec)

@@ -1,6 +1,6 @@
 """`argoctl demo` / `make demo`: the standard lab, scenarios, argoctl against direct-only.
 
-Two clients send the same request/response traffic (argoctl/labtraffic.py) to
+Two clients send the same request/response traffic (argoctl/lab/traffic.py) to
 the origin at the same rate, at the same time, through the same edge and the
 same impaired links: `client` sits on edge's steered LAN (argoctl picks the
 path), `baseline` on an interface argoctl does not steer (always direct). For
@@ -23,8 +23,9 @@ from typing import Optional
 
 import click
 
-from argoctl import lab as labmod
-from argoctl import topo as netns_topo
+from argoctl.lab import env as labmod
+from argoctl.lab import scenario as scenmod
+from argoctl.lab import topo as netns_topo
 
 DEST = "origin"
 DEFAULT_SCENARIOS = ("outage", "brownout")
@@ -39,14 +40,14 @@ class Recorder:
 
     def __init__(self, env: labmod.LabEnv, steered, baseline):
         self.env, self.steered, self.baseline = env, steered, baseline
-        self.scenario: Optional[labmod.Scenario] = None
+        self.scenario: Optional[scenmod.Scenario] = None
         self.t0 = 0.0
         self.steps: list[tuple[float, str]] = []
 
-    def begin(self, scenario: labmod.Scenario) -> None:
+    def begin(self, scenario: scenmod.Scenario) -> None:
         self.scenario, self.t0, self.steps = scenario, time.monotonic(), []
 
-    def on_step(self, step: labmod.Step, at: float) -> None:
+    def on_step(self, step: scenmod.Step, at: float) -> None:
         self.steps.append((at, step.describe()))
 
     def switches(self, since: Optional[float] = None) -> list:
@@ -165,7 +166,7 @@ class View:
 
 # -- the run ---------------------------------------------------------------------------
 
-def scenario_result(rec: Recorder, scenario: labmod.Scenario, t0: float,
+def scenario_result(rec: Recorder, scenario: scenmod.Scenario, t0: float,
                     until: float) -> dict:
     a = rec.steered.stats(t0, until)
     b = rec.baseline.stats(t0, until)
@@ -183,9 +184,10 @@ def run_demo(scenarios=DEFAULT_SCENARIOS, *, rate: float = DEFAULT_RATE, tunnels
              settle_timeout: float = 60.0) -> dict:
     """Bring the lab up, play `scenarios` under traffic, tear everything down;
     returns the summary (see scenario_result)."""
-    from argoctl.bench_loop import ORIGIN, kernel_label
-    from argoctl.labtraffic import RequestClient
-    loaded = [labmod.load_scenario(s) for s in scenarios]      # bad names fail before set-up
+    from argoctl.lab.loop import ORIGIN
+    from argoctl.lab.vm import kernel_label
+    from argoctl.lab.traffic import RequestClient
+    loaded = [scenmod.load_scenario(s) for s in scenarios]      # bad names fail before set-up
     live = sys.stderr.isatty() if live is None else live
     env = labmod.LabEnv(prefix or f"{labmod.DEMO_PREFIX}{os.getpid()}", tunnels=tunnels)
     clients = []
@@ -261,7 +263,7 @@ def summary_table(summary: dict):
 def in_vm_or_here(argv: list[str]) -> Optional[int]:
     """On a kernel without GRE/WireGuard/netem, run `argoctl ARGV` in the
     distribution-kernel VM and return its exit code; None: run here."""
-    from argoctl import vm
+    from argoctl.lab import vm
     if os.environ.get("ARGOCTL_IN_VM") or not vm.use_vm():
         return None
     missing = ", ".join(vm.missing_features()) or "(ARGOCTL_VM=always)"
@@ -296,7 +298,7 @@ def demo_options(f):
         click.option("--scenario", "scenarios", multiple=True,
                      help=f"Scenario name or file (repeatable; default: "
                           f"{', '.join(DEFAULT_SCENARIOS)}). Shipped: "
-                          f"{', '.join(labmod.scenario_names())}."),
+                          f"{', '.join(scenmod.scenario_names())}."),
         click.option("--rate", type=click.FloatRange(min=1, max=500), default=DEFAULT_RATE,
                      show_default=True, help="Requests per second per client."),
         click.option("--json", "as_json", is_flag=True,

@@ -73,7 +73,7 @@ def measure(dests: int, paths: int, rounds: int, interval_ms: int, seed: int = 1
 @click.option("--json", "as_json", is_flag=True, help="JSON lines (the only output format).")
 def engine_bench(dests: int, paths: int, rounds: int, interval_ms: int, as_json: bool) -> None:
     """CPU of estimators + decisions for DESTINATIONS x PATHS at INTERVAL."""
-    from argoctl.bench import emit
+    from argoctl.bench.report import emit
 
     emit(measure(dests, paths, rounds, interval_ms))
 
@@ -87,7 +87,7 @@ def measure_state(dests: int, paths: int, rounds: int, interval_ms: int, seed: i
     import tempfile
 
     from argoctl import mac
-    from argoctl.bench_loop import control_config
+    from argoctl.bench.control import control_config
     from argoctl.daemon import STATE_REFRESH_S, Daemon, Options, initial_weights, write_state_text
     from argoctl.engine import Engine
 
@@ -140,6 +140,6 @@ def measure_state(dests: int, paths: int, rounds: int, interval_ms: int, seed: i
 @click.option("--json", "as_json", is_flag=True, help="JSON lines (the only output format).")
 def state_bench(dests: int, paths: int, rounds: int, interval_ms: int, as_json: bool) -> None:
     """CPU of one state.json write (build + encode + rename) for DESTINATIONS x PATHS."""
-    from argoctl.bench import emit
+    from argoctl.bench.report import emit
 
     emit(measure_state(dests, paths, rounds, interval_ms))

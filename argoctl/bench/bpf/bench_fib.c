@@ -4,7 +4,7 @@
 #include <uapi/linux/bpf.h>
 #include <uapi/linux/pkt_cls.h>
 
-#include "include/parse.h"
+#include "../../bpf/include/parse.h"
 
 #define AF_INET_ 2
 #define AF_INET6_ 10

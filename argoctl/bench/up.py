@@ -2,7 +2,7 @@
 then the no-op re-apply, with the number of writes of each (one JSON line each).
 
 Needs GRE or WireGuard in the kernel (GRE preferred); on a host without them, run it
-under the distribution kernel: `python -m argoctl.vm -- .venv/bin/argoctl bench up`.
+under the distribution kernel: `python -m argoctl.lab.vm -- .venv/bin/argoctl bench up`.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def run(peers: int, prefixes: int, kind: str | None) -> list[dict]:
         if not usable:
             raise click.ClickException(
                 f"this kernel has no {' or '.join(kinds)}: run the bench under the "
-                "distribution kernel (python -m argoctl.vm -- .venv/bin/argoctl bench up)")
+                "distribution kernel (python -m argoctl.lab.vm -- .venv/bin/argoctl bench up)")
         kind = usable[0]
         with tempfile.TemporaryDirectory(prefix="argoctl-bench-") as tmp:
             keyfile = os.path.join(tmp, "bench.key")
@@ -110,6 +110,6 @@ def run(peers: int, prefixes: int, kind: str | None) -> list[dict]:
 @click.option("--json", "as_json", is_flag=True, help="JSON lines (the default output anyway)")
 def bench_up(peers: int, prefixes: int, tunnel: str | None, as_json: bool) -> None:
     """Time `up` (and the no-op re-apply) for PEERS tunnels and PREFIXES destination prefixes."""
-    from argoctl.bench import emit
+    from argoctl.bench.report import emit
     for record in run(peers, prefixes, tunnel):
         emit(record)

@@ -1,159 +1,24 @@
-"""Per-host configuration: the TOML file -> validated, immutable model.
-
-The model below is the contract every other module reads (plan, datapath,
-engine, lab). The loader turns a file into it or raises ConfigError with every
-problem found, each with file:line and a hint.
-"""
+"""The loader: TOML file -> validated Config, or ConfigError with every problem
+(file:line, hint). One pass over the tomllib document collects every problem."""
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
 import os
 import re
 import tomllib
-from dataclasses import dataclass, field, fields
-from typing import Any, Literal, Optional, Union
+from dataclasses import fields
+from typing import Any, Optional
 
 from argoctl import keys, mac, names
 from argoctl.tomlpos import Locator
 
-IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
-IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
-
-TunnelKind = Literal["gre", "wireguard"]
-ProbeKind = Literal["udp", "icmp", "tcp"]
-
-DIRECT = "direct"
-
-
-@dataclass(frozen=True)
-class Node:
-    name: str
-    address: IPAddress                 # underlay address tunnels are sourced from
-    tunnel_address: IPAddress          # overlay address put on every tunnel device
-    steer_interfaces: tuple[str, ...] = ()   # LAN-facing interfaces whose ingress is steered
-    private_key_file: Optional[str] = None   # WireGuard private key (0600), if any WG peer
-    relay: bool = True                 # forward traffic that arrives through tunnels
-
-
-@dataclass(frozen=True)
-class Peer:
-    name: str
-    id: int                            # path id 1..254: table/rule/mark derive from it
-    address: IPAddress                 # peer's underlay address
-    tunnel: TunnelKind
-    tunnel_address: IPAddress          # peer's overlay address (the far end of the tunnel)
-    public_key: Optional[str] = None   # WireGuard: peer's public key (base64)
-    port: Optional[int] = None         # WireGuard: UDP port the peer listens on for us
-    listen_port: Optional[int] = None  # WireGuard: our UDP port for this peer
-    gre_key: Optional[int] = None      # GRE: optional key (both ends must agree)
-    mtu: Optional[int] = None          # override the computed tunnel MTU
-
-
-@dataclass(frozen=True)
-class Probe:
-    kind: ProbeKind
-    target: IPAddress
-    port: Optional[int] = None         # udp: responder port; tcp: port to SYN
-
-
-@dataclass(frozen=True)
-class Destination:
-    name: str
-    id: int                            # 1-based, config order: the datapath's dest id
-    prefixes: tuple[IPNetwork, ...]
-    paths: tuple[str, ...]             # "direct" and/or peer names, in preference order
-    probe: Optional[Probe] = None
-    weights: Optional[tuple[int, ...]] = None  # static split until the loop decides
-
-
-@dataclass(frozen=True)
-class Routing:
-    table_base: int = names.DEFAULT_TABLE_BASE
-    rule_priority_base: int = names.DEFAULT_RULE_PRIORITY_BASE
-    fwmark_mask: int = names.DEFAULT_FWMARK_MASK
-
-    def table(self, path_id: int) -> int:
-        return 254 if path_id == names.DIRECT_PATH_ID else self.table_base + path_id
-
-    def priority(self, path_id: int) -> int:
-        return self.rule_priority_base + path_id
-
-    def mark(self, path_id: int) -> int:
-        return names.path_mark(path_id, self.fwmark_mask)
-
-
-@dataclass(frozen=True)
-class Policy:
-    probe_interval_ms: int = 1000      # active probe interval per (destination, path)
-    probe_jitter: float = 0.1          # +- fraction of the interval
-    probe_timeout_ms: int = 1000
-    detect_multiplier: int = 3         # BFD-like: down after this many missed intervals
-    recover_probes: int = 5            # consecutive successes before suspect/down -> up
-    hold_down_s: float = 30.0          # after a path fails, it may not be chosen again for this long
-    switch_relative: float = 0.10      # a candidate must be this fraction better ...
-    switch_absolute_ms: float = 5.0    # ... and this many ms better (raw and smoothed)
-    loss_window: int = 20              # probes in the loss window
-    rtt_alpha: float = 0.125           # EWMA weight for smoothed RTT (RFC 6298)
-    split: bool = False                # weighted split across near-equal paths
-    responder_key_file: Optional[str] = None  # shared key for UDP probe MACs
-    metrics_listen: str = "127.0.0.1:9474"
-
-
-@dataclass(frozen=True)
-class Config:
-    path: str                          # file it came from (for messages)
-    node: Node
-    peers: tuple[Peer, ...]
-    destinations: tuple[Destination, ...]
-    routing: Routing = field(default_factory=Routing)
-    policy: Policy = field(default_factory=Policy)
-
-    def peer(self, name: str) -> Peer:
-        for p in self.peers:
-            if p.name == name:
-                return p
-        raise KeyError(name)
-
-    def path_id(self, path_name: str) -> int:
-        return names.DIRECT_PATH_ID if path_name == DIRECT else self.peer(path_name).id
-
-    def measurement(self, dest: "Destination", path: str) -> tuple:
-        """What measuring `path` for `dest` observes. Destinations that probe the
-        same target the same way measure the same thing on a path, so they share
-        one probe stream and one estimator (a thousand prefixes behind one
-        origin cost one probe per path, not a thousand; babeld measures per
-        neighbour, not per route). Without a probe a path is its own."""
-        if dest.probe is None:
-            return ("dest", dest.name, path)
-        return ("probe", path, dest.probe)
-
-    def summary(self) -> str:
-        """One line for `argoctl validate` (no key material)."""
-        n_prefixes = sum(len(d.prefixes) for d in self.destinations)
-        return (f"{self.path}: ok: node {self.node.name}, {len(self.peers)} peers, "
-                f"{len(self.destinations)} destinations, {n_prefixes} prefixes")
-
-
-class ConfigError(Exception):
-    """Every problem found in a config file; str() lists them as file:line: message (hint)."""
-
-    def __init__(self, problems: list["Problem"]):
-        self.problems = problems
-        super().__init__("\n".join(str(p) for p in problems))
-
-
-@dataclass(frozen=True)
-class Problem:
-    file: str
-    line: int
-    message: str
-    hint: str = ""
-
-    def __str__(self) -> str:
-        s = f"{self.file}:{self.line}: {self.message}"
-        return f"{s} (hint: {self.hint})" if self.hint else s
+from argoctl.config.model import *  # noqa: F401,F403
+from argoctl.config.model import IPAddress, IPNetwork
+from argoctl.config.rules import *  # noqa: F401,F403
+from argoctl.config.rules import (_DEST_KEYS, _KIND_NAMES, _NAME_RE, _NODE_KEYS, _PEER_KEYS, _POLICY_RULES,
+                                   _PROBE_KEYS, _TABLES, _WG_KEYS, Path, _describe, _did_you_mean, _ifname_problem,
+                                   _is_kind, _label, _listen_problem, _overlapping, _syntax_problem, _where)
 
 
 def load(path: str) -> Config:
@@ -167,125 +32,6 @@ def load(path: str) -> Config:
         raise ConfigError([Problem(path, 1, f"cannot read config file: {e.strerror}")]) from None
     return check(path, data)
 
-
-# ---------------------------------------------------------------------------
-# Validation. One pass over the tomllib document collects every problem; the
-# model is returned only when there is none. Paths like ("peer", 1, "address")
-# name a value both for messages and for the line locator.
-
-_NAME_RE = re.compile(r"[a-z0-9][a-z0-9-]*\Z")
-MAX_DESTINATION_NAME = 63
-MAX_PATHS = 8                     # pathset entries per destination in the datapath
-MAX_WEIGHT = 65535
-MTU_RANGE = (1280, 65535)         # 1280: the IPv6 minimum, so both families fit
-PORT_RANGE = (1, 65535)
-GRE_KEY_RANGE = (0, 2**32 - 1)
-MAX_TABLE = 2**32 - 1
-MAIN_RULE_PRIORITY = 32766        # the kernel's default "from all lookup main"
-TUNNEL_KINDS = ("gre", "wireguard")
-PROBE_KINDS = ("udp", "icmp", "tcp")
-
-_TABLES = {"node": "table", "peer": "array", "destination": "array",
-           "routing": "table", "policy": "table"}
-_NODE_KEYS = ("name", "address", "tunnel_address", "steer_interfaces",
-              "private_key_file", "relay")
-_PEER_KEYS = ("name", "id", "address", "tunnel", "tunnel_address", "gre_key", "mtu",
-              "public_key", "port", "listen_port")
-_WG_KEYS = ("public_key", "port", "listen_port")
-_DEST_KEYS = ("name", "prefixes", "paths", "weights", "probe")
-_PROBE_KEYS = ("kind", "target", "port")
-
-# Policy: kind, lower bound, upper bound, lower bound exclusive. Every field of
-# Policy must be here (a unit test holds this in step with the dataclass).
-_POLICY_RULES: dict[str, tuple] = {
-    "probe_interval_ms": ("int", 10, 3_600_000, False),
-    "probe_jitter": ("float", 0.0, 0.5, False),
-    "probe_timeout_ms": ("int", 1, 3_600_000, False),
-    "detect_multiplier": ("int", 1, 255, False),
-    "recover_probes": ("int", 1, 1000, False),
-    "hold_down_s": ("float", 0.0, 86400.0, False),
-    "switch_relative": ("float", 0.0, 1.0, False),
-    "switch_absolute_ms": ("float", 0.0, 60000.0, False),
-    "loss_window": ("int", 1, 1000, False),
-    "rtt_alpha": ("float", 0.0, 1.0, True),
-    "split": ("bool",),
-    "responder_key_file": ("str",),
-    "metrics_listen": ("str",),
-}
-
-_KIND_NAMES = {"str": "a string", "int": "an integer", "float": "a number",
-               "bool": "true or false", "list": "an array", "table": "a table"}
-
-_TOML_POSITION = re.compile(r"\s*\((?:at line (\d+), column \d+|at end of document)\)\s*$")
-
-Path = tuple
-
-
-def _is_kind(v: Any, kind: str) -> bool:
-    if kind == "bool":
-        return isinstance(v, bool)
-    if isinstance(v, bool):
-        return False
-    return isinstance(v, {"str": str, "int": int, "float": (int, float),
-                          "list": list, "table": dict}[kind])
-
-
-def _describe(v: Any) -> str:
-    """A value for a message; never echoes a string that could be a key."""
-    if isinstance(v, bool):
-        return f"boolean {str(v).lower()}"
-    if isinstance(v, (int, float)):
-        return f"{type(v).__name__} {v}"
-    if isinstance(v, str):
-        return "a string" if len(v) >= 40 else f"string {v!r}"
-    if isinstance(v, list):
-        return "an array"
-    if isinstance(v, dict):
-        return "a table"
-    return type(v).__name__
-
-
-def _label(path: Path) -> str:
-    """("destination", 0, "weights", 1) -> "destination.weights[1]": the key as the
-    user wrote it (which [[table]] is told by the line number)."""
-    out = ".".join(p for p in path if isinstance(p, str))
-    return f"{out}[{path[-1]}]" if path and isinstance(path[-1], int) and len(path) > 2 else out
-
-
-def _where(path: Path) -> str:
-    """The table header a path lives under, as written in the file."""
-    if len(path) >= 2 and isinstance(path[1], int):
-        return f"[[{path[0]}]]" if len(path) == 2 else f"{_label(path)}"
-    return f"[{_label(path)}]"
-
-
-def _overlapping(net: IPNetwork, covers: dict, where) -> Optional[tuple]:
-    """The earlier prefix of one destination that `net` overlaps, else None (and `net`
-    is recorded). CIDR prefixes either nest or are disjoint, so `net` overlaps an earlier
-    one iff one is a supernet of the other: `covers` maps every supernet (and the prefix
-    itself) of each earlier prefix to it, which keeps 10,000 prefixes linear, not
-    quadratic."""
-    bits = net.max_prefixlen
-    addr = int(net.network_address)
-    key = (net.version, addr, net.prefixlen)
-    if key in covers:                     # net equals or covers an earlier prefix
-        return covers[key]
-    for plen in range(net.prefixlen):     # an earlier prefix covers net
-        mask = ((1 << plen) - 1) << (bits - plen)
-        hit = covers.get((net.version, addr & mask, plen))
-        if hit and hit[0].prefixlen == plen:
-            return hit
-    for plen in range(net.prefixlen + 1):
-        mask = ((1 << plen) - 1) << (bits - plen)
-        covers.setdefault((net.version, addr & mask, plen), (net, where))
-    return None
-
-
-def _did_you_mean(word: str, choices, what: str = "") -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    if close:
-        return f"did you mean {close[0]!r}?"
-    return f"{what or 'valid'}: {', '.join(choices)}" if choices else ""
 
 
 class _Checker:
@@ -821,47 +567,6 @@ class _Checker:
                 self.err(p + ("public_key",), "peer.public_key is this node's own public key",
                          "use the public key printed by `argoctl keygen` on the peer")
 
-
-def _ifname_problem(name: str) -> str:
-    if not name:
-        return "is empty"
-    if len(name) > names.IFNAMSIZ:
-        return f"is {len(name)} characters long, at most {names.IFNAMSIZ}"
-    if name in (".", "..") or re.search(r"[/:\s]", name):
-        return "is not a valid interface name"
-    return ""
-
-
-def _listen_problem(s: str) -> str:
-    host, sep, port = s.rpartition(":")
-    if not sep or not port.isdigit() or not 1 <= int(port) <= 65535:
-        return "needs a port 1..65535 after ':'"
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-        try:
-            if ipaddress.ip_address(host).version == 6:
-                return ""
-        except ValueError:
-            pass
-        return "has an invalid IPv6 address in brackets"
-    try:
-        if ipaddress.ip_address(host).version == 4:
-            return ""
-    except ValueError:
-        pass
-    return "needs an IPv4 address, or an IPv6 address in brackets"
-
-
-def _syntax_problem(file: str, e: tomllib.TOMLDecodeError, text: str) -> Problem:
-    msg = str(e)
-    m = _TOML_POSITION.search(msg)
-    line = int(m.group(1)) if m and m.group(1) else max(1, text.count("\n") + 1)
-    if m:
-        msg = msg[:m.start()]
-    hint = "TOML: strings in double quotes, tables as [name], each peer/destination as [[name]]"
-    if "overwrite" in msg or "declare" in msg:
-        hint = "this key or table is defined twice"
-    return Problem(file, line, f"TOML syntax error: {msg}", hint)
 
 
 def check(file: str, data: bytes) -> Config:

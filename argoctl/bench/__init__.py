@@ -1,0 +1,1 @@
+"""Benchmarks (`argoctl bench`): measure the agent; the agent never imports them."""

@@ -1,0 +1,23 @@
+"""`argoctl bench ...`: benchmarks that print one JSON object per line
+(argoctl/bench/report.py). Each subcommand lives beside its measurement code."""
+
+from __future__ import annotations
+
+import click
+
+from argoctl.bench.control import bench_control
+from argoctl.bench.datapath import bench_datapath, bench_datapath_throughput
+from argoctl.bench.engine import engine_bench, state_bench
+from argoctl.bench.failover import bench_failover
+from argoctl.bench.probes import probes_bench
+from argoctl.bench.up import bench_up
+
+
+@click.group("bench")
+def bench() -> None:
+    """Benchmarks; each prints one JSON object per line."""
+
+
+for _command in (bench_up, probes_bench, bench_datapath, bench_datapath_throughput,
+                 engine_bench, state_bench, bench_failover, bench_control):
+    bench.add_command(_command)

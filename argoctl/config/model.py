@@ -1,0 +1,151 @@
+"""Per-host configuration: the TOML file -> validated, immutable model.
+
+The model below is the contract every other module reads (plan, datapath,
+engine, lab). The loader turns a file into it or raises ConfigError with every
+problem found, each with file:line and a hint.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Literal, Optional, Union
+
+from argoctl import names
+
+IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+
+TunnelKind = Literal["gre", "wireguard"]
+ProbeKind = Literal["udp", "icmp", "tcp"]
+
+DIRECT = "direct"
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+    address: IPAddress                 # underlay address tunnels are sourced from
+    tunnel_address: IPAddress          # overlay address put on every tunnel device
+    steer_interfaces: tuple[str, ...] = ()   # LAN-facing interfaces whose ingress is steered
+    private_key_file: Optional[str] = None   # WireGuard private key (0600), if any WG peer
+    relay: bool = True                 # forward traffic that arrives through tunnels
+
+
+@dataclass(frozen=True)
+class Peer:
+    name: str
+    id: int                            # path id 1..254: table/rule/mark derive from it
+    address: IPAddress                 # peer's underlay address
+    tunnel: TunnelKind
+    tunnel_address: IPAddress          # peer's overlay address (the far end of the tunnel)
+    public_key: Optional[str] = None   # WireGuard: peer's public key (base64)
+    port: Optional[int] = None         # WireGuard: UDP port the peer listens on for us
+    listen_port: Optional[int] = None  # WireGuard: our UDP port for this peer
+    gre_key: Optional[int] = None      # GRE: optional key (both ends must agree)
+    mtu: Optional[int] = None          # override the computed tunnel MTU
+
+
+@dataclass(frozen=True)
+class Probe:
+    kind: ProbeKind
+    target: IPAddress
+    port: Optional[int] = None         # udp: responder port; tcp: port to SYN
+
+
+@dataclass(frozen=True)
+class Destination:
+    name: str
+    id: int                            # 1-based, config order: the datapath's dest id
+    prefixes: tuple[IPNetwork, ...]
+    paths: tuple[str, ...]             # "direct" and/or peer names, in preference order
+    probe: Optional[Probe] = None
+    weights: Optional[tuple[int, ...]] = None  # static split until the loop decides
+
+
+@dataclass(frozen=True)
+class Routing:
+    table_base: int = names.DEFAULT_TABLE_BASE
+    rule_priority_base: int = names.DEFAULT_RULE_PRIORITY_BASE
+    fwmark_mask: int = names.DEFAULT_FWMARK_MASK
+
+    def table(self, path_id: int) -> int:
+        return 254 if path_id == names.DIRECT_PATH_ID else self.table_base + path_id
+
+    def priority(self, path_id: int) -> int:
+        return self.rule_priority_base + path_id
+
+    def mark(self, path_id: int) -> int:
+        return names.path_mark(path_id, self.fwmark_mask)
+
+
+@dataclass(frozen=True)
+class Policy:
+    probe_interval_ms: int = 1000      # active probe interval per (destination, path)
+    probe_jitter: float = 0.1          # +- fraction of the interval
+    probe_timeout_ms: int = 1000
+    detect_multiplier: int = 3         # BFD-like: down after this many missed intervals
+    recover_probes: int = 5            # consecutive successes before suspect/down -> up
+    hold_down_s: float = 30.0          # after a path fails, it may not be chosen again for this long
+    switch_relative: float = 0.10      # a candidate must be this fraction better ...
+    switch_absolute_ms: float = 5.0    # ... and this many ms better (raw and smoothed)
+    loss_window: int = 20              # probes in the loss window
+    rtt_alpha: float = 0.125           # EWMA weight for smoothed RTT (RFC 6298)
+    split: bool = False                # weighted split across near-equal paths
+    responder_key_file: Optional[str] = None  # shared key for UDP probe MACs
+    metrics_listen: str = "127.0.0.1:9474"
+
+
+@dataclass(frozen=True)
+class Config:
+    path: str                          # file it came from (for messages)
+    node: Node
+    peers: tuple[Peer, ...]
+    destinations: tuple[Destination, ...]
+    routing: Routing = field(default_factory=Routing)
+    policy: Policy = field(default_factory=Policy)
+
+    def peer(self, name: str) -> Peer:
+        for p in self.peers:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+    def path_id(self, path_name: str) -> int:
+        return names.DIRECT_PATH_ID if path_name == DIRECT else self.peer(path_name).id
+
+    def measurement(self, dest: "Destination", path: str) -> tuple:
+        """What measuring `path` for `dest` observes. Destinations that probe the
+        same target the same way measure the same thing on a path, so they share
+        one probe stream and one estimator (a thousand prefixes behind one
+        origin cost one probe per path, not a thousand; babeld measures per
+        neighbour, not per route). Without a probe a path is its own."""
+        if dest.probe is None:
+            return ("dest", dest.name, path)
+        return ("probe", path, dest.probe)
+
+    def summary(self) -> str:
+        """One line for `argoctl validate` (no key material)."""
+        n_prefixes = sum(len(d.prefixes) for d in self.destinations)
+        return (f"{self.path}: ok: node {self.node.name}, {len(self.peers)} peers, "
+                f"{len(self.destinations)} destinations, {n_prefixes} prefixes")
+
+
+class ConfigError(Exception):
+    """Every problem found in a config file; str() lists them as file:line: message (hint)."""
+
+    def __init__(self, problems: list["Problem"]):
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+@dataclass(frozen=True)
+class Problem:
+    file: str
+    line: int
+    message: str
+    hint: str = ""
+
+    def __str__(self) -> str:
+        s = f"{self.file}:{self.line}: {self.message}"
+        return f"{s} (hint: {self.hint})" if self.hint else s

@@ -1,0 +1,177 @@
+"""What a valid config is: limits, key lists, per-field rules, message helpers."""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import re
+import tomllib
+from typing import Any, Optional
+
+from argoctl import names
+
+from argoctl.config.model import *  # noqa: F401, F403
+from argoctl.config.model import IPNetwork, Problem
+
+# ---------------------------------------------------------------------------
+# Validation. One pass over the tomllib document collects every problem; the
+# model is returned only when there is none. Paths like ("peer", 1, "address")
+# name a value both for messages and for the line locator.
+
+_NAME_RE = re.compile(r"[a-z0-9][a-z0-9-]*\Z")
+MAX_DESTINATION_NAME = 63
+MAX_PATHS = 8                     # pathset entries per destination in the datapath
+MAX_WEIGHT = 65535
+MTU_RANGE = (1280, 65535)         # 1280: the IPv6 minimum, so both families fit
+PORT_RANGE = (1, 65535)
+GRE_KEY_RANGE = (0, 2**32 - 1)
+MAX_TABLE = 2**32 - 1
+MAIN_RULE_PRIORITY = 32766        # the kernel's default "from all lookup main"
+TUNNEL_KINDS = ("gre", "wireguard")
+PROBE_KINDS = ("udp", "icmp", "tcp")
+
+_TABLES = {"node": "table", "peer": "array", "destination": "array",
+           "routing": "table", "policy": "table"}
+_NODE_KEYS = ("name", "address", "tunnel_address", "steer_interfaces",
+              "private_key_file", "relay")
+_PEER_KEYS = ("name", "id", "address", "tunnel", "tunnel_address", "gre_key", "mtu",
+              "public_key", "port", "listen_port")
+_WG_KEYS = ("public_key", "port", "listen_port")
+_DEST_KEYS = ("name", "prefixes", "paths", "weights", "probe")
+_PROBE_KEYS = ("kind", "target", "port")
+
+# Policy: kind, lower bound, upper bound, lower bound exclusive. Every field of
+# Policy must be here (a unit test holds this in step with the dataclass).
+_POLICY_RULES: dict[str, tuple] = {
+    "probe_interval_ms": ("int", 10, 3_600_000, False),
+    "probe_jitter": ("float", 0.0, 0.5, False),
+    "probe_timeout_ms": ("int", 1, 3_600_000, False),
+    "detect_multiplier": ("int", 1, 255, False),
+    "recover_probes": ("int", 1, 1000, False),
+    "hold_down_s": ("float", 0.0, 86400.0, False),
+    "switch_relative": ("float", 0.0, 1.0, False),
+    "switch_absolute_ms": ("float", 0.0, 60000.0, False),
+    "loss_window": ("int", 1, 1000, False),
+    "rtt_alpha": ("float", 0.0, 1.0, True),
+    "split": ("bool",),
+    "responder_key_file": ("str",),
+    "metrics_listen": ("str",),
+}
+
+_KIND_NAMES = {"str": "a string", "int": "an integer", "float": "a number",
+               "bool": "true or false", "list": "an array", "table": "a table"}
+
+_TOML_POSITION = re.compile(r"\s*\((?:at line (\d+), column \d+|at end of document)\)\s*$")
+
+Path = tuple
+
+
+def _is_kind(v: Any, kind: str) -> bool:
+    if kind == "bool":
+        return isinstance(v, bool)
+    if isinstance(v, bool):
+        return False
+    return isinstance(v, {"str": str, "int": int, "float": (int, float),
+                          "list": list, "table": dict}[kind])
+
+
+def _describe(v: Any) -> str:
+    """A value for a message; never echoes a string that could be a key."""
+    if isinstance(v, bool):
+        return f"boolean {str(v).lower()}"
+    if isinstance(v, (int, float)):
+        return f"{type(v).__name__} {v}"
+    if isinstance(v, str):
+        return "a string" if len(v) >= 40 else f"string {v!r}"
+    if isinstance(v, list):
+        return "an array"
+    if isinstance(v, dict):
+        return "a table"
+    return type(v).__name__
+
+
+def _label(path: Path) -> str:
+    """("destination", 0, "weights", 1) -> "destination.weights[1]": the key as the
+    user wrote it (which [[table]] is told by the line number)."""
+    out = ".".join(p for p in path if isinstance(p, str))
+    return f"{out}[{path[-1]}]" if path and isinstance(path[-1], int) and len(path) > 2 else out
+
+
+def _where(path: Path) -> str:
+    """The table header a path lives under, as written in the file."""
+    if len(path) >= 2 and isinstance(path[1], int):
+        return f"[[{path[0]}]]" if len(path) == 2 else f"{_label(path)}"
+    return f"[{_label(path)}]"
+
+
+def _overlapping(net: IPNetwork, covers: dict, where) -> Optional[tuple]:
+    """The earlier prefix of one destination that `net` overlaps, else None (and `net`
+    is recorded). CIDR prefixes either nest or are disjoint, so `net` overlaps an earlier
+    one iff one is a supernet of the other: `covers` maps every supernet (and the prefix
+    itself) of each earlier prefix to it, which keeps 10,000 prefixes linear, not
+    quadratic."""
+    bits = net.max_prefixlen
+    addr = int(net.network_address)
+    key = (net.version, addr, net.prefixlen)
+    if key in covers:                     # net equals or covers an earlier prefix
+        return covers[key]
+    for plen in range(net.prefixlen):     # an earlier prefix covers net
+        mask = ((1 << plen) - 1) << (bits - plen)
+        hit = covers.get((net.version, addr & mask, plen))
+        if hit and hit[0].prefixlen == plen:
+            return hit
+    for plen in range(net.prefixlen + 1):
+        mask = ((1 << plen) - 1) << (bits - plen)
+        covers.setdefault((net.version, addr & mask, plen), (net, where))
+    return None
+
+
+def _did_you_mean(word: str, choices, what: str = "") -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    if close:
+        return f"did you mean {close[0]!r}?"
+    return f"{what or 'valid'}: {', '.join(choices)}" if choices else ""
+
+
+def _ifname_problem(name: str) -> str:
+    if not name:
+        return "is empty"
+    if len(name) > names.IFNAMSIZ:
+        return f"is {len(name)} characters long, at most {names.IFNAMSIZ}"
+    if name in (".", "..") or re.search(r"[/:\s]", name):
+        return "is not a valid interface name"
+    return ""
+
+
+def _listen_problem(s: str) -> str:
+    host, sep, port = s.rpartition(":")
+    if not sep or not port.isdigit() or not 1 <= int(port) <= 65535:
+        return "needs a port 1..65535 after ':'"
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        try:
+            if ipaddress.ip_address(host).version == 6:
+                return ""
+        except ValueError:
+            pass
+        return "has an invalid IPv6 address in brackets"
+    try:
+        if ipaddress.ip_address(host).version == 4:
+            return ""
+    except ValueError:
+        pass
+    return "needs an IPv4 address, or an IPv6 address in brackets"
+
+
+def _syntax_problem(file: str, e: tomllib.TOMLDecodeError, text: str) -> Problem:
+    msg = str(e)
+    m = _TOML_POSITION.search(msg)
+    line = int(m.group(1)) if m and m.group(1) else max(1, text.count("\n") + 1)
+    if m:
+        msg = msg[:m.start()]
+    hint = "TOML: strings in double quotes, tables as [name], each peer/destination as [[name]]"
+    if "overwrite" in msg or "declare" in msg:
+        hint = "this key or table is defined twice"
+    return Problem(file, line, f"TOML syntax error: {msg}", hint)
+
+

@@ -1,0 +1,193 @@
+"""The standard lab, running (LabEnv), and playing a scenario on it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import tempfile
+import threading
+import time
+from typing import Optional
+
+import click
+
+from argoctl.lab import topo as netns_topo
+
+
+from argoctl.lab.scenario import Scenario, Step
+
+# -- the running lab (one process: the edge daemon is a thread) --------------------
+
+# `lab up`; `lab down` removes exactly argolab-* (tests use their own prefix)
+LAB_PREFIX = os.environ.get("ARGOCTL_LAB_PREFIX", "argolab")
+DEMO_PREFIX = "argodemo"      # one-shot runs (demo, scenario): argodemo<pid>-*
+LAB_STATE_DIR = "/run/argoctl-lab"
+BASELINE = "baseline"         # a second client whose traffic argoctl does not steer
+# The baseline client's link: inside the client LAN's /25, which origin and the
+# relays already route to edge, and more specific than edge's /25 on to-client.
+BASELINE_SUBNET = "198.51.100.120/30"
+# Failover in about a second even in a busy TCG VM (a probe interval much
+# shorter turns a starved VM's late replies into false failures), quick
+# recovery so scenarios can follow each other.
+POLICY = {"probe_interval_ms": 200, "detect_multiplier": 3, "probe_timeout_ms": 500,
+          "hold_down_s": 4.0, "recover_probes": 3, "metrics_listen": ""}
+# The lab's geography (one-way ms): a relay is a detour, so the direct path is
+# the fastest while healthy and argoctl returns to it after an incident.
+GEOGRAPHY = {("edge", "relay1"): 5.0, ("relay1", "origin"): 5.0,
+             ("edge", "relay2"): 8.0, ("relay2", "origin"): 8.0}
+
+
+class LabEnv:
+    """The standard lab, running: topology (+ the baseline client), relays `up`,
+    origin's responder, echo service and sink, edge's daemon in a thread.
+
+    tunnels: "gre" (real tunnels: needs GRE), "none" (fwmark routes to the
+    relays' links; the host kernel), "auto". Without netem the geography is
+    skipped and only blackholes work (nftables)."""
+
+    def __init__(self, prefix: str = LAB_PREFIX, tunnels: str = "auto",
+                 policy: Optional[dict] = None, directory: Optional[str] = None):
+        self.prefix, self.tunnels = prefix, tunnels
+        self.policy = dict(POLICY if policy is None else policy)
+        self._tmp = None if directory else tempfile.TemporaryDirectory(prefix="argoctl-lab-")
+        self.directory = directory or self._tmp.name
+        self.topo = None
+        self.loop = None
+        self.echo = None
+        self.netem = True
+        self._base: dict[tuple[str, str], float] = {}
+
+    def start(self) -> "LabEnv":
+        from argoctl.lab import loop
+        from argoctl.lab import traffic as labtraffic
+        from argoctl.lab import vm
+        from argoctl.lab.topo import Topology
+        missing = vm.missing_features()
+        if self.tunnels == "auto":
+            self.tunnels = "none" if "gre" in missing else "gre"
+        self.netem = "netem" not in missing
+        try:
+            t = self.topo = Topology.default(self.prefix)
+            base = t.add_host(BASELINE)
+            t.add_link(t["edge"], base, subnet=BASELINE_SUBNET)
+            t.add_route(base, "default", via=t["edge"])
+            t.start()
+            if self.netem:
+                for (a, b), ms in GEOGRAPHY.items():
+                    self._base[(a, b)] = ms
+                    t.link(a, b).impair(delay_ms=ms)
+            self.loop = loop.LoopLab(t, self.directory, self.policy, tunnels=self.tunnels)
+            self.loop.start()
+            self.echo = labtraffic.EchoServer(t["origin"], netns_topo.ORIGIN_SERVER[0])
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    @property
+    def daemon(self):
+        return self.loop.daemon if self.loop else None
+
+    def wait_settled(self, timeout: float = 30.0) -> bool:
+        """Until edge uses direct and every path is up (after start or an incident)."""
+        d = self.daemon
+        return self.loop.wait_for(lambda: d.choices().get("origin") == "direct"
+                                  and not d._doubt, timeout, 0.1)
+
+    def impair(self, a: str, b: str, *, delay: float = 0, jitter: float = 0, loss: float = 0,
+               blackhole: bool = False, direction: str = "both") -> None:
+        self.topo.link(a, b).impair(delay_ms=delay, jitter_ms=jitter, loss_pct=loss, blackhole=blackhole,
+                    direction=direction)
+
+    def clear(self, a: str, b: str, direction: str = "both") -> None:
+        """Back to the lab's geography."""
+        base = self._base.get((a, b), self._base.get((b, a), 0.0))
+        if base:
+            self.topo.link(a, b).impair(delay_ms=base, direction=direction)
+        else:
+            self.topo.link(a, b).clear(direction)
+
+    def apply(self, step: Step) -> None:
+        if step.clear:
+            self.clear(step.a, step.b, step.direction)
+        else:
+            self.impair(step.a, step.b, delay=step.delay, jitter=step.jitter, loss=step.loss,
+                        blackhole=step.blackhole, direction=step.direction)
+
+    def clear_all(self) -> None:
+        for a, b in netns_topo.MESH_PAIRS:
+            self.clear(a, b)
+
+    def stop(self) -> None:
+        """Everything down; idempotent, and not interruptible by a second ^C."""
+        old = {s: signal.signal(s, _handler(None)) for s in (signal.SIGINT, signal.SIGTERM)} \
+            if threading.current_thread() is threading.main_thread() else {}
+        try:
+            for x in (self.echo, self.loop):
+                if x is not None:
+                    try:
+                        x.stop()
+                    except Exception as e:     # keep tearing down
+                        click.echo(f"argoctl lab: stopping {type(x).__name__}: {e}", err=True)
+            self.echo = self.loop = None
+            if self.topo is not None:
+                self.topo.stop()
+                self.topo = None
+            if self._tmp is not None:
+                self._tmp.cleanup()
+                self._tmp = None
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+
+
+def play(env: LabEnv, scenario: Scenario, stop: Optional[threading.Event] = None,
+         on_step=None, t0: Optional[float] = None) -> float:
+    """Apply the scenario's steps at their times (from t0, default now), then wait
+    out its duration and restore every link it touched. A step that takes long
+    to apply (a busy VM) delays the later ones as much, so every phase keeps its
+    length. Returns when the scenario ended (monotonic)."""
+    t0 = time.monotonic() if t0 is None else t0
+    stop = stop or threading.Event()
+    touched = set()
+    slip = 0.0
+    try:
+        for step in scenario.steps:
+            planned = t0 + step.at + slip
+            if stop.wait(max(0.0, planned - time.monotonic())):
+                return time.monotonic()
+            env.apply(step)
+            touched.add((step.a, step.b))
+            slip += max(0.0, time.monotonic() - planned)
+            if on_step:
+                on_step(step, time.monotonic() - t0)
+        stop.wait(max(0.0, t0 + scenario.duration + slip - time.monotonic()))
+        return time.monotonic()
+    finally:
+        for a, b in touched:
+            if env.topo is not None:
+                env.clear(a, b)
+
+
+def _handler(exc):
+    """A signal handler for this process that raises `exc` (None: ignores the
+    signal). A forked child (pyroute2 forks one per namespace socket and stops it
+    with SIGTERM) inherits the handler: there it exits at once, so the child
+    never unwinds a copy of our stack through our `finally` clauses."""
+    owner = os.getpid()
+
+    def handler(signum, frame):
+        if os.getpid() != owner:
+            os._exit(128 + signum)
+        if exc is not None:
+            raise exc
+    return handler
+
+
+def raise_on_sigterm() -> None:
+    """SIGTERM unwinds like ^C, so every `finally` tears its part down (and ^C
+    reaching forked helpers in our process group only ends them)."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _handler(KeyboardInterrupt))
+
+

@@ -1,0 +1,301 @@
+"""The measurement loop in the namespace lab: `argoctl bench failover` and
+`argoctl bench control`, and the kit the loop's tests share.
+
+Lab (argoctl/lab/topo.py, the standard lab): edge runs the daemon (in-process, a
+thread in edge's namespace) steering client -> origin over direct, relay1 or
+relay2; origin runs the responder and a UDP sink that notes, per datagram,
+the interface it arrived on (IP_PKTINFO): to-edge is the direct path,
+to-relay1 / to-relay2 the relays. Two ways to make the relay paths:
+
+- tunnels="gre": the real thing. `up` on relay1 and relay2 (GRE to edge,
+  masquerade), and the daemon runs `up` on edge. Needs GRE: the VM.
+- tunnels="none": the host kernel has no GRE, so edge's path N is a fwmark
+  rule and table routing everything to relay N's underlay link; the relay
+  forwards to origin, origin answers straight to edge. Same marks, same
+  datapath, same decisions; no tunnel.
+
+Everything runs in one process: each new Python process costs seconds in the VM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import struct
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from typing import Optional
+
+
+from argoctl import config as cfgmod
+from argoctl import mac
+from argoctl.lab import configs as labconfig
+
+ORIGIN = "203.0.113.10"
+RESPONDER_PORT = labconfig.RESPONDER_PORT
+CONTROL_PORT_BASE = 20000       # bench control: one responder port per distinct target
+SINK_PORT = 9000
+TCP_PORT = 9001
+IP_PKTINFO = 8
+_PKTINFO = struct.Struct("=I4s4s")
+_SEQ = struct.Struct("!Q")
+PATH_LINKS = {"direct": "to-edge", "relay1": "to-relay1", "relay2": "to-relay2"}
+
+
+# -- configs -----------------------------------------------------------------------
+
+def write_configs(directory: str, policy: dict, kind: str = "gre") -> dict[str, cfgmod.Config]:
+    """Lab configs (labconfig) with `policy` overrides on edge; loaded by the real loader."""
+    topo = replace(labconfig.default_topology("netns"), policy=tuple(policy.items()))
+    paths = labconfig.write_lab_configs(directory, topo, kind)
+    return {host: cfgmod.load(p) for host, p in paths.items()}
+
+
+def fake_paths(topo, cfg: cfgmod.Config) -> None:
+    """tunnels="none": edge's fwmark rules, each peer's table routing to that relay's
+    underlay link (peer "relayN" -> host relayN; other names cycle over the relays)."""
+    relays = ["relay1", "relay2"]
+    topo.fwmark_paths(cfg.routing, {
+        peer.id: peer.name if peer.name in relays else relays[i % len(relays)]
+        for i, peer in enumerate(cfg.peers)})
+
+
+# -- traffic -----------------------------------------------------------------------
+
+class _Thread:
+    def __init__(self):
+        self._halt = threading.Event()
+        self._t: Optional[threading.Thread] = None
+
+    def _start(self, target, name):
+        self._t = threading.Thread(target=target, name=name, daemon=True)
+        self._t.start()
+
+    def stop(self):
+        self._halt.set()
+        if self._t is not None:
+            self._t.join(10)
+
+
+class Sink(_Thread):
+    """UDP sink in `host`: per datagram (arrival time, seq, interface name)."""
+
+    def __init__(self, host, port: int = SINK_PORT):
+        super().__init__()
+        with host.ipr() as ipr:
+            self.ifnames = {l["index"]: l.get_attr("IFLA_IFNAME") for l in ipr.get_links()}
+        with host.inside():
+            self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+        self.sock.bind(("0.0.0.0", port))
+        self.sock.settimeout(0.2)
+        self.got: list[tuple[float, int, str]] = []
+        self._start(self._loop, "sink")
+
+    def _loop(self):
+        while not self._halt.is_set():
+            try:
+                data, anc, _, _ = self.sock.recvmsg(64, 64)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            now = time.monotonic()
+            ifname = "?"
+            for level, type_, cdata in anc:
+                if level == socket.IPPROTO_IP and type_ == IP_PKTINFO:
+                    ifname = self.ifnames.get(_PKTINFO.unpack_from(cdata)[0], "?")
+            if len(data) >= _SEQ.size:
+                self.got.append((now, _SEQ.unpack_from(data)[0], ifname))
+
+    def stop(self):
+        super().stop()
+        self.sock.close()
+
+    def by_link(self, since: float = 0.0) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for t, _, ifname in list(self.got):
+            if t >= since:
+                out[ifname] = out.get(ifname, 0) + 1
+        return out
+
+    def first_on(self, links, since: float) -> Optional[float]:
+        for t, _, ifname in list(self.got):
+            if t >= since and ifname in links:
+                return t
+        return None
+
+
+class Stream(_Thread):
+    """A constant-rate UDP stream from `host` (one flow: one source port)."""
+
+    def __init__(self, host, pps: float = 200, dst: str = ORIGIN, port: int = SINK_PORT):
+        super().__init__()
+        with host.inside():
+            self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.dst, self.pps = (dst, port), pps
+        self.sent: list[float] = []          # send time of seq i
+        self._start(self._loop, "stream")
+
+    def _loop(self):
+        gap = 1.0 / self.pps
+        nxt = time.monotonic()
+        seq = 0
+        pad = bytes(64)
+        while not self._halt.is_set():
+            now = time.monotonic()
+            if now < nxt:
+                time.sleep(min(nxt - now, 0.01))
+                continue
+            try:
+                self.sock.sendto(_SEQ.pack(seq) + pad, self.dst)
+            except OSError:
+                pass
+            self.sent.append(now)
+            seq += 1
+            nxt += gap
+            if nxt < now - 0.5:       # fell far behind (a slow VM): do not burst
+                nxt = now
+
+    def stop(self):
+        super().stop()
+        self.sock.close()
+
+
+class TcpServer(_Thread):
+    """Accepts connections in `host`, remembering each peer address (a relay
+    masquerades to its own: the peer says which path the connection took)."""
+
+    def __init__(self, host, port: int = TCP_PORT):
+        super().__init__()
+        with host.inside():
+            self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("0.0.0.0", port))
+        self.sock.listen(64)
+        self.sock.settimeout(0.2)
+        self.peers: list[str] = []
+        self._start(self._loop, "tcp")
+
+    def _loop(self):
+        while not self._halt.is_set():
+            try:
+                conn, peer = self.sock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            self.peers.append(peer[0])
+            conn.close()
+
+    def stop(self):
+        super().stop()
+        self.sock.close()
+
+
+def tcp_connect(host, dst: str = ORIGIN, port: int = TCP_PORT, timeout: float = 3.0) -> bool:
+    with host.inside():
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    with s:
+        s.settimeout(timeout)
+        try:
+            s.connect((dst, port))
+            return True
+        except OSError:
+            return False
+
+
+class ResponderThread(_Thread):
+    """`argoctl responder` in-process in `host` (its own event loop)."""
+
+    def __init__(self, host, key: mac.EchoKey, port: int = RESPONDER_PORT):
+        super().__init__()
+        from argoctl.responder import Responder
+        self.server = Responder(key, [("0.0.0.0", port)], rate=1e6, global_rate=1e6)
+        with host.inside():
+            self.server.bind()
+        self._ready = threading.Event()
+        self._start(self._run, "responder")
+        self._ready.wait(10)
+
+    def _run(self):
+        async def main():
+            self._loop = asyncio.get_running_loop()
+            self._ev = asyncio.Event()
+            self._ready.set()
+            await self.server.serve(self._ev)
+        asyncio.run(main())
+
+    def stop(self):
+        if self._t is not None and self._t.is_alive():
+            self._loop.call_soon_threadsafe(self._ev.set)
+            self._t.join(10)
+
+
+# -- the lab with a running daemon ---------------------------------------------------
+
+@dataclass
+class LoopLab:
+    """A started standard lab with relays, responder, sink and the edge daemon."""
+    topo: object
+    directory: str
+    policy: dict
+    tunnels: str = "gre"
+    cleanup: bool = True
+    configs: dict = field(default_factory=dict)
+    daemon: object = None
+    responder: object = None
+    sink: object = None
+    pin_dir: str = ""
+
+    def start(self, daemon: bool = True) -> "LoopLab":
+        from argoctl import apply
+        t = self.topo
+        self.configs = write_configs(self.directory, self.policy)
+        self.run_dir = os.path.join(self.directory, "run")
+        self.pin_dir = f"/sys/fs/bpf/argoctl-{t['edge'].netns}"
+        if self.tunnels == "gre":
+            for r in ("relay1", "relay2"):
+                apply.up(self.configs[r], ns=t[r].netns, run_dir=self.run_dir)
+        else:
+            fake_paths(t, self.configs["edge"])
+        key = mac.read_key(self.configs["edge"].policy.responder_key_file)
+        self.responder = ResponderThread(t["origin"], key)
+        self.sink = Sink(t["origin"])
+        if daemon:
+            self.start_daemon()
+        return self
+
+    def start_daemon(self, **kw):
+        from argoctl.daemon import Daemon, Options
+        kw = {"metrics_listen": "", "apply_config": self.tunnels == "gre", **kw}
+        opts = Options(ns=self.topo["edge"].netns, run_dir=self.run_dir, pin_dir=self.pin_dir,
+                       cgroup=None, **kw)
+        self.daemon = Daemon(self.configs["edge"], opts).start_thread()
+        return self.daemon
+
+    def wait_for(self, pred, timeout: float, step: float = 0.05) -> bool:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if pred():
+                return True
+            time.sleep(step)
+        return pred()
+
+    def choice(self, dest: str = "origin") -> str:
+        return self.daemon.choices()[dest]
+
+    def stop(self):
+        from argoctl import datapath
+        for x in (self.sink, self.responder):
+            if x is not None:
+                x.stop()
+        try:
+            if self.daemon is not None:
+                self.daemon.stop()      # (raises if the loop had failed)
+        finally:
+            if self.cleanup:
+                datapath.detach(self.pin_dir, netns=self.topo["edge"].netns, cgroup=None)

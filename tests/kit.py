@@ -1,0 +1,70 @@
+"""Helpers only tests use: find a probe's port, capture and forge probe replies.
+Fixtures live in tests/plugin.py."""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+import time
+from argoctl import mac
+
+
+# -- forged and replayed replies -------------------------------------------------------
+
+def probe_port(daemon, path: str) -> int:
+    """The local UDP port of the daemon's probe socket for `path` (IPv4)."""
+    mark = daemon.cfg.routing.mark(daemon.cfg.path_id(path))
+    return daemon.sched.channels[("udp", mark, socket.AF_INET)].sock.getsockname()[1]
+
+
+def capture_replies(host, ifname: str, port: int, seconds: float) -> list[bytes]:
+    """What an on-path eavesdropper sees: UDP payloads to `port` arriving on `ifname`."""
+    with host.inside():
+        s = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(0x0800))
+    out = []
+    with s:
+        s.bind((ifname, 0x0800))
+        s.settimeout(0.1)
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            try:
+                pkt = s.recv(2048)
+            except socket.timeout:
+                continue
+            ihl = (pkt[0] & 0x0F) * 4
+            if pkt[9] == socket.IPPROTO_UDP and struct.unpack("!H", pkt[ihl + 2:ihl + 4])[0] == port:
+                out.append(pkt[ihl + 8:])
+    return out
+
+
+def ip_udp(src: str, sport: int, dst: str, dport: int, payload: bytes) -> bytes:
+    """An IPv4/UDP datagram (UDP checksum 0: none) for a raw socket."""
+    udp = struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
+    return struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, socket.IPPROTO_UDP,
+                       0, socket.inet_aton(src), socket.inet_aton(dst)) + udp
+
+
+def spoof(host, payloads, src: str, sport: int, dst: str, dport: int,
+          pps: float = 500) -> int:
+    """Send `payloads` from `host` with a forged source address; returns how many."""
+    with host.inside():
+        raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    n = 0
+    with raw:
+        for p in payloads:
+            raw.sendto(ip_udp(src, sport, dst, dport, p), (dst, 0))
+            n += 1
+            time.sleep(1.0 / pps)
+    return n
+
+
+def forged_replies(captured: list[bytes], count: int) -> list[bytes]:
+    """Replies made without the key: a wrong key's MACs, captured ones with a flipped
+    bit, and garbage."""
+    evil = mac.EchoKey(b"not-the-key-".ljust(32, b"x"))
+    out = [evil.reply(mac.Echo(mac.REQUEST, s, time.monotonic_ns(), os.urandom(16), 0), 1)
+           for s in range(1, count + 1)]
+    out += [c[:30] + bytes([c[30] ^ 0xFF]) + c[31:] for c in captured]
+    out += [b"", b"x" * 64]
+    return out
