@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from argoctl import benchpeers, labpeers
-from argoctl import topo as netns_topo
+from argoctl.bench import peers as benchpeers
+from argoctl.lab import peers as labpeers
 from conftest import new_prefix
 
 

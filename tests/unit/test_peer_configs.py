@@ -1,5 +1,5 @@
-"""The peers' configs (argoctl/labpeers.py) and the bench's arithmetic
-(argoctl/benchpeers.py): BIRD's own parser checks every config it would run."""
+"""The peers' configs (argoctl/lab/peers.py) and the bench's arithmetic
+(argoctl/bench/peers.py): BIRD's own parser checks every config it would run."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import subprocess
 
 import pytest
 
-from argoctl import benchpeers, labpeers
-from argoctl import topo as netns_topo
+from argoctl.bench import peers as benchpeers
+from argoctl.lab import peers as labpeers
+from argoctl.lab import topo as netns_topo
 
 
 def test_tunnel_ends_mirror_each_other_and_stay_in_documentation_space():

@@ -36,7 +36,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 
-from argoctl import topo as netns_topo
+from argoctl.lab import topo as netns_topo
 
 SYSTEMS = ("babeld", "bird-bfd")
 SETTINGS = ("fast", "default")

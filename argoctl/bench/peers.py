@@ -1,10 +1,10 @@
 """`argoctl bench peers`: argoctl, babeld and BIRD's BFD in the same lab, same faults.
 
-Each (system, setting) gets a fresh standard lab (argoctl/topo.py) with the
+Each (system, setting) gets a fresh standard lab (argoctl/lab/topo.py) with the
 demo's geography (relay1 5 ms, relay2 8 ms each way per hop, direct 0 ms) and
 runs alone on it: argoctl as in the demo (edge daemon, relays `up`, GRE), or
-babeld / BIRD on every mesh node over a GRE mesh (argoctl/labpeers.py). The
-same traffic generator (argoctl/labtraffic.py: a request every 1/rate s from
+babeld / BIRD on every mesh node over a GRE mesh (argoctl/lab/peers.py). The
+same traffic generator (argoctl/lab/traffic.py: a request every 1/rate s from
 the client, each attempt a new flow, retried after 250 ms, failed after 2 s)
 then lives through the same scenarios, one after another, each from a steady
 state on the direct path.
@@ -26,21 +26,22 @@ switches     changes of the forward path between consecutive answered requests
 from __future__ import annotations
 
 import ctypes
-import json
 import os
 import socket
 import struct
 import sys
-import tempfile
 import threading
 import time
 from typing import Optional
 
 import click
 
-from argoctl import lab as labmod
-from argoctl import labpeers, labtraffic
-from argoctl import topo as netns_topo
+from argoctl.bench.report import emit
+from argoctl.lab import env as labmod
+from argoctl.lab import peers as labpeers
+from argoctl.lab import topo as netns_topo
+from argoctl.lab import traffic as labtraffic
+from argoctl.lab.scenario import Scenario, parse_scenario
 
 SYSTEMS = ("argoctl", *labpeers.SYSTEMS)
 SETTINGS = labpeers.SETTINGS
@@ -75,7 +76,7 @@ ROW_KEYS = ("system", "setting", "scenario", "failover_ms", "ok_pct", "median_ms
             "switches")
 UP_TIMEOUT_S = 90           # babeld's defaults (4 s hellos) take a while to route
 SETTLE_TIMEOUT_S = 75       # argoctl's default hold-down is 30 s
-_TAG = struct.Struct("!IQI")  # client id, request id (labtraffic's), attempt
+_TAG = labtraffic.MSG        # client id, request id, attempt
 
 
 def path_of(ifname: str) -> str:
@@ -83,63 +84,11 @@ def path_of(ifname: str) -> str:
     return next((r for r in labpeers.RELAYS if r in ifname), "direct")
 
 
-def scenario(name: str) -> labmod.Scenario:
-    return labmod.parse_scenario({"name": name, **SCENARIOS[name]}, f"<peers:{name}>")
+def scenario(name: str) -> Scenario:
+    return parse_scenario({"name": name, **SCENARIOS[name]}, f"<peers:{name}>")
 
 
-# -- traffic and where it went --------------------------------------------------------
-
-class TaggedClient(labtraffic.RequestClient):
-    """The lab's request client, each attempt tagged with its number (the echo
-    sends it back, so both ends can tell which attempt they saw)."""
-
-    def _send(self, sel, req, now):
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        s.setblocking(False)
-        try:
-            s.sendto(_TAG.pack(self.client_id, req.rid, req.attempts) + bytes(52), self.dst)
-        except OSError:
-            pass
-        sel.register(s, 1, req)       # selectors.EVENT_READ
-        req.attempts += 1
-        req.last_sent = now
-
-
-def _ifnames(host) -> dict[int, str]:
-    out = host.run(["ip", "-j", "link", "show"], check=True).stdout
-    return {l["ifindex"]: l["ifname"] for l in json.loads(out)}
-
-
-class PathEcho(labtraffic.EchoServer):
-    """origin's echo service, noting per datagram (time, rid, attempt, ifname)."""
-
-    def __init__(self, host, address: str):
-        self.host, self.seen = host, []
-        self.names = _ifnames(host)
-        super().__init__(host, address)
-
-    def _loop(self) -> None:
-        self.sock.setsockopt(socket.IPPROTO_IP, socket.IP_PKTINFO, 1)
-        while not self._halt.is_set():
-            try:
-                data, anc, _, peer = self.sock.recvmsg(2048, 64)
-                now = time.monotonic()
-                self.sock.sendto(data, peer)
-                self.answered += 1
-            except socket.timeout:
-                continue
-            except OSError:
-                if self._halt.is_set():
-                    return
-                continue
-            ifindex = next((struct.unpack_from("=I", c)[0] for lvl, typ, c in anc
-                            if lvl == socket.IPPROTO_IP and typ == socket.IP_PKTINFO), 0)
-            if ifindex not in self.names:
-                self.names = _ifnames(self.host)
-            if len(data) >= _TAG.size:
-                _, rid, att = _TAG.unpack_from(data)
-                self.seen.append((now, rid, att, self.names.get(ifindex, "?")))
-
+# -- where the traffic went --------------------------------------------------------
 
 class ReplyTap:
     """A packet socket on edge: (time, rid, attempt, ifname) of every echo reply
@@ -204,7 +153,7 @@ class PeersEnv(labmod.LabEnv):
         self.mesh = self.tap = self.client = None
 
     def start(self) -> "PeersEnv":
-        from argoctl.bench_loop import LoopLab
+        from argoctl.lab.loop import LoopLab
         try:
             t = self.topo = netns_topo.Topology.default(self.prefix)
             t.start()
@@ -217,7 +166,7 @@ class PeersEnv(labmod.LabEnv):
             else:
                 self.mesh = labpeers.PeerMesh(t, self.system, self.setting,
                                               self.directory).start()
-            self.echo = PathEcho(t[O], netns_topo.ORIGIN_SERVER[0])
+            self.echo = labtraffic.EchoServer(t[O], netns_topo.ORIGIN_SERVER[0], ingress=True)
             self.tap = ReplyTap(t[E])
         except BaseException:
             self.stop()
@@ -234,7 +183,7 @@ class PeersEnv(labmod.LabEnv):
         return self.mesh.routed()
 
     def start_traffic(self, rate: float) -> None:
-        self.client = TaggedClient(self.topo["client"], netns_topo.ORIGIN_SERVER[0],
+        self.client = labtraffic.RequestClient(self.topo["client"], netns_topo.ORIGIN_SERVER[0],
                                    rate=rate, client_id=7, deadline=DEADLINE_S)
 
     def stop(self) -> None:
@@ -411,8 +360,7 @@ def bench_peers(systems, settings, scenarios, rate, as_json) -> None:
     switches. One JSON object per (system, setting, scenario), then the target
     check; a table on stderr. Needs GRE and netem: runs in the VM if this
     kernel lacks them."""
-    from argoctl.bench import emit
-    from argoctl.demo import in_vm_or_here
+    from argoctl.lab.demo import in_vm_or_here
     argv = ["bench", "peers", *sum((["--system", s] for s in systems), []),
             *sum((["--setting", s] for s in settings), []),
             *sum((["--scenario", s] for s in scenarios), []), "--rate", str(rate)] \
