@@ -10,7 +10,7 @@ import pytest
 
 from argoctl.bench import peers as benchpeers
 from argoctl.lab import peers as labpeers
-from conftest import new_prefix
+from argoctl_fixtures import new_prefix
 
 
 @pytest.mark.parametrize("system", benchpeers.SYSTEMS)
