@@ -6,6 +6,8 @@ The full matrix is `make bench` (argoctl bench peers)."""
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from argoctl.bench import peers as benchpeers
@@ -15,7 +17,8 @@ from argoctl_fixtures import new_prefix
 
 @pytest.mark.parametrize("system", benchpeers.SYSTEMS)
 def test_system_comes_up_routes_and_fails_over(system):
-    rows = benchpeers.run_system(system, "fast", ["outage"], prefix=new_prefix())
+    rows = benchpeers.run_system(system, "fast", ["outage"], prefix=new_prefix(),
+                                 say=lambda m: print(m, file=sys.stderr, flush=True))
     [r] = rows
     assert r["settled_before"], r                  # it routed over direct first
     assert r["failover_ms"] is not None, r         # then delivered over a relay
