@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 ECHO_PORT = 9100
+IP_PKTINFO = 8                     # linux/in.h (the socket module has it from 3.12 only)
 # client id, request id, attempt: the echo returns all three, so both ends of a
 # path can tell which attempt of which request they saw (bench peers).
 MSG = struct.Struct("!IQI")
@@ -47,7 +48,7 @@ class EchoServer:
         self.seen: list[tuple[float, int, int, str]] = []
         self._ifnames: dict[int, str] = self._links() if ingress else {}
         if ingress:
-            self.sock.setsockopt(socket.IPPROTO_IP, socket.IP_PKTINFO, 1)
+            self.sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
         self._halt = threading.Event()
         self._t = threading.Thread(target=self._loop, name="echo", daemon=True)
         self._t.start()
@@ -71,7 +72,7 @@ class EchoServer:
 
     def _ifname(self, anc) -> str:
         index = next((struct.unpack_from("=I", data)[0] for level, kind, data in anc
-                      if level == socket.IPPROTO_IP and kind == socket.IP_PKTINFO), 0)
+                      if level == socket.IPPROTO_IP and kind == IP_PKTINFO), 0)
         if index not in self._ifnames:     # a link made since
             self._ifnames = self._links()
         return self._ifnames.get(index, "?")
