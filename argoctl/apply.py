@@ -253,7 +253,13 @@ def up(config: Config, ns: Optional[str] = None, dry_run: bool = False,
             # an `up` killed before it could alias a device it created left it here
             ctx.extra["interrupted"] = netlink.remove_interrupted(ctx.ipr, ctx.intents)
         if "links" in ctx.stages or "nft" in ctx.stages:
-            ctx.ops = plan.diff(_current(ctx), plan.desired(ctx.config, KernelEnv(ctx.ipr)))
+            current = _current(ctx)
+            from argoctl import foreign     # another user of our mark bits: refuse, name it
+            conflicts = foreign.mark_conflicts(ctx.ipr, ctx.config.routing, current)
+            if conflicts:
+                raise plan.PlanError(foreign.conflict_message(ctx.config.routing, conflicts))
+            ctx.ops = plan.diff(current, plan.desired(
+                ctx.config, KernelEnv(ctx.ipr, create_keys=not ctx.dry_run)))
         if ctx.dry_run:
             return
         done: list[Stage] = []

@@ -44,7 +44,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-from argoctl import home as homes, maps, netlink
+from argoctl import home as homes, keys, maps, netlink, service
 from argoctl.config import Config, choice_of  # noqa: F401  (re-exported)
 from argoctl.datapath import pathset  # noqa: F401  (re-exported)
 from argoctl.engine import Decision, Engine
@@ -146,6 +146,7 @@ class Daemon:
         self.lock = InstanceLock(self.state_dir)
         self.maps: Optional[maps.Maps] = None
         self.sched = None
+        self.fleet = None                        # argoctl.fleet.agent.FleetAgent with [fleet]
         self.exporter = None
         self.attach_result = None
         self.adopted: dict[str, bool] = {}
@@ -190,6 +191,8 @@ class Daemon:
                            cgroup=self.opts.cgroup, pathsets=self._adopt, lock=False)
             self.attach_result = ctx.attach
             self.maps = maps.Maps(self.home.pin_dir)
+            if self.cfg.fleet is not None:
+                self._fleet_setup()
         except BaseException:
             self.close()
             raise
@@ -202,6 +205,17 @@ class Daemon:
             "adopted_decisions": sorted(d for d, a in self.adopted.items() if a),
             "destinations": len(self.dests), "pid": os.getpid()}))
 
+    def _fleet_setup(self) -> None:
+        """Fleet mode's cell (nothing of it is imported without [fleet]); the bus
+        itself connects in serve(), and failing to connect is never fatal."""
+        from argoctl.fleet.agent import FleetAgent
+        from argoctl.keys import KeyFileError
+        try:
+            self.fleet = FleetAgent(self.cfg, self.engine, clock=self.clock)
+        except KeyFileError as e:
+            raise DaemonError(f"{self.cfg.path}: fleet.credentials_file: {e}") from None
+        self.engine.overlay = self.fleet.overlay
+
     def _read_key(self):
         if not any(d.probe and d.probe.kind == "udp" for d in self.cfg.destinations):
             return None
@@ -209,6 +223,18 @@ class Daemon:
         f = self.cfg.policy.responder_key_file
         if not f:
             raise DaemonError(f"{self.cfg.path}: udp probes need policy.responder_key_file")
+        if "\0" not in f and not os.path.lexists(f):   # validate noted it: run creates it
+            try:
+                mac.write_key(f)
+            except FileExistsError:
+                pass
+            except OSError as e:
+                raise DaemonError(keys.redact(f"cannot create probe key file {f}: "
+                                              f"{e.strerror}")) from None
+            else:
+                log.warning("created probe key file %s (mode 0600): copy it to the responders "
+                            "(argoctl responder --key-file); until then udp probes fail",
+                            keys.redact(f))
         return mac.read_key(f)
 
     def _adopt(self, m: maps.Maps) -> dict[int, list[maps.Path]]:
@@ -251,14 +277,22 @@ class Daemon:
             else lambda: int(self.clock() * 1e9))
         self._start_metrics()
         self.sched.start()
+        if self.fleet is not None:
+            self.fleet.attach(self.sched)
+            await self.fleet.start()
         if self.opts.freeze_heap:
             gc.collect()
             gc.freeze()
         self.ready.set()
+        # READY=1 after the first apply (setup) with the loop running; the loop
+        # itself pings the watchdog, so a hung loop is what systemd restarts.
+        service.notify("READY=1", f"STATUS=steering {len(self.dests)} destination(s)")
+        watchdog = service.Watchdog()
         next_round = self._loop.time()
         fast = self.interval / self.opts.fast_divisor
         try:
             while not self._stop.is_set():
+                watchdog.ping()
                 t = self._loop.time()
                 if t >= next_round:
                     self._round()
@@ -269,11 +303,15 @@ class Daemon:
                     self._decide_some(set(self._doubt))
                 self._maybe_write_state()
                 wait = min(next_round, t + fast) if self._fast_decisions() else next_round
+                if watchdog.interval is not None:     # a long probe interval still pings
+                    wait = min(wait, t + watchdog.interval / 2)
                 try:
                     await asyncio.wait_for(self._stop.wait(), max(0.0, wait - self._loop.time()))
                 except asyncio.TimeoutError:
                     pass
         finally:
+            if self.fleet is not None:
+                await self.fleet.stop()
             self.sched.stop()
             if self._pending_handle is not None:
                 self._pending_handle.cancel()
@@ -281,6 +319,8 @@ class Daemon:
 
     def _in_doubt(self, dest: str, path: str) -> bool:
         """The prober's question: probe this path faster? (within the budget)"""
+        if dest[0] == "@":       # fleet mode's tunnel legs: never faster
+            return False
         return self._doubt_paths <= self.fast_budget[0] and self.engine.in_doubt(dest, path)
 
     def _fast_decisions(self) -> bool:
@@ -291,6 +331,9 @@ class Daemon:
         # (counted by the prober: probe_results(). Results of compiled udp
         # streams do not come here: the channel feeds the engine's compiled
         # path state itself and calls _on_change.)
+        if dest[0] == "@":       # fleet mode's tunnel legs
+            self.fleet.on_peer_result(path, seq, sent_ns, rtt, now_ns)
+            return
         if self.engine.probe_result(dest, path, seq, sent_ns, rtt, now_ns):
             self._on_change(dest, path)
 
@@ -313,14 +356,16 @@ class Daemon:
     def _decide_some(self, dests) -> None:
         now = self.clock()
         decisions = {d: self.engine.decide_one(d, now) for d in dests}
-        self._retime(decisions, self._doubted(decisions))
-        self._apply(decisions)
+        doubt = self._doubted(decisions)
+        self._retime(decisions, doubt)
+        self._apply(decisions, doubt)
 
-    @staticmethod
-    def _doubted(decisions: dict[str, Decision]) -> set[tuple[str, str]]:
-        """The (dest, path)s these decisions found not up."""
+    def _doubted(self, decisions: dict[str, Decision]) -> set[tuple[str, str]]:
+        """The (dest, path)s these decisions found not up (and that are probed:
+        in fleet mode a path scored from the bus is not in doubt here)."""
+        probed = self.fleet.probed if self.fleet is not None else None
         return {(n, p) for n, dec in decisions.items() for p, s in dec.scores.items()
-                if s.state is not State.UP}
+                if s.state is not State.UP and (probed is None or (n, p) in probed)}
 
     def _retime(self, decisions: dict[str, Decision], doubt: set[tuple[str, str]]) -> None:
         """Tell the prober which streams' doubt may have changed: every path not
@@ -339,7 +384,11 @@ class Daemon:
         doubt = self._doubted(decisions)
         self._doubt_paths = len(doubt)      # (the fast-probing budget _retime applies)
         self._retime(decisions, doubt)
-        self._apply(decisions)
+        self._apply(decisions, doubt)
+        if self.fleet is not None:
+            for ev in self.fleet.round(decisions, now):
+                log.info(json.dumps(ev))
+                self._state_dirty = True
 
     def _poll_passive(self, now: float) -> None:
         """Per-path deltas of the datapath's passive TCP counters into the engine."""
@@ -355,14 +404,18 @@ class Daemon:
             if dsyn or dack or dcount:
                 samples = [dsum / dcount / 1e9] if dcount else []
                 self.engine.on_path_passive(path, dsyn, dack, samples, now)
+                if self.fleet is not None:
+                    self.fleet.on_passive(path, dsyn, dack)
 
-    def _apply(self, decisions: dict[str, Decision]) -> None:
-        """Write decisions whose weights differ from the maps (one batch), log them."""
+    def _apply(self, decisions: dict[str, Decision], doubt: set[tuple[str, str]]) -> None:
+        """Write decisions whose weights differ from the maps (one batch), log them.
+        `doubt`: their (dest, path)s not up (_doubted)."""
         sets = {}
         changed = []
+        doubted = {n for n, _ in doubt}
         for name, dec in decisions.items():
             d = self.dests[name]
-            if any(s.state is not State.UP for s in dec.scores.values()):
+            if name in doubted:
                 self._doubt.add(name)
             else:
                 self._doubt.discard(name)
@@ -414,11 +467,14 @@ class Daemon:
                              reason="adopted from the running datapath" if self.adopted.get(name)
                              else "no decision yet", paths={})
             dests[name] = entry
-        return {"version": STATE_VERSION, "pid": os.getpid(), "running": running,
-                "node": self.cfg.node.name, "config": self.cfg.path,
-                "started": round(self.started_wall, 3), "updated": round(time.time(), 3),
-                "probe_interval_ms": self.cfg.policy.probe_interval_ms,
-                "destinations": dests}
+        doc = {"version": STATE_VERSION, "pid": os.getpid(), "running": running,
+               "node": self.cfg.node.name, "config": self.cfg.path,
+               "started": round(self.started_wall, 3), "updated": round(time.time(), 3),
+               "probe_interval_ms": self.cfg.policy.probe_interval_ms,
+               "destinations": dests}
+        if self.fleet is not None:
+            doc["fleet"] = self.fleet.status_doc(self.clock())
+        return doc
 
     def state_text(self, running: bool = True) -> str:
         """state_doc() as the JSON text write_state would make of it (built
@@ -456,9 +512,11 @@ class Daemon:
                           _JSTR(dec.reason),
                           "null" if since is None else repr(round(since + offset, 3)),
                           switches[name], wtext))
-        return ('{"config":%s,"destinations":{%s},"node":%s,"pid":%s,"probe_interval_ms":%s,'
+        fleet = ("" if self.fleet is None
+                 else ',"fleet":' + _json(self.fleet.status_doc(self.clock())))
+        return ('{"config":%s,"destinations":{%s}%s,"node":%s,"pid":%s,"probe_interval_ms":%s,'
                 '"running":%s,"started":%s,"updated":%s,"version":%s}'
-                % (_json(self.cfg.path), ",".join(out), _json(self.cfg.node.name),
+                % (_json(self.cfg.path), ",".join(out), fleet, _json(self.cfg.node.name),
                    _json(os.getpid()), _json(self.cfg.policy.probe_interval_ms),
                    _json(running), _json(round(self.started_wall, 3)),
                    _json(round(time.time(), 3)), _json(STATE_VERSION)))
@@ -492,6 +550,11 @@ class Daemon:
         """setup() here, then serve() in a thread inside the node's namespace.
         For tests and benches: one process, many daemons."""
         self.setup()
+        return self.serve_thread(timeout)
+
+    def serve_thread(self, timeout: float = 120) -> "Daemon":
+        """serve() in a thread, for a daemon already set up (or reloaded into)."""
+        self.ready.clear()
 
         def body():
             try:
@@ -516,6 +579,14 @@ class Daemon:
 
     def stop(self, timeout: float = 30) -> None:
         """Stop a start_thread() daemon; leaves the datapath unless opts.cleanup."""
+        self.stop_serving(timeout)
+        self.close()
+        if self._thread_error is not None:
+            err, self._thread_error = self._thread_error, None
+            raise DaemonError(f"daemon loop failed: {err!r}") from err
+
+    def stop_serving(self, timeout: float = 30) -> None:
+        """End a serve_thread() loop; the daemon stays set up (reload.reload next)."""
         if self._thread is not None:
             if self._loop is not None and self._stop is not None and not self._loop.is_closed():
                 try:
@@ -524,20 +595,20 @@ class Daemon:
                     pass
             self._thread.join(timeout)
             self._thread = None
-        self.close()
-        if self._thread_error is not None:
-            err, self._thread_error = self._thread_error, None
-            raise DaemonError(f"daemon loop failed: {err!r}") from err
 
-    def close(self) -> None:
-        """Release what this process holds; with opts.cleanup also remove the
-        datapath and everything `up` made."""
+    def release_handles(self) -> None:
+        """Close the metrics server and the maps (a reload's successor reopens them)."""
         if self.exporter is not None:
             self.exporter.close()
             self.exporter = None
         if self.maps is not None:
             self.maps.close()
             self.maps = None
+
+    def close(self) -> None:
+        """Release what this process holds; with opts.cleanup also remove the
+        datapath and everything `up` made."""
+        self.release_handles()
         try:
             if self.opts.cleanup and self.lock.fd is not None:
                 self.teardown()
@@ -553,13 +624,3 @@ class Daemon:
         except FileNotFoundError:
             pass
         log.info(json.dumps({"event": "cleanup", "node": self.cfg.node.name}))
-
-
-async def run_until_signal(daemon: Daemon) -> None:
-    """serve() until SIGTERM or SIGINT (the `argoctl run` main loop)."""
-    import signal
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await daemon.serve(stop)

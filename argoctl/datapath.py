@@ -29,6 +29,7 @@ from argoctl.hooks import (FILTER_PREFIX, SOCK_PROGRAMS, TC_HANDLE, TC_INGRESS, 
                            _remove_clsact, _tc_attach, _tc_detach, _tc_detach_all,
                            remove_clsacts)
 from argoctl.config import Config
+from argoctl.config import rules as config_rules
 
 # The datapath's C sources are package data (argoctl/bpf), so a regular install
 # has them too; ARGOCTL_BPF_DIR overrides for development.
@@ -73,9 +74,9 @@ def source(entries: Iterable[str | FsPath] = ENTRY_FILES, bpf_dir: FsPath = BPF_
 @dataclass(frozen=True)
 class Sizes:
     """Map sizes baked in at compile time (-D)."""
-    max_dests: int = 131072
-    max_prefixes_v4: int = 1048576
-    max_prefixes_v6: int = 262144
+    max_dests: int = config_rules.MAX_DESTINATIONS + 1      # ids 1..max_dests-1
+    max_prefixes_v4: int = config_rules.MAX_PREFIXES_V4     # validate checks against these
+    max_prefixes_v6: int = config_rules.MAX_PREFIXES_V6
     max_flows: int = 131072
 
     def cflags(self) -> list[str]:

@@ -96,7 +96,7 @@ def test_up_builds_the_planned_state(env, kind):
     assert {(r.family, r.table, r.dev) for r in st.routes} == {(4, 7201, "ag-relay1"),
                                                                 (6, 7201, "ag-relay1")}
     assert {(r.family, r.priority, r.mark, r.table) for r in st.rules} == {
-        (4, 7200, 0xFF0000, 254), (6, 7200, 0xFF0000, 254),
+        (4, 7200, 0xFF, 254), (6, 7200, 0xFF, 254),
         (4, 7201, MARK, 7201), (6, 7201, MARK, 7201)}
     assert len(st.nft) == 1
     # The tunnel itself works: ping the far end's tunnel address.
@@ -212,7 +212,7 @@ def test_drift_is_restored_exactly(env):
     edge = env["edge"]
     good = snapshot(edge)
     edge.run(["sh", "-ec", f"""
-ip rule del priority 7201 fwmark {MARK:#x}/0xff0000 lookup 7201
+ip rule del priority 7201 fwmark {MARK:#x}/0xff lookup 7201
 ip -6 route del default dev ag-relay1 table 7201
 ip addr add 198.51.100.211 peer {TUNNEL_ADDR['relay1']} dev ag-relay1
 ip addr del {TUNNEL_ADDR['edge']} peer {TUNNEL_ADDR['relay1']} dev ag-relay1
@@ -225,7 +225,7 @@ ip addr del {TUNNEL_ADDR['edge']} peer {TUNNEL_ADDR['relay1']} dev ag-relay1
         ("remove", f"address 198.51.100.211 peer {TUNNEL_ADDR['relay1']} dev ag-relay1"),
         ("add", f"address {TUNNEL_ADDR['edge']} peer {TUNNEL_ADDR['relay1']} dev ag-relay1"),
         ("add", "route -6 default dev ag-relay1 table 7201 proto 176"),
-        ("add", f"rule -4 priority 7201 fwmark {MARK:#x}/0xff0000 lookup 7201"),
+        ("add", f"rule -4 priority 7201 fwmark {MARK:#x}/0xff lookup 7201"),
     ]), got
     assert ctx.result.writes == 4
     assert snapshot(edge) == good

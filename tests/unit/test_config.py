@@ -29,6 +29,7 @@ KEY_CONTENT = {
     "alice": base64.b64encode(ALICE_PRIVATE) + b"\n",
     "garbage": b"this is not a key\n",
     "short": base64.b64encode(b"k" * 16) + b"\n",
+    "creds": b'user = "edge"\npassword = "a-fleet-password"\n',
 }
 
 
@@ -164,7 +165,7 @@ def test_edge_example_covers_every_key():
     keys_in_text |= set(re.findall(r"[{,]\s*([a-z_]+)\s*=", text))
     every = set(config._NODE_KEYS + config._PEER_KEYS + config._DEST_KEYS + config._PROBE_KEYS)
     every |= {f.name for f in dataclasses.fields(config.Routing)}
-    every |= set(config._POLICY_RULES)
+    every |= set(config._POLICY_RULES) | set(config._FLEET_KEYS)
     assert every - keys_in_text == set()
 
 
@@ -192,9 +193,9 @@ def test_example_loads_into_the_model(tmp_path):
     assert backup.probe == config.Probe("icmp", ipaddress.ip_address("198.51.100.130"), None)
     assert backup.weights is None
     assert cfg.path_id("direct") == 0 and cfg.path_id("relay2") == 2
-    assert cfg.routing.mark(2) == 0x00020000 and cfg.routing.mark(0) == 0x00FF0000
+    assert cfg.routing.mark(2) == 0x00000002 and cfg.routing.mark(0) == 0x000000FF
     assert cfg.routing.table(2) == 7202 and cfg.routing.priority(2) == 7202
-    assert cfg.policy == config.Policy()
+    assert cfg.policy == config.Policy(responder_key_file=str(directory / "probe.key"))
     assert isinstance(cfg.policy.hold_down_s, float)
 
 
