@@ -25,14 +25,14 @@ SMALL = 20 * 1024                 # < 20 packets: "unchanged" allowing for stray
 
 def _user_objects(host):
     """Objects a user made before argoctl: one with our link prefix but no alias, a rule in
-    our priority range, a route in one of our tables (not our protocol), an nft table."""
+    our priority range (on mark bits outside our mask: one on them is refused), a route in one of our tables (not our protocol), an nft table."""
     script = """
 ip link add ag-mine type veth peer name usr-peer
 ip addr add 192.0.2.250/32 dev usr-peer
 ip link set usr-peer up
 ip route add 203.0.113.128/25 dev usr-peer
 ip route add 203.0.113.128/25 dev usr-peer table 7203 proto static
-ip rule add priority 7210 fwmark 0x5 lookup 100
+ip rule add priority 7210 fwmark 0x500/0xff00 lookup 100
 ip -6 rule add priority 7211 from 2001:db8:c::/64 lookup 7203
 nft add table inet usertable
 nft add chain inet usertable c '{ type filter hook input priority 0; policy accept; }'
