@@ -459,14 +459,7 @@ def explain(dest: str, as_json: bool, run_dir: str | None, netns: str | None) ->
 
     from argoctl import explain as ex
 
-    try:
-        doc = ex.load(run_dir, netns)
-    except FileNotFoundError:
-        click.echo("argoctl explain: no live state: is `argoctl run` running?", err=True)
-        sys.exit(1)
-    except ValueError as e:
-        click.echo(f"argoctl explain: {e}", err=True)
-        sys.exit(1)
+    doc = _live_state("explain", run_dir, netns)
     if dest not in doc["destinations"]:
         known = ", ".join(sorted(doc["destinations"])) or "none"
         click.echo(f"argoctl explain: no destination {dest!r} (known: {known})", err=True)
@@ -492,16 +485,7 @@ def fleet_status(dest: str | None, as_json: bool, run_dir: str | None, netns: st
     """Members, their health and versions, the bus; with --dest, who reaches DEST."""
     import json
 
-    from argoctl import explain as ex
-
-    try:
-        doc = ex.load(run_dir, netns)
-    except FileNotFoundError:
-        click.echo("argoctl fleet status: no live state: is `argoctl run` running?", err=True)
-        sys.exit(1)
-    except ValueError as e:
-        click.echo(f"argoctl fleet status: {e}", err=True)
-        sys.exit(1)
+    doc = _live_state("fleet status", run_dir, netns)
     if "fleet" not in doc:
         click.echo("argoctl fleet status: the daemon runs without a [fleet] section", err=True)
         sys.exit(1)
@@ -583,6 +567,20 @@ def fleet_init(config_file: str, admin_credentials: str, replicas: int) -> None:
         sys.exit(1)
     click.echo(f"buckets {', '.join(made)}: ttl {fc.ttl_s:g} s, {replicas} replica(s)")
 
+
+
+def _live_state(command: str, run_dir: str, netns) -> dict:
+    """The running daemon's state file, or a clean exit naming what is wrong."""
+    from argoctl import explain as ex
+
+    try:
+        return ex.load(run_dir, netns)
+    except FileNotFoundError:
+        click.echo(f"argoctl {command}: no live state: is `argoctl run` running?", err=True)
+        sys.exit(1)
+    except ValueError as e:
+        click.echo(f"argoctl {command}: {e}", err=True)
+        sys.exit(1)
 
 def main() -> None:
     try:
