@@ -7,12 +7,16 @@ edge and relay1 first, down and failure injection last), to stay fast under TCG.
 
 from __future__ import annotations
 
+import faulthandler
+import os
+import signal
 import socket
 import time
+import traceback
 
 import pytest
 
-from argoctl import apply, netlink, plan
+from argoctl import apply, home, netlink, plan
 from argoctl.config import Routing
 
 from upkit import (MB, ORIGIN6, PORT, TUNNEL_ADDR, Server, counters, delta, snapshot, transfer,
@@ -287,3 +291,83 @@ def test_no_underlay_route_is_a_clear_error(env):
     with pytest.raises(plan.PlanError, match="no underlay route to peer address 198.51.100.250"):
         apply.up(bad, ns=edge.netns, run_dir=env["run_dir"])
     assert snapshot(edge) == env["pre"]["edge"]
+
+
+def _full(host) -> dict:
+    """snapshot() plus every device's tc qdiscs (clsact among them) and ingress
+    filters, and the pins. (Two shells: processes cost seconds each under TCG.)"""
+    snap = snapshot(host)
+    script = ("for d in $(ip -o link show | cut -d: -f2 | cut -d@ -f1); do "
+              "echo $d; tc qdisc show dev $d; tc filter show dev $d ingress; done")
+    snap["tc"] = host.run(["sh", "-ec", script], check=True).stdout
+    pins = home.pin_dir(host.netns)
+    snap["pins"] = sorted(os.listdir(pins)) if os.path.isdir(pins) else None
+    return snap
+
+
+CHILD_LIMIT = 600    # s: a child still running then is hung; its stacks go to the log
+
+
+def _killed_up(env, kill_at) -> bool:
+    """`up` on edge with every stage, in a forked child (no interpreter start: seconds
+    under TCG) that SIGKILLs itself at step `kill_at` (an index, or the first step
+    whose description starts with it). True if it was killed, False if it finished."""
+    cfg = env["configs"]["edge"]
+    pid = os.fork()
+    if pid == 0:                                      # the child: never returns
+        code = 0
+        try:
+            faulthandler.dump_traceback_later(CHILD_LIMIT, exit=True)   # (exit code 1)
+            apply.up(cfg, ns=env["edge"].netns, run_dir=env["run_dir"], cgroup=None,
+                     kill_at=kill_at)
+        except BaseException:
+            traceback.print_exc()
+            code = 3
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    if os.WIFSIGNALED(status):
+        assert os.WTERMSIG(status) == signal.SIGKILL
+        return True
+    assert os.WEXITSTATUS(status) == 0, f"up failed or hung (kill_at={kill_at}): see stderr"
+    return False
+
+
+def test_up_killed_at_each_step_leaves_nothing_down_cannot_remove(env, kind):
+    """SIGKILL at every step of the kernel-object stages -- for WireGuard that includes
+    the instant between creating the device and giving it our alias -- and before the
+    datapath's load, then `down`: the namespace is exactly as before, clsact qdiscs
+    and pins included. Over GRE only, also at the first clsact qdisc, the first filter
+    (both on the tunnel device) and the first map write: each of those costs a bcc
+    compile (a minute under TCG on a loaded machine), and what they do does not depend
+    on the tunnel's kind; every datapath step is killed on the host kernel too
+    (tests/netns/test_lifecycle_stages.py)."""
+    edge = env["edge"]
+    pre = _full(edge)
+    assert pre["pins"] is None
+    with pytest.raises(netlink.InjectedFailure) as e:   # the kernel-object steps, by name
+        up(env, "edge", fail_at=10 ** 6)
+    steps = e.value.steps
+    assert len(steps) >= 10 and _full(edge) == pre
+    if kind == "wireguard":   # created, not yet aliased: only the intent journal knows it
+        assert "configure ag-relay1" in steps
+    points = list(range(len(steps))) + ["load the datapath"]
+    if kind == "gre":
+        points += ["clsact ag-relay1", "filter passive_l3 ag-relay1", "first map contents"]
+    left, took = 0, []
+    for k in points:
+        t0 = time.monotonic()
+        assert _killed_up(env, k), f"kill_at={k}: up finished first"
+        after = _full(edge)
+        assert after != pre or k == 0, f"kill_at={k}: the step's write did not happen"
+        if k == "clsact ag-relay1":        # compiled and pinned, nothing attached yet
+            assert after["pins"] and "clsact" not in after["tc"]
+        elif k == "filter passive_l3 ag-relay1":     # our qdisc, not yet our filter
+            assert "qdisc clsact" in after["tc"] and "argoctl-" not in after["tc"]
+        elif k == "first map contents":
+            assert "argoctl-passive_l3" in after["tc"]
+        left += after != pre
+        down(env, "edge")
+        assert _full(edge) == pre, f"kill_at={k} ({steps[k] if isinstance(k, int) else k})"
+        took.append(f"{k}:{time.monotonic() - t0:.0f}s")
+    print(f"kill test ({kind}): {len(points)} kills, each then down: {' '.join(took)}")
+    assert left == len(points) - 1      # (killed before its first write: nothing to undo)
