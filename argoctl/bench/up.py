@@ -72,11 +72,13 @@ def _ns(name: str) -> None:
                    text=True, check=True)
 
 
-def ip_batch(want) -> list[str]:
+def ip_batch(want) -> tuple[list[str], list[str]]:
     """The links, addresses, routes and rules of a plan (plan.State) as `ip -batch`
     lines: the floor `up` is measured against (what iproute2 alone takes to write
-    the same objects). WireGuard keys need `wg`, so GRE only."""
-    out = []
+    the same objects). Two batches: everything but the IPv6 rules, then those under
+    `ip -6` (a rule line has no family of its own: iproute2 6.1 reads
+    `from ::/0` as "all", an IPv4 rule). WireGuard keys need `wg`, so GRE only."""
+    out, rules6 = [], []
     for l in want.links:
         if l.kind not in ("gre", "ip6gre"):
             raise click.ClickException("the ip -batch reference needs GRE tunnels")
@@ -91,10 +93,9 @@ def ip_batch(want) -> list[str]:
         dst = r.dst if r.dst != "default" else ("0.0.0.0/0" if r.family == 4 else "::/0")
         out.append(f"route add {dst} dev {r.dev} table {r.table} proto {names.RTPROT_ARGOCTL}")
     for r in want.rules:
-        fam = "" if r.family == 4 else "from ::/0 "     # (one batch: the family by selector)
-        out.append(f"rule add {fam}priority {r.priority} fwmark {r.mark:#x}/{r.mask:#x} "
-                   f"lookup {r.table}")
-    return out
+        (out if r.family == 4 else rules6).append(
+            f"rule add priority {r.priority} fwmark {r.mark:#x}/{r.mask:#x} lookup {r.table}")
+    return out, rules6
 
 
 def _timed(argv: list[str], text: str) -> float:
@@ -158,11 +159,13 @@ def run(peers: int, prefixes: int, kind: str | None) -> list[dict]:
                             "steps": ctx.steps, "maps": ctx.extra.get("maps", {})})
             with netlink.netns(ns), IPRoute() as ipr:
                 want = plan.desired(cfg, netlink.KernelEnv(ipr))
-            lines = ip_batch(want)
-            batch_s = _timed(["ip", "-n", ref, "-batch", "-"], "\n".join(lines) + "\n")
+            lines, rules6 = ip_batch(want)
+            batch_s = (_timed(["ip", "-n", ref, "-batch", "-"], "\n".join(lines) + "\n")
+                       + _timed(["ip", "-n", ref, "-6", "-batch", "-"], "\n".join(rules6) + "\n"))
             dump_s = min(ip_dump_seconds(ns) for _ in range(3))
             out.append({**base, "phase": "reference", "ip_batch_seconds": round(batch_s, 3),
-                        "ip_batch_lines": len(lines), "ip_dump_seconds": round(dump_s, 4),
+                        "ip_batch_lines": len(lines) + len(rules6),
+                        "ip_dump_seconds": round(dump_s, 4),
                         "datapath_compile_seconds": round(compile_s, 3)})
             ratios = {"up_vs_ip_batch": round(secs["up"] / batch_s, 2),
                       "noop_vs_ip_dump": round(secs["noop"] / dump_s, 2)}
