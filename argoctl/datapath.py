@@ -278,9 +278,12 @@ def _route_ifnames(ipr, addresses) -> list[str]:
                 break
         routes[fam] = rs
     out: list[str] = []
+    names_by_index: dict[int, str] = {}     # (a request per address was seconds at 200)
 
     def add(oif):
-        name = _ifname(ipr, oif)
+        if oif not in names_by_index:
+            names_by_index[oif] = _ifname(ipr, oif)
+        name = names_by_index[oif]
         if name != "lo" and name not in out:
             out.append(name)
     for a in addresses:
@@ -328,12 +331,13 @@ def attach(config: Config, pin_dir: str = names.BPF_PIN_DIR, netns: Optional[str
     step("load the datapath")
     res.compiled, progs = ensure_loaded(pin_dir, sizes)
     with _netlink(progs, netns) as ipr:
+        links = {l.get_attr("IFLA_IFNAME"): l for l in ipr.get_links()}   # one dump, not 2/device
         with maps.Maps(pin_dir) as m:
             s = m.settings()
             if s.fwmark_mask != config.routing.fwmark_mask or s.abi != maps.ABI:
                 m.write_settings(config.routing.fwmark_mask)
         for ifname in config.node.steer_interfaces:
-            link = _link(ipr, ifname)
+            link = links.get(ifname)
             prog = "steer_eth" if link["ifi_type"] == ARPHRD_ETHER else "steer_l3"
             if _tc_attach(ipr, link["index"], prog, progs[prog], ifname, res, step, intents):
                 res.newly_attached.append(ifname)
@@ -343,7 +347,7 @@ def attach(config: Config, pin_dir: str = names.BPF_PIN_DIR, netns: Optional[str
         watch += [d.prefixes[0].network_address for d in config.destinations if d.prefixes]
         passive += [i for i in _route_ifnames(ipr, watch) if i not in passive]
         for ifname in passive:
-            link = _link(ipr, ifname)
+            link = links.get(ifname)
             if link is None or ifname in res.steered:
                 continue
             prog = "passive_eth" if link["ifi_type"] == ARPHRD_ETHER else "passive_l3"

@@ -162,6 +162,7 @@ class KernelEnv:
     def __init__(self, ipr, create_keys: bool = True):
         self.ipr = ipr
         self.create_keys = create_keys   # False: a dry run writes no key file
+        self._mtu: dict[int, int] = {}   # by ifindex: peers share a few underlay devices
 
     def underlay_mtu(self, address) -> int:
         try:
@@ -169,8 +170,9 @@ class KernelEnv:
         except Exception as e:  # NetlinkError ENETUNREACH etc.
             raise PlanError(f"no underlay route to peer address {address}: {e}") from None
         oif = route.get_attr("RTA_OIF")
-        link = self.ipr.get_links(oif)[0]
-        mtu = link.get_attr("IFLA_MTU")
+        if oif not in self._mtu:
+            self._mtu[oif] = self.ipr.get_links(oif)[0].get_attr("IFLA_MTU")
+        mtu = self._mtu[oif]
         metrics = route.get_attr("RTA_METRICS")
         if metrics is not None and metrics.get_attr("RTAX_MTU"):
             mtu = min(mtu, metrics.get_attr("RTAX_MTU"))
