@@ -210,7 +210,10 @@ def lab_status(as_json: bool) -> None:
     from argoctl.daemon import read_state
     try:
         state = read_state(doc["state_file"])
-    except (FileNotFoundError, ValueError):
+    except FileNotFoundError:
+        state = {"destinations": {}}
+    except ValueError as e:        # damaged: said, not shown as no destinations
+        click.echo(f"argoctl lab status: {e}: no live choices shown", err=True)
         state = {"destinations": {}}
     hosts = [n for n in netns_topo.list_namespaces() if n.startswith(doc["prefix"] + "-")]
     if as_json:
