@@ -1,7 +1,7 @@
 """Damaged run files (issue 14 item 6, issue 15's corrupt run files): each file
 of the state directory truncated, garbled, missing a field or holding a wrong
-type, in turn. Then `status` and `explain` over it, then `argoctl run` (as a
-process, as systemd runs it) and `down`. None prints a traceback; each names the
+type, in turn. Then `status`, `explain`, `fleet status` and `up` over it, then
+`argoctl run` (as a process, as systemd runs it) and `down`. None prints a traceback; each names the
 file and says what it did instead; `run` starts anyway, and `down` leaves the
 namespace as it was before argoctl.
 
@@ -167,6 +167,13 @@ def _damage(env, run_dir, name, how) -> tuple[str, bytes]:
     return path, damaged
 
 
+def _damage_again(env, run_dir, name, how, damaged: bytes) -> None:
+    """The same damage again if the last command replaced the file."""
+    with open(os.path.join(_state_dir(env, run_dir), name), "rb") as f:
+        if f.read() != damaged:
+            _damage(env, run_dir, name, how)
+
+
 def _run(env, run_dir) -> str:
     """`argoctl run` starts (its state says running, its pid, direct measured up);
     SIGTERM; its stderr."""
@@ -240,14 +247,19 @@ def test_a_damaged_run_file_under_status_explain_run_and_down(env, name, how):
             ex.stderr
     else:
         assert ex.exit_code == 1 and "no live state" in ex.stderr    # (no run yet)
+    fl = _cli(env, run_dir, "fleet", "status")
+    assert fl.exit_code == 1 and (path in fl.stderr if name == STATE else True), fl.stderr
 
+    up = _cli(env, run_dir, "up", "-c", env["cfg"])
+    assert up.exit_code == 0, up.output
+    if name in WARNED_AT_UP:
+        assert f"argoctl up: warning: {path}: " in up.stderr, up.output
+    _damage_again(env, run_dir, name, how, damaged)
     err = _run(env, run_dir)         # starts anyway over the damaged file
     if name != LOCK:                 # (a lock's content is only for messages)
         assert f'"event": "run_file_damaged", "message": "{path}: ' in err, err
 
-    with open(path, "rb") as f:
-        if f.read() != damaged:
-            _damage(env, run_dir, name, how)     # (run rewrote it: damage it again)
+    _damage_again(env, run_dir, name, how, damaged)
     dn = _cli(env, run_dir, "down")
     assert dn.exit_code == 0, dn.output
     if name in WARNED_AT_UP:
