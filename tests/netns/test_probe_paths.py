@@ -563,9 +563,13 @@ def test_many_streams_are_read_on_send_ticks_and_lose_nothing(lab, udp_impl):
         assert rtt is not None and 0 < rtt < 0.3, (dest, seq, rtt)     # answered in time
         by.setdefault(dest, []).append(seq)
         rtts.append(rtt)
-    # The lab's RTT is ~0.1 ms; stamped at the 5 ms read tick instead, the median
-    # would be ~2.5 ms. The median, not each sample: a loaded machine delays the
-    # responder (a Python process) now and then, and that is the path's RTT too.
-    assert statistics.median(rtts) < 0.001, sorted(rtts)[len(rtts) // 2:][:20]
+    # Compiled streams in busy mode are read at the 5 ms send ticks: their RTTs
+    # come from the kernel's receive stamps, so the median is the lab's ~0.1 ms
+    # (stamped at the read tick it would be ~2.5 ms). The median, not each sample:
+    # a loaded machine delays the responder (a Python process) now and then, and
+    # that is the path's RTT too. (Python streams are read as replies arrive, their
+    # stamps taken in user space: on a loaded machine those wander by milliseconds.)
+    if udp_impl == "compiled":
+        assert statistics.median(rtts) < 0.001, sorted(rtts)[len(rtts) // 2:][:20]
     assert sorted(by) == sorted(f"d{i}" for i in range(40))
     assert all(sorted(seqs) == list(range(1, n + 1)) for seqs in by.values()), by
