@@ -11,11 +11,26 @@ and the engine do, not what a kernel does):
   via relay j:          rtt(i, j) + rtt(j, d) + 1 ms, +-5 % noise per probe
 
 Host i peers with the next `paths - 1` hosts (ring), so every host has `paths`
-paths (direct + relays) to each origin. Phases, each with fleet off (every path
-probed, no bus) and on:
+paths (direct + relays) to each origin.
 
-  steady:  `seconds` of probing; probes per origin and per host per second,
-           and the true RTT of every (host, origin)'s final choice;
+Real traffic, as the datapath would count it: every host opens FLOWS TCP
+connections per destination per interval on the path it chose (the maps send
+new flows there), and the model answers their SYNs with SYN-ACKs when that path
+really reaches the origin. The counts are summed per path, as the datapath's
+per-path counters are (a path carrying traffic to a dead and a live origin
+shows SYNs unanswered), and fed to the engine's passive input and the fleet
+agent's demand-mode evidence (argoctl/fleet/rates.py), in both modes. This is
+what makes demand mode possible here: a chosen path carrying no traffic has no
+passive evidence, and is probed at the full rate.
+
+Each stream is probed every `pace` rounds as the fleet agent sets it (every
+round with fleet off), and at once when its pace falls (the prober's poll).
+Phases, each with fleet off (every path probed, no bus) and on:
+
+  steady:  `warmup` seconds to converge (not counted), then `seconds` of
+           probing; probes per origin and per host per second, and the true
+           RTT of every (host, origin)'s final choice; run again at a larger
+           fleet (`larger`: hosts x paths) to show how the factors grow;
   orpheus: (fleet on) origin 0 becomes reachable only from one relay host R
            (every other host's direct leg and every other relay's leg to it
            break): seconds until every host that peers with R chooses R for it.
@@ -274,7 +289,7 @@ def _steady(hosts, paths, dests, seconds, interval_ms, k, seed, warmup, director
 
 def run(hosts_n: int = 12, paths: int = 4, dests: int = 4, seconds: float = 20.0,
         interval_ms: int = 1000, alternatives: int = 2, seed: int = 1,
-        warmup: float = 12.0, larger: Optional[tuple[int, int]] = (24, 8)) -> dict:
+        warmup: float = 0.0, larger: Optional[tuple[int, int]] = None) -> dict:
     """The steady phase and Orpheus at hosts_n x paths; the steady phase again at
     `larger` (hosts, paths) to show how the reduction grows with the fleet."""
     from argoctl.lab.nats import NatsFleet
