@@ -292,6 +292,8 @@ class FleetAgent:
             for p in d.paths:
                 if (d.name, p) in self.probed:
                     groups.setdefault(self.cfg.measurement(d, p), []).append((d.name, p))
+        for pair in [p for p in self.paces if p not in self.probed]:
+            del self.paces[pair]                 # no longer probed (restarted when it is)
         for pairs in groups.values():
             n = min(want.get(pair, 1) for pair in pairs)
             if n != self.paces.get(pairs[0], 1):
