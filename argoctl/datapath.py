@@ -31,7 +31,7 @@ from argoctl.config import DIRECT, Config
 # The datapath's C sources are package data (argoctl/bpf), so a regular install
 # has them too; ARGOCTL_BPF_DIR overrides for development.
 BPF_DIR = FsPath(os.environ.get("ARGOCTL_BPF_DIR") or str(resources.files("argoctl") / "bpf"))
-ENTRY_FILES = ("steer_tc.c", "passive_tc.c", "steer_sock.c")
+ENTRY_FILES = ("steer_tc.c", "passive_tc.c", "steer_sock.c", "steer_sockops.c")
 BPF_FS_MAGIC = 0xCAFE4A11
 
 # tc: our filters sit at this priority on clsact ingress, named
@@ -50,7 +50,7 @@ SOCK_PROGRAMS = {
     "sock_connect6": bpfsys.CGROUP_INET6_CONNECT,
     "sock_sendmsg4": bpfsys.CGROUP_UDP4_SENDMSG,
     "sock_sendmsg6": bpfsys.CGROUP_UDP6_SENDMSG,
-    "sock_established": bpfsys.CGROUP_SOCK_OPS,
+    "sock_ops": bpfsys.CGROUP_SOCK_OPS,
 }
 ARPHRD_ETHER = 1
 
@@ -186,7 +186,7 @@ def load_programs(b, names_: Iterable[str]) -> dict[str, int]:
     from bcc import BPF
     fds = {}
     for n in names_:
-        if n == "sock_established":
+        if n == "sock_ops":
             args = (BPF.SOCK_OPS,)
             kw = {}
         elif n in SOCK_PROGRAMS:
@@ -453,8 +453,9 @@ def attach(config: Config, pin_dir: str = names.BPF_PIN_DIR, netns: Optional[str
     with _netlink(progs, netns) as ipr:
         with maps.Maps(pin_dir) as m:
             s = m.settings()
-            if s.fwmark_mask != config.routing.fwmark_mask or s.abi != maps.ABI:
-                m.write_settings(config.routing.fwmark_mask)
+            if (s.fwmark_mask != config.routing.fwmark_mask or s.abi != maps.ABI
+                    or maps.reroute_on(s) != config.policy.reroute):
+                m.write_settings(config.routing.fwmark_mask, reroute=config.policy.reroute)
         for ifname in config.node.steer_interfaces:
             link = _link(ipr, ifname)
             prog = "steer_eth" if link["ifi_type"] == ARPHRD_ETHER else "steer_l3"
