@@ -86,6 +86,7 @@ class Collector:
                         by[r] = by.get(r, 0) + n
                 for r in ("forged", "replayed", "malformed"):
                     results.append((("", path, r), by.get(r, 0)))
+        out["argoctl_policy_reroute"].append(((), 1 if d.cfg.policy.reroute else 0))
         if d.maps is not None:
             self._datapath(out, d.maps)
         return out
@@ -101,6 +102,7 @@ class Collector:
             out["argoctl_passive_synack_total"].append(((path,), st.synacks))
             out["argoctl_passive_handshake_rtt_seconds"].append(
                 ((path,), (st.rtt_count, st.rtt_sum_ns / 1e9)))
+            out["argoctl_reroute_total"].append(((path,), st.reroutes))
         for dest in cfg.destinations:
             out["argoctl_destination_packets_total"].append(
                 ((dest.name,), m.dest_stats(dest.id).packets))
@@ -150,7 +152,7 @@ def exposition(samples: dict[str, list[tuple[tuple[str, ...], object]]]) -> str:
             lab = cache.get(labels)
             if lab is None:
                 lab = cache[labels] = "{" + ",".join(
-                    f'{k}="{_escape(labels[i])}"' for k, i in zip(keys, order)) + "}"
+                    f'{k}="{_escape(labels[i])}"' for k, i in zip(keys, order)) + "}" if keys else ""
             if m.kind == "summary":
                 out.append(f"{name}_count{lab} {go(value[0])}\n{name}_sum{lab} {go(value[1])}\n")
             else:

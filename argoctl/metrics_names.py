@@ -62,6 +62,11 @@ METRICS: tuple[Metric, ...] = (
            "TCP SYN-ACKs received for SYNs sent through the path."),
     Metric("argoctl_passive_handshake_rtt_seconds", "summary", ("path",),
            "TCP handshake time (SYN to SYN-ACK) through the path."),
+    Metric("argoctl_reroute_total", "counter", ("path",),
+           "TCP handshakes moved off the path by protective reroute (SYN unanswered "
+           "for a retransmission timeout)."),
+    Metric("argoctl_policy_reroute", "gauge", (),
+           "1 if protective reroute (policy.reroute) is on, else 0."),
 )
 
 BY_NAME = {m.name: m for m in METRICS}
