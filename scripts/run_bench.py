@@ -21,7 +21,7 @@ from argoctl.cli import cli  # noqa: E402  (importing the CLI registers every be
 
 bench = cli.commands["bench"]
 
-VM_BENCHES = {"up", "datapath-throughput"}
+VM_BENCHES = {"up", "datapath-throughput", "reroute"}
 RAW = ROOT / "build" / "bench"
 
 

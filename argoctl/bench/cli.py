@@ -10,6 +10,7 @@ from argoctl.bench.datapath import bench_datapath, bench_datapath_throughput
 from argoctl.bench.engine import engine_bench, state_bench
 from argoctl.bench.failover import bench_failover
 from argoctl.bench.probes import probes_bench
+from argoctl.bench.reroute import bench_reroute
 from argoctl.bench.up import bench_up
 
 
@@ -19,5 +20,5 @@ def bench() -> None:
 
 
 for _command in (bench_up, probes_bench, bench_datapath, bench_datapath_throughput,
-                 engine_bench, state_bench, bench_failover, bench_control):
+                 engine_bench, state_bench, bench_failover, bench_control, bench_reroute):
     bench.add_command(_command)
