@@ -43,10 +43,14 @@ def make_cgroup(tag: str) -> str:
     return path
 
 
-def start_lab(topo, directory: str, cgroup: str) -> LoopLab:
-    for r in ("relay1", "relay2"):
-        topo.link("edge", r).impair(delay_ms=RELAY_DELAY_MS, direction="both")
-    lab = LoopLab(topo, directory, POLICY, tunnels="gre", cgroup=cgroup)
+def start_lab(topo, directory: str, cgroup: str, tunnels: str = "gre") -> LoopLab:
+    """The loop lab with a TCP server on origin and the daemon's socket hooks on
+    `cgroup`. tunnels="none" (a kernel without GRE or netem): fwmark paths, no
+    relay delay; only a one-way blackhole then leaves origin a way back."""
+    if tunnels == "gre":
+        for r in ("relay1", "relay2"):
+            topo.link("edge", r).impair(delay_ms=RELAY_DELAY_MS, direction="both")
+    lab = LoopLab(topo, directory, POLICY, tunnels=tunnels, cgroup=cgroup)
     lab.start(daemon=False)
     lab.tcp = TcpServer(topo["origin"])
     lab.start_daemon()
@@ -75,9 +79,10 @@ def reroutes(lab: LoopLab, path: str = "direct") -> int:
 
 
 def blackhole_run(lab: LoopLab, window: float = 5.0, rate: float = 10, timeout: float = 5.0,
-                  lead: float = 1.0) -> dict:
+                  lead: float = 1.0, direction: str = "both") -> dict:
     """Open connections from client (forwarded) and edge (local) for `lead`
-    seconds, blackhole edge-origin both ways, keep opening for `window` more;
+    seconds, blackhole edge-origin (both ways, or "a->b": edge to origin only),
+    keep opening for `window` more;
     wait for every connection to end; lift the blackhole. Returns the attempts
     started inside the window, by source: [(start - blackhole, seconds or None)]."""
     t = lab.topo
@@ -86,8 +91,10 @@ def blackhole_run(lab: LoopLab, window: float = 5.0, rate: float = 10, timeout: 
     moved0 = reroutes(lab)
     try:
         time.sleep(lead)
+        t.link("edge", "origin").impair(blackhole=True, direction=direction)
+        # The window starts once the blackhole is certainly in place (setting it
+        # up runs commands: a connection opened meanwhile may have got through).
         t0 = time.monotonic()
-        t.link("edge", "origin").impair(blackhole=True, direction="both")
         time.sleep(window)
     finally:
         fwd.stop()
