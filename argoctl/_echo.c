@@ -940,5 +940,17 @@ PyMODINIT_FUNC PyInit__echo(void)
         Py_DECREF(m);
         return NULL;
     }
+    /* the constants this file shares with mac.py and probe/, by value, for the tests */
+    PyObject *c = Py_BuildValue("{s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i}",
+                                "SIZE", SIZE, "MAC_OFFSET", MAC_OFF, "MAC_LEN", MAC_LEN,
+                                "VERSION", VERSION, "REQUEST", REQUEST, "REPLY", REPLY,
+                                "DONE_WINDOW", DONE_WINDOW,
+                                "CODE_REPLY", CODE_REPLY, "CODE_TIMEOUT", CODE_TIMEOUT,
+                                "CODE_SEND_ERROR", CODE_SEND_ERROR, "CODE_CHANGED", CODE_CHANGED);
+    if (c == NULL || PyModule_AddObject(m, "CONSTANTS", c) < 0) {
+        Py_XDECREF(c);
+        Py_DECREF(m);
+        return NULL;
+    }
     return m;
 }

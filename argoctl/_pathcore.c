@@ -661,18 +661,25 @@ static int PathState_init(PathState *p, PyObject *args, PyObject *kw)
     }
     if (!PyArg_ParseTupleAndKeywords(args, kw, "OO|d", kwlist, &policy, &tuning, &now))
         return -1;
-    double interval_ms, jitter, timeout_ms, smooth_half_life;
+    double smooth_half_life;
     long loss_window, shift_samples;
-    if (get_double(policy, "probe_interval_ms", &interval_ms) < 0 ||
-        get_double(policy, "probe_jitter", &jitter) < 0 ||
-        get_double(policy, "probe_timeout_ms", &timeout_ms) < 0 ||
-        get_double(policy, "rtt_alpha", &p->rtt_alpha) < 0 ||
+    /* Times come derived, as values, from the policy's one place (Policy.timing). */
+    PyObject *timing = PyObject_GetAttrString(policy, "timing");
+    if (timing == NULL)
+        return -1;
+    int bad = get_double(timing, "interval_s", &p->interval) < 0 ||
+              get_double(timing, "detect_s", &p->detect) < 0 ||
+              get_double(timing, "suspect_after_s", &p->suspect_after) < 0 ||
+              get_double(timing, "hold_down_s", &p->hold_down_s) < 0;
+    Py_DECREF(timing);
+    if (bad)
+        return -1;
+    if (get_double(policy, "rtt_alpha", &p->rtt_alpha) < 0 ||
         get_long(policy, "detect_multiplier", &p->detect_multiplier) < 0 ||
         get_long(policy, "recover_probes", &p->recover_probes) < 0 ||
         get_long(policy, "loss_window", &loss_window) < 0 ||
         get_double(policy, "switch_relative", &p->rel) < 0 ||
         get_double(policy, "switch_absolute_ms", &p->abs_ms) < 0 ||
-        get_double(policy, "hold_down_s", &p->hold_down_s) < 0 ||
         get_double(tuning, "jitter_weight", &p->jitter_weight) < 0 ||
         get_double(tuning, "loss_cost_ms", &p->loss_cost_ms) < 0 ||
         get_double(tuning, "smooth_half_life", &smooth_half_life) < 0 ||
@@ -689,15 +696,6 @@ static int PathState_init(PathState *p, PyObject *args, PyObject *kw)
                      loss_window, shift_samples);
         return -1;
     }
-    p->interval = interval_ms / 1000.0;
-    p->detect = (double)p->detect_multiplier * p->interval;
-    /* estimator._suspect_after */
-    double jittered = p->interval * (1 + jitter);
-    double overdue = jittered + timeout_ms / 1000.0;
-    double a = p->detect - p->interval / 2;
-    double inner = overdue < a ? overdue : a;
-    double mid = jittered > inner ? jittered : inner;
-    p->suspect_after = p->detect < mid ? p->detect : mid;
     p->half_life_s = smooth_half_life * p->interval;
     p->shift_samples = (int)shift_samples;
     p->state = S_UNKNOWN;
@@ -1141,6 +1139,18 @@ PyMODINIT_FUNC PyInit__pathcore(void)
     PyObject *cap = PyCapsule_New((void *)&API, PATHCORE_CAPSULE, NULL);
     if (cap == NULL || PyModule_AddObject(m, "_C_API", cap) < 0) {
         Py_XDECREF(cap);
+        Py_DECREF(m);
+        return NULL;
+    }
+    /* the constants this file shares with estimator.py, by value, for the tests */
+    PyObject *c = Py_BuildValue("{s:d,s:d,s:d,s:i,s:i,s:d,s:d,s:i,s:i}",
+                                "RTT_BETA", RTT_BETA, "JITTER_GAIN", JITTER_GAIN,
+                                "PASSIVE_WEIGHT", PASSIVE_WEIGHT, "PASSIVE_MIN_SYNS",
+                                PASSIVE_MIN_SYNS, "RECENT", RECENT, "SYN_RTO_S", SYN_RTO_S,
+                                "PASSIVE_FORGET_S", PASSIVE_FORGET_S, "SNAP_FIELDS", SNAP_FIELDS,
+                                "SCORE_FIELDS", SCORE_FIELDS);
+    if (c == NULL || PyModule_AddObject(m, "CONSTANTS", c) < 0) {
+        Py_XDECREF(c);
         Py_DECREF(m);
         return NULL;
     }

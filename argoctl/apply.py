@@ -1,41 +1,86 @@
-"""`up` and `down` as pipelines of stages, each with apply / rollback / down.
+"""The one lifecycle. `up`, `down`, `run`'s start-up and the benchmarks go through
+the same ordered stages, each with apply, rollback and down (Cilium's cells,
+start and stop):
 
-`up` runs the stages in order; if one raises, the stages already applied are
-rolled back in reverse, so the host ends where it started. `down` runs every
-stage's `down` in reverse order. Later features (datapath attach) add a stage
-to UP_STAGES instead of editing `up`.
+  1. links     tunnels, addresses, tables, routes, rules, sysctls (plan -> netlink)
+  2. nft       the `inet argoctl` table
+  3. datapath  load (or adopt) the pinned programs and maps; tc filters (and the
+               clsact qdiscs argoctl adds), cgroup hooks
+  4. maps      the first map contents: prefixes and the first path sets
+
+`up` plans once (read what we own, diff against the config), then runs the
+stages in order. If anything raises (a stage's own partial work is undone by the
+stage), the stages already applied are rolled back in reverse, so the namespace
+ends exactly where it started. `down` runs every stage's `down` in reverse.
+
+Every kernel write first calls Context.step(what): ARGOCTL_FAIL_AT=k raises
+InjectedFailure before the k-th, ARGOCTL_KILL_AT=k kills the process there
+(SIGKILL: tests of an `up` killed at any instant), ARGOCTL_FAIL_STAGE=name fails
+right after that stage completed. `up` and `down` hold the namespace's instance
+lock (home.py) while they run, so they never build a second datapath beside a
+running `argoctl run`.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import time
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Callable, Optional
 
-from argoctl import names, netlink, plan
+from argoctl import home as homes, netlink, plan
 from argoctl.config import Config, Routing
-from argoctl.netlink import Applier, KernelEnv, Result, Saved
+from argoctl.home import Home, default_run_dir  # noqa: F401  (default_run_dir: re-exported)
+from argoctl.intent import Intents
+from argoctl.netlink import Applier, InjectedFailure, KernelEnv, Result, Saved
+from argoctl.nft import Nft as NftObject
+
+STAGE_NAMES = ("links", "nft", "datapath", "maps")
 
 
 @dataclass
 class Context:
-    ns: Optional[str]                 # network namespace (None: the current one)
-    run_dir: str
+    home: Home
     config: Optional[Config] = None
     routing: Routing = field(default_factory=Routing)
     dry_run: bool = False
-    fail_at: Optional[int] = None
+    stages: tuple[str, ...] = STAGE_NAMES
+    fail_at: Optional[int] = None        # InjectedFailure before this step
+    kill_at: object = None               # SIGKILL before this step (index, or name prefix)
+    fail_stage: Optional[str] = None     # InjectedFailure after this stage
+    cgroup: Optional[str] = "auto"       # socket hooks (datapath.attach's cgroup)
+    sizes: object = None                 # datapath.Sizes (None: the defaults)
+    # the first map contents: (open maps.Maps) -> {dest id: path set}; None: the
+    # config's first path sets (config.first_weights)
+    pathsets: Optional[Callable] = None
     ipr: object = None
     nft: object = None
     applier: Optional[Applier] = None
+    intents: Optional[Intents] = None
     ops: list = field(default_factory=list)
     result: Optional[Result] = None
-    extra: dict = field(default_factory=dict)   # for other stages' results
+    attach: object = None                # datapath.AttachResult of this call
+    steps: int = 0
+    log: list = field(default_factory=list)   # what each step was (for tests)
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def ns(self) -> Optional[str]:
+        return self.home.ns
 
     @property
     def state_dir(self) -> str:
-        return netlink.state_dir(self.ns, self.run_dir)
+        return self.home.state_dir
+
+    def step(self, what: str) -> None:
+        k = self.steps
+        self.steps += 1
+        self.log.append(what)
+        if self.kill_at == k or (isinstance(self.kill_at, str) and what.startswith(self.kill_at)):
+            os.kill(os.getpid(), signal.SIGKILL)
+        if self.fail_at == k:
+            raise InjectedFailure(f"injected failure before step {k}: {what}")
 
 
 class Stage:
@@ -46,98 +91,214 @@ class Stage:
     def down(self, ctx: Context) -> None: ...
 
 
-class Reconcile(Stage):
-    """Kernel objects: tunnels, addresses, tables, rules, sysctls, nft."""
-    name = "reconcile"
+class Links(Stage):
+    """Kernel objects: tunnels, addresses, tables, routes, rules, sysctls."""
+    name = "links"
+
+    @staticmethod
+    def mine(op) -> bool:
+        return not isinstance(op.obj, NftObject)
 
     def apply(self, ctx: Context) -> None:
-        current = self.current(ctx)
-        want = plan.desired(ctx.config, KernelEnv(ctx.ipr))
-        ctx.ops = plan.diff(current, want)
-        if ctx.dry_run:
-            return
-        ctx.result = ctx.applier.apply(ctx.ops, fail_at=ctx.fail_at)
+        ctx.applier.apply([op for op in ctx.ops if self.mine(op)])
+        ctx.extra["journal_" + self.name] = ctx.applier.journal
         netlink.save_routing(ctx.state_dir, ctx.routing)
 
     def rollback(self, ctx: Context) -> None:
-        errors = ctx.applier.rollback(ctx.applier.journal)
+        errors = ctx.applier.rollback(ctx.extra.get("journal_" + self.name, []))
         if errors:
-            raise netlink.ApplyError("rollback of kernel state incomplete", errors)
+            raise netlink.ApplyError(f"rollback of {self.name} incomplete", errors)
 
     def down(self, ctx: Context) -> None:
-        ctx.ops = plan.diff(self.current(ctx), plan.State())
-        if ctx.dry_run:
-            return
-        ctx.result = ctx.applier.apply(ctx.ops, fail_at=ctx.fail_at)
-        path = os.path.join(ctx.state_dir, "routing.json")
-        if os.path.exists(path):
-            os.unlink(path)
+        ops = [op for op in ctx.ops if self.mine(op)]
+        if not ctx.dry_run:
+            ctx.applier.apply(ops)
+
+
+class Nft(Links):
+    """The `inet argoctl` table."""
+    name = "nft"
 
     @staticmethod
-    def current(ctx: Context) -> plan.State:
-        return netlink.read_owned(ctx.ipr, ctx.routing, wg=lambda: ctx.applier.wg, nft=ctx.nft,
-                                  saved=ctx.applier.saved.load())
+    def mine(op) -> bool:
+        return isinstance(op.obj, NftObject)
+
+    def apply(self, ctx: Context) -> None:
+        ctx.applier.apply([op for op in ctx.ops if self.mine(op)])
+        ctx.extra["journal_" + self.name] = ctx.applier.journal
 
 
-UP_STAGES: list[Stage] = [Reconcile()]
+class Datapath(Stage):
+    """Programs and maps pinned (compiled, or adopted from the pins), attached."""
+    name = "datapath"
+
+    def apply(self, ctx: Context) -> None:
+        from argoctl import datapath
+        ctx.attach = datapath.AttachResult(compiled=False)
+        kw = {"sizes": ctx.sizes} if ctx.sizes is not None else {}
+        try:
+            datapath.attach(ctx.config, pin_dir=ctx.home.pin_dir, netns=None, cgroup=ctx.cgroup,
+                            res=ctx.attach, step=ctx.step, intents=ctx.intents, **kw)
+        except BaseException:
+            self.rollback(ctx)
+            raise
+
+    def rollback(self, ctx: Context) -> None:
+        from argoctl import datapath
+        if ctx.attach is not None:
+            datapath.undo(ctx.attach, netns=None, intents=ctx.intents)
+
+    def down(self, ctx: Context) -> None:
+        from argoctl import datapath
+        if ctx.dry_run:
+            return
+        ctx.extra["datapath"] = datapath.detach(ctx.home.pin_dir, netns=None, cgroup=ctx.cgroup,
+                                                intents=ctx.intents)
 
 
-def default_run_dir() -> str:
-    return os.environ.get("ARGOCTL_RUN_DIR") or names.RUN_DIR   # tests point it elsewhere
+class Maps(Stage):
+    """The first map contents. Maps the call found pinned are put back as they
+    were on rollback; maps it created go with the pins (Datapath's rollback)."""
+    name = "maps"
+
+    def apply(self, ctx: Context) -> None:
+        from argoctl import datapath, maps
+        pin_dir = ctx.home.pin_dir
+        if not ctx.attach.pins_created:
+            ctx.extra["maps_before"] = datapath.map_contents(pin_dir)
+        try:
+            with maps.Maps(pin_dir) as m:
+                sets = ctx.pathsets(m) if ctx.pathsets is not None else None
+            ctx.step("first map contents")
+            ctx.extra["maps"] = datapath.program(ctx.config, pin_dir, pathsets=sets)
+        except BaseException:
+            self.rollback(ctx)
+            raise
+
+    def rollback(self, ctx: Context) -> None:
+        from argoctl import datapath
+        before = ctx.extra.pop("maps_before", None)
+        if before is not None:
+            datapath.restore_contents(ctx.home.pin_dir, before)
 
 
-def _fail_at(fail_at):
-    if fail_at is None and os.environ.get("ARGOCTL_FAIL_AT"):
-        return int(os.environ["ARGOCTL_FAIL_AT"])  # failure injection for CLI tests
-    return fail_at
+STAGES: dict[str, Stage] = {s.name: s for s in (Links(), Nft(), Datapath(), Maps())}
+UP_STAGES: list[Stage] = list(STAGES.values())
 
 
-def _run(ctx: Context, body) -> Context:
+def _env_int(name: str, value: Optional[int]) -> Optional[int]:
+    if value is None and os.environ.get(name):
+        return int(os.environ[name])   # failure injection for CLI tests
+    return value
+
+
+def _run(ctx: Context, body, command: str, lock: bool) -> Context:
     from pyroute2 import IPRoute, WireGuard
     from argoctl import nft
-    with netlink.netns(ctx.ns):
-        ctx.ipr = IPRoute()
+    held = homes.InstanceLock(ctx.state_dir, command) if lock and not ctx.dry_run else None
+    if held is not None:
         try:
-            ctx.nft = nft.Client()
-            ctx.applier = Applier(ctx.ipr, WireGuard, ctx.nft, Saved(ctx.state_dir))
-            body(ctx)
-        finally:
-            if ctx.applier is not None:
-                ctx.applier.close()
-            ctx.ipr.close()
+            held.acquire()
+        except homes.Refused:
+            who = held.holder() or "run"
+            if who == "run":
+                raise homes.Refused(
+                    f"`argoctl run` is running in this namespace and owns its datapath "
+                    f"({held.path}): `{command}` would build a second one. Change the config "
+                    f"and restart `argoctl run`, or stop it first") from None
+            raise
+    try:
+        with netlink.netns(ctx.ns):
+            ctx.ipr = IPRoute()
+            try:
+                ctx.nft = nft.Client()
+                ctx.intents = Intents(ctx.state_dir)
+                ctx.applier = Applier(ctx.ipr, WireGuard, ctx.nft, Saved(ctx.state_dir),
+                                      intents=ctx.intents, step=ctx.step)
+                body(ctx)
+            finally:
+                if ctx.applier is not None:
+                    ctx.applier.close()
+                ctx.ipr.close()
+    finally:
+        if held is not None:
+            held.release()
     return ctx
 
 
+def _current(ctx: Context) -> plan.State:
+    return netlink.read_owned(ctx.ipr, ctx.routing, wg=lambda: ctx.applier.wg, nft=ctx.nft,
+                              saved=ctx.applier.saved.load())
+
+
 def up(config: Config, ns: Optional[str] = None, dry_run: bool = False,
-       fail_at: Optional[int] = None, run_dir: Optional[str] = None) -> Context:
-    """Reconcile the host (or namespace `ns`) to `config`. Returns the context with
-    ops and write counts; on failure raises after restoring the prior state."""
-    ctx = Context(ns=ns, run_dir=run_dir or default_run_dir(), config=config,
-                  routing=config.routing, dry_run=dry_run, fail_at=_fail_at(fail_at))
+       fail_at: Optional[int] = None, run_dir: Optional[str] = None,
+       stages: tuple[str, ...] = STAGE_NAMES, cgroup: Optional[str] = "auto",
+       pathsets: Optional[Callable] = None, lock: bool = True, kill_at: Optional[int] = None,
+       fail_stage: Optional[str] = None, sizes=None) -> Context:
+    """Bring the namespace `ns` (None: the current one) to `config` through the
+    stages. Returns the context (ops, write counts, attach result); on failure
+    raises after restoring the prior state."""
+    ctx = Context(home=homes.locate(ns, run_dir), config=config, routing=config.routing,
+                  dry_run=dry_run, stages=stages, fail_at=_env_int("ARGOCTL_FAIL_AT", fail_at),
+                  kill_at=_env_int("ARGOCTL_KILL_AT", kill_at),
+                  fail_stage=fail_stage or os.environ.get("ARGOCTL_FAIL_STAGE") or None,
+                  cgroup=cgroup, pathsets=pathsets, sizes=sizes)
 
     def body(ctx):
         started = time.monotonic()
+        if not ctx.dry_run:
+            # an `up` killed before it could alias a device it created left it here
+            ctx.extra["interrupted"] = netlink.remove_interrupted(ctx.ipr, ctx.intents)
+        if "links" in ctx.stages or "nft" in ctx.stages:
+            ctx.ops = plan.diff(_current(ctx), plan.desired(ctx.config, KernelEnv(ctx.ipr)))
+        if ctx.dry_run:
+            return
         done: list[Stage] = []
         try:
-            for stage in UP_STAGES:
+            for name in ctx.stages:
+                stage = STAGES[name]
                 stage.apply(ctx)
                 done.append(stage)
-        except BaseException:
+                if ctx.fail_stage == name:
+                    raise InjectedFailure(f"injected failure after stage {name}")
+            if ctx.fail_at is not None and ctx.fail_at >= ctx.steps:
+                raise InjectedFailure(f"injected failure after the last step ({ctx.steps})")
+        except BaseException as e:
+            if isinstance(e, InjectedFailure):
+                e.steps = list(ctx.log)          # what the steps were (tests enumerate them)
+            errors = []
             for stage in reversed(done):
-                stage.rollback(ctx)
+                try:
+                    stage.rollback(ctx)
+                except Exception as r:  # keep undoing the others; report it
+                    errors.append(f"{stage.name}: {r}")
+            if errors:
+                raise netlink.ApplyError(str(e), errors) from e
             raise
+        ctx.result = ctx.applier.result(ctx.ops)
         ctx.extra["seconds"] = time.monotonic() - started
-    return _run(ctx, body)
+    return _run(ctx, body, "up", lock)
 
 
 def down(routing: Optional[Routing] = None, ns: Optional[str] = None, dry_run: bool = False,
-         run_dir: Optional[str] = None) -> Context:
-    """Remove everything argoctl owns. Without a config, the ranges of the last `up`
-    (saved in the run directory) or the defaults identify our objects."""
-    ctx = Context(ns=ns, run_dir=run_dir or default_run_dir(), dry_run=dry_run)
+         run_dir: Optional[str] = None, cgroup: Optional[str] = "auto",
+         lock: bool = True) -> Context:
+    """Remove everything argoctl owns in the namespace. Without a config, the ranges
+    of the last `up` (saved in the state directory) or the defaults identify our
+    objects."""
+    ctx = Context(home=homes.locate(ns, run_dir), dry_run=dry_run, cgroup=cgroup)
     ctx.routing = routing or netlink.load_routing(ctx.state_dir)
 
     def body(ctx):
+        if not dry_run:
+            ctx.extra["interrupted"] = netlink.remove_interrupted(ctx.ipr, ctx.intents)
+        ctx.ops = plan.diff(_current(ctx), plan.State())
         for stage in reversed(UP_STAGES):
             stage.down(ctx)
-    return _run(ctx, body)
+        ctx.result = ctx.applier.result(ctx.ops)
+        if not dry_run:
+            path = os.path.join(ctx.state_dir, "routing.json")
+            if os.path.exists(path):
+                os.unlink(path)
+    return _run(ctx, body, "down", lock)

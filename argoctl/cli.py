@@ -209,9 +209,9 @@ def _load_or_exit(config_file: str):
 
 
 def _control_errors():
-    from argoctl import keys, netlink, nft, plan
+    from argoctl import datapath, home, keys, netlink, nft, plan
     return (plan.PlanError, netlink.ApplyError, netlink.InjectedFailure, nft.NftError,
-            keys.KeyFileError, OSError)
+            keys.KeyFileError, datapath.DatapathError, home.Refused, OSError)
 
 
 @cli.command()
@@ -219,27 +219,28 @@ def _control_errors():
 @click.option("--dry-run", is_flag=True, help="print the plan (add/change/remove), touch nothing")
 @click.option("--json", "as_json", is_flag=True, help="print ops and counts as JSON")
 def up(config_file: str, dry_run: bool, as_json: bool) -> None:
-    """Reconcile this host to FILE: tunnels, addresses, tables, rules, nft. Idempotent;
-    on any failure the host is restored to its state before the call."""
+    """Bring this host to FILE: tunnels, addresses, tables, rules, nft, then the
+    datapath and its first path sets. Idempotent; on any failure the host is
+    restored to its state before the call. Refused while `argoctl run` runs here."""
     import json
 
-    from argoctl import apply
+    from argoctl import apply, home
 
     cfg = _load_or_exit(config_file)
     try:
         ctx = apply.up(cfg, dry_run=dry_run)
+    except home.Refused as e:
+        click.echo(f"argoctl up: {e} (nothing changed)", err=True)
+        sys.exit(1)
     except _control_errors() as e:
         click.echo(f"argoctl up: {e} (host unchanged)", err=True)
         sys.exit(1)
     dp = None
-    if not dry_run:
-        from argoctl import datapath
-        try:
-            dp = datapath.up(cfg)
-        except (datapath.DatapathError, OSError) as e:
-            click.echo(f"argoctl up: datapath: {e} (tunnels and rules are applied; "
-                       "`argoctl down` removes them)", err=True)
-            sys.exit(1)
+    if ctx.attach is not None:
+        a = ctx.attach
+        dp = {"pin_dir": ctx.home.pin_dir, "compiled": a.compiled, "steered": a.steered,
+              "passive": a.passive, "newly_attached": a.newly_attached, "cgroup": a.cgroup,
+              "clsact_added": a.clsact_added, **ctx.extra.get("maps", {})}
     if as_json:
         out = {"dry_run": dry_run, "ops": [op.to_dict() for op in ctx.ops], "datapath": dp}
         if ctx.result:
@@ -269,16 +270,15 @@ def down(config_file: str | None, dry_run: bool) -> None:
     from argoctl import apply
 
     routing = _load_or_exit(config_file).routing if config_file else None
-    if not dry_run:
-        from argoctl import datapath
-        dp = datapath.down()
-        if dp["filters_removed"] or dp["unpinned"]:
-            click.echo(f"datapath detached from {', '.join(dp['filters_removed']) or 'no interface'}")
     try:
         ctx = apply.down(routing, dry_run=dry_run)
     except _control_errors() as e:
         click.echo(f"argoctl down: {e}", err=True)
         sys.exit(1)
+    dp = ctx.extra.get("datapath")
+    if dp and (dp["filters_removed"] or dp["unpinned"]):
+        click.echo(f"datapath detached from {', '.join(dp['filters_removed']) or 'no interface'}"
+                   f"; {len(dp['unpinned'])} pin(s) removed")
     for op in ctx.ops:
         click.echo(str(op))
     click.echo(f"{len(ctx.ops)} object(s) " + ("would be removed" if dry_run else "removed"))
@@ -301,16 +301,16 @@ def status(config_file: str | None, as_json: bool) -> None:
         sys.exit(1)
     from argoctl import explain as ex
     data["choices"] = ex.live_choices()     # None: no `argoctl run` here yet
-    from argoctl import datapath
-    data["datapath"] = datapath.status(datapath.default_pin_dir())
+    from argoctl import datapath, home
+    data["datapath"] = datapath.status(home.pin_dir())
     if as_json:
         click.echo(json.dumps(data, sort_keys=True, default=str))
     else:
         st.render(data)
         if data["datapath"]["loaded"]:
             import rich
-            names_ = datapath.path_names(cfg) if cfg else {0: "direct"}
-            for table in datapath.status_table(data["datapath"], names_):
+            names_ = st.path_names(cfg) if cfg else {0: "direct"}
+            for table in st.status_table(data["datapath"], names_):
                 rich.print(table)
         if data["choices"]:
             ex.render_choices(data["choices"])
@@ -323,23 +323,21 @@ def status(config_file: str | None, as_json: bool) -> None:
                    "leave the datapath and the last decisions in place (hitless restart)")
 @click.option("--cgroup", default="auto", show_default=True, metavar="PATH|none",
               help="cgroup2 whose sockets are steered (auto: the root; none: no local steering)")
-@click.option("--pin-dir", default=None, hidden=True)
 @click.option("--netns", default=None, hidden=True, help="run for this network namespace")
-def run_cmd(config_file: str, cleanup: bool, cgroup: str, pin_dir: str | None,
-            netns: str | None) -> None:
+def run_cmd(config_file: str, cleanup: bool, cgroup: str, netns: str | None) -> None:
     """Apply FILE, attach the datapath, then measure every path and steer new flows
     onto the best one until SIGTERM. Decisions are logged one JSON line each."""
     import asyncio
     import logging
 
     from argoctl import daemon as dmn
-    from argoctl import datapath, names
+    from argoctl import datapath
     from argoctl.keys import KeyFileError
 
     cfg = _load_or_exit(config_file)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    opts = dmn.Options(ns=netns, cleanup=cleanup, pin_dir=pin_dir or names.BPF_PIN_DIR,
-                       cgroup=None if cgroup == "none" else cgroup, freeze_heap=True)
+    opts = dmn.Options(ns=netns, cleanup=cleanup, cgroup=None if cgroup == "none" else cgroup,
+                       freeze_heap=True)
     d = dmn.Daemon(cfg, opts)
     try:
         d.setup()

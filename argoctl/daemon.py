@@ -43,9 +43,10 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-from argoctl import maps, names, netlink
-from argoctl.config import DIRECT, Config
-from argoctl.engine import TOTAL_WEIGHT, Decision, Engine
+from argoctl import home as homes, maps, netlink
+from argoctl.config import Config, choice_of  # noqa: F401  (re-exported)
+from argoctl.datapath import pathset  # noqa: F401  (re-exported)
+from argoctl.engine import Decision, Engine
 from argoctl.estimator import State
 
 log = logging.getLogger("argoctl.daemon")
@@ -53,7 +54,7 @@ log = logging.getLogger("argoctl.daemon")
 from argoctl.statefile import *  # noqa: F401,F403
 from argoctl.statefile import _JSTR, _json, _path_json, _written_json
 
-FAST_DIVISOR = 4             # in-doubt paths: probes and decisions this much more often
+from argoctl.config.model import FAST_DIVISOR  # noqa: E402,F401  (Policy.timing: one place)
 # Fast probing is for a few paths in doubt. When many are (start-up, or the
 # host itself stalling), probing them all faster adds load exactly when the
 # host is short of it, makes replies late, and puts more paths in doubt: so at
@@ -66,18 +67,6 @@ HISTORY = 10000              # decisions remembered in memory (tests, debugging)
 
 
 # -- decisions -> maps -------------------------------------------------------------
-
-def pathset(cfg: Config, dest_paths: tuple[str, ...],
-            weights: dict[str, tuple[int, bool]]) -> list[maps.Path]:
-    """A decision's weights as the datapath's path set, in the destination's path
-    order. A path with weight 0 that is up keeps its pinned flows; down moves them."""
-    out = []
-    for name in dest_paths:
-        w, up = weights[name]
-        pid = cfg.path_id(name)
-        out.append(maps.Path(path_id=pid, mark=cfg.routing.mark(pid), weight=w, up=up))
-    return out
-
 
 def weights_of(cfg: Config, dest_paths: tuple[str, ...],
                paths: list[maps.Path]) -> Optional[dict[str, tuple[int, bool]]]:
@@ -95,17 +84,8 @@ def weights_of(cfg: Config, dest_paths: tuple[str, ...],
 
 
 def initial_weights(cfg: Config, dest) -> dict[str, tuple[int, bool]]:
-    """Before any measurement: the config's static weights, else everything on
-    direct (or the first path), every path up."""
-    if dest.weights:
-        return {p: (w, True) for p, w in zip(dest.paths, dest.weights)}
-    first = DIRECT if DIRECT in dest.paths else dest.paths[0]
-    return {p: (TOTAL_WEIGHT if p == first else 0, True) for p in dest.paths}
-
-
-def choice_of(dest_paths: tuple[str, ...], weights: dict[str, tuple[int, bool]]) -> str:
-    """The path taking most new flows (first in order on a tie)."""
-    return max(dest_paths, key=lambda p: (weights[p][0], -dest_paths.index(p)))
+    """Before any measurement: config.first_weights, the rule `up` follows too."""
+    return dest.first_weights()
 
 
 # -- the state file ----------------------------------------------------------------
@@ -114,12 +94,11 @@ def choice_of(dest_paths: tuple[str, ...], weights: dict[str, tuple[int, bool]])
 class Options:
     ns: Optional[str] = None                 # network namespace (None: the current one)
     run_dir: Optional[str] = None            # default: apply.default_run_dir()
-    pin_dir: str = names.BPF_PIN_DIR
     cgroup: Optional[str] = "auto"           # socket hooks; None: no local steering
     metrics_listen: Optional[str] = None     # None: policy.metrics_listen; "": off
     apply_config: bool = True                # run the up pipeline first
     cleanup: bool = False                    # on stop: detach and `down`
-    fast_divisor: float = FAST_DIVISOR
+    fast_divisor: Optional[float] = None     # default: policy.timing.fast_divisor
     key: object = None                       # an EchoKey (default: policy's key file)
     # Once running, move everything built so far (config, engine, probers, maps)
     # out of the cyclic GC's sight: they live as long as the process, and full
@@ -153,10 +132,13 @@ class Daemon:
         self.cfg = cfg
         self.opts = opts or Options()
         self.run_dir = self.opts.run_dir or default_run_dir()
-        self.state_dir = netlink.state_dir(self.opts.ns, self.run_dir)
+        self.home = homes.locate(self.opts.ns, self.run_dir)    # pins, state: one place
+        self.state_dir = self.home.state_dir
         self.state_file = os.path.join(self.state_dir, STATE_FILE)
         self.clock = clock
-        self.interval = cfg.policy.probe_interval_ms / 1000.0
+        self.interval = cfg.policy.timing.interval_s
+        if self.opts.fast_divisor is None:
+            self.opts.fast_divisor = cfg.policy.timing.fast_divisor
         self.engine: Optional[Engine] = None    # made by setup(): its clock starts there
         self.dests = {d.name: d for d in cfg.destinations}
         self._prefixes = {d.name: [str(p) for p in d.prefixes] for d in cfg.destinations}
@@ -194,22 +176,19 @@ class Daemon:
     # -- start-up ---------------------------------------------------------------
 
     def setup(self) -> None:
-        """Lock, up, attach, program. Raises DaemonError with a message on failure."""
-        from argoctl import apply, datapath
+        """Lock, then `up`'s stages (apply.py: links, nft, datapath, maps), the maps'
+        first contents being what _adopt chooses. Any failure rolls back what this
+        start-up did. Raises DaemonError with a message on failure."""
+        from argoctl import apply
         self.lock.acquire()
         try:
             if self.opts.key is None:
                 self.opts.key = self._read_key()
-            if self.opts.apply_config:
-                apply.up(self.cfg, ns=self.opts.ns, run_dir=self.run_dir)
-            self.attach_result = datapath.attach(self.cfg, self.opts.pin_dir, netns=self.opts.ns,
-                                                 cgroup=self.opts.cgroup)
-            self.maps = maps.Maps(self.opts.pin_dir)
-            # The engine's start-up grace (first measurement of the default path)
-            # counts from here, not from before a compile that takes seconds.
-            self.engine = Engine.from_config(self.cfg, clock=self.clock)
-            sets = self._adopt()
-            datapath.program(self.cfg, self.opts.pin_dir, pathsets=sets)
+            stages = apply.STAGE_NAMES if self.opts.apply_config else ("datapath", "maps")
+            ctx = apply.up(self.cfg, ns=self.opts.ns, run_dir=self.run_dir, stages=stages,
+                           cgroup=self.opts.cgroup, pathsets=self._adopt, lock=False)
+            self.attach_result = ctx.attach
+            self.maps = maps.Maps(self.home.pin_dir)
         except BaseException:
             self.close()
             raise
@@ -231,18 +210,23 @@ class Daemon:
             raise DaemonError(f"{self.cfg.path}: udp probes need policy.responder_key_file")
         return mac.read_key(f)
 
-    def _adopt(self) -> dict[int, list[maps.Path]]:
-        """Path sets to program: what the maps already hold for a destination if it
-        fits the config (a previous run's decision), else the initial weights. The
-        engine starts from the adopted choice."""
+    def _adopt(self, m: maps.Maps) -> dict[int, list[maps.Path]]:
+        """Path sets to program (the maps stage calls this with the pinned maps):
+        what the maps already hold for a destination if it fits the config (a
+        previous run's decision, or `up`'s first path set), else the first path
+        set (config.first_weights). The engine starts from the adopted choice."""
+        # The engine's start-up grace (first measurement of the default path)
+        # counts from here, not from before a compile that takes seconds.
+        self.engine = Engine.from_config(self.cfg, clock=self.clock)
         sets = {}
         for name, d in self.dests.items():
-            cur = self.maps.pathset(d.id)
+            cur = m.pathset(d.id)
             w = weights_of(self.cfg, d.paths, cur[1]) if cur else None
+            first = d.first_weights()
             self.adopted[name] = w is not None
             if w is None:
-                w = initial_weights(self.cfg, d)
-            else:
+                w = first
+            elif w != first:    # (the first set: the engine holds it already)
                 self.engine.seed_choice(name, choice_of(d.paths, w))
             self.written[name] = w
             sets[d.id] = pathset(self.cfg, d.paths, w)
@@ -564,9 +548,9 @@ class Daemon:
             self.lock.release()
 
     def teardown(self) -> None:
-        from argoctl import apply, datapath
-        datapath.detach(self.opts.pin_dir, netns=self.opts.ns, cgroup=self.opts.cgroup)
-        apply.down(self.cfg.routing, ns=self.opts.ns, run_dir=self.run_dir)
+        from argoctl import apply
+        apply.down(self.cfg.routing, ns=self.opts.ns, run_dir=self.run_dir,
+                   cgroup=self.opts.cgroup, lock=False)
         try:
             os.unlink(self.state_file)
         except FileNotFoundError:

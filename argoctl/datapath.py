@@ -15,43 +15,27 @@ kernel) each run their own datapath."""
 
 from __future__ import annotations
 
-import errno
 import os
 import re
-import socket
 from importlib import resources
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path as FsPath
 from typing import Iterable, Optional
 
-from argoctl import bpfsys, maps, names
-from argoctl.config import DIRECT, Config
+from argoctl import bpfsys, home, maps, names
+from argoctl.hooks import (FILTER_PREFIX, SOCK_PROGRAMS, TC_HANDLE, TC_INGRESS,  # noqa: F401
+                           TC_PRIO, TC_PROGRAMS, _cgroup_attach, _cgroup_attached,
+                           _cgroup_detach, _link, _netlink, _no_step, _our_filters,
+                           _remove_clsact, _tc_attach, _tc_detach, _tc_detach_all,
+                           remove_clsacts)
+from argoctl.config import Config
 
 # The datapath's C sources are package data (argoctl/bpf), so a regular install
 # has them too; ARGOCTL_BPF_DIR overrides for development.
 BPF_DIR = FsPath(os.environ.get("ARGOCTL_BPF_DIR") or str(resources.files("argoctl") / "bpf"))
 ENTRY_FILES = ("steer_tc.c", "passive_tc.c", "steer_sock.c", "steer_sockops.c")
-BPF_FS_MAGIC = 0xCAFE4A11
+BPF_FS_MAGIC = home.BPF_FS_MAGIC
 
-# tc: our filters sit at this priority on clsact ingress, named
-# "argoctl-<program>-<prog id>", so `detach` removes only ours and `attach`
-# can tell whether an interface already runs the pinned program.
-TC_PRIO = 7200
-TC_HANDLE = 1
-TC_INGRESS = 0xFFFFFFF2   # TC_H_CLSACT:TC_H_MIN_INGRESS
-FILTER_PREFIX = "argoctl-"
-
-SCHED_CLS = 3
-CGROUP_SOCK_ADDR = 18
-TC_PROGRAMS = ("steer_eth", "steer_l3", "passive_eth", "passive_l3")
-SOCK_PROGRAMS = {
-    "sock_connect4": bpfsys.CGROUP_INET4_CONNECT,
-    "sock_connect6": bpfsys.CGROUP_INET6_CONNECT,
-    "sock_sendmsg4": bpfsys.CGROUP_UDP4_SENDMSG,
-    "sock_sendmsg6": bpfsys.CGROUP_UDP6_SENDMSG,
-    "sock_ops": bpfsys.CGROUP_SOCK_OPS,
-}
 ARPHRD_ETHER = 1
 
 
@@ -113,22 +97,11 @@ def compile_bpf(pin_dir: Optional[str] = None, sizes: Sizes = Sizes(),
     return BPF(text=source(entries), cflags=cflags)
 
 
-def _fs_magic(path: str) -> int:
-    """f_type of statfs(2) (os.statvfs does not expose it)."""
-    import ctypes
-    buf = ctypes.create_string_buffer(128)   # struct statfs; f_type is the first long
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.statfs(path.encode(), buf) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"statfs {path}: {os.strerror(err)}")
-    return int.from_bytes(buf.raw[:8], "little")
-
-
 def ensure_bpffs(directory: str) -> None:
     """Pins need a bpf filesystem. Mount one on `directory` if it is not one
     already (what iproute2 and Cilium do for /sys/fs/bpf)."""
     os.makedirs(directory, exist_ok=True)
-    if _fs_magic(directory) == BPF_FS_MAGIC:
+    if home.fs_magic(directory) == BPF_FS_MAGIC:
         return
     import subprocess
     proc = subprocess.run(["mount", "-t", "bpf", "bpf", directory], capture_output=True, text=True)
@@ -149,28 +122,13 @@ def cgroup2_root() -> Optional[str]:
 DEFAULT_CGROUP = "auto"   # the cgroup2 root
 
 
-def in_init_netns() -> bool:
-    me = os.stat("/proc/self/ns/net").st_ino
-    try:
-        return me == os.stat("/proc/1/ns/net").st_ino
-    except OSError:   # pid 1 hidden (containers): a named namespace is not the host's
-        try:
-            entries = os.listdir("/run/netns")
-        except OSError:
-            return True
-        return not any(os.stat(os.path.join("/run/netns", e)).st_ino == me for e in entries)
-
-
 def default_pin_dir() -> str:
-    """names.BPF_PIN_DIR for the host; a node living in a network namespace
-    (`ip netns exec ... argoctl up`) gets a pin directory of its own."""
-    if in_init_netns():
-        return names.BPF_PIN_DIR
-    return f"{names.BPF_PIN_DIR}-ns{os.stat('/proc/self/ns/net').st_ino}"
+    """The pin directory of the namespace this process is in (home.py decides)."""
+    return home.pin_dir()
 
 
 def _cgroup_path(cgroup: Optional[str]) -> Optional[str]:
-    if cgroup == DEFAULT_CGROUP and not in_init_netns():
+    if cgroup == DEFAULT_CGROUP and not home.in_init_netns():
         return None   # a node in a namespace does not hook every socket of the host
     if cgroup == DEFAULT_CGROUP:
         root = cgroup2_root()
@@ -279,129 +237,6 @@ def ensure_loaded(pin_dir: str = names.BPF_PIN_DIR, sizes: Sizes = Sizes()) -> t
     return True, fds
 
 
-# -- tc --------------------------------------------------------------------
-
-def _ipr(netns: Optional[str]):
-    from pyroute2 import IPRoute
-    return IPRoute(netns=netns) if netns else IPRoute()
-
-
-def _filter_name(prog: str, prog_id: int) -> str:
-    return f"{FILTER_PREFIX}{prog}-{prog_id}"
-
-
-def _our_filters(ipr, ifindex: int) -> list[str]:
-    """Names of our bpf filters on the interface's clsact ingress."""
-    out = []
-    try:
-        flt = ipr.get_filters(index=ifindex, parent=TC_INGRESS)
-    except Exception:
-        return out
-    for f in flt:
-        opts = f.get_attr("TCA_OPTIONS")
-        name = opts.get_attr("TCA_BPF_NAME") if opts is not None else None
-        if name and name.startswith(FILTER_PREFIX) and (f["info"] >> 16) == TC_PRIO:
-            out.append(name)
-    return out
-
-
-def _tc_attach(ipr, ifindex: int, prog: str, fd: int) -> bool:
-    """Attach (or atomically replace) our filter; False if already in place."""
-    want = _filter_name(prog, bpfsys.prog_info(fd).id)
-    have = _our_filters(ipr, ifindex)
-    if want in have:
-        return False
-    try:
-        ipr.tc("add", "clsact", ifindex)
-    except Exception as e:  # already there
-        if getattr(e, "code", None) != errno.EEXIST:
-            raise
-    # "replace" swaps the program in one step: no packet sees no filter.
-    ipr.tc("replace-filter", "bpf", ifindex, TC_HANDLE, fd=fd, name=want,
-           parent=TC_INGRESS, prio=TC_PRIO, classid=1, direct_action=True,
-           protocol=0x0003)
-    return True
-
-
-def _tc_detach_all(ipr) -> list[str]:
-    """Remove our filters from every interface of the namespace."""
-    removed = []
-    for link in ipr.get_links():
-        idx = link["index"]
-        ours = _our_filters(ipr, idx)
-        if ours:
-            try:
-                ipr.tc("del-filter", "bpf", idx, TC_HANDLE, parent=TC_INGRESS,
-                       prio=TC_PRIO, protocol=0x0003)
-            except Exception as e:
-                if getattr(e, "code", None) not in (errno.ENOENT, errno.EINVAL):
-                    raise
-            removed.append(link.get_attr("IFLA_IFNAME"))
-    return removed
-
-
-def _link(ipr, ifname: str):
-    found = ipr.link_lookup(ifname=ifname)
-    if not found:
-        return None
-    return ipr.get_links(found[0])[0]
-
-
-@contextmanager
-def _netlink(progs: dict[str, int], netns: Optional[str]):
-    """A netlink socket for the namespace; closes it and the program fds after."""
-    ipr = None
-    try:
-        ipr = _ipr(netns)
-        yield ipr
-    finally:
-        if ipr is not None:
-            ipr.close()
-        for fd in progs.values():
-            os.close(fd)
-
-
-# -- cgroup ----------------------------------------------------------------
-
-def _cgroup_attach(progs: dict[str, int], cgroup: str) -> None:
-    cg = os.open(cgroup, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        for n, atype in SOCK_PROGRAMS.items():
-            pid = bpfsys.prog_info(progs[n]).id
-            if pid in bpfsys.prog_query(cg, atype):
-                continue
-            bpfsys.prog_attach(progs[n], cg, atype)
-    finally:
-        os.close(cg)
-
-
-def _cgroup_detach(progs: dict[str, int], cgroup: str) -> None:
-    if not os.path.isdir(cgroup):
-        return
-    cg = os.open(cgroup, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        for n, atype in SOCK_PROGRAMS.items():
-            if n not in progs:
-                continue
-            pid = bpfsys.prog_info(progs[n]).id
-            if pid in bpfsys.prog_query(cg, atype):
-                bpfsys.prog_detach(progs[n], cg, atype)
-    finally:
-        os.close(cg)
-
-
-def _cgroup_attached(progs: dict[str, int], cgroup: str) -> bool:
-    try:
-        cg = os.open(cgroup, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return False
-    try:
-        return all(bpfsys.prog_info(progs[n]).id in bpfsys.prog_query(cg, a)
-                   for n, a in SOCK_PROGRAMS.items() if n in progs)
-    finally:
-        os.close(cg)
-
-
 # -- the API the control plane calls ----------------------------------------
 
 @dataclass
@@ -411,6 +246,11 @@ class AttachResult:
     passive: list[str] = field(default_factory=list)    # interfaces with passive_*
     newly_attached: list[str] = field(default_factory=list)
     cgroup: Optional[str] = None
+    # what this call created, for undo(): a failure rolls back exactly these
+    pin_dir: str = ""
+    pins_created: bool = False           # the pin directory did not exist before
+    clsact_added: list[str] = field(default_factory=list)
+    cgroup_attached: list[str] = field(default_factory=list)
 
 
 def _route_ifnames(ipr, addresses) -> list[str]:
@@ -436,11 +276,16 @@ def _ifname(ipr, index: int) -> str:
 
 
 def attach(config: Config, pin_dir: str = names.BPF_PIN_DIR, netns: Optional[str] = None,
-           cgroup: Optional[str] = DEFAULT_CGROUP, sizes: Sizes = Sizes()) -> AttachResult:
+           cgroup: Optional[str] = DEFAULT_CGROUP, sizes: Sizes = Sizes(),
+           res: Optional[AttachResult] = None, step=_no_step, intents=None) -> AttachResult:
     """Load (or adopt) the datapath and attach it: steering on the node's
     steer_interfaces, passive signals on its tunnels and on the devices routing to its
     peers and destinations, the
-    socket hooks on `cgroup` (None: no local steering). Idempotent."""
+    socket hooks on `cgroup` (None: no local steering). Idempotent.
+    `res` records what this call created as it goes (undo() takes it back, even
+    after a failure half-way); `step(what)` is called before each kernel write;
+    `intents` (intent.Intents) records the clsact qdiscs argoctl adds."""
+    res = res if res is not None else AttachResult(compiled=False)
     cgroup = _cgroup_path(cgroup)
     if cgroup is not None and not os.path.isdir(cgroup):
         raise DatapathError(f"cgroup {cgroup} does not exist")
@@ -448,8 +293,10 @@ def attach(config: Config, pin_dir: str = names.BPF_PIN_DIR, netns: Optional[str
         missing = [i for i in config.node.steer_interfaces if _link(ipr, i) is None]
     if missing:
         raise DatapathError(f"steer interface(s) not found: {', '.join(missing)}")
-    compiled, progs = ensure_loaded(pin_dir, sizes)
-    res = AttachResult(compiled=compiled, cgroup=cgroup)
+    res.pin_dir, res.cgroup = pin_dir, cgroup
+    res.pins_created = not os.path.isdir(pin_dir)
+    step("load the datapath")
+    res.compiled, progs = ensure_loaded(pin_dir, sizes)
     with _netlink(progs, netns) as ipr:
         with maps.Maps(pin_dir) as m:
             s = m.settings()
@@ -459,7 +306,7 @@ def attach(config: Config, pin_dir: str = names.BPF_PIN_DIR, netns: Optional[str
         for ifname in config.node.steer_interfaces:
             link = _link(ipr, ifname)
             prog = "steer_eth" if link["ifi_type"] == ARPHRD_ETHER else "steer_l3"
-            if _tc_attach(ipr, link["index"], prog, progs[prog]):
+            if _tc_attach(ipr, link["index"], prog, progs[prog], ifname, res, step, intents):
                 res.newly_attached.append(ifname)
             res.steered.append(ifname)
         passive = [names.link_name(p.name) for p in config.peers]
@@ -471,22 +318,50 @@ def attach(config: Config, pin_dir: str = names.BPF_PIN_DIR, netns: Optional[str
             if link is None or ifname in res.steered:
                 continue
             prog = "passive_eth" if link["ifi_type"] == ARPHRD_ETHER else "passive_l3"
-            if _tc_attach(ipr, link["index"], prog, progs[prog]):
+            if _tc_attach(ipr, link["index"], prog, progs[prog], ifname, res, step, intents):
                 res.newly_attached.append(ifname)
             res.passive.append(ifname)
         if cgroup:
-            _cgroup_attach(progs, cgroup)
+            _cgroup_attach(progs, cgroup, res, step)
     return res
 
 
+def undo(res: AttachResult, netns: Optional[str] = None, intents=None) -> None:
+    """Take back what one attach() created (res), in reverse: cgroup hooks, filters,
+    clsact qdiscs, and the pins if it made them. What was there before stays."""
+    progs = _pinned_programs(res.pin_dir) if res.pin_dir and os.path.isdir(res.pin_dir) else {}
+    with _netlink(progs, netns) as ipr:
+        if res.cgroup and res.cgroup_attached:
+            _cgroup_detach(progs, res.cgroup, only=res.cgroup_attached)
+        for ifname in res.newly_attached:
+            link = _link(ipr, ifname)
+            if link is not None:
+                _tc_detach(ipr, link["index"])
+        for ifname in res.clsact_added:
+            link = _link(ipr, ifname)
+            if link is not None:
+                _remove_clsact(ipr, ifname, link["index"], intents)
+    if res.pins_created and res.pin_dir and os.path.isdir(res.pin_dir):
+        for entry in os.listdir(res.pin_dir):
+            os.unlink(os.path.join(res.pin_dir, entry))
+        os.rmdir(res.pin_dir)
+
+
 def config_pathsets(config: Config) -> dict[int, list[maps.Path]]:
-    """Static path sets from the config: its weights, else everything on the
-    first path of the preference order (the others up, weight 0)."""
-    out = {}
-    for d in config.destinations:
-        weights = d.weights or tuple(1 if i == 0 else 0 for i in range(len(d.paths)))
-        out[d.id] = [maps.Path(path_id=config.path_id(p), mark=config.routing.mark(config.path_id(p)),
-                               weight=w) for p, w in zip(d.paths, weights)]
+    """The first path sets, before any measurement: Destination.first_weights,
+    the one rule `up` and `run` share."""
+    return {d.id: pathset(config, d.paths, d.first_weights()) for d in config.destinations}
+
+
+def pathset(cfg: Config, dest_paths: tuple[str, ...],
+            weights: dict[str, tuple[int, bool]]) -> list[maps.Path]:
+    """Weights as the datapath's path set, in the destination's path order. A path
+    with weight 0 that is up keeps its pinned flows; down moves them."""
+    out = []
+    for name in dest_paths:
+        w, up = weights[name]
+        pid = cfg.path_id(name)
+        out.append(maps.Path(path_id=pid, mark=cfg.routing.mark(pid), weight=w, up=up))
     return out
 
 
@@ -498,24 +373,45 @@ def program(config: Config, pin_dir: str = names.BPF_PIN_DIR,
     sets = pathsets if pathsets is not None else config_pathsets(config)
     want_prefixes = {str(p): d.id for d in config.destinations for p in d.prefixes}
     with maps.Maps(pin_dir) as m:
-        m.set_pathsets(sets)
-        have = m.prefixes()
-        changed = [(p, i) for p, i in want_prefixes.items() if have.get(p) != i]
-        stale = [p for p in have if p not in want_prefixes]
-        if changed:
-            m.set_prefixes(changed, bump_epoch=not stale)
-        if stale:
-            m.remove_prefixes(stale)
-        stale_ids = [i for i in m.dest_ids() if i not in sets]
-        for i in stale_ids:
-            m.remove_destination(i)
+        return _write(m, sets, want_prefixes)
+
+
+def _write(m, sets: dict[int, list[maps.Path]], want_prefixes: dict[str, int]) -> dict[str, int]:
+    m.set_pathsets(sets)
+    have = m.prefixes()
+    changed = [(p, i) for p, i in want_prefixes.items() if have.get(p) != i]
+    stale = [p for p in have if p not in want_prefixes]
+    if changed:
+        m.set_prefixes(changed, bump_epoch=not stale)
+    if stale:
+        m.remove_prefixes(stale)
+    stale_ids = [i for i in m.dest_ids() if i not in sets]
+    for i in stale_ids:
+        m.remove_destination(i)
     return {"destinations": len(sets), "prefixes_written": len(changed),
             "prefixes_removed": len(stale), "destinations_removed": len(stale_ids)}
 
 
+def map_contents(pin_dir: str) -> dict:
+    """What the maps steer by (prefixes, path sets), to put back with restore_contents."""
+    with maps.Maps(pin_dir) as m:
+        sets = {}
+        for i in m.dest_ids():
+            cur = m.pathset(i)
+            if cur is not None:
+                sets[i] = cur[1]
+        return {"prefixes": m.prefixes(), "sets": sets}
+
+
+def restore_contents(pin_dir: str, contents: dict) -> None:
+    with maps.Maps(pin_dir) as m:
+        _write(m, contents["sets"], contents["prefixes"])
+
+
 def detach(pin_dir: str = names.BPF_PIN_DIR, netns: Optional[str] = None,
-           cgroup: Optional[str] = DEFAULT_CGROUP) -> dict:
-    """Remove our tc filters, cgroup hooks and pins. Safe to run twice."""
+           cgroup: Optional[str] = DEFAULT_CGROUP, intents=None) -> dict:
+    """Remove our tc filters, cgroup hooks and pins, and the clsact qdiscs the
+    intent journal says argoctl added. Safe to run twice."""
     cgroup = cgroup2_root() if cgroup == DEFAULT_CGROUP else cgroup
     if cgroup is not None and not os.path.isdir(cgroup):
         cgroup = None
@@ -524,13 +420,14 @@ def detach(pin_dir: str = names.BPF_PIN_DIR, netns: Optional[str] = None,
         removed = _tc_detach_all(ipr)
         if cgroup:
             _cgroup_detach(progs, cgroup)
+        clsact = remove_clsacts(ipr, intents) if intents is not None else []
     unpinned = []
     if os.path.isdir(pin_dir):
         for entry in sorted(os.listdir(pin_dir)):
             os.unlink(os.path.join(pin_dir, entry))
             unpinned.append(entry)
         os.rmdir(pin_dir)
-    return {"filters_removed": removed, "unpinned": unpinned}
+    return {"filters_removed": removed, "unpinned": unpinned, "clsact_removed": clsact}
 
 
 def detach_filters(netns: Optional[str] = None) -> list[str]:
@@ -576,49 +473,3 @@ def status(pin_dir: str = names.BPF_PIN_DIR, netns: Optional[str] = None,
     return {"loaded": True, "fwmark_mask": s.fwmark_mask, "lpm_epoch": s.lpm_epoch,
             "reroute": maps.reroute_on(s),
             "filters": filters, "cgroup_hooks": cg, "destinations": dests, "paths": paths_out}
-
-
-def up(config: Config, pin_dir: Optional[str] = None, cgroup: Optional[str] = DEFAULT_CGROUP) -> dict:
-    """What `argoctl up` does after the tunnels and rules: attach (or adopt) and
-    program the config's destinations with its static weights."""
-    pin_dir = pin_dir or default_pin_dir()
-    res = attach(config, pin_dir=pin_dir, cgroup=cgroup)
-    counts = program(config, pin_dir=pin_dir)
-    return {"pin_dir": pin_dir, "compiled": res.compiled, "steered": res.steered,
-            "passive": res.passive, "newly_attached": res.newly_attached,
-            "cgroup": res.cgroup, **counts}
-
-
-def down(pin_dir: Optional[str] = None) -> dict:
-    return detach(pin_dir or default_pin_dir())
-
-
-def status_table(st: dict, path_name: dict[int, str]):
-    """A rich table: each destination's path set with its counters."""
-    from rich.table import Table
-    t = Table(title="datapath: destinations")
-    for col in ("id", "prefixes", "paths (weight, state)", "packets", "bytes"):
-        t.add_column(col)
-    for dest_id, d in sorted(st["destinations"].items()):
-        paths = ", ".join(f"{path_name.get(p['path_id'], p['path_id'])} {p['weight']}"
-                          f"{'' if p['up'] else ' DOWN'}" for p in d["paths"])
-        t.add_row(str(dest_id), " ".join(d["prefixes"]), paths,
-                  str(d["counters"]["packets"]), str(d["counters"]["bytes"]))
-    p = Table(title="datapath: paths (protective reroute %s)"
-                    % ("on" if st.get("reroute") else "off"))
-    for col in ("path", "packets", "bytes", "SYNs", "SYN-ACKs", "handshake RTT", "sockets",
-                "rerouted away"):
-        p.add_column(col)
-    for pid, c in sorted(st["paths"].items()):
-        rtt = f"{c['rtt_sum_ns'] / c['rtt_count'] / 1e6:.1f} ms" if c["rtt_count"] else "-"
-        p.add_row(str(path_name.get(pid, pid)), str(c["packets"]), str(c["bytes"]),
-                  str(c["syns"]), str(c["synacks"]), rtt, str(c["sockets"]),
-                  str(c["reroutes"]))
-    return t, p
-
-
-def path_names(config: Config) -> dict[int, str]:
-    """path id -> name, for rendering status."""
-    out = {names.DIRECT_PATH_ID: DIRECT}
-    out.update({p.id: p.name for p in config.peers})
-    return out

@@ -77,7 +77,7 @@ import math
 import time
 from typing import Callable, Hashable, Iterable, Optional, Sequence
 
-from argoctl.config import DIRECT, Config, Policy
+from argoctl.config import Config, Policy, choice_of, first_weights
 from argoctl.estimator import (DOWN as S_DOWN, SUSPECT as S_SUSPECT, UNKNOWN as S_UNKNOWN,
                                UP as S_UP, Estimator, Snapshot, State)
 
@@ -148,9 +148,15 @@ class Decision:
         return "\n".join(lines)
 
 
+_NO_MEASUREMENTS = "no measurements yet: {}"
+_WAITING = "waiting for the first measurement of {}"
+_STARTING = (_NO_MEASUREMENTS, _WAITING)
+
+
 class _DestState:
     def __init__(self, name: str, paths: Sequence[str], policy: Policy, now: float,
-                 path_state: Callable[[str], _PathState]):
+                 path_state: Callable[[str], _PathState],
+                 weights: Optional[Sequence[int]] = None):
         if not paths:
             raise ValueError(f"destination {name!r}: no paths")
         if len(set(paths)) != len(paths):
@@ -159,7 +165,11 @@ class _DestState:
         self.started = now
         self.order = tuple(paths)
         self.paths = {p: path_state(p) for p in paths}
-        self.choice = DIRECT if DIRECT in self.paths else self.order[0]
+        # The first path set (config.first_weights: the rule `up` follows too);
+        # configured weights are held until measurements decide.
+        first = first_weights(self.order, tuple(weights) if weights else None)
+        self.choice = choice_of(self.order, first)
+        self.held_first = first if weights else None
         self.dwell: Optional[tuple[str, float]] = None   # (candidate, better since)
         # paths a return to needs a hold-down of being better -> why ("left for latency")
         self.demoted: dict[str, str] = {}
@@ -183,7 +193,8 @@ class Engine:
         self.policy = policy
         self.tuning = tuning or Tuning()
         self.clock = clock
-        self.interval = policy.probe_interval_ms / 1000.0
+        self.interval = policy.timing.interval_s
+        self._grace = policy.timing.startup_grace_s
         self._rel, self._abs = policy.switch_relative, policy.switch_absolute_ms
         if native is None:
             native = _pathcore is not None
@@ -195,7 +206,7 @@ class Engine:
         groups = groups or {}
         self._dests: dict[str, _DestState] = {}
         shared: dict[Hashable, _PathState] = {}
-        for name, paths in destinations:
+        for name, paths, *weights in destinations:
             if name in self._dests:
                 raise ValueError(f"duplicate destination {name!r}")
 
@@ -209,14 +220,15 @@ class Engine:
                         shared[key] = ps
                 ps.dests.append(name)
                 return ps
-            self._dests[name] = _DestState(name, paths, policy, now, path_state)
+            self._dests[name] = _DestState(name, paths, policy, now, path_state,
+                                           weights[0] if weights else None)
 
     @classmethod
     def from_config(cls, cfg: Config, clock: Callable[[], float] = time.monotonic,
                     tuning: Optional[Tuning] = None) -> "Engine":
         groups = {(d.name, p): cfg.measurement(d, p) for d in cfg.destinations for p in d.paths}
-        return cls(cfg.policy, [(d.name, d.paths) for d in cfg.destinations], clock, tuning,
-                   groups)
+        return cls(cfg.policy, [(d.name, d.paths, d.weights) for d in cfg.destinations], clock,
+                   tuning, groups)
 
     # -- access ---------------------------------------------------------
 
@@ -277,6 +289,7 @@ class Engine:
         if choice not in d.paths:
             raise ValueError(f"destination {dest!r}: no path {choice!r} (paths: {list(d.order)})")
         d.choice = choice
+        d.held_first = None      # a previous run's decision stands, not the config's split
 
     def next_deadline(self) -> Optional[float]:
         """The earliest time an estimator changes state by time alone (see
@@ -305,7 +318,10 @@ class Engine:
         scores = {p: paths[p].score(p, now) for p in d.order}
         choice, reason = self._choose(d, scores, now)
         d.choice = choice
-        weights = self._weights(d, scores, choice)
+        if d.held_first is not None and type(reason) is tuple and reason[0] in _STARTING:
+            weights = d.held_first           # the configured split, until measured
+        else:
+            weights = self._weights(d, scores, choice)
         prev = d.last
         if prev is None or prev.choice != choice:
             changed = True
@@ -338,11 +354,11 @@ class Engine:
             d.dwell = None
             return choice, ("all paths down: keep the last choice {} up", choice)
         if unknown_only:
-            return choice, ("no measurements yet: {}", choice)
-        if cur.tier == UNKNOWN and now - d.started < self.policy.detect_multiplier * self.interval:
+            return choice, (_NO_MEASUREMENTS, choice)
+        if cur.tier == UNKNOWN and now - d.started < self._grace:
             # Start-up: give the default path its first round trip before
             # moving to whichever path happened to answer first.
-            return choice, ("waiting for the first measurement of {}", choice)
+            return choice, (_WAITING, choice)
         back = self._undivert(d, scores, cur, now)
         if back is not None:
             return back

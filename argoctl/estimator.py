@@ -103,9 +103,8 @@ class Estimator:
 
     def __init__(self, policy: Policy, now: float = 0.0):
         self.policy = policy
-        self.interval = policy.probe_interval_ms / 1000.0
-        self.detect = policy.detect_multiplier * self.interval
-        self.suspect_after = _suspect_after(policy, self.interval, self.detect)
+        t = policy.timing
+        self.interval, self.detect, self.suspect_after = t.interval_s, t.detect_s, t.suspect_after_s
         self.state = State.UNKNOWN
         self.since = now
         self.srtt: Optional[float] = None      # seconds
@@ -359,12 +358,3 @@ class Estimator:
             self.counts["suspects"] += 1
         self.state = state
         self.since = now
-
-
-def _suspect_after(policy: Policy, interval: float, detect: float) -> float:
-    """Silence that counts as the first miss: the next reply is overdue by a
-    whole probe timeout. Kept below the detection time (so suspect comes first)
-    but never below one (jittered) interval, where it would fire on noise."""
-    jittered = interval * (1 + policy.probe_jitter)
-    overdue = jittered + policy.probe_timeout_ms / 1000.0
-    return min(detect, max(jittered, min(overdue, detect - interval / 2)))

@@ -26,12 +26,6 @@ FLOW_SYN_RETRANS = 1
 SETTING_REROUTE = 1   # settings.flags: protective reroute on
 MAX_REROUTES = 2      # re-pins per flow / local socket
 
-# Every constant above that C has too (tests/bpf/test_layout.py compares the values).
-SHARED_CONSTANTS = {"ARGOCTL_ABI": ABI, "MAX_PATHS": MAX_PATHS, "MAX_PATH_IDS": MAX_PATH_IDS,
-                    "PATH_DOWN": PATH_DOWN, "PATH_UP": PATH_UP,
-                    "FLOW_SYN_RETRANS": FLOW_SYN_RETRANS, "SETTING_REROUTE": SETTING_REROUTE,
-                    "MAX_REROUTES": MAX_REROUTES}
-
 u8, u16, u32, u64 = ctypes.c_uint8, ctypes.c_uint16, ctypes.c_uint32, ctypes.c_uint64
 
 

@@ -13,13 +13,11 @@ undoes the journal in reverse, so the host returns to its state before the call.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import ipaddress
 import json
 import os
 import socket
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Optional
 
@@ -31,7 +29,6 @@ from argoctl.plan import (GLOBAL_SYSCTLS, Address, Link, Nft, Op, PlanError, Rou
 RT_TABLE_MAIN = 254
 GRE_KEY_FLAG = 0x2000
 FAMILIES = {4: socket.AF_INET, 6: socket.AF_INET6}
-CLONE_NEWNET = 0x40000000
 
 
 class ApplyError(Exception):
@@ -50,40 +47,13 @@ class InjectedFailure(Exception):
 
 # ---------------------------------------------------------------------------- namespaces
 
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _setns(fd: int) -> None:
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
-        e = ctypes.get_errno()
-        raise OSError(e, os.strerror(e))
-
-
-@contextmanager
-def netns(name: Optional[str]):
-    """Run the body with this thread inside network namespace `name` (None: stay).
-    Sockets (netlink, nft, WireGuard) and /proc/sys/net opened inside belong to it."""
-    if name is None:
-        yield
-        return
-    back = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        target = os.open(f"/run/netns/{name}", os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            _setns(target)
-        finally:
-            os.close(target)
-        try:
-            yield
-        finally:
-            _setns(back)
-    finally:
-        os.close(back)
+from argoctl.home import netns  # noqa: E402,F401  (entering a namespace: home.py)
 
 
 def state_dir(ns: Optional[str], run_dir: str = names.RUN_DIR) -> str:
-    """Where saved sysctl values and owned ranges live (per namespace: sysctls are)."""
-    return run_dir if ns is None else os.path.join(run_dir, "netns", ns)
+    """Where saved sysctl values, owned ranges and intents live (home.py decides)."""
+    from argoctl import home
+    return home.locate(ns, run_dir).state_dir
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -390,8 +360,11 @@ class Result:
 class Applier:
     """Executes ops in one namespace (the caller is already inside it)."""
 
-    def __init__(self, ipr, wg_factory, nft, saved: Saved):
+    def __init__(self, ipr, wg_factory, nft, saved: Saved, intents=None, step=None):
         self.ipr = ipr
+        self.intents = intents        # intent.Intents: links being created (None: not kept)
+        # step(what): called before every kernel write (failure injection, SIGKILL tests)
+        self.step = step or (lambda what: None)
         self._wg_factory = wg_factory
         self._wg = None
         self.nft = nft
@@ -421,6 +394,10 @@ class Applier:
 
     # -- links
     def _link_add(self, l: Link) -> None:
+        # The kernel ignores IFLA_IFALIAS when it creates a device: the intent is
+        # written first, so a kill before the alias leaves a device `up`/`down` know.
+        if self.intents is not None:
+            self.intents.add_link(l.name)
         if l.kind in ("gre", "ip6gre"):
             kw = {f"{l.kind}_local": l.local, f"{l.kind}_remote": l.remote,
                   f"{l.kind}_ttl": l.ttl}
@@ -432,8 +409,10 @@ class Applier:
             self._nl(self.ipr.link, "add", ifname=l.name, kind="wireguard", mtu=l.mtu)
         try:
             idx = self._index(l.name)
+            self.step(f"configure {l.name}")
             if l.kind == "wireguard":
                 self._wg_configure(l, None)
+                self.step(f"alias {l.name}")
             # Only now does the link carry our alias: until then a crash would leave an
             # unowned link, so any failure here deletes it before propagating.
             self._nl(self.ipr.link, "set", index=idx, ifalias=l.alias, state="up")
@@ -443,7 +422,11 @@ class Applier:
                 self.ipr.link("del", ifname=l.name)
             except Exception:
                 pass
+            if self.intents is not None and not self.ipr.link_lookup(ifname=l.name):
+                self.intents.done_link(l.name)    # (else the next up/down removes it)
             raise
+        if self.intents is not None:
+            self.intents.done_link(l.name)
 
     def _wg_configure(self, l: Link, old: Optional[Link]) -> None:
         from argoctl import keys
@@ -549,12 +532,14 @@ class Applier:
             raise TypeError(f"unknown object {o!r}")
 
     def apply(self, ops: list[Op], fail_at: Optional[int] = None) -> Result:
-        """Run ops in order; on any exception undo the completed ones in reverse."""
+        """Run ops in order; on any exception undo the completed ones in reverse.
+        (`fail_at`: InjectedFailure before op k, for callers without a step hook.)"""
         journal: list[Op] = []
         try:
             for k, op in enumerate(ops):
                 if fail_at == k:
                     raise InjectedFailure(f"injected failure before step {k}: {op}")
+                self.step(str(op))
                 try:
                     self.execute(op)
                 except InjectedFailure:
@@ -590,6 +575,21 @@ class Applier:
     def close(self):
         if self._wg is not None:
             self._wg.close()
+
+
+def remove_interrupted(ipr, intents) -> list[str]:
+    """Devices whose creation an `up` began but never finished (killed before the
+    alias): in the intent journal, named ag-*, without our alias. Deleted."""
+    removed = []
+    for name in intents.links():
+        found = ipr.link_lookup(ifname=name)
+        if found and name.startswith(names.LINK_PREFIX):
+            alias = ipr.get_links(found[0])[0].get_attr("IFLA_IFALIAS")
+            if not alias:
+                ipr.link("del", index=found[0])
+                removed.append(name)
+        intents.done_link(name)
+    return removed
 
 
 def _reason(e: BaseException) -> str:

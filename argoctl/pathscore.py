@@ -9,10 +9,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Optional
 
-from argoctl.config import Policy
+from argoctl.config import TOTAL_WEIGHT, Policy  # noqa: F401  (re-exported)
 from argoctl.estimator import UP as S_UP, Estimator, Snapshot, State
-
-TOTAL_WEIGHT = 100         # weights of one destination add up to this
 
 USABLE, HELD, SUSPECT, UNKNOWN, DOWN = range(5)
 TIER_NAMES = ("usable", "held", "suspect", "unknown", "down")
@@ -71,9 +69,9 @@ class _Scoring:
 
     def __init__(self, policy: Policy, tuning: Tuning):
         self.tuning = tuning
-        self.half_life_s = tuning.smooth_half_life * policy.probe_interval_ms / 1000.0
+        self.half_life_s = tuning.smooth_half_life * policy.timing.interval_s
         self.rel, self.abs = policy.switch_relative, policy.switch_absolute_ms
-        self.hold_down_s = policy.hold_down_s
+        self.hold_down_s = policy.timing.hold_down_s
         self.decay_dt: Optional[float] = None
         self.decay = 0.0
 

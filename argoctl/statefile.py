@@ -3,8 +3,6 @@ directly) and the instance lock."""
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import json
 import logging
 import os
@@ -12,18 +10,19 @@ import threading
 from typing import Optional
 
 from argoctl import netlink
+from argoctl.home import LOCK_FILE, InstanceLock, Refused  # noqa: F401  (re-exported)
 from argoctl.engine import TIER_NAMES, Decision
 from argoctl.estimator import State
 
 log = logging.getLogger("argoctl.daemon")
 
 STATE_FILE = "state.json"
-LOCK_FILE = "argoctl.pid"
 STATE_VERSION = 1
 
 
-class DaemonError(Exception):
-    """A start-up failure with a message for the user (nothing was left half-done)."""
+# A start-up failure with a message for the user (nothing was left half-done);
+# the same class as a refused lock (home.Refused), so callers catch one.
+DaemonError = Refused
 
 
 def state_path(run_dir: str, ns: Optional[str] = None) -> str:
@@ -146,34 +145,5 @@ def pid_alive(pid: Optional[int]) -> bool:
 
 
 # -- single instance ---------------------------------------------------------------
-
-class InstanceLock:
-    """An exclusive flock on `<state dir>/argoctl.pid` holding our pid. The kernel
-    drops it when the process dies, so a crashed daemon never blocks a restart."""
-
-    def __init__(self, directory: str):
-        self.path = os.path.join(directory, LOCK_FILE)
-        self.fd: Optional[int] = None
-
-    def acquire(self) -> None:
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-            os.close(fd)
-            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise DaemonError(f"another argoctl run (pid {holder}) holds {self.path}") from None
-            raise
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self.fd = fd
-
-    def release(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)   # releases the flock; the file stays (harmless)
-            self.fd = None
-
 
 # -- the daemon --------------------------------------------------------------------

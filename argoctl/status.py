@@ -124,3 +124,34 @@ def render(data: dict, console=None) -> None:
         console.print(f"nft table {data['nft']['table']}: {rules} (digest {data['nft']['digest']})")
     else:
         console.print("nft table: [yellow]absent[/]")
+
+
+def status_table(st: dict, path_name: dict[int, str]):
+    """A rich table: each destination's path set with its counters."""
+    from rich.table import Table
+    t = Table(title="datapath: destinations")
+    for col in ("id", "prefixes", "paths (weight, state)", "packets", "bytes"):
+        t.add_column(col)
+    for dest_id, d in sorted(st["destinations"].items()):
+        paths = ", ".join(f"{path_name.get(p['path_id'], p['path_id'])} {p['weight']}"
+                          f"{'' if p['up'] else ' DOWN'}" for p in d["paths"])
+        t.add_row(str(dest_id), " ".join(d["prefixes"]), paths,
+                  str(d["counters"]["packets"]), str(d["counters"]["bytes"]))
+    p = Table(title="datapath: paths (protective reroute %s)"
+                    % ("on" if st.get("reroute") else "off"))
+    for col in ("path", "packets", "bytes", "SYNs", "SYN-ACKs", "handshake RTT", "sockets",
+                "rerouted away"):
+        p.add_column(col)
+    for pid, c in sorted(st["paths"].items()):
+        rtt = f"{c['rtt_sum_ns'] / c['rtt_count'] / 1e6:.1f} ms" if c["rtt_count"] else "-"
+        p.add_row(str(path_name.get(pid, pid)), str(c["packets"]), str(c["bytes"]),
+                  str(c["syns"]), str(c["synacks"]), rtt, str(c["sockets"]),
+                  str(c["reroutes"]))
+    return t, p
+
+
+def path_names(config: Config) -> dict[int, str]:
+    """path id -> name, for rendering status."""
+    out = {names.DIRECT_PATH_ID: DIRECT}
+    out.update({p.id: p.name for p in config.peers})
+    return out

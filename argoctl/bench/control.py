@@ -128,7 +128,7 @@ def _threads_cpu(pids: list[int]) -> tuple[float, float]:
 def _control_run(destinations: int, paths: int, interval_ms: int, seconds: float,
                  targets: int, far_end: str = "threaded") -> dict:
     from argoctl.daemon import Daemon, Options
-    from argoctl import datapath
+    from argoctl import datapath, home
     from argoctl.lab.topo import Topology
 
     with tempfile.TemporaryDirectory() as tmp, Topology.default(f"agc{os.getpid()}") as t:
@@ -144,9 +144,9 @@ def _control_run(destinations: int, paths: int, interval_ms: int, seconds: float
         t["origin"].popen([sys.executable, "-m", "argoctl", "responder", *listen,
                            "--key-file", key_file, "--rate", rate,
                            "--global-rate", rate], stderr=subprocess.DEVNULL)
-        pin_dir = f"/sys/fs/bpf/argoctl-{t['edge'].netns}"
+        pin_dir = home.pin_dir(t["edge"].netns)
         d = Daemon(cfg, Options(ns=t["edge"].netns, run_dir=os.path.join(tmp, "run"),
-                                pin_dir=pin_dir, cgroup=None, metrics_listen="127.0.0.1:0",
+                                cgroup=None, metrics_listen="127.0.0.1:0",
                                 apply_config=False, freeze_heap=True))   # as `argoctl run`
         try:
             d.start_thread()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Literal, Optional, Union
 
 from argoctl import names
@@ -20,6 +21,7 @@ TunnelKind = Literal["gre", "wireguard"]
 ProbeKind = Literal["udp", "icmp", "tcp"]
 
 DIRECT = "direct"
+TOTAL_WEIGHT = 100     # a destination's weights add up to this (the engine's, and the first set)
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,26 @@ class Destination:
     probe: Optional[Probe] = None
     weights: Optional[tuple[int, ...]] = None  # static split until the loop decides
 
+    def first_weights(self) -> dict[str, tuple[int, bool]]:
+        return first_weights(self.paths, self.weights)
+
+
+def first_weights(paths: tuple[str, ...], weights: Optional[tuple[int, ...]] = None
+                  ) -> dict[str, tuple[int, bool]]:
+    """The one rule for a destination's first path set, before any measurement:
+    what `up` writes, what `run` starts from and holds until measurements decide.
+    The configured weights; else everything on `direct` if it is a candidate,
+    else on the first path. Every path up."""
+    if weights:
+        return {p: (w, True) for p, w in zip(paths, weights)}
+    first = DIRECT if DIRECT in paths else paths[0]
+    return {p: (TOTAL_WEIGHT if p == first else 0, True) for p in paths}
+
+
+def choice_of(paths: tuple[str, ...], weights: dict[str, tuple[int, bool]]) -> str:
+    """The path taking most new flows (the earlier in preference order on a tie)."""
+    return max(paths, key=lambda p: (weights[p][0], -paths.index(p)))
+
 
 @dataclass(frozen=True)
 class Routing:
@@ -77,6 +99,25 @@ class Routing:
 
     def mark(self, path_id: int) -> int:
         return names.path_mark(path_id, self.fwmark_mask)
+
+
+FAST_DIVISOR = 4       # paths in doubt: probes and decisions this much more often
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Every time the loop runs by, derived from the policy in one place
+    (Policy.timing) and handed as values to the estimator, the engine, the
+    daemon, the prober and the compiled path state (_pathcore)."""
+    interval_s: float          # probe interval per (destination, path), before jitter
+    jitter: float              # +- fraction of the interval
+    timeout_s: float           # a probe without a reply this long is lost
+    detect_s: float            # silence that makes an up path down (BFD: multiplier x interval)
+    suspect_after_s: float     # silence that counts as the first miss (see below)
+    fast_divisor: float        # paths in doubt are probed (and decided) this much more often
+    fast_interval_s: float
+    hold_down_s: float         # a recovered path is held this long before it may be chosen
+    startup_grace_s: float     # the default path's first measurement is awaited this long
 
 
 @dataclass(frozen=True)
@@ -95,6 +136,22 @@ class Policy:
     reroute: bool = True               # protective reroute: an unanswered SYN moves its flow
     responder_key_file: Optional[str] = None  # shared key for UDP probe MACs
     metrics_listen: str = "127.0.0.1:9474"
+
+    @cached_property
+    def timing(self) -> Timing:
+        interval = self.probe_interval_ms / 1000.0
+        detect = self.detect_multiplier * interval
+        jittered = interval * (1 + self.probe_jitter)
+        # The first miss: the next reply is overdue by a whole probe timeout. Kept
+        # below the detection time (so suspect comes first) but never below one
+        # (jittered) interval, where it would fire on noise.
+        overdue = jittered + self.probe_timeout_ms / 1000.0
+        suspect = min(detect, max(jittered, min(overdue, detect - interval / 2)))
+        return Timing(interval_s=interval, jitter=self.probe_jitter,
+                      timeout_s=self.probe_timeout_ms / 1000.0, detect_s=detect,
+                      suspect_after_s=suspect, fast_divisor=FAST_DIVISOR,
+                      fast_interval_s=interval / FAST_DIVISOR, hold_down_s=self.hold_down_s,
+                      startup_grace_s=detect)
 
 
 @dataclass(frozen=True)

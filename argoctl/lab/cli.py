@@ -183,8 +183,9 @@ def lab_down() -> None:
         m = re.fullmatch(rf"({DEMO_PREFIX}(\d+))-\w+", ns)
         if m and not _pid_alive(int(m.group(2))):
             removed += netns_topo.cleanup_stale(m.group(1))
-    for ns in removed:
-        shutil.rmtree(f"/sys/fs/bpf/argoctl-{ns}", ignore_errors=True)
+    from argoctl import home
+    for ns in removed:      # (the namespace is gone: home names its pins by name)
+        shutil.rmtree(home.pin_dir(ns), ignore_errors=True)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(_state_file())
     click.echo(f"lab down: removed {len(removed)} namespaces" if removed else

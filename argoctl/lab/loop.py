@@ -354,14 +354,16 @@ class LoopLab:
     cgroup: Optional[str] = None   # cgroup for the socket hooks (None: no local steering)
 
     def start(self, daemon: bool = True) -> "LoopLab":
-        from argoctl import apply
+        from argoctl import apply, home
         t = self.topo
         self.configs = write_configs(self.directory, self.policy)
         self.run_dir = os.path.join(self.directory, "run")
-        self.pin_dir = f"/sys/fs/bpf/argoctl-{t['edge'].netns}"
+        self.pin_dir = home.pin_dir(t["edge"].netns)      # where the daemon's pins go
         if self.tunnels == "gre":
             for r in ("relay1", "relay2"):
-                apply.up(self.configs[r], ns=t[r].netns, run_dir=self.run_dir)
+                # the relays' tunnels, rules and nft (they steer nothing: no datapath)
+                apply.up(self.configs[r], ns=t[r].netns, run_dir=self.run_dir,
+                         stages=("links", "nft"))
         else:
             fake_paths(t, self.configs["edge"])
         key = mac.read_key(self.configs["edge"].policy.responder_key_file)
@@ -374,8 +376,7 @@ class LoopLab:
     def start_daemon(self, **kw):
         from argoctl.daemon import Daemon, Options
         kw = {"metrics_listen": "", "apply_config": self.tunnels == "gre", **kw}
-        opts = Options(ns=self.topo["edge"].netns, run_dir=self.run_dir, pin_dir=self.pin_dir,
-                       cgroup=self.cgroup, **kw)
+        opts = Options(ns=self.topo["edge"].netns, run_dir=self.run_dir, cgroup=self.cgroup, **kw)
         self.daemon = Daemon(self.configs["edge"], opts).start_thread()
         return self.daemon
 

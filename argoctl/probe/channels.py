@@ -228,16 +228,19 @@ class NativeUdpChannel(UdpChannel):
         # (counted in C; code 2, a failed send, is a loss reported at once)
         sched, streams = self.sched, self.streams
         for slot, seq, sent, at, code in self.engine.results():
-            if code == 3:   # a bound stream's result changed its path's state
+            if code == RESULT_CHANGED:   # a bound stream's result changed its path's state
                 sched.changed(streams[slot])
             else:
-                sched.deliver(streams[slot], seq, sent, at, code != 0, counted=True)
+                sched.deliver(streams[slot], seq, sent, at, code != RESULT_REPLY, counted=True)
 
     def idle(self) -> bool:
         if self.engine is None:
             return not any(p.limit is None or p.limit > 0 for p, _ in self._waiting)
         return self.engine.exhausted() and not self.engine.pending()
 
+
+# the compiled channel's result codes (_echo.c: CODE_*)
+RESULT_REPLY, RESULT_TIMEOUT, RESULT_SEND_ERROR, RESULT_CHANGED = 0, 1, 2, 3
 
 _ICMP = {
     socket.AF_INET: (socket.IPPROTO_ICMP, 8, 0),        # proto, echo request, echo reply

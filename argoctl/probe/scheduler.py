@@ -69,7 +69,7 @@ class ProbeScheduler:
 
     def __init__(self, on_result: OnResult, *, in_doubt: Optional[InDoubt] = None,
                  interval_ms: float = 1000, jitter: float = 0.1, timeout_ms: float = 1000,
-                 fast_divisor: float = 4, key: Optional[EchoKey] = None,
+                 fast_divisor: float = cfgmod.FAST_DIVISOR, key: Optional[EchoKey] = None,
                  clock: Callable[[], int] = time.monotonic_ns,
                  rng: Optional[random.Random] = None, icmp_mode: str = "auto",
                  intervals: Optional[dict[str, float]] = None, tick_ms: float = 5,
@@ -127,6 +127,7 @@ class ProbeScheduler:
         kw.setdefault("interval_ms", pol.probe_interval_ms)
         kw.setdefault("jitter", pol.probe_jitter)
         kw.setdefault("timeout_ms", pol.probe_timeout_ms)
+        kw.setdefault("fast_divisor", pol.timing.fast_divisor)
         sched = cls(on_result, key=key, **kw)
         for dest in cfg.destinations:
             if dest.probe is None:

@@ -51,8 +51,9 @@ def env(lab_module, tmp_path_factory):
     pin_dir = f"/sys/fs/bpf/argoctl-t{os.getpid()}"
     cgroup = os.path.join(datapath.cgroup2_root(), f"argoctl-t{os.getpid()}")
     os.makedirs(cgroup, exist_ok=True)
-    apply.up(cfg, ns=edge.netns, run_dir=run_dir)
-    apply.up(configs["relay1"], ns=relay.netns, run_dir=run_dir + "-relay")
+    # tunnels and rules; the datapath is this module's own (attach/program/detach below)
+    apply.up(cfg, ns=edge.netns, run_dir=run_dir, stages=("links", "nft"))
+    apply.up(configs["relay1"], ns=relay.netns, run_dir=run_dir + "-relay", stages=("links", "nft"))
     server = Server(origin)
     try:
         res = datapath.attach(cfg, pin_dir=pin_dir, netns=edge.netns, cgroup=cgroup)

@@ -7,12 +7,14 @@ edge and relay1 first, down and failure injection last), to stay fast under TCG.
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import time
 
 import pytest
 
-from argoctl import apply, netlink, plan
+from argoctl import apply, home, netlink, plan
 from argoctl.config import Routing
 
 from upkit import (MB, ORIGIN6, PORT, TUNNEL_ADDR, Server, counters, delta, snapshot, transfer,
@@ -56,6 +58,9 @@ def env(kind, lab_module, tmp_path_factory):
 
 
 def up(env, who, **kw):
+    # The kernel-object stages (what these cases are about); the datapath's stages
+    # cost a bcc compile each time, and are in the kill test below and test_up_gre.py.
+    kw.setdefault("stages", ("links", "nft"))
     return apply.up(env["configs"]["edge" if who == "edge" else "relay1"], ns=env[who].netns,
                     run_dir=env["run_dir"], **kw)
 
@@ -284,3 +289,62 @@ def test_no_underlay_route_is_a_clear_error(env):
     with pytest.raises(plan.PlanError, match="no underlay route to peer address 198.51.100.250"):
         apply.up(bad, ns=edge.netns, run_dir=env["run_dir"])
     assert snapshot(edge) == env["pre"]["edge"]
+
+
+def _full(host) -> dict:
+    """snapshot() plus every device's tc qdiscs (clsact) and filters, and the pins."""
+    snap = snapshot(host)
+    devs = [l["ifname"] for l in snap["links"]]
+    script = "; ".join(f"tc -j qdisc show dev {d}; echo; tc -j filter show dev {d} ingress; echo"
+                       for d in devs)
+    snap["tc"] = host.run(["sh", "-ec", script], check=True).stdout
+    pins = home.pin_dir(host.netns)
+    snap["pins"] = sorted(os.listdir(pins)) if os.path.isdir(pins) else None
+    return snap
+
+
+def _killed_up(env, kill_at) -> bool:
+    """`up` on edge with every stage, in a forked child (no interpreter start: seconds
+    under TCG) that SIGKILLs itself at step `kill_at` (an index, or the first step
+    whose description starts with it). True if it was killed, False if it finished."""
+    cfg = env["configs"]["edge"]
+    pid = os.fork()
+    if pid == 0:                                      # the child: never returns
+        code = 0
+        try:
+            apply.up(cfg, ns=env["edge"].netns, run_dir=env["run_dir"], cgroup=None,
+                     kill_at=kill_at)
+        except BaseException:
+            code = 3
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    if os.WIFSIGNALED(status):
+        assert os.WTERMSIG(status) == signal.SIGKILL
+        return True
+    assert os.WEXITSTATUS(status) == 0, f"up failed (kill_at={kill_at})"
+    return False
+
+
+def test_up_killed_at_each_step_leaves_nothing_down_cannot_remove(env, kind):
+    """SIGKILL at every step of the kernel-object stages -- for WireGuard that includes
+    the instant between creating the device and giving it our alias -- and at the
+    first step of each kind of the datapath stages (each of those costs a compile),
+    then `down`: the namespace is exactly as before, clsact qdiscs included."""
+    edge = env["edge"]
+    pre = _full(edge)
+    assert pre["pins"] is None
+    with pytest.raises(netlink.InjectedFailure) as e:   # the kernel-object steps, by name
+        up(env, "edge", fail_at=10 ** 6)
+    steps = e.value.steps
+    assert len(steps) >= 10 and _full(edge) == pre
+    if kind == "wireguard":   # created, not yet aliased: only the intent journal knows it
+        assert "configure ag-relay1" in steps
+    points = list(range(len(steps))) + ["load the datapath", "clsact", "filter",
+                                        "first map contents"]
+    left = 0
+    for k in points:
+        assert _killed_up(env, k), f"kill_at={k}: up finished first"
+        left += _full(edge) != pre
+        down(env, "edge")
+        assert _full(edge) == pre, f"kill_at={k} ({steps[k] if isinstance(k, int) else k})"
+    assert left >= len(points) - 1      # (killed before its first write: nothing to undo)

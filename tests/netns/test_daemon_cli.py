@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -57,7 +58,7 @@ metrics_listen = ""
 
 def _run(env, *extra):
     p = subprocess.Popen([sys.executable, "-m", "argoctl", "run", "-c", env["cfg"], "--netns",
-                          env["ns"], "--cgroup", "none", "--pin-dir", env["pin"], *extra],
+                          env["ns"], "--cgroup", "none", *extra],
                          stderr=subprocess.PIPE, text=True,
                          env={**os.environ, "ARGOCTL_RUN_DIR": env["run_dir"]})
     env["procs"].append(p)
@@ -90,7 +91,7 @@ def test_run_logs_decisions_refuses_a_second_instance_and_keeps_the_datapath(env
     assert doc["pid"] == p.pid and doc["destinations"]["origin"]["choice"] == "direct"
     assert _our_rules(env), "up should have installed direct's fwmark rule"
     second = subprocess.run([sys.executable, "-m", "argoctl", "run", "-c", env["cfg"],
-                             "--netns", env["ns"], "--cgroup", "none", "--pin-dir", env["pin"]],
+                             "--netns", env["ns"], "--cgroup", "none"],
                             capture_output=True, text=True, timeout=120,
                             env={**os.environ, "ARGOCTL_RUN_DIR": env["run_dir"]})
     assert second.returncode == 1 and f"another argoctl run (pid {p.pid})" in second.stderr
@@ -119,8 +120,53 @@ def test_run_with_a_bad_key_file_changes_nothing(env, tmp_path):
     bad.write_text(open(env["cfg"]).read().replace(
         'responder_key_file = "', f'responder_key_file = "{tmp_path}/missing-'))
     p = subprocess.run([sys.executable, "-m", "argoctl", "run", "-c", str(bad), "--netns",
-                        env["ns"], "--cgroup", "none", "--pin-dir", env["pin"]],
+                        env["ns"], "--cgroup", "none"],
                        capture_output=True, text=True, timeout=120,
                        env={**os.environ, "ARGOCTL_RUN_DIR": env["run_dir"]})
     assert p.returncode == 2 and "missing-" in p.stderr
     assert not _our_rules(env) and not os.path.exists(env["pin"])
+
+
+def _inside(env, *args):
+    """An argoctl command the way an operator runs one in the node: `ip netns exec`
+    (its own mount namespace, where /sys/fs/bpf is not the host's bpffs)."""
+    return subprocess.run(["ip", "netns", "exec", env["ns"], sys.executable, "-m", "argoctl",
+                           *args], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "ARGOCTL_RUN_DIR": env["run_dir"]})
+
+
+def _steering(env) -> str:
+    return env["lab"]["edge"].run(["tc", "filter", "show", "dev", "to-client", "ingress"],
+                                  check=True).stdout
+
+
+def test_run_then_up_status_explain_and_down_see_one_datapath(env):
+    p = _run(env)
+    _wait_state(env, lambda d: d["running"] and
+                d["destinations"]["origin"]["paths"].get("direct", {}).get("state") == "up")
+    filters, pins = _steering(env), sorted(os.listdir(env["pin"]))
+    assert "argoctl-steer_eth-" in filters and "pathsets" in pins
+    # up while the daemon runs: refused, and no second datapath
+    r = _inside(env, "up", "-c", env["cfg"])
+    assert r.returncode == 1 and "`argoctl run` is running in this namespace" in r.stderr, r.stderr
+    assert _steering(env) == filters and sorted(os.listdir(env["pin"])) == pins
+    # status and explain find the daemon's datapath and state
+    r = _inside(env, "status", "--json")
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    name = re.search(r"argoctl-steer_eth-\d+", filters).group(0)     # the daemon's program
+    assert data["datapath"]["loaded"] and data["datapath"]["filters"]["to-client"] == [name]
+    assert data["choices"]["running"] and data["choices"]["destinations"]["origin"]["choice"] \
+        == "direct"
+    r = _inside(env, "explain", "origin", "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["choice"] == "direct", r.stderr
+    # down while it runs: refused too; after the daemon stops, down removes its pins
+    r = _inside(env, "down")
+    assert r.returncode == 1 and "`argoctl run` is running" in r.stderr, r.stderr
+    p.send_signal(signal.SIGTERM)
+    p.communicate(timeout=30)
+    r = _inside(env, "down")
+    assert r.returncode == 0, r.stderr
+    assert "pin(s) removed" in r.stdout
+    assert not [e for e in os.listdir("/sys/fs/bpf") if env["ns"] in e]
+    assert "argoctl" not in _steering(env) and not _our_rules(env)

@@ -24,7 +24,7 @@ import pytest
 from argoctl.lab import loop as looplab
 import kit
 from argoctl import daemon as dmn
-from argoctl import datapath, explain, maps, metrics, metrics_names
+from argoctl import datapath, explain, maps, metrics, metrics_names, status
 from argoctl.estimator import State
 
 POLICY = {"probe_interval_ms": 100, "detect_multiplier": 3, "probe_timeout_ms": 300,
@@ -56,7 +56,7 @@ def _all_up(lab) -> bool:
 def _pathset(lab) -> dict:
     with maps.Maps(lab.pin_dir) as m:
         _, paths = m.pathset(lab.configs["edge"].destinations[0].id)
-    names = datapath.path_names(lab.configs["edge"])
+    names = status.path_names(lab.configs["edge"])
     return {names[p.path_id]: (p.weight, p.up) for p in paths}
 
 
@@ -121,7 +121,7 @@ def test_metrics_are_served_per_the_contract(loop):
 
 def test_a_second_instance_is_refused(loop):
     other = dmn.Daemon(loop.configs["edge"], dmn.Options(
-        ns=loop.topo["edge"].netns, run_dir=loop.run_dir, pin_dir=loop.pin_dir, cgroup=None,
+        ns=loop.topo["edge"].netns, run_dir=loop.run_dir, cgroup=None,
         metrics_listen="", apply_config=False))
     with pytest.raises(dmn.DaemonError, match=f"pid {os.getpid()}"):
         other.setup()

@@ -67,7 +67,9 @@ def snap(h) -> dict:
 
 
 def up(h, **kw):
-    return apply.up(h.cfg, ns=h.netns, run_dir=h.run_dir, **kw)
+    # The kernel-object stages only: the datapath's are in test_lifecycle_stages.py
+    # (a compile per call would make the step-by-step loops here slow).
+    return apply.up(h.cfg, ns=h.netns, run_dir=h.run_dir, stages=("links", "nft"), **kw)
 
 
 def test_up_is_idempotent_and_down_restores_everything(host):

@@ -123,7 +123,7 @@ def test_single_instance_lock(tmp_path):
     a = dmn.InstanceLock(str(tmp_path))
     a.acquire()
     with open(a.path) as f:
-        assert f.read().strip() == str(os.getpid())
+        assert f.read().strip() == f"{os.getpid()} run"
     b = dmn.InstanceLock(str(tmp_path))
     with pytest.raises(dmn.DaemonError, match=f"pid {os.getpid()}"):
         b.acquire()

@@ -1,0 +1,218 @@
+"""Where the datapath's programs attach, and how argoctl knows its own there:
+tc filters on a clsact qdisc's ingress (named "argoctl-<program>-<prog id>", at
+priority TC_PRIO), the clsact qdiscs argoctl added (intent.py), and the cgroup
+socket hooks. datapath.py decides what goes where; this module does the writes.
+
+`res` arguments record what a call created (datapath.AttachResult), so that a
+failure half-way can be undone exactly; `step(what)` runs before each write."""
+
+from __future__ import annotations
+
+import errno
+import os
+from contextlib import contextmanager
+from typing import Optional
+
+from argoctl import bpfsys
+
+TC_EGRESS = 0xFFFFFFF3    # TC_H_CLSACT:TC_H_MIN_EGRESS
+# tc: our filters sit at this priority on clsact ingress, named
+# "argoctl-<program>-<prog id>", so `detach` removes only ours and `attach`
+# can tell whether an interface already runs the pinned program.
+TC_PRIO = 7200
+TC_HANDLE = 1
+TC_INGRESS = 0xFFFFFFF2   # TC_H_CLSACT:TC_H_MIN_INGRESS
+FILTER_PREFIX = "argoctl-"
+
+SCHED_CLS = 3
+CGROUP_SOCK_ADDR = 18
+TC_PROGRAMS = ("steer_eth", "steer_l3", "passive_eth", "passive_l3")
+SOCK_PROGRAMS = {
+    "sock_connect4": bpfsys.CGROUP_INET4_CONNECT,
+    "sock_connect6": bpfsys.CGROUP_INET6_CONNECT,
+    "sock_sendmsg4": bpfsys.CGROUP_UDP4_SENDMSG,
+    "sock_sendmsg6": bpfsys.CGROUP_UDP6_SENDMSG,
+    "sock_ops": bpfsys.CGROUP_SOCK_OPS,
+}
+
+def _ipr(netns: Optional[str]):
+    from pyroute2 import IPRoute
+    return IPRoute(netns=netns) if netns else IPRoute()
+
+
+def _filter_name(prog: str, prog_id: int) -> str:
+    return f"{FILTER_PREFIX}{prog}-{prog_id}"
+
+
+def _our_filters(ipr, ifindex: int) -> list[str]:
+    """Names of our bpf filters on the interface's clsact ingress."""
+    out = []
+    try:
+        flt = ipr.get_filters(index=ifindex, parent=TC_INGRESS)
+    except Exception:
+        return out
+    for f in flt:
+        opts = f.get_attr("TCA_OPTIONS")
+        name = opts.get_attr("TCA_BPF_NAME") if opts is not None else None
+        if name and name.startswith(FILTER_PREFIX) and (f["info"] >> 16) == TC_PRIO:
+            out.append(name)
+    return out
+
+
+def _no_step(what: str) -> None:
+    pass
+
+
+def _ensure_clsact(ipr, ifindex: int, ifname: str, res, step, intents) -> None:
+    """A clsact qdisc on the device. One argoctl adds is recorded (intent first)
+    so that `down` removes it; one that was there before is never touched."""
+    step(f"clsact {ifname}")
+    recorded = intents is not None and intents.clsact().get(ifname) == ifindex
+    if intents is not None and not recorded:
+        intents.add_clsact(ifname, ifindex)
+    try:
+        ipr.tc("add", "clsact", ifindex)
+    except Exception as e:
+        if intents is not None and not recorded:
+            intents.drop_clsact(ifname)          # there before us (or failed): not ours
+        if getattr(e, "code", None) != errno.EEXIST:
+            raise
+        return
+    if res is not None:      # it did not exist: this call made it (undo takes it back)
+        res.clsact_added.append(ifname)
+
+
+def _tc_attach(ipr, ifindex: int, prog: str, fd: int, ifname: str = "",
+               res=None, step=_no_step, intents=None) -> bool:
+    """Attach (or atomically replace) our filter; False if already in place."""
+    want = _filter_name(prog, bpfsys.prog_info(fd).id)
+    have = _our_filters(ipr, ifindex)
+    if want in have:
+        return False
+    _ensure_clsact(ipr, ifindex, ifname, res, step, intents)
+    step(f"filter {prog} {ifname}")
+    # "replace" swaps the program in one step: no packet sees no filter.
+    ipr.tc("replace-filter", "bpf", ifindex, TC_HANDLE, fd=fd, name=want,
+           parent=TC_INGRESS, prio=TC_PRIO, classid=1, direct_action=True,
+           protocol=0x0003)
+    return True
+
+
+def _tc_detach(ipr, idx: int) -> None:
+    try:
+        ipr.tc("del-filter", "bpf", idx, TC_HANDLE, parent=TC_INGRESS,
+               prio=TC_PRIO, protocol=0x0003)
+    except Exception as e:
+        if getattr(e, "code", None) not in (errno.ENOENT, errno.EINVAL):
+            raise
+
+
+def _tc_detach_all(ipr) -> list[str]:
+    """Remove our filters from every interface of the namespace."""
+    removed = []
+    for link in ipr.get_links():
+        idx = link["index"]
+        if _our_filters(ipr, idx):
+            _tc_detach(ipr, idx)
+            removed.append(link.get_attr("IFLA_IFNAME"))
+    return removed
+
+
+def _foreign_filters(ipr, ifindex: int) -> bool:
+    for parent in (TC_INGRESS, TC_EGRESS):
+        try:
+            flt = ipr.get_filters(index=ifindex, parent=parent)
+        except Exception:
+            continue
+        if any((f["info"] >> 16) != TC_PRIO for f in flt):
+            return True
+    return False
+
+
+def _remove_clsact(ipr, ifname: str, ifindex: int, intents) -> bool:
+    """Delete a clsact qdisc argoctl added, unless someone else's filters sit on it
+    now (then it is theirs too, and stays). The record goes either way."""
+    removed = False
+    link = _link(ipr, ifname)
+    if link is not None and link["index"] == ifindex and not _foreign_filters(ipr, ifindex):
+        try:
+            ipr.tc("del", "clsact", ifindex)
+            removed = True
+        except Exception as e:
+            if getattr(e, "code", None) not in (errno.ENOENT, errno.EINVAL):
+                raise
+    if intents is not None:
+        intents.drop_clsact(ifname)
+    return removed
+
+
+def remove_clsacts(ipr, intents) -> list[str]:
+    """Every clsact qdisc the intent journal says argoctl added (see _remove_clsact)."""
+    return [n for n, idx in sorted(intents.clsact().items())
+            if _remove_clsact(ipr, n, idx, intents)]
+
+
+def _link(ipr, ifname: str):
+    found = ipr.link_lookup(ifname=ifname)
+    if not found:
+        return None
+    return ipr.get_links(found[0])[0]
+
+
+@contextmanager
+def _netlink(progs: dict[str, int], netns: Optional[str]):
+    """A netlink socket for the namespace; closes it and the program fds after."""
+    ipr = None
+    try:
+        ipr = _ipr(netns)
+        yield ipr
+    finally:
+        if ipr is not None:
+            ipr.close()
+        for fd in progs.values():
+            os.close(fd)
+
+
+# -- cgroup ----------------------------------------------------------------
+
+def _cgroup_attach(progs: dict[str, int], cgroup: str, res=None,
+                   step=_no_step) -> None:
+    cg = os.open(cgroup, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for n, atype in SOCK_PROGRAMS.items():
+            pid = bpfsys.prog_info(progs[n]).id
+            if pid in bpfsys.prog_query(cg, atype):
+                continue
+            step(f"cgroup {n}")
+            bpfsys.prog_attach(progs[n], cg, atype)
+            if res is not None:
+                res.cgroup_attached.append(n)
+    finally:
+        os.close(cg)
+
+
+def _cgroup_detach(progs: dict[str, int], cgroup: str, only=None) -> None:
+    if not os.path.isdir(cgroup):
+        return
+    cg = os.open(cgroup, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for n, atype in SOCK_PROGRAMS.items():
+            if n not in progs or (only is not None and n not in only):
+                continue
+            pid = bpfsys.prog_info(progs[n]).id
+            if pid in bpfsys.prog_query(cg, atype):
+                bpfsys.prog_detach(progs[n], cg, atype)
+    finally:
+        os.close(cg)
+
+
+def _cgroup_attached(progs: dict[str, int], cgroup: str) -> bool:
+    try:
+        cg = os.open(cgroup, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return False
+    try:
+        return all(bpfsys.prog_info(progs[n]).id in bpfsys.prog_query(cg, a)
+                   for n, a in SOCK_PROGRAMS.items() if n in progs)
+    finally:
+        os.close(cg)
