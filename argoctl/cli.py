@@ -388,6 +388,112 @@ def explain(dest: str, as_json: bool, run_dir: str | None, netns: str | None) ->
         click.echo(ex.text(doc, dest))
 
 
+@cli.group()
+def fleet() -> None:
+    """Fleet mode ([fleet]): what this host's daemon knows of the fleet."""
+
+
+@fleet.command("status")
+@click.option("--dest", metavar="DEST", help="which host reaches DEST, and how this host does")
+@click.option("--json", "as_json", is_flag=True, help="the fleet part of the state file")
+@click.option("--run-dir", default=None, hidden=True)
+@click.option("--netns", default=None, hidden=True)
+def fleet_status(dest: str | None, as_json: bool, run_dir: str | None, netns: str | None) -> None:
+    """Members, their health and versions, the bus; with --dest, who reaches DEST."""
+    import json
+
+    from argoctl import explain as ex
+
+    try:
+        doc = ex.load(run_dir, netns)
+    except FileNotFoundError:
+        click.echo("argoctl fleet status: no live state: is `argoctl run` running?", err=True)
+        sys.exit(1)
+    except ValueError as e:
+        click.echo(f"argoctl fleet status: {e}", err=True)
+        sys.exit(1)
+    if "fleet" not in doc:
+        click.echo("argoctl fleet status: the daemon runs without a [fleet] section", err=True)
+        sys.exit(1)
+    if dest is not None and dest not in doc["destinations"]:
+        known = ", ".join(sorted(doc["destinations"])) or "none"
+        click.echo(f"argoctl fleet status: no destination {dest!r} (known: {known})", err=True)
+        sys.exit(2)
+    if as_json:
+        out = {"node": doc["node"], "stale": doc["stale"], **doc["fleet"]}
+        if dest is not None:
+            out = {"node": doc["node"], "stale": doc["stale"], "dest": dest,
+                   "mode": doc["fleet"]["mode"], "reach": doc["fleet"]["reach"][dest],
+                   "paths": doc["fleet"]["paths"][dest]}
+        click.echo(json.dumps(out, sort_keys=True))
+        return
+    from argoctl.fleet.status import render
+    render(doc, dest)
+
+
+def _fleet_config(config_file: str):
+    cfg = _load_or_exit(config_file)
+    if cfg.fleet is None:
+        click.echo(f"argoctl fleet: {config_file} has no [fleet] section", err=True)
+        sys.exit(2)
+    return cfg
+
+
+@fleet.command("permissions")
+@click.option("-c", "--config", "config_file", required=True, metavar="FILE")
+def fleet_permissions(config_file: str) -> None:
+    """This host's NATS user for the servers' authorization block (JSON, which
+    nats-server's config accepts): it may write only its own keys."""
+    import json
+
+    from argoctl.fleet.admin import permissions
+    cfg = _fleet_config(config_file)
+    fc = cfg.fleet
+    user = cfg.node.name
+    if fc.credentials_file:
+        from argoctl.fleet.credentials import read_credentials
+        from argoctl.keys import KeyFileError
+        try:
+            user = read_credentials(fc.credentials_file).user
+        except KeyFileError as e:
+            click.echo(f"argoctl fleet permissions: {e}", err=True)
+            sys.exit(2)
+    click.echo(json.dumps({"user": user, "password": "<the password of its credentials file>",
+                           "permissions": permissions(cfg.node.name, fc.members_bucket,
+                                                      fc.legs_bucket)}, indent=2))
+
+
+@fleet.command("init")
+@click.option("-c", "--config", "config_file", required=True, metavar="FILE")
+@click.option("--admin-credentials", required=True, metavar="PATH",
+              help="TOML user/password (0600) of a NATS user allowed to create streams")
+@click.option("--replicas", type=click.IntRange(1, 5), default=1, show_default=True,
+              help="JetStream replicas (the cluster size, up to 5)")
+def fleet_init(config_file: str, admin_credentials: str, replicas: int) -> None:
+    """Create the fleet's two key-value buckets ([fleet] names, TTL) on its servers."""
+    import asyncio
+
+    from argoctl.fleet.admin import create_buckets
+    from argoctl.fleet.agent import tls_context
+    from argoctl.fleet.credentials import read_credentials
+    from argoctl.keys import KeyFileError
+    fc = _fleet_config(config_file).fleet
+    try:
+        c = read_credentials(admin_credentials)
+    except KeyFileError as e:
+        click.echo(f"argoctl fleet init: {e}", err=True)
+        sys.exit(2)
+    try:
+        made = asyncio.run(create_buckets(list(fc.servers), c.user, c.password,
+                                          fc.members_bucket, fc.legs_bucket, fc.ttl_s,
+                                          replicas, tls=tls_context(fc), timeout_s=20))
+    except Exception as e:   # unreachable, refused, ...: one line, no traceback
+        from argoctl.fleet.bus import safe_error
+        click.echo(f"argoctl fleet init: {safe_error(e)}", err=True)
+        sys.exit(1)
+    click.echo(f"buckets {', '.join(made)}: ttl {fc.ttl_s:g} s, {replicas} replica(s)")
+
+
 def main() -> None:
     try:
         cli(standalone_mode=True)

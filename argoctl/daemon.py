@@ -145,6 +145,7 @@ class Daemon:
         self.lock = InstanceLock(self.state_dir)
         self.maps: Optional[maps.Maps] = None
         self.sched = None
+        self.fleet = None                        # argoctl.fleet.agent.FleetAgent with [fleet]
         self.exporter = None
         self.attach_result = None
         self.adopted: dict[str, bool] = {}
@@ -189,6 +190,8 @@ class Daemon:
                            cgroup=self.opts.cgroup, pathsets=self._adopt, lock=False)
             self.attach_result = ctx.attach
             self.maps = maps.Maps(self.home.pin_dir)
+            if self.cfg.fleet is not None:
+                self._fleet_setup()
         except BaseException:
             self.close()
             raise
@@ -200,6 +203,17 @@ class Daemon:
             "datapath": "compiled" if self.attach_result.compiled else "adopted",
             "adopted_decisions": sorted(d for d, a in self.adopted.items() if a),
             "destinations": len(self.dests), "pid": os.getpid()}))
+
+    def _fleet_setup(self) -> None:
+        """Fleet mode's cell (nothing of it is imported without [fleet]); the bus
+        itself connects in serve(), and failing to connect is never fatal."""
+        from argoctl.fleet.agent import FleetAgent
+        from argoctl.keys import KeyFileError
+        try:
+            self.fleet = FleetAgent(self.cfg, self.engine, clock=self.clock)
+        except KeyFileError as e:
+            raise DaemonError(f"{self.cfg.path}: fleet.credentials_file: {e}") from None
+        self.engine.overlay = self.fleet.overlay
 
     def _read_key(self):
         if not any(d.probe and d.probe.kind == "udp" for d in self.cfg.destinations):
@@ -250,6 +264,9 @@ class Daemon:
             else lambda: int(self.clock() * 1e9))
         self._start_metrics()
         self.sched.start()
+        if self.fleet is not None:
+            self.fleet.attach(self.sched)
+            await self.fleet.start()
         if self.opts.freeze_heap:
             gc.collect()
             gc.freeze()
@@ -273,6 +290,8 @@ class Daemon:
                 except asyncio.TimeoutError:
                     pass
         finally:
+            if self.fleet is not None:
+                await self.fleet.stop()
             self.sched.stop()
             if self._pending_handle is not None:
                 self._pending_handle.cancel()
@@ -280,6 +299,8 @@ class Daemon:
 
     def _in_doubt(self, dest: str, path: str) -> bool:
         """The prober's question: probe this path faster? (within the budget)"""
+        if dest[0] == "@":       # fleet mode's tunnel legs: never faster
+            return False
         return self._doubt_paths <= self.fast_budget[0] and self.engine.in_doubt(dest, path)
 
     def _fast_decisions(self) -> bool:
@@ -290,6 +311,9 @@ class Daemon:
         # (counted by the prober: probe_results(). Results of compiled udp
         # streams do not come here: the channel feeds the engine's compiled
         # path state itself and calls _on_change.)
+        if dest[0] == "@":       # fleet mode's tunnel legs
+            self.fleet.on_peer_result(path, seq, sent_ns, rtt, now_ns)
+            return
         if self.engine.probe_result(dest, path, seq, sent_ns, rtt, now_ns):
             self._on_change(dest, path)
 
@@ -312,14 +336,16 @@ class Daemon:
     def _decide_some(self, dests) -> None:
         now = self.clock()
         decisions = {d: self.engine.decide_one(d, now) for d in dests}
-        self._retime(decisions, self._doubted(decisions))
-        self._apply(decisions)
+        doubt = self._doubted(decisions)
+        self._retime(decisions, doubt)
+        self._apply(decisions, doubt)
 
-    @staticmethod
-    def _doubted(decisions: dict[str, Decision]) -> set[tuple[str, str]]:
-        """The (dest, path)s these decisions found not up."""
+    def _doubted(self, decisions: dict[str, Decision]) -> set[tuple[str, str]]:
+        """The (dest, path)s these decisions found not up (and that are probed:
+        in fleet mode a path scored from the bus is not in doubt here)."""
+        probed = self.fleet.probed if self.fleet is not None else None
         return {(n, p) for n, dec in decisions.items() for p, s in dec.scores.items()
-                if s.state is not State.UP}
+                if s.state is not State.UP and (probed is None or (n, p) in probed)}
 
     def _retime(self, decisions: dict[str, Decision], doubt: set[tuple[str, str]]) -> None:
         """Tell the prober which streams' doubt may have changed: every path not
@@ -338,7 +364,11 @@ class Daemon:
         doubt = self._doubted(decisions)
         self._doubt_paths = len(doubt)      # (the fast-probing budget _retime applies)
         self._retime(decisions, doubt)
-        self._apply(decisions)
+        self._apply(decisions, doubt)
+        if self.fleet is not None:
+            for ev in self.fleet.round(decisions, now):
+                log.info(json.dumps(ev))
+                self._state_dirty = True
 
     def _poll_passive(self, now: float) -> None:
         """Per-path deltas of the datapath's passive TCP counters into the engine."""
@@ -358,14 +388,18 @@ class Daemon:
             if dsyn or dack or dcount:
                 samples = [dsum / dcount / 1e9] if dcount else []
                 self.engine.on_path_passive(path, dsyn, dack, samples, now)
+                if self.fleet is not None:
+                    self.fleet.on_passive(path, dsyn, dack)
 
-    def _apply(self, decisions: dict[str, Decision]) -> None:
-        """Write decisions whose weights differ from the maps (one batch), log them."""
+    def _apply(self, decisions: dict[str, Decision], doubt: set[tuple[str, str]]) -> None:
+        """Write decisions whose weights differ from the maps (one batch), log them.
+        `doubt`: their (dest, path)s not up (_doubted)."""
         sets = {}
         changed = []
+        doubted = {n for n, _ in doubt}
         for name, dec in decisions.items():
             d = self.dests[name]
-            if any(s.state is not State.UP for s in dec.scores.values()):
+            if name in doubted:
                 self._doubt.add(name)
             else:
                 self._doubt.discard(name)
@@ -417,11 +451,14 @@ class Daemon:
                              reason="adopted from the running datapath" if self.adopted.get(name)
                              else "no decision yet", paths={})
             dests[name] = entry
-        return {"version": STATE_VERSION, "pid": os.getpid(), "running": running,
-                "node": self.cfg.node.name, "config": self.cfg.path,
-                "started": round(self.started_wall, 3), "updated": round(time.time(), 3),
-                "probe_interval_ms": self.cfg.policy.probe_interval_ms,
-                "reroute": self.cfg.policy.reroute, "destinations": dests}
+        doc = {"version": STATE_VERSION, "pid": os.getpid(), "running": running,
+               "node": self.cfg.node.name, "config": self.cfg.path,
+               "started": round(self.started_wall, 3), "updated": round(time.time(), 3),
+               "probe_interval_ms": self.cfg.policy.probe_interval_ms,
+               "reroute": self.cfg.policy.reroute, "destinations": dests}
+        if self.fleet is not None:
+            doc["fleet"] = self.fleet.status_doc(self.clock())
+        return doc
 
     def state_text(self, running: bool = True) -> str:
         """state_doc() as the JSON text write_state would make of it (built
@@ -459,12 +496,15 @@ class Daemon:
                           _JSTR(dec.reason),
                           "null" if since is None else repr(round(since + offset, 3)),
                           switches[name], wtext))
-        return ('{"config":%s,"destinations":{%s},"node":%s,"pid":%s,"probe_interval_ms":%s,'
+        fleet = ("" if self.fleet is None
+                 else ',"fleet":' + _json(self.fleet.status_doc(self.clock())))
+        return ('{"config":%s,"destinations":{%s}%s,"node":%s,"pid":%s,"probe_interval_ms":%s,'
                 '"reroute":%s,"running":%s,"started":%s,"updated":%s,"version":%s}'
-                % (_json(self.cfg.path), ",".join(out), _json(self.cfg.node.name),
+                % (_json(self.cfg.path), ",".join(out), fleet, _json(self.cfg.node.name),
                    _json(os.getpid()), _json(self.cfg.policy.probe_interval_ms),
-                   _json(self.cfg.policy.reroute), _json(running), _json(round(self.started_wall, 3)),
-                   _json(round(time.time(), 3)), _json(STATE_VERSION)))
+                   _json(self.cfg.policy.reroute), _json(running),
+                   _json(round(self.started_wall, 3)), _json(round(time.time(), 3)),
+                   _json(STATE_VERSION)))
 
     def _maybe_write_state(self) -> None:
         now = self.clock()

@@ -206,6 +206,11 @@ class Engine:
         groups = groups or {}
         self._dests: dict[str, _DestState] = {}
         shared: dict[Hashable, _PathState] = {}
+        self._fresh = lambda t: (_pathcore.PathState(policy, self.tuning, t) if native
+                                 else _PathState(Estimator(policy, t), scoring))
+        # Fleet mode (argoctl.fleet.agent): (dest, path, measured score, now) -> a
+        # score from the bus for a path not measured end to end here, or None.
+        self.overlay: Optional[Callable[[str, str, PathScore, float], Optional[PathScore]]] = None
         for name, paths, *weights in destinations:
             if name in self._dests:
                 raise ValueError(f"duplicate destination {name!r}")
@@ -214,8 +219,7 @@ class Engine:
                 key = groups.get((name, p))
                 ps = shared.get(key) if key is not None else None
                 if ps is None:
-                    ps = (_pathcore.PathState(policy, self.tuning, now) if native
-                          else _PathState(Estimator(policy, now), scoring))
+                    ps = self._fresh(now)
                     if key is not None:
                         shared[key] = ps
                 ps.dests.append(name)
@@ -278,6 +282,18 @@ class Engine:
     def paths(self, dest: str) -> tuple[str, ...]:
         return self._dests[dest].order
 
+    def restart(self, dest: str, path: str, now: Optional[float] = None) -> None:
+        """Forget what was measured on (dest, path) and every destination sharing
+        it: a fresh estimator (unknown, no flap penalty). For a path whose probing
+        stopped and starts again (fleet mode): its old estimator went down by
+        silence alone, which says nothing about the path. Rebind a compiled probe
+        stream to the new state (native_sink) after this."""
+        old = self._dests[dest].paths[path]
+        ps = self._fresh(self.clock() if now is None else now)
+        for name in old.dests:
+            self._dests[name].paths[path] = ps
+            ps.dests.append(name)
+
     def destinations(self) -> tuple[str, ...]:
         return tuple(self._dests)
 
@@ -316,6 +332,12 @@ class Engine:
     def _decide(self, d: _DestState, now: float) -> Decision:
         paths = d.paths
         scores = {p: paths[p].score(p, now) for p in d.order}
+        overlay = self.overlay
+        if overlay is not None:
+            for p in d.order:
+                s = overlay(d.name, p, scores[p], now)
+                if s is not None:
+                    scores[p] = s
         choice, reason = self._choose(d, scores, now)
         d.choice = choice
         if d.held_first is not None and type(reason) is tuple and reason[0] in _STARTING:

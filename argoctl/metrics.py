@@ -55,7 +55,8 @@ class Collector:
         loss, state = out["argoctl_path_loss_ratio"], out["argoctl_path_state"]
         chosen, results = out["argoctl_path_chosen"], out["argoctl_probe_results_total"]
         switches = out["argoctl_path_switches_total"]
-        for dest in d.engine.destinations():
+        shown = self.destinations()
+        for dest in shown:
             dec = d.engine.last(dest)
             written = d.written.get(dest, {})
             for path in d.engine.paths(dest):
@@ -88,10 +89,47 @@ class Collector:
                     results.append((("", path, r), by.get(r, 0)))
         out["argoctl_policy_reroute"].append(((), 1 if d.cfg.policy.reroute else 0))
         if d.maps is not None:
-            self._datapath(out, d.maps)
+            self._datapath(out, d.maps, set(shown))
+        self._fleet(out, len(d.engine.destinations()) - len(shown))
         return out
 
-    def _datapath(self, out, m: maps.Maps) -> None:
+    def destinations(self) -> list[str]:
+        """The destinations with per-destination series: all of them, or with
+        [fleet] the top_n by packets through the datapath (a fleet's Prometheus
+        must not grow with every origin of every host: the fleet-wide view is on
+        the bus)."""
+        d = self.d
+        names = list(d.engine.destinations())
+        fc = d.cfg.fleet
+        if fc is None or len(names) <= fc.top_n:
+            return names
+        packets = {}
+        if d.maps is not None:
+            for dest in d.cfg.destinations:
+                packets[dest.name] = d.maps.dest_stats(dest.id).packets
+        names.sort(key=lambda n: (-packets.get(n, 0), n))
+        return sorted(names[:fc.top_n])
+
+    def _fleet(self, out, omitted: int) -> None:
+        f = self.d.fleet
+        view = f.view if f is not None else None
+        b = f.bus if f is not None else None
+        out["argoctl_fleet_active"].append(((), 1 if f is not None and f.active else 0))
+        out["argoctl_fleet_bus_connected"].append(((), 1 if b is not None and b.connected else 0))
+        out["argoctl_fleet_members"].append(
+            ((), len(view.live_members(f.wall())) if f is not None else 0))
+        out["argoctl_fleet_mode_changes_total"].append(((), f.mode_changes if f else 0))
+        from argoctl.fleet.schema import REASONS
+        for r in REASONS:
+            out["argoctl_fleet_ingest_rejected_total"].append(
+                ((r,), view.rejected[r] if view is not None else 0))
+        for r, n in (("ok", b.writes if b else 0), ("failed", b.write_errors if b else 0),
+                     ("refused", b.refused if b else 0)):
+            out["argoctl_fleet_bus_writes_total"].append(((r,), n))
+        out["argoctl_fleet_probe_streams"].append(((), len(f.probed) if f is not None else 0))
+        out["argoctl_fleet_destinations_omitted"].append(((), omitted))
+
+    def _datapath(self, out, m: maps.Maps, shown: set) -> None:
         cfg = self.d.cfg
         paths = {p for dest in cfg.destinations for p in dest.paths}
         for path in sorted(paths):
@@ -104,6 +142,8 @@ class Collector:
                 ((path,), (st.rtt_count, st.rtt_sum_ns / 1e9)))
             out["argoctl_reroute_total"].append(((path,), st.reroutes))
         for dest in cfg.destinations:
+            if dest.name not in shown:
+                continue
             out["argoctl_destination_packets_total"].append(
                 ((dest.name,), m.dest_stats(dest.id).packets))
 
@@ -152,7 +192,8 @@ def exposition(samples: dict[str, list[tuple[tuple[str, ...], object]]]) -> str:
             lab = cache.get(labels)
             if lab is None:
                 lab = cache[labels] = "{" + ",".join(
-                    f'{k}="{_escape(labels[i])}"' for k, i in zip(keys, order)) + "}" if keys else ""
+                    f'{k}="{_escape(labels[i])}"' for k, i in zip(keys, order)) + "}" \
+                    if keys else ""
             if m.kind == "summary":
                 out.append(f"{name}_count{lab} {go(value[0])}\n{name}_sum{lab} {go(value[1])}\n")
             else:

@@ -67,6 +67,24 @@ METRICS: tuple[Metric, ...] = (
            "for a retransmission timeout)."),
     Metric("argoctl_policy_reroute", "gauge", (),
            "1 if protective reroute (policy.reroute) is on, else 0."),
+    # fleet mode ([fleet], docs/fleet.md); 0 without it
+    Metric("argoctl_fleet_active", "gauge", (),
+           "1 while relay paths are composed from the fleet bus, 0 while every path is "
+           "probed locally (bus lost, or no [fleet])."),
+    Metric("argoctl_fleet_bus_connected", "gauge", (),
+           "1 while connected to a NATS server of the fleet."),
+    Metric("argoctl_fleet_members", "gauge", (),
+           "Fleet members whose membership record is younger than the TTL."),
+    Metric("argoctl_fleet_mode_changes_total", "counter", (),
+           "Switches between fleet mode and local probing."),
+    Metric("argoctl_fleet_ingest_rejected_total", "counter", ("reason",),
+           "Bus values ignored: schema, absurd, stale, impostor, mismatch."),
+    Metric("argoctl_fleet_bus_writes_total", "counter", ("result",),
+           "Bus writes: ok, failed, refused (by the server's permissions)."),
+    Metric("argoctl_fleet_probe_streams", "gauge", (),
+           "(destination, path)s probed end to end (the rest are composed from the bus)."),
+    Metric("argoctl_fleet_destinations_omitted", "gauge", (),
+           "Destinations left out of the per-destination series ([fleet] top_n)."),
 )
 
 BY_NAME = {m.name: m for m in METRICS}

@@ -24,7 +24,7 @@ esac
 # ethtool turns on the lab's threaded veth receive for `bench control`.
 pkgs="python3-bpfcc python3-nftables python3-venv nftables iproute2 iputils-ping
       iperf3 tcpdump socat wireguard-tools kmod procps qemu-system-x86 busybox-static
-      file gcc libc6-dev python3-dev ethtool make python3 systemd $kernel_pkgs"
+      file gcc libc6-dev python3-dev ethtool make python3 systemd nats-server $kernel_pkgs"
 # vagrant-libvirt recommends an NFS server and libguestfs: not needed to validate.
 lean_pkgs="vagrant vagrant-libvirt"
 
@@ -46,6 +46,14 @@ if [ -n "$missing$missing_lean" ]; then
     [ -z "$missing" ] || apt-get install $opts $missing </dev/null
     # shellcheck disable=SC2086
     [ -z "$missing_lean" ] || apt-get install $opts --no-install-recommends $missing_lean </dev/null
+    case " $missing " in
+    *" nats-server "*)
+        # fleet mode's tests and the lab start their own nats-server (loopback,
+        # free ports) and stop it: the package's system service is not wanted
+        if [ -d /run/systemd/system ]; then
+            systemctl disable --now nats-server >/dev/null 2>&1 || true
+        fi ;;
+    esac
 else
     echo "setup-host: all packages present"
 fi

@@ -8,6 +8,8 @@ network-namespace topologies that are always removed.
     pair        hosts "a" (lo 192.0.2.1, 2001:db8::1) and "b" (lo 192.0.2.2, 2001:db8::2)
                 over one link (192.0.2.64/30: a .65, b .66; 2001:db8:ff::/64: ::1, ::2),
                 each routing the other's loopback over it; started.
+    nats_fleet  a nats-server on 127.0.0.1 (argoctl/lab/nats.py: JetStream, users
+                edge, relay1, relay2 and admin, the fleet buckets), always stopped.
 
 tests/integration fails every test with a clear message on a kernel without GRE,
 WireGuard or netem (`make test` runs it where they exist). In tests/netns and
@@ -128,3 +130,10 @@ def _suite_rules(request):
         for prefix in {n.split("-", 1)[0] for n in leaked}:
             topology.cleanup_stale(prefix)
         pytest.fail(f"namespaces left behind by the test: {leaked}", pytrace=False)
+
+
+@pytest.fixture
+def nats_fleet():
+    from argoctl.lab.nats import NatsFleet
+    with NatsFleet(["edge", "relay1", "relay2"], size=1) as nf:
+        yield nf

@@ -9,6 +9,8 @@ from argoctl.bench.control import bench_control
 from argoctl.bench.datapath import bench_datapath, bench_datapath_throughput
 from argoctl.bench.engine import engine_bench, state_bench
 from argoctl.bench.failover import bench_failover
+from argoctl.bench.fleet import bench_fleet
+from argoctl.bench.fleetsim import bench_fleetsim
 from argoctl.bench.probes import probes_bench
 from argoctl.bench.reroute import bench_reroute
 from argoctl.bench.up import bench_up
@@ -20,5 +22,6 @@ def bench() -> None:
 
 
 for _command in (bench_up, probes_bench, bench_datapath, bench_datapath_throughput,
-                 engine_bench, state_bench, bench_failover, bench_control, bench_reroute):
+                 engine_bench, state_bench, bench_failover, bench_control, bench_fleet,
+                 bench_fleetsim, bench_reroute):
     bench.add_command(_command)

@@ -8,5 +8,5 @@ from argoctl.config.model import *  # noqa: F401,F403
 from argoctl.config.model import IPAddress, IPNetwork  # noqa: F401
 from argoctl.config.rules import *  # noqa: F401,F403
 from argoctl.config.rules import (_DEST_KEYS, _NODE_KEYS, _PEER_KEYS,  # noqa: F401
-                                  _POLICY_RULES, _PROBE_KEYS)
+                                  _POLICY_RULES, _PROBE_KEYS, _FLEET_KEYS, _FLEET_RULES)
 from argoctl.config.checks import check, load  # noqa: F401

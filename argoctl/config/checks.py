@@ -12,6 +12,7 @@ from typing import Any, Optional
 
 from argoctl import keys, mac, names
 from argoctl.tomlpos import Locator
+from argoctl.config.fleet import check_fleet
 
 from argoctl.config.model import *  # noqa: F401,F403
 from argoctl.config.model import IPAddress, IPNetwork
@@ -188,10 +189,12 @@ class _Checker:
         destinations = self.destinations(doc, peers)
         policy = self.policy(doc)
         self.key_file(node, peers)
+        fleet = check_fleet(self, doc)
         if self.problems or node is None:
             return None
         return Config(path=self.file, node=node, peers=tuple(p for _, p in peers),
-                      destinations=tuple(destinations), routing=routing, policy=policy)
+                      destinations=tuple(destinations), routing=routing, policy=policy,
+                      fleet=fleet)
 
     def node(self, doc: dict) -> Optional[Node]:
         t = self.table(doc, "node", required=True)

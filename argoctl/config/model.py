@@ -155,6 +155,25 @@ class Policy:
 
 
 @dataclass(frozen=True)
+class Fleet:
+    """[fleet]: share measurements through NATS JetStream (docs/fleet.md). Absent:
+    the single-host tool, exactly as without fleet mode."""
+    servers: tuple[str, ...]               # nats://host:port or tls://host:port, one per server
+    credentials_file: Optional[str] = None   # TOML user/password (0600), absolute
+    tls_ca_file: Optional[str] = None
+    tls_cert_file: Optional[str] = None
+    tls_key_file: Optional[str] = None     # 0600
+    members_bucket: str = "argoctl_members"
+    legs_bucket: str = "argoctl_legs"
+    publish_interval_ms: int = 1000
+    ttl_s: float = 15.0                    # the buckets' max age; readers drop older data
+    top_n: int = 50                        # destinations with their own Prometheus series
+    alternatives: int = 2                  # k: alternatives probed end to end besides the choice
+    legs_per_message: int = 200
+    max_writes_per_s: int = 50
+
+
+@dataclass(frozen=True)
 class Config:
     path: str                          # file it came from (for messages)
     node: Node
@@ -162,6 +181,7 @@ class Config:
     destinations: tuple[Destination, ...]
     routing: Routing = field(default_factory=Routing)
     policy: Policy = field(default_factory=Policy)
+    fleet: Optional[Fleet] = None
 
     def peer(self, name: str) -> Peer:
         for p in self.peers:

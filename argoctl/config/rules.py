@@ -31,7 +31,7 @@ TUNNEL_KINDS = ("gre", "wireguard")
 PROBE_KINDS = ("udp", "icmp", "tcp")
 
 _TABLES = {"node": "table", "peer": "array", "destination": "array",
-           "routing": "table", "policy": "table"}
+           "routing": "table", "policy": "table", "fleet": "table"}
 _NODE_KEYS = ("name", "address", "tunnel_address", "steer_interfaces",
               "private_key_file", "relay")
 _PEER_KEYS = ("name", "id", "address", "tunnel", "tunnel_address", "gre_key", "mtu",
@@ -58,6 +58,25 @@ _POLICY_RULES: dict[str, tuple] = {
     "responder_key_file": ("str",),
     "metrics_listen": ("str",),
 }
+
+# [fleet]: kind, and for numbers lower and upper bound (docs/config.md). Every
+# field of Fleet but `servers` is here (a unit test holds them in step).
+_FLEET_RULES: dict[str, tuple] = {
+    "credentials_file": ("str",),
+    "tls_ca_file": ("str",),
+    "tls_cert_file": ("str",),
+    "tls_key_file": ("str",),
+    "members_bucket": ("str",),
+    "legs_bucket": ("str",),
+    "publish_interval_ms": ("int", 100, 60_000),
+    "ttl_s": ("float", 1.0, 3600.0),
+    "top_n": ("int", 0, 100_000),
+    "alternatives": ("int", 0, 7),
+    "legs_per_message": ("int", 1, 5000),
+    "max_writes_per_s": ("int", 1, 100_000),
+}
+_FLEET_KEYS = ("servers", *_FLEET_RULES)
+_BUCKET_RE = re.compile(r"[A-Za-z0-9_-]{1,64}\Z")
 
 _KIND_NAMES = {"str": "a string", "int": "an integer", "float": "a number",
                "bool": "true or false", "list": "an array", "table": "a table"}

@@ -29,6 +29,7 @@ KEY_CONTENT = {
     "alice": base64.b64encode(ALICE_PRIVATE) + b"\n",
     "garbage": b"this is not a key\n",
     "short": base64.b64encode(b"k" * 16) + b"\n",
+    "creds": b'user = "edge"\npassword = "a-fleet-password"\n',
 }
 
 
@@ -164,7 +165,7 @@ def test_edge_example_covers_every_key():
     keys_in_text |= set(re.findall(r"[{,]\s*([a-z_]+)\s*=", text))
     every = set(config._NODE_KEYS + config._PEER_KEYS + config._DEST_KEYS + config._PROBE_KEYS)
     every |= {f.name for f in dataclasses.fields(config.Routing)}
-    every |= set(config._POLICY_RULES)
+    every |= set(config._POLICY_RULES) | set(config._FLEET_KEYS)
     assert every - keys_in_text == set()
 
 

@@ -1,0 +1,276 @@
+"""`argoctl bench fleet`: fleet mode on and off in the same run, at the decision level.
+
+N agents (real Config, Engine and FleetAgent each, with a real Bus to a real
+nats-server on loopback: argoctl/lab/nats.py) run in one event loop. What is
+simulated is the network: every probe the agent's plan asks for is answered
+from a latency model instead of being sent (so the numbers say what the plan
+and the engine do, not what a kernel does):
+
+  host i -> origin d:   rtt(i, d), 10-80 ms (seeded), or no reply when broken
+  host i -> relay j:    rtt(i, j), 5-40 ms (the tunnel leg)
+  via relay j:          rtt(i, j) + rtt(j, d) + 1 ms, +-5 % noise per probe
+
+Host i peers with the next `paths - 1` hosts (ring), so every host has `paths`
+paths (direct + relays) to each origin. Phases, each with fleet off (every path
+probed, no bus) and on:
+
+  steady:  `seconds` of probing; probes per origin and per host per second,
+           and the true RTT of every (host, origin)'s final choice;
+  orpheus: (fleet on) origin 0 becomes reachable only from one relay host R
+           (every other host's direct leg and every other relay's leg to it
+           break): seconds until every host that peers with R chooses R for it.
+
+regret_pct compares the median true RTT of the choices with fleet mode on
+against full end-to-end probing (off), same latency model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import statistics
+import tempfile
+import time
+
+import click
+
+from argoctl.bench.report import emit
+
+ORIGIN_NET = "203.0.113"
+
+
+def _configs(directory: str, hosts: list[str], paths: int, dests: int, urls: list[str],
+             creds: dict, interval_ms: int, k: int) -> dict:
+    from argoctl import config
+    out = {}
+    n = len(hosts)
+    for i, h in enumerate(hosts):
+        peers = [hosts[(i + j) % n] for j in range(1, paths)]
+        text = [f'[node]\nname = "{h}"\naddress = "192.0.2.{i + 1}"\n'
+                f'tunnel_address = "198.51.100.{i + 1}"\n']
+        for j, p in enumerate(peers):
+            pi = hosts.index(p)
+            text.append(f'\n[[peer]]\nname = "{p}"\naddress = "192.0.2.{pi + 1}"\n'
+                        f'tunnel = "gre"\ntunnel_address = "198.51.100.{pi + 1}"\nid = {j + 1}\n')
+        for d in range(dests):
+            text.append(f'\n[[destination]]\nname = "o{d}"\nprefixes = ["{ORIGIN_NET}.{d}/32"]\n'
+                        f'paths = {["direct", *peers]!r}\n'.replace("'", '"')
+                        + f'probe = {{ kind = "icmp", target = "{ORIGIN_NET}.{d}" }}\n')
+        text.append(f"\n[policy]\nprobe_interval_ms = {interval_ms}\nhold_down_s = 5.0\n")
+        if urls:
+            text.append(f'\n[fleet]\nservers = {urls!r}\n'.replace("'", '"')
+                        + f'credentials_file = "{creds[h]}"\npublish_interval_ms = {interval_ms}\n'
+                        f'ttl_s = {max(3.0, 3 * interval_ms / 1000):g}\nalternatives = {k}\n')
+        path = os.path.join(directory, f"{h}{'-fleet' if urls else ''}.toml")
+        with open(path, "w") as f:
+            f.write("".join(text))
+        out[h] = config.load(path)
+    return out
+
+
+class _Net:
+    """The latency model (ms); broken legs answer nothing."""
+
+    def __init__(self, hosts, dests, seed):
+        rng = random.Random(seed)
+        self.rng = random.Random(seed + 1)
+        self.host = {(a, b): rng.uniform(5, 40) for a in hosts for b in hosts if a < b}
+        self.origin = {(h, d): rng.uniform(10, 80) for h in hosts for d in range(dests)}
+        self.broken: set = set()          # (host, dest) direct legs that answer nothing
+
+    def hop(self, a, b):
+        return self.host[(min(a, b), max(a, b))]
+
+    def true_rtt(self, h, dest: int, path: str):
+        if path == "direct":
+            return None if (h, dest) in self.broken else self.origin[(h, dest)]
+        if (path, dest) in self.broken:
+            return None
+        return self.hop(h, path) + self.origin[(path, dest)] + 1.0
+
+    def sample(self, h, dest, path):
+        r = self.true_rtt(h, dest, path)
+        return None if r is None else r * (1 + self.rng.uniform(-0.05, 0.05))
+
+
+class _Sim:
+    def __init__(self, cfgs, net: _Net, fleet: bool):
+        from argoctl.engine import Engine
+        from argoctl.fleet.agent import FleetAgent
+        self.net = net
+        self.cfgs = cfgs
+        self.engines = {h: Engine.from_config(c) for h, c in cfgs.items()}
+        self.agents = {}
+        if fleet:
+            for h, c in cfgs.items():
+                a = FleetAgent(c, self.engines[h])
+                self.engines[h].overlay = a.overlay
+                self.agents[h] = a
+        self.probes_host = {h: 0 for h in cfgs}
+        self.probes_origin: dict[int, int] = {}
+        self.seq = 0
+        self.timeout = next(iter(cfgs.values())).policy.probe_timeout_ms / 1000
+        self.lost: list = []        # (due, host, dest, path, seq): timeouts not yet due
+
+    def probed(self, h):
+        a = self.agents.get(h)
+        if a is not None:
+            return a.probed
+        return {(d.name, p) for d in self.cfgs[h].destinations for p in d.paths}
+
+    async def start(self):
+        for a in self.agents.values():
+            await a.start()
+
+    async def stop(self):
+        for a in self.agents.values():
+            await a.stop()
+
+    def expire(self, now: float) -> None:
+        """Lost probes are known lost probe_timeout_ms after they were sent."""
+        due = [x for x in self.lost if x[0] <= now]
+        self.lost = [x for x in self.lost if x[0] > now]
+        for _, h, dest, path, seq in due:
+            if (dest, path) in self.probed(h):
+                self.engines[h].path(dest, path).on_timeout(seq, now)
+
+    def decide(self, now: float) -> dict:
+        self.expire(now)
+        return {h: eng.decide(now) for h, eng in self.engines.items()}
+
+    def tick(self, now: float) -> dict:
+        self.seq += 1
+        self.expire(now)
+        decisions = {}
+        for h, eng in self.engines.items():
+            for dest, path in self.probed(h):
+                d = int(dest[1:])
+                rtt = self.net.sample(h, d, path)
+                est = eng.path(dest, path)
+                if rtt is None:
+                    self.lost.append((now + self.timeout, h, dest, path, self.seq))
+                else:
+                    est.on_reply(self.seq, now - rtt / 1000, rtt / 1000, now)
+                self.probes_host[h] += 1
+                self.probes_origin[d] = self.probes_origin.get(d, 0) + 1
+            a = self.agents.get(h)
+            if a is not None:
+                for peer in a.peers:           # tunnel legs (not to an origin)
+                    rtt = self.net.hop(h, peer) / 1000
+                    a.on_peer_result(peer, self.seq, int((now - rtt) * 1e9), rtt, int(now * 1e9))
+                    self.probes_host[h] += 1
+            decs = eng.decide(now)
+            decisions[h] = decs
+            if a is not None:
+                a.round(decs, now)
+        return decisions
+
+
+async def _run(sim: _Sim, seconds: float, interval: float, until=None) -> tuple[dict, float]:
+    await sim.start()
+    t0 = time.monotonic()
+    decisions = {}
+    try:
+        while time.monotonic() - t0 < seconds:
+            decisions = sim.tick(time.monotonic())
+            if until is not None and until(decisions):
+                break
+            await asyncio.sleep(interval)
+    finally:
+        await sim.stop()
+    return decisions, time.monotonic() - t0
+
+
+def run(hosts_n: int = 12, paths: int = 4, dests: int = 4, seconds: float = 20.0,
+        interval_ms: int = 1000, alternatives: int = 2, seed: int = 1) -> dict:
+    from argoctl.lab.nats import NatsFleet
+    hosts = [f"h{i:02d}" for i in range(hosts_n)]
+    interval = interval_ms / 1000
+    with tempfile.TemporaryDirectory(prefix="argoctl-bench-fleet-") as directory, \
+            NatsFleet(hosts, ttl_s=max(3.0, 3 * interval)) as nf:
+        creds = {h: nf.credentials(h) for h in hosts}
+        off_cfg = _configs(directory, hosts, paths, dests, [], creds, interval_ms, alternatives)
+        on_cfg = _configs(directory, hosts, paths, dests, nf.urls, creds, interval_ms,
+                          alternatives)
+        out = {"hosts": hosts_n, "destinations": dests, "paths": paths,
+               "alternatives": alternatives, "probe_interval_ms": interval_ms,
+               "probes": "simulated from a latency model (agents, engines and the bus are real)"}
+        chosen = {}
+        for mode, cfgs in (("off", off_cfg), ("on", on_cfg)):
+            sim = _Sim(cfgs, _Net(hosts, dests, seed), fleet=mode == "on")
+            decisions, took = asyncio.run(_run(sim, seconds, interval))
+            out[f"probes_per_origin_s_{mode}"] = round(
+                statistics.mean(sim.probes_origin.values()) / took, 2)
+            out[f"probes_per_host_s_{mode}"] = round(
+                statistics.mean(sim.probes_host.values()) / took, 2)
+            chosen[mode] = [sim.net.true_rtt(h, int(d[1:]), dec.choice)
+                            for h, decs in decisions.items() for d, dec in decs.items()]
+            if mode == "on":
+                out["fleet_mode_hosts"] = sum(a.mode == "fleet" for a in sim.agents.values())
+        med = {m: statistics.median([r for r in v if r is not None] or [float("nan")])
+               for m, v in chosen.items()}
+        out["median_rtt_ms_off"], out["median_rtt_ms_on"] = round(med["off"], 2), round(med["on"], 2)
+        out["regret_pct"] = round(100 * (med["on"] - med["off"]) / med["off"], 2)
+        for mode, cfgs in (("off", off_cfg), ("on", on_cfg)):
+            o = asyncio.run(_orpheus(cfgs, hosts, dests, seed, interval, mode == "on"))
+            key = "orpheus_reach_s" + ("" if mode == "on" else "_off")
+            out[key] = o["s"]
+            out[f"orpheus_edges_moved_{mode}"] = o["moved"]
+        out["reduction_per_origin"] = round(out["probes_per_origin_s_off"]
+                                            / out["probes_per_origin_s_on"], 2)
+        out["reduction_per_host"] = round(out["probes_per_host_s_off"]
+                                          / out["probes_per_host_s_on"], 2)
+        return out
+
+
+async def _orpheus(cfgs, hosts, dests, seed, interval, fleet: bool) -> dict:
+    """Converge, then break every path to origin 0 but relay R's own leg, R being
+    the relay fewest of its peers chose for it: seconds until every host peering
+    with R chooses R (None: not within 30 s)."""
+    net = _Net(hosts, dests, seed)
+    sim = _Sim(cfgs, net, fleet=fleet)
+    await sim.start()
+    try:
+        t0 = time.monotonic()
+        decs = {}
+        while time.monotonic() - t0 < 8 * interval + 3:
+            decs = sim.tick(time.monotonic())
+            await asyncio.sleep(interval)
+        peers_of = {r: [h for h, c in cfgs.items() if any(p.name == r for p in c.peers)]
+                    for r in hosts}
+        relay = max(hosts, key=lambda r: sum(decs[h]["o0"].choice != r for h in peers_of[r]))
+        edges = peers_of[relay]
+        moving = sum(decs[h]["o0"].choice != relay for h in edges)
+        for h in hosts:
+            if h != relay:
+                net.broken.add((h, 0))
+        start = next_tick = time.monotonic()
+        while time.monotonic() - start < 30:
+            now = time.monotonic()
+            if now >= next_tick:        # probes at the policy's rate ...
+                decs = sim.tick(now)
+                next_tick += interval
+            else:                       # ... decisions in between (timeouts, detection)
+                decs = sim.decide(now)
+            if all(decs[h]["o0"].choice == relay for h in edges):
+                return {"s": round(time.monotonic() - start, 2), "edges": len(edges),
+                        "moved": moving}
+            await asyncio.sleep(0.05)
+        return {"s": None, "edges": len(edges), "moved": moving}
+    finally:
+        await sim.stop()
+
+
+@click.command("fleet")
+@click.option("--hosts", type=click.IntRange(3, 64), default=12, show_default=True)
+@click.option("--paths", type=click.IntRange(2, 8), default=4, show_default=True)
+@click.option("--destinations", type=click.IntRange(1, 1000), default=4, show_default=True)
+@click.option("--seconds", type=click.FloatRange(min=5), default=20.0, show_default=True)
+@click.option("--alternatives", type=click.IntRange(0, 7), default=2, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="(always JSON; accepted for symmetry)")
+def bench_fleet(hosts: int, paths: int, destinations: int, seconds: float, alternatives: int,
+                as_json: bool) -> None:
+    """Fleet mode on and off in one run: probes per origin and per host, regret,
+    Orpheus reach time (decision level: probes answered from a latency model)."""
+    emit({"bench": "fleet", **run(hosts, paths, destinations, seconds, 1000, alternatives)})
