@@ -93,17 +93,19 @@ def blackhole_run(lab: LoopLab, window: float = 5.0, rate: float = 10, timeout: 
     moved0 = reroutes(lab)
     try:
         time.sleep(lead)
-        t.link("edge", "origin").impair(blackhole=True, direction=direction)
-        # The window starts once the blackhole is certainly in place (setting it
-        # up runs commands: a connection opened meanwhile may have got through).
+        # The window starts when the blackhole starts going in: setting it up runs
+        # commands that take seconds under TCG, long enough for the probes to move
+        # traffic before they return (a window started then measured nothing).
         t0 = time.monotonic()
-        time.sleep(window)
+        t.link("edge", "origin").impair(blackhole=True, direction=direction)
+        setup_s = time.monotonic() - t0
+        time.sleep(max(0.0, window - setup_s))
     finally:
         fwd.stop()
         local.stop()
         t.link("edge", "origin").clear()
     decision = next((r for r in lab.daemon.history if r.at >= t0), None)
-    out = {"reroutes": reroutes(lab) - moved0,
+    out = {"reroutes": reroutes(lab) - moved0, "blackhole_setup_ms": round(setup_s * 1000),
            "decision_ms": round((decision.at - t0) * 1000) if decision else None}
     for name, c in (("forwarded", fwd), ("local", local)):
         out[name] = [(s - t0, ok) for s, ok in c.attempts if t0 <= s < t0 + window]
@@ -126,7 +128,8 @@ def summary(run: dict) -> dict:
             "p50_ms": round(percentile(ms, 50), 1) if ms else None,
             "p99_ms": round(percentile(ms, 99), 1) if ms else None,
             "n": len(attempts), "n_forwarded": len(run["forwarded"]), "n_local": len(run["local"]),
-            "reroutes": run["reroutes"], "decision_ms": run["decision_ms"]}
+            "reroutes": run["reroutes"], "decision_ms": run["decision_ms"],
+            "blackhole_setup_ms": run["blackhole_setup_ms"]}
 
 
 @click.command("reroute")
