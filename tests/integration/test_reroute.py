@@ -57,7 +57,7 @@ def test_every_connection_completes_across_a_blackhole(lab):
         after = m.path_stats(lab.configs["edge"].path_id("direct"))
     assert after.reroutes - direct.reroutes == run["reroutes"]
     # Origin saw connections arrive from the relays (masqueraded).
-    relays = {lab.topo.link(r, "origin").address(r) for r in ("relay1", "relay2")}
+    relays = {lab.topo.link(r, "origin").address(lab.topo[r]) for r in ("relay1", "relay2")}
     assert set(lab.tcp.peers[peers0:]) & relays
     # The engine decided too (probes and the SYN evidence), later: the reroute did not wait.
     assert run["decision_ms"] is not None, run
