@@ -41,3 +41,16 @@ demo: setup
 
 clean:
 	rm -rf build/stamps build/test-results build/bench
+
+# The Vagrant lab on real VMs (docs/vagrant.md). Not part of CI: under TCG on this
+# shared 2-core machine the three VMs take 10-25 min just to boot.
+# vagrant-box: a Debian 12 box for vagrant-libvirt from Debian's packages (cached
+# in build/vagrant; delete build/vagrant/argoctl-bookworm.box to rebuild).
+.PHONY: vagrant-box vagrant-lab
+VAGRANT_OUT := build/vagrant
+vagrant-box: setup
+	ARGOCTL_SETUP_VAGRANT_LAB=1 scripts/setup-host.sh
+	VAGRANT_HOME=$(CURDIR)/$(VAGRANT_OUT)/home scripts/vagrant-box.sh $(VAGRANT_OUT)
+
+vagrant-lab: vagrant-box
+	scripts/vagrant-lab.sh

@@ -33,116 +33,55 @@
 #include <sys/socket.h>
 #include <time.h>
 
+#include <openssl/core_names.h>
+#include <openssl/evp.h>
+#include <openssl/params.h>
+
 #include "_pathcore.h"
 
-/* ---- SHA-256 and HMAC-SHA256 (FIPS 180-4, RFC 2104) ---------------------- */
+/* ---- HMAC-SHA256 (RFC 2104) from OpenSSL's libcrypto ----------------------
+ * One EVP_MAC_CTX per channel, keyed once; every MAC re-initialises it with the
+ * same key (EVP_MAC_init with a NULL key keeps the key: OpenSSL >= 3.0), which
+ * costs a context copy, not a key schedule. */
 
-static uint32_t K256[64], H256[8];
-
-static int is_prime(int n)
-{
-    for (int d = 2; d * d <= n; d++)
-        if (n % d == 0)
-            return 0;
-    return 1;
-}
-
-/* The constants are the fractional bits of square and cube roots of primes:
- * computed once at import (80-bit long double leaves ~30 spare bits) and
- * checked against hashlib by the tests, instead of 72 hand-typed words. */
-static void sha256_constants(void)
-{
-    int n = 0;
-    for (int p = 2; n < 64; p++) {
-        if (!is_prime(p))
-            continue;
-        long double c = cbrtl((long double)p);
-        K256[n] = (uint32_t)((c - floorl(c)) * 4294967296.0L);
-        if (n < 8) {
-            long double s = sqrtl((long double)p);
-            H256[n] = (uint32_t)((s - floorl(s)) * 4294967296.0L);
-        }
-        n++;
-    }
-}
-
-#define ROR(x, n) (((x) >> (n)) | ((x) << (32 - (n))))
-
-static void sha256_block(uint32_t h[8], const uint8_t *blk)
-{
-    uint32_t w[64], a, b, c, d, e, f, g, k;
-    for (int i = 0; i < 16; i++)
-        w[i] = (uint32_t)blk[4 * i] << 24 | (uint32_t)blk[4 * i + 1] << 16 |
-               (uint32_t)blk[4 * i + 2] << 8 | blk[4 * i + 3];
-    for (int i = 16; i < 64; i++) {
-        uint32_t s0 = ROR(w[i - 15], 7) ^ ROR(w[i - 15], 18) ^ (w[i - 15] >> 3);
-        uint32_t s1 = ROR(w[i - 2], 17) ^ ROR(w[i - 2], 19) ^ (w[i - 2] >> 10);
-        w[i] = w[i - 16] + s0 + w[i - 7] + s1;
-    }
-    a = h[0]; b = h[1]; c = h[2]; d = h[3]; e = h[4]; f = h[5]; g = h[6]; k = h[7];
-    for (int i = 0; i < 64; i++) {
-        uint32_t t1 = k + (ROR(e, 6) ^ ROR(e, 11) ^ ROR(e, 25)) + ((e & f) ^ (~e & g)) + K256[i] + w[i];
-        uint32_t t2 = (ROR(a, 2) ^ ROR(a, 13) ^ ROR(a, 22)) + ((a & b) ^ (a & c) ^ (b & c));
-        k = g; g = f; f = e; e = d + t1; d = c; c = b; b = a; a = t1 + t2;
-    }
-    h[0] += a; h[1] += b; h[2] += c; h[3] += d; h[4] += e; h[5] += f; h[6] += g; h[7] += k;
-}
-
-/* Hash `len` bytes of `data` continuing from `state`, which has already
- * absorbed `done` bytes (a multiple of 64); the digest goes to out[32]. */
-static void sha256_from(const uint32_t state[8], uint64_t done, const uint8_t *data, size_t len,
-                        uint8_t out[32])
-{
-    uint32_t h[8];
-    uint8_t blk[64];
-    uint64_t bits = (done + len) * 8;
-    memcpy(h, state, sizeof h);
-    for (; len >= 64; data += 64, len -= 64)
-        sha256_block(h, data);
-    memset(blk, 0, 64);
-    memcpy(blk, data, len);
-    blk[len] = 0x80;
-    if (len >= 56) {
-        sha256_block(h, blk);
-        memset(blk, 0, 64);
-    }
-    for (int i = 0; i < 8; i++)
-        blk[63 - i] = (uint8_t)(bits >> (8 * i));
-    sha256_block(h, blk);
-    for (int i = 0; i < 8; i++) {
-        out[4 * i] = h[i] >> 24; out[4 * i + 1] = h[i] >> 16;
-        out[4 * i + 2] = h[i] >> 8; out[4 * i + 3] = h[i];
-    }
-}
+static EVP_MAC *HMAC_ALG;     /* fetched once at import */
 
 typedef struct {
-    uint32_t ipad[8], opad[8];    /* states after the padded key: 2 blocks per MAC, not 4 */
+    EVP_MAC_CTX *ctx;
 } hmac_key;
 
-static void hmac_init(hmac_key *hk, const uint8_t *key, size_t klen)
+static int hmac_init(hmac_key *hk, const uint8_t *key, size_t klen)
 {
-    uint8_t k[64] = {0}, blk[64];
-    if (klen > 64)
-        sha256_from(H256, 0, key, klen, k);
-    else
-        memcpy(k, key, klen);
-    memcpy(hk->ipad, H256, 32);
-    memcpy(hk->opad, H256, 32);
-    for (int i = 0; i < 64; i++)
-        blk[i] = k[i] ^ 0x36;
-    sha256_block(hk->ipad, blk);
-    for (int i = 0; i < 64; i++)
-        blk[i] = k[i] ^ 0x5c;
-    sha256_block(hk->opad, blk);
-    memset(k, 0, sizeof k);
-    memset(blk, 0, sizeof blk);
+    OSSL_PARAM params[] = {
+        OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0),
+        OSSL_PARAM_construct_end(),
+    };
+    hk->ctx = EVP_MAC_CTX_new(HMAC_ALG);
+    if (hk->ctx == NULL || !EVP_MAC_init(hk->ctx, key, klen, params)) {
+        EVP_MAC_CTX_free(hk->ctx);
+        hk->ctx = NULL;
+        PyErr_SetString(PyExc_RuntimeError, "OpenSSL: cannot set up HMAC-SHA256");
+        return -1;
+    }
+    return 0;
 }
 
-static void hmac_sha256(const hmac_key *hk, const uint8_t *msg, size_t len, uint8_t out[32])
+static void hmac_free(hmac_key *hk)
 {
-    uint8_t inner[32];
-    sha256_from(hk->ipad, 64, msg, len, inner);
-    sha256_from(hk->opad, 64, inner, 32, out);
+    EVP_MAC_CTX_free(hk->ctx);    /* clears the key schedule it holds */
+    hk->ctx = NULL;
+}
+
+/* 0 on success. On a failure (out of memory inside OpenSSL) `out` is zeroed:
+ * a request then carries a MAC no responder accepts, a reply fails mac_ok. */
+static int hmac_sha256(const hmac_key *hk, const uint8_t *msg, size_t len, uint8_t out[32])
+{
+    size_t n = 0;
+    if (EVP_MAC_init(hk->ctx, NULL, 0, NULL) && EVP_MAC_update(hk->ctx, msg, len) &&
+        EVP_MAC_final(hk->ctx, out, &n, 32) && n == 32)
+        return 0;
+    memset(out, 0, 32);
+    return -1;
 }
 
 /* ---- wire format (mac.py) ------------------------------------------------- */
@@ -166,7 +105,8 @@ static uint64_t get64(const uint8_t *p)
 static int mac_ok(const hmac_key *hk, const uint8_t *pkt)
 {
     uint8_t mac[32], diff = 0;
-    hmac_sha256(hk, pkt, MAC_OFF, mac);
+    if (hmac_sha256(hk, pkt, MAC_OFF, mac) != 0)
+        return 0;
     for (int i = 0; i < MAC_LEN; i++)     /* constant time, as hmac.compare_digest */
         diff |= mac[i] ^ pkt[MAC_OFF + i];
     return diff == 0;
@@ -371,7 +311,7 @@ static void Channel_dealloc(Channel *c)
     PyMem_Free(c->heap);
     PyMem_Free(c->ring);
     PyMem_Free(c->done);
-    memset(&c->key, 0, sizeof c->key);
+    hmac_free(&c->key);
     Py_XDECREF(c->results);
     Py_TYPE(c)->tp_free((PyObject *)c);
 }
@@ -402,8 +342,11 @@ static int Channel_init(Channel *c, PyObject *args, PyObject *kw)
         PyErr_SetString(PyExc_ValueError, "jitter must be within 0..0.9");
         return -1;
     }
-    hmac_init(&c->key, key.buf, (size_t)key.len);
+    hmac_free(&c->key);        /* an earlier __init__ that failed later on */
+    int keyed = hmac_init(&c->key, key.buf, (size_t)key.len);
     PyBuffer_Release(&key);
+    if (keyed != 0)
+        return -1;
     c->key_id = key_id;
     c->timeout = timeout;
     c->rng[0] = (uint64_t)seed ^ 0x9E3779B97F4A7C15ULL;
@@ -901,23 +844,51 @@ static PyTypeObject ChannelType = {
     .tp_methods = Channel_methods,
 };
 
-/* For the tests: this file's HMAC against hashlib's. */
+/* For the tests: the channel's HMAC path (context reused across messages)
+ * against hashlib's. hmac_sha256(key, msgs) -> [32-byte MAC per message]. */
 static PyObject *py_hmac_sha256(PyObject *self, PyObject *args)
 {
-    Py_buffer key, msg;
-    uint8_t out[32];
+    Py_buffer key;
+    PyObject *msgs, *out = NULL;
     hmac_key hk;
-    if (!PyArg_ParseTuple(args, "y*y*", &key, &msg))
+    if (!PyArg_ParseTuple(args, "y*O", &key, &msgs))
         return NULL;
-    hmac_init(&hk, key.buf, (size_t)key.len);
-    hmac_sha256(&hk, msg.buf, (size_t)msg.len, out);
+    int keyed = hmac_init(&hk, key.buf, (size_t)key.len);
     PyBuffer_Release(&key);
-    PyBuffer_Release(&msg);
-    return PyBytes_FromStringAndSize((const char *)out, 32);
+    if (keyed != 0)
+        return NULL;
+    PyObject *seq = PySequence_Fast(msgs, "msgs must be a sequence of bytes");
+    if (seq == NULL)
+        goto done;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    out = PyList_New(n);
+    for (Py_ssize_t i = 0; out != NULL && i < n; i++) {
+        Py_buffer msg;
+        uint8_t mac[32];
+        if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(seq, i), &msg, PyBUF_SIMPLE) < 0) {
+            Py_CLEAR(out);
+            break;
+        }
+        int rc = hmac_sha256(&hk, msg.buf, (size_t)msg.len, mac);
+        PyBuffer_Release(&msg);
+        PyObject *b = rc == 0 ? PyBytes_FromStringAndSize((const char *)mac, 32) : NULL;
+        if (b == NULL) {
+            if (rc != 0)
+                PyErr_SetString(PyExc_RuntimeError, "OpenSSL: HMAC-SHA256 failed");
+            Py_CLEAR(out);
+            break;
+        }
+        PyList_SET_ITEM(out, i, b);
+    }
+    Py_DECREF(seq);
+done:
+    hmac_free(&hk);
+    return out;
 }
 
 static PyMethodDef module_methods[] = {
-    {"hmac_sha256", py_hmac_sha256, METH_VARARGS, "hmac_sha256(key, msg) -> 32 bytes"},
+    {"hmac_sha256", py_hmac_sha256, METH_VARARGS,
+     "hmac_sha256(key, msgs) -> [HMAC-SHA256(key, msg) for msg in msgs], one keyed context"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -928,7 +899,11 @@ static struct PyModuleDef echo_module = {
 
 PyMODINIT_FUNC PyInit__echo(void)
 {
-    sha256_constants();
+    HMAC_ALG = EVP_MAC_fetch(NULL, "HMAC", NULL);
+    if (HMAC_ALG == NULL) {
+        PyErr_SetString(PyExc_ImportError, "OpenSSL: no HMAC implementation available");
+        return NULL;
+    }
     if (PyType_Ready(&ChannelType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&echo_module);

@@ -164,13 +164,15 @@ class Maps(Stage):
     def apply(self, ctx: Context) -> None:
         from argoctl import datapath, maps
         pin_dir = ctx.home.pin_dir
-        if not ctx.attach.pins_created:
-            ctx.extra["maps_before"] = datapath.map_contents(pin_dir)
+        before = None
+        if not ctx.attach.pins_created:       # read once: the undo, and what to change
+            before = ctx.extra["maps_before"] = datapath.map_contents(pin_dir)
         try:
             with maps.Maps(pin_dir) as m:
                 sets = ctx.pathsets(m) if ctx.pathsets is not None else None
             ctx.step("first map contents")
-            ctx.extra["maps"] = datapath.program(ctx.config, pin_dir, pathsets=sets)
+            ctx.extra["maps"] = datapath.program(ctx.config, pin_dir, pathsets=sets,
+                                                 have=before["prefixes"] if before else None)
         except BaseException:
             self.rollback(ctx)
             raise
@@ -251,7 +253,13 @@ def up(config: Config, ns: Optional[str] = None, dry_run: bool = False,
             # an `up` killed before it could alias a device it created left it here
             ctx.extra["interrupted"] = netlink.remove_interrupted(ctx.ipr, ctx.intents)
         if "links" in ctx.stages or "nft" in ctx.stages:
-            ctx.ops = plan.diff(_current(ctx), plan.desired(ctx.config, KernelEnv(ctx.ipr)))
+            current = _current(ctx)
+            from argoctl import foreign     # another user of our mark bits: refuse, name it
+            conflicts = foreign.mark_conflicts(ctx.ipr, ctx.config.routing, current)
+            if conflicts:
+                raise plan.PlanError(foreign.conflict_message(ctx.config.routing, conflicts))
+            ctx.ops = plan.diff(current, plan.desired(
+                ctx.config, KernelEnv(ctx.ipr, create_keys=not ctx.dry_run)))
         if ctx.dry_run:
             return
         done: list[Stage] = []

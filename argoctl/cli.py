@@ -4,11 +4,20 @@ module that owns the work, and render results (rich tables, or JSON)."""
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 import click
 
-from argoctl import __version__
+from argoctl import __version__, names
+
+
+def _print_version(ctx, param, value) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    from argoctl import native
+    click.echo(f"argoctl {__version__}\n{native.version_line()}")
+    ctx.exit()
 
 
 class _Cli(click.Group):
@@ -30,27 +39,49 @@ class _Cli(click.Group):
 
 
 @click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="argoctl")
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True,
+              callback=_print_version, help="Show the version (and what is compiled) and exit.")
 def cli() -> None:
     """Smart routing and reachability across a fleet of Linux hosts."""
 
 
 @cli.command()
-@click.argument("files", nargs=-1, required=True)
-def validate(files: tuple[str, ...]) -> None:
-    """Check config FILEs: print every problem as file:line, exit 2 if any. Changes nothing."""
+@click.argument("files", nargs=-1)
+@click.option("--json", "as_json", is_flag=True,
+              help="one JSON object per file: ok, problems (file, line, message, hint), notes")
+def validate(files: tuple[str, ...], as_json: bool) -> None:
+    """Check config FILEs (default: /etc/argoctl/argoctl.toml): print every problem as
+    file:line, exit 2 if any. Checks what `up` and `run` check. Changes nothing."""
+    import json
+
     from argoctl import config
+    from argoctl import preflight
 
     bad = False
-    for file in files:
+    for file in files or (names.DEFAULT_CONFIG,):
         try:
             cfg = config.load(file)
+            # what up and run derive from it (plan, engine, probes, maps), offline
+            gap = preflight.problem_of(cfg)
+            if gap:
+                raise config.ConfigError([config.Problem(file, 1, gap)])
         except config.ConfigError as e:
             bad = True
+            if as_json:
+                click.echo(json.dumps({"file": file, "ok": False, "problems": [
+                    {"file": p.file, "line": p.line, "message": p.message, "hint": p.hint}
+                    for p in e.problems]}, sort_keys=True))
             for problem in e.problems:
-                click.echo(str(problem), err=True)
+                if not as_json:
+                    click.echo(str(problem), err=True)
         else:
+            if as_json:
+                click.echo(json.dumps({"file": file, "ok": True, "summary": cfg.summary(),
+                                       "notes": list(cfg.notes)}, sort_keys=True))
+                continue
             click.echo(cfg.summary())
+            for note in cfg.notes:
+                click.echo(f"{file}: note: {note}")
     if bad:
         sys.exit(2)
 
@@ -60,7 +91,8 @@ def validate(files: tuple[str, ...]) -> None:
               help="write the private key here (mode 0600)")
 @click.option("--public-key", "public_key", metavar="PATH", help="also write the public key")
 @click.option("--force", is_flag=True, help="replace existing files (atomically)")
-def keygen(private_key: str, public_key: str | None, force: bool) -> None:
+@click.option("--json", "as_json", is_flag=True, help='print {"public_key": ...}')
+def keygen(private_key: str, public_key: str | None, force: bool, as_json: bool) -> None:
     """Write a new WireGuard key pair; print only the public key."""
     from argoctl import keys
 
@@ -73,6 +105,10 @@ def keygen(private_key: str, public_key: str | None, force: bool) -> None:
     except OSError as e:
         click.echo(f"argoctl keygen: {e.filename}: {e.strerror}", err=True)
         sys.exit(1)
+    if as_json:
+        import json
+        click.echo(json.dumps({"public_key": keys.encode(pub), "private_key_file": private_key}))
+        return
     click.echo(keys.encode(pub))
 
 
@@ -114,7 +150,8 @@ def responder(listen: tuple[str, ...], key_file: str | None, genkey: str | None,
     except (KeyFileError, ValueError) as e:
         click.echo(f"argoctl responder: {e}", err=True)
         sys.exit(2)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from argoctl import service
+    service.setup_logging(logging.INFO)
     server = resp.Responder(key, addrs, rate=rate, global_rate=global_rate)
     try:
         server.bind()
@@ -130,7 +167,8 @@ def responder(listen: tuple[str, ...], key_file: str | None, genkey: str | None,
 
 
 @cli.command("probe")
-@click.option("-c", "--config", "config_file", required=True, metavar="FILE")
+@click.option("-c", "--config", "config_file", default=names.DEFAULT_CONFIG, show_default=True,
+              metavar="FILE")
 @click.option("--count", type=click.IntRange(min=1), default=5, show_default=True,
               help="probes per (destination, path)")
 @click.option("--interval", type=click.FloatRange(min=1), metavar="MS",
@@ -198,14 +236,46 @@ def probe_cmd(config_file: str, count: int, interval: float | None, key_file: st
                        + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
 
 
-def _load_or_exit(config_file: str):
+def _load_or_exit(config_file: str, preflight: bool = False):
+    """The config, or exit 2 with every problem. With `preflight` (up, run) also
+    what validate checks beyond the file (argoctl.preflight), so up and run refuse
+    exactly what validate refuses."""
     from argoctl import config
     try:
-        return config.load(config_file)
+        cfg = config.load(config_file)
+        if preflight:
+            from argoctl import preflight as pf
+            gap = pf.problem_of(cfg)
+            if gap:
+                raise config.ConfigError([config.Problem(config_file, 1, gap)])
+        return cfg
     except config.ConfigError as e:
         for problem in e.problems:
             click.echo(str(problem), err=True)
         sys.exit(2)
+
+
+CAP_NET_ADMIN = 12
+
+
+def _need_privileges(command: str, as_json: bool = False) -> None:
+    """Exit 4 with "permission denied" without CAP_NET_ADMIN: nftables, the BPF pins
+    and our run directory are root's, and reading them unprivileged would show an
+    empty host as if argoctl were absent."""
+    try:
+        with open("/proc/self/status") as f:
+            caps = next(int(line.split()[1], 16) for line in f if line.startswith("CapEff:"))
+    except (OSError, StopIteration, ValueError):
+        caps = 0 if os.geteuid() else ~0
+    if caps & (1 << CAP_NET_ADMIN):
+        return
+    msg = (f"argoctl {command}: permission denied: reading nftables, the BPF pins and "
+           f"{names.RUN_DIR} needs root (CAP_NET_ADMIN); run it with sudo")
+    if as_json:
+        import json
+        click.echo(json.dumps({"error": "permission denied", "message": msg}))
+    click.echo(msg, err=True)
+    sys.exit(4)
 
 
 def _control_errors():
@@ -215,7 +285,8 @@ def _control_errors():
 
 
 @cli.command()
-@click.option("-c", "--config", "config_file", required=True, metavar="FILE")
+@click.option("-c", "--config", "config_file", default=names.DEFAULT_CONFIG, show_default=True,
+              metavar="FILE")
 @click.option("--dry-run", is_flag=True, help="print the plan (add/change/remove), touch nothing")
 @click.option("--json", "as_json", is_flag=True, help="print ops and counts as JSON")
 def up(config_file: str, dry_run: bool, as_json: bool) -> None:
@@ -226,7 +297,7 @@ def up(config_file: str, dry_run: bool, as_json: bool) -> None:
 
     from argoctl import apply, home
 
-    cfg = _load_or_exit(config_file)
+    cfg = _load_or_exit(config_file, preflight=True)
     try:
         ctx = apply.up(cfg, dry_run=dry_run)
     except home.Refused as e:
@@ -265,10 +336,14 @@ def up(config_file: str, dry_run: bool, as_json: bool) -> None:
 @click.option("-c", "--config", "config_file", metavar="FILE",
               help="use its table/priority ranges (default: those of the last up)")
 @click.option("--dry-run", is_flag=True, help="print what would be removed")
-def down(config_file: str | None, dry_run: bool) -> None:
+@click.option("--json", "as_json", is_flag=True, help="ops, counts and the datapath as JSON")
+def down(config_file: str | None, dry_run: bool, as_json: bool) -> None:
     """Remove everything argoctl created on this host, and nothing else."""
+    import json
+
     from argoctl import apply
 
+    _need_privileges("down")
     routing = _load_or_exit(config_file).routing if config_file else None
     try:
         ctx = apply.down(routing, dry_run=dry_run)
@@ -276,6 +351,13 @@ def down(config_file: str | None, dry_run: bool) -> None:
         click.echo(f"argoctl down: {e}", err=True)
         sys.exit(1)
     dp = ctx.extra.get("datapath")
+    if as_json:
+        out = {"dry_run": dry_run, "ops": [op.to_dict() for op in ctx.ops],
+               "removed": 0 if dry_run else len(ctx.ops), "datapath": dp}
+        if ctx.result:
+            out.update(writes=ctx.result.writes)
+        click.echo(json.dumps(out, sort_keys=True, default=str))
+        return
     if dp and (dp["filters_removed"] or dp["unpinned"]):
         click.echo(f"datapath detached from {', '.join(dp['filters_removed']) or 'no interface'}"
                    f"; {len(dp['unpinned'])} pin(s) removed")
@@ -293,6 +375,7 @@ def status(config_file: str | None, as_json: bool) -> None:
 
     from argoctl import status as st
 
+    _need_privileges("status", as_json)
     cfg = _load_or_exit(config_file) if config_file else None
     try:
         data = st.collect(config=cfg)
@@ -317,7 +400,8 @@ def status(config_file: str | None, as_json: bool) -> None:
 
 
 @cli.command("run")
-@click.option("-c", "--config", "config_file", required=True, metavar="FILE")
+@click.option("-c", "--config", "config_file", default=names.DEFAULT_CONFIG, show_default=True,
+              metavar="FILE")
 @click.option("--cleanup", is_flag=True,
               help="on exit, detach the datapath and remove everything (`down`); default: "
                    "leave the datapath and the last decisions in place (hitless restart)")
@@ -334,10 +418,14 @@ def run_cmd(config_file: str, cleanup: bool, cgroup: str, netns: str | None) -> 
     from argoctl import datapath
     from argoctl.keys import KeyFileError
 
-    cfg = _load_or_exit(config_file)
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    cfg = _load_or_exit(config_file, preflight=True)
+    from argoctl import service
+    service.setup_logging(logging.INFO)
     opts = dmn.Options(ns=netns, cleanup=cleanup, cgroup=None if cgroup == "none" else cgroup,
                        freeze_heap=True)
+    from argoctl import native
+    if native.missing_message():
+        logging.warning("argoctl run: %s", native.missing_message())
     d = dmn.Daemon(cfg, opts)
     try:
         d.setup()
@@ -350,12 +438,14 @@ def run_cmd(config_file: str, cleanup: bool, cgroup: str, netns: str | None) -> 
     except (datapath.DatapathError, *_control_errors()) as e:
         click.echo(f"argoctl run: {e}", err=True)
         sys.exit(1)
+    current = [d]     # a reload (SIGHUP) replaces the daemon serving
     try:
         from argoctl import netlink
         with netlink.netns(netns):
-            asyncio.run(dmn.run_until_signal(d))
+            from argoctl import reload
+            reload.run_until_signal(d, current)
     finally:
-        d.close()
+        current[0].close()
 
 
 @cli.command()
@@ -369,14 +459,7 @@ def explain(dest: str, as_json: bool, run_dir: str | None, netns: str | None) ->
 
     from argoctl import explain as ex
 
-    try:
-        doc = ex.load(run_dir, netns)
-    except FileNotFoundError:
-        click.echo("argoctl explain: no live state: is `argoctl run` running?", err=True)
-        sys.exit(1)
-    except ValueError as e:
-        click.echo(f"argoctl explain: {e}", err=True)
-        sys.exit(1)
+    doc = _live_state("explain", run_dir, netns)
     if dest not in doc["destinations"]:
         known = ", ".join(sorted(doc["destinations"])) or "none"
         click.echo(f"argoctl explain: no destination {dest!r} (known: {known})", err=True)
@@ -402,16 +485,7 @@ def fleet_status(dest: str | None, as_json: bool, run_dir: str | None, netns: st
     """Members, their health and versions, the bus; with --dest, who reaches DEST."""
     import json
 
-    from argoctl import explain as ex
-
-    try:
-        doc = ex.load(run_dir, netns)
-    except FileNotFoundError:
-        click.echo("argoctl fleet status: no live state: is `argoctl run` running?", err=True)
-        sys.exit(1)
-    except ValueError as e:
-        click.echo(f"argoctl fleet status: {e}", err=True)
-        sys.exit(1)
+    doc = _live_state("fleet status", run_dir, netns)
     if "fleet" not in doc:
         click.echo("argoctl fleet status: the daemon runs without a [fleet] section", err=True)
         sys.exit(1)
@@ -493,6 +567,20 @@ def fleet_init(config_file: str, admin_credentials: str, replicas: int) -> None:
         sys.exit(1)
     click.echo(f"buckets {', '.join(made)}: ttl {fc.ttl_s:g} s, {replicas} replica(s)")
 
+
+
+def _live_state(command: str, run_dir: str, netns) -> dict:
+    """The running daemon's state file, or a clean exit naming what is wrong."""
+    from argoctl import explain as ex
+
+    try:
+        return ex.load(run_dir, netns)
+    except FileNotFoundError:
+        click.echo(f"argoctl {command}: no live state: is `argoctl run` running?", err=True)
+        sys.exit(1)
+    except ValueError as e:
+        click.echo(f"argoctl {command}: {e}", err=True)
+        sys.exit(1)
 
 def main() -> None:
     try:

@@ -3,12 +3,13 @@
     measurements (probes, datapath counters) --> estimators --> decisions --> eBPF maps
 
 Start-up (`Daemon.setup`, in the caller's thread):
-  1. take the single-instance lock (`argoctl.pid` in the state directory);
-  2. the `up` pipeline (tunnels, tables, rules, nft);
-  3. attach the datapath (or adopt the pinned one of a previous run) and
-     program the destinations. Path sets already in the maps are kept, and the
-     engine starts from their choice: a restarted daemon changes nothing until
-     its measurements say so (hitless restart).
+  1. take the single-instance lock (`argoctl.pid` in the state directory; `up`
+     and `down` refuse while it is held);
+  2. `up`'s stages (apply.py: links, nft, datapath, maps), rolled back whole on
+     any failure. The maps' first contents come from _adopt: path sets already
+     in the maps are kept, and the engine starts from their choice: a restarted
+     daemon changes nothing until its measurements say so (hitless restart).
+     Otherwise the first path set (config.first_weights, as `up` writes it).
 
 The loop (`Daemon.serve`, asyncio, in the node's network namespace so the
 probe sockets open there):
@@ -43,7 +44,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-from argoctl import home as homes, maps, netlink
+from argoctl import home as homes, keys, maps, netlink, service
 from argoctl.config import Config, choice_of  # noqa: F401  (re-exported)
 from argoctl.datapath import pathset  # noqa: F401  (re-exported)
 from argoctl.engine import Decision, Engine
@@ -222,6 +223,18 @@ class Daemon:
         f = self.cfg.policy.responder_key_file
         if not f:
             raise DaemonError(f"{self.cfg.path}: udp probes need policy.responder_key_file")
+        if "\0" not in f and not os.path.lexists(f):   # validate noted it: run creates it
+            try:
+                mac.write_key(f)
+            except FileExistsError:
+                pass
+            except OSError as e:
+                raise DaemonError(keys.redact(f"cannot create probe key file {f}: "
+                                              f"{e.strerror}")) from None
+            else:
+                log.warning("created probe key file %s (mode 0600): copy it to the responders "
+                            "(argoctl responder --key-file); until then udp probes fail",
+                            keys.redact(f))
         return mac.read_key(f)
 
     def _adopt(self, m: maps.Maps) -> dict[int, list[maps.Path]]:
@@ -271,10 +284,15 @@ class Daemon:
             gc.collect()
             gc.freeze()
         self.ready.set()
+        # READY=1 after the first apply (setup) with the loop running; the loop
+        # itself pings the watchdog, so a hung loop is what systemd restarts.
+        service.notify("READY=1", f"STATUS=steering {len(self.dests)} destination(s)")
+        watchdog = service.Watchdog()
         next_round = self._loop.time()
         fast = self.interval / self.opts.fast_divisor
         try:
             while not self._stop.is_set():
+                watchdog.ping()
                 t = self._loop.time()
                 if t >= next_round:
                     self._round()
@@ -285,6 +303,8 @@ class Daemon:
                     self._decide_some(set(self._doubt))
                 self._maybe_write_state()
                 wait = min(next_round, t + fast) if self._fast_decisions() else next_round
+                if watchdog.interval is not None:     # a long probe interval still pings
+                    wait = min(wait, t + watchdog.interval / 2)
                 try:
                     await asyncio.wait_for(self._stop.wait(), max(0.0, wait - self._loop.time()))
                 except asyncio.TimeoutError:
@@ -535,6 +555,11 @@ class Daemon:
         """setup() here, then serve() in a thread inside the node's namespace.
         For tests and benches: one process, many daemons."""
         self.setup()
+        return self.serve_thread(timeout)
+
+    def serve_thread(self, timeout: float = 120) -> "Daemon":
+        """serve() in a thread, for a daemon already set up (or reloaded into)."""
+        self.ready.clear()
 
         def body():
             try:
@@ -559,6 +584,14 @@ class Daemon:
 
     def stop(self, timeout: float = 30) -> None:
         """Stop a start_thread() daemon; leaves the datapath unless opts.cleanup."""
+        self.stop_serving(timeout)
+        self.close()
+        if self._thread_error is not None:
+            err, self._thread_error = self._thread_error, None
+            raise DaemonError(f"daemon loop failed: {err!r}") from err
+
+    def stop_serving(self, timeout: float = 30) -> None:
+        """End a serve_thread() loop; the daemon stays set up (reload.reload next)."""
         if self._thread is not None:
             if self._loop is not None and self._stop is not None and not self._loop.is_closed():
                 try:
@@ -567,20 +600,20 @@ class Daemon:
                     pass
             self._thread.join(timeout)
             self._thread = None
-        self.close()
-        if self._thread_error is not None:
-            err, self._thread_error = self._thread_error, None
-            raise DaemonError(f"daemon loop failed: {err!r}") from err
 
-    def close(self) -> None:
-        """Release what this process holds; with opts.cleanup also remove the
-        datapath and everything `up` made."""
+    def release_handles(self) -> None:
+        """Close the metrics server and the maps (a reload's successor reopens them)."""
         if self.exporter is not None:
             self.exporter.close()
             self.exporter = None
         if self.maps is not None:
             self.maps.close()
             self.maps = None
+
+    def close(self) -> None:
+        """Release what this process holds; with opts.cleanup also remove the
+        datapath and everything `up` made."""
+        self.release_handles()
         try:
             if self.opts.cleanup and self.lock.fd is not None:
                 self.teardown()
@@ -596,13 +629,3 @@ class Daemon:
         except FileNotFoundError:
             pass
         log.info(json.dumps({"event": "cleanup", "node": self.cfg.node.name}))
-
-
-async def run_until_signal(daemon: Daemon) -> None:
-    """serve() until SIGTERM or SIGINT (the `argoctl run` main loop)."""
-    import signal
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await daemon.serve(stop)

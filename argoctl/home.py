@@ -191,6 +191,8 @@ class InstanceLock:
         self.fd: Optional[int] = None
 
     def acquire(self) -> None:
+        if self.fd is not None:      # held already (a reload hands the lock over)
+            return
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:

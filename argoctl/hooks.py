@@ -35,6 +35,7 @@ SOCK_PROGRAMS = {
     "sock_ops": bpfsys.CGROUP_SOCK_OPS,
 }
 
+
 def _ipr(netns: Optional[str]):
     from pyroute2 import IPRoute
     return IPRoute(netns=netns) if netns else IPRoute()

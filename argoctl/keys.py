@@ -1,4 +1,4 @@
-"""WireGuard key pairs: X25519 (RFC 7748) and 0600 key files.
+"""WireGuard key pairs: X25519 (RFC 7748, from `cryptography`) and 0600 key files.
 
 Private keys never appear in exceptions, logs or reprs: errors name the file,
 not its content, and keys read from disk are `SecretBytes`, whose repr/str are
@@ -11,14 +11,32 @@ import base64
 import binascii
 import errno
 import os
+import re
 import stat
 
 KEY_LEN = 32
 
-# Curve25519 field prime and (A - 2) / 4 for the Montgomery ladder (RFC 7748 s5).
-_P = 2**255 - 19
-_A24 = 121665
-_BASE_U = (9).to_bytes(KEY_LEN, "little")
+
+# Key material as people paste it: base64 of >= 30 bytes (a WireGuard key is 44
+# characters with its padding) or >= 64 hex digits. A base64 run counts only
+# with both letter cases and a digit or +/ in it, so long lowercase names and
+# paths stay readable.
+_B64_RUN = re.compile(r"[A-Za-z0-9+/]{40,}={0,2}")
+_HEX_RUN = re.compile(r"[0-9A-Fa-f]{64,}")
+REDACTED = "<redacted: looks like key material>"
+
+
+def _secret_like(run: str) -> bool:
+    return (any(c.isupper() for c in run) and any(c.islower() for c in run)
+            and any(c.isdigit() or c in "+/" for c in run))
+
+
+def redact(text: str) -> str:
+    """`text` with anything that looks like key material replaced: every message
+    about a config or key file goes through this, so a key pasted into the wrong
+    field (or named as a file) is never echoed back."""
+    text = _HEX_RUN.sub(REDACTED, text)
+    return _B64_RUN.sub(lambda m: REDACTED if _secret_like(m.group()) else m.group(), text)
 
 
 class SecretBytes(bytes):
@@ -34,9 +52,9 @@ class KeyFileError(Exception):
     """A key file is missing, too open, or malformed. The message names the file only."""
 
     def __init__(self, message: str, hint: str = ""):
-        self.message = message
-        self.hint = hint
-        super().__init__(f"{message} (hint: {hint})" if hint else message)
+        self.message = redact(message)
+        self.hint = redact(hint)
+        super().__init__(f"{self.message} (hint: {self.hint})" if hint else self.message)
 
 
 def clamp(scalar: bytes) -> int:
@@ -49,36 +67,16 @@ def clamp(scalar: bytes) -> int:
 
 
 def x25519(scalar: bytes, u: bytes) -> bytes:
-    """RFC 7748 X25519(k, u). Pure Python and not constant-time: fine for
-    deriving a public key once on the local host, not for a network service."""
+    """RFC 7748 X25519(k, u), from `cryptography` (OpenSSL; constant time).
+    The scalar is clamped and the u-coordinate's top bit ignored, as RFC 7748
+    says; an all-zero result (a low-order u) is an error there, a ValueError here."""
     if len(scalar) != KEY_LEN or len(u) != KEY_LEN:
         raise ValueError("X25519 inputs must be 32 bytes")
-    k = clamp(scalar)
-    x1 = int.from_bytes(u, "little") & ((1 << 255) - 1)
-    x2, z2, x3, z3 = 1, 0, x1, 1
-    swap = 0
-    for t in range(254, -1, -1):
-        bit = (k >> t) & 1
-        swap ^= bit
-        if swap:
-            x2, x3, z2, z3 = x3, x2, z3, z2
-        swap = bit
-        a = x2 + z2
-        aa = a * a % _P
-        b = x2 - z2
-        bb = b * b % _P
-        e = aa - bb
-        c = x3 + z3
-        d = x3 - z3
-        da = d * a % _P
-        cb = c * b % _P
-        x3 = (da + cb) ** 2 % _P
-        z3 = x1 * (da - cb) ** 2 % _P
-        x2 = aa * bb % _P
-        z2 = e * (aa + _A24 * e) % _P
-    if swap:
-        x2, z2 = x3, z3
-    return (x2 * pow(z2, _P - 2, _P) % _P).to_bytes(KEY_LEN, "little")
+    from cryptography.hazmat.primitives.asymmetric.x25519 import (X25519PrivateKey,
+                                                                  X25519PublicKey)
+    private = X25519PrivateKey.from_private_bytes(bytes(scalar))
+    peer = X25519PublicKey.from_public_bytes(bytes(u))
+    return private.exchange(peer)
 
 
 def generate_private_key() -> SecretBytes:
@@ -88,7 +86,13 @@ def generate_private_key() -> SecretBytes:
 
 
 def public_key(private: bytes) -> bytes:
-    return x25519(private, _BASE_U)
+    """The X25519 public key of a private key (what `wg pubkey` prints, decoded)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+    if len(private) != KEY_LEN:
+        raise ValueError("an X25519 private key has 32 bytes")
+    return X25519PrivateKey.from_private_bytes(bytes(private)).public_key().public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
 def encode(key: bytes) -> str:
@@ -125,6 +129,8 @@ def check_key_file_mode(path: str, st: os.stat_result) -> None:
 def read_secret_file(path: str, what: str, create_hint: str) -> bytes:
     """The raw bytes of a secret file after checking it is a regular file, mode
     0600 or stricter, owned by us or root. `what` names it in errors."""
+    if "\0" in path:
+        raise KeyFileError(f"{what} path contains a NUL byte", "a file name cannot hold NUL")
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
@@ -179,6 +185,24 @@ def write_new_file(path: str, data: bytes, mode: int, force: bool = False) -> No
         except BaseException:
             os.unlink(target)
             raise
+
+
+def ensure_private_key(path: str, create: bool = True) -> tuple[SecretBytes, bool]:
+    """The WireGuard private key at `path`, created (0600) when the file does not
+    exist yet, as tailscaled creates its node key: (key, created). With
+    create=False (a dry run) a missing file yields a throw-away key, not written."""
+    if "\0" not in path and not os.path.lexists(path):
+        if not create:
+            return generate_private_key(), True
+        try:
+            write_key_pair(path)
+        except FileExistsError:       # another process made it just now: read theirs
+            pass
+        except OSError as e:
+            raise KeyFileError(f"cannot create private key file {path}: {e.strerror}") from None
+        else:
+            return read_private_key(path), True
+    return read_private_key(path), False
 
 
 def write_key_pair(private_path: str, public_path: str | None = None,

@@ -53,6 +53,13 @@ assert _BODY.size == MAC_OFFSET
 _HEAD = struct.Struct("!2sBBI")
 
 
+def hmac_sha256(key: bytes, msg: bytes) -> bytes:
+    """HMAC-SHA256 (RFC 2104) from the standard library's OpenSSL binding
+    (hmac.digest runs OpenSSL's one-shot HMAC); the compiled path uses the
+    same libcrypto (argoctl/_echo.c). RFC 4231 vectors: tests/unit/test_crypto.py."""
+    return hmac.digest(key, msg, "sha256")
+
+
 class WireError(Exception):
     """A datagram that is not an acceptable echo packet. `reason` is a counter
     name: malformed (size, magic, version, type), wrong_key (key id), bad_mac."""
@@ -85,7 +92,7 @@ class EchoKey:
         return f"<EchoKey id={self.key_id:08x}>"
 
     def mac(self, body: bytes) -> bytes:
-        return hmac.digest(self._key, body, "sha256")[:MAC_LEN]
+        return hmac_sha256(self._key, body)[:MAC_LEN]
 
     def native_channel(self, fd: int, family: int, timeout_ns: int, jitter: float, seed: int):
         """The compiled echo channel (argoctl._echo.Channel) on socket `fd`, keyed

@@ -91,6 +91,7 @@ MAP_NAMES = ("dst_v4", "dst_v6", "pathsets", "flows", "settings", "dest_stats",
 # tests check they produce the same bytes as the ctypes mirrors.
 _PATHSET = struct.Struct("<IB3x" + "IHBB" * MAX_PATHS)
 _U32 = struct.Struct("<I")
+PREFIX_LEN = _U32       # an LPM key's prefixlen field (then the address, network order)
 assert _PATHSET.size == ctypes.sizeof(PathSet)
 
 
@@ -237,10 +238,14 @@ class Maps:
     def set_prefixes(self, prefixes: Iterable[tuple[object, int]], bump_epoch: bool = True) -> None:
         """Map prefixes to destination ids. Pinned flows re-resolve their
         destination on their next packet when the epoch is bumped."""
+        self.set_prefix_keys([(encode_prefix(net), i) for net, i in prefixes], bump_epoch)
+
+    def set_prefix_keys(self, prefixes: Iterable[tuple[tuple[int, bytes], int]],
+                        bump_epoch: bool = True) -> None:
+        """set_prefixes, with the prefixes as encode_prefix's (family, key)."""
         v4: list[tuple[bytes, bytes]] = []
         v6: list[tuple[bytes, bytes]] = []
-        for net, dest_id in prefixes:
-            fam, key = encode_prefix(net)
+        for (fam, key), dest_id in prefixes:
             (v4 if fam == 4 else v6).append((key, _U32.pack(dest_id)))
         if v4:
             self._write_many("dst_v4", 8, 4, v4)
@@ -252,8 +257,10 @@ class Maps:
             bpfsys.update(self.fd["settings"], u32(0), s)
 
     def remove_prefixes(self, prefixes: Iterable[object]) -> None:
-        for net in prefixes:
-            fam, key = encode_prefix(net)
+        self.remove_prefix_keys([encode_prefix(net) for net in prefixes])
+
+    def remove_prefix_keys(self, keys: Iterable[tuple[int, bytes]]) -> None:
+        for fam, key in keys:
             buf = ctypes.create_string_buffer(key, len(key))
             bpfsys.delete(self.fd["dst_v4" if fam == 4 else "dst_v6"], buf)
         self.write_settings(self.settings().fwmark_mask, bump_epoch=True)
@@ -261,6 +268,14 @@ class Maps:
     def prefixes(self) -> dict[str, int]:
         """Every prefix in the tries -> destination id."""
         out: dict[str, int] = {}
+        for (fam, key), dest_id in self.prefix_keys().items():
+            out[f"{ipaddress.ip_address(key[4:])}/{_U32.unpack(key[:4])[0]}"] = dest_id
+        return out
+
+    def prefix_keys(self) -> dict[tuple[int, bytes], int]:
+        """Every prefix in the tries as encode_prefix's (family, key) -> destination
+        id: no text, for comparing thousands of prefixes."""
+        out: dict[tuple[int, bytes], int] = {}
         for name, size, fam in (("dst_v4", 8, 4), ("dst_v6", 20, 6)):
             fd = self.fd[name]
             key = ctypes.create_string_buffer(size)
@@ -270,9 +285,7 @@ class Maps:
             while bpfsys.next_key(fd, prev, nxt):
                 ctypes.memmove(key, nxt, size)
                 if bpfsys.lookup(fd, key, val):
-                    plen = _U32.unpack(key.raw[:4])[0]
-                    addr = ipaddress.ip_address(key.raw[4:size])
-                    out[f"{addr}/{plen}"] = val.value
+                    out[(fam, key.raw)] = val.value
                 prev = key
         return out
 

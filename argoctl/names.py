@@ -28,8 +28,11 @@ RESERVED_TABLES = frozenset({0, 253, 254, 255})  # unspec, default, main, local
 
 # fwmark: a path's mark is its id shifted into the bits of the mask; the
 # direct path uses the all-ones value of the field (so an unmarked packet,
-# mark 0 in the field, is distinguishable from "steered direct").
-DEFAULT_FWMARK_MASK = 0x00FF0000
+# mark 0 in the field, is distinguishable from "steered direct"). The default,
+# bits 0-7, is outside what Tailscale (0xff0000 in its rules), Cilium (0xf00),
+# Calico (0xffff0000), kube-proxy (0xc000) and Docker (none) match on: see
+# docs/design.md. `up` refuses to run beside a rule that uses these bits.
+DEFAULT_FWMARK_MASK = 0x000000FF
 
 # nftables: one table of our own per family-agnostic "inet".
 NFT_TABLE = "argoctl"
@@ -40,6 +43,9 @@ BPF_PIN_DIR = "/sys/fs/bpf/argoctl"
 
 # Runtime state (daemon socket, last decisions) lives here.
 RUN_DIR = "/run/argoctl"
+
+# The host's config when no -c / FILE is given.
+DEFAULT_CONFIG = "/etc/argoctl/argoctl.toml"
 
 
 def link_name(peer_name: str) -> str:

@@ -81,6 +81,20 @@ def _sysctl_write(path: str, value: str) -> None:
 
 
 _DEVICES = "devices:"     # Saved key prefix: per-device values under a global knob
+_ACCEPT_RA = "accept_ra:"  # Saved key prefix: accept_ra values raised to 2 for forwarding
+IPV6_FORWARDING = "net/ipv6/conf/all/forwarding"
+
+
+def _accept_ra_1() -> dict[str, str]:
+    """{accept_ra path: "1"} of every device (and the default) that accepts router
+    advertisements only while not forwarding: with forwarding on, such a SLAAC host
+    would let its RA-learnt default route expire. 2 accepts them either way."""
+    out = {}
+    for dev in sorted(os.listdir("/proc/sys/net/ipv6/conf")):
+        path = f"net/ipv6/conf/{dev}/accept_ra"
+        if dev != "all" and _sysctl_read(path) == "1":
+            out[path] = "1"
+    return out
 
 
 def _device_forwarding(global_path: str) -> dict[str, str]:
@@ -145,8 +159,9 @@ def load_routing(directory: str) -> Routing:
 class KernelEnv:
     """What plan.desired needs from the host: underlay MTU and keys."""
 
-    def __init__(self, ipr):
+    def __init__(self, ipr, create_keys: bool = True):
         self.ipr = ipr
+        self.create_keys = create_keys   # False: a dry run writes no key file
 
     def underlay_mtu(self, address) -> int:
         try:
@@ -164,9 +179,16 @@ class KernelEnv:
     def private_key(self, path: str) -> bytes:
         from argoctl import keys
         try:
-            return keys.read_private_key(path)
+            private, created = keys.ensure_private_key(path, create=self.create_keys)
         except keys.KeyFileError as e:
             raise PlanError(str(e)) from None
+        if created and self.create_keys:
+            import logging
+            logging.getLogger("argoctl").warning(
+                "created WireGuard private key file %s (mode 0600); this node's public key, "
+                "for its peers' configs: %s", keys.redact(path),
+                keys.encode(keys.public_key(private)))
+        return private
 
     def public_key(self, private: bytes) -> str:
         from argoctl import keys
@@ -487,6 +509,12 @@ class Applier:
                     # The kernel copies a global forwarding write onto every
                     # device: keep the devices' own values to put them back.
                     saved[_DEVICES + s.path] = _device_forwarding(s.path)
+                    if s.path == IPV6_FORWARDING and s.value == "1":
+                        ra = saved[_ACCEPT_RA + s.path] = _accept_ra_1()
+                        self.saved.store(saved)       # before the writes: down restores
+                        for path in ra:
+                            _sysctl_write(path, "2")
+                            self.sysctl_writes += 1
                 self.saved.store(saved)
         _sysctl_write(s.path, s.value)
         self.sysctl_writes += 1
@@ -497,6 +525,7 @@ class Applier:
         saved = self.saved.load()
         prior = saved.pop(s.path, None)
         devices = saved.pop(_DEVICES + s.path, {})
+        ra = saved.pop(_ACCEPT_RA + s.path, {})
         if prior is not None:
             _sysctl_write(s.path, prior)
             self.sysctl_writes += 1
@@ -505,6 +534,10 @@ class Applier:
                 if path in now and now[path] != value:
                     _sysctl_write(path, value)
                     self.sysctl_writes += 1
+        for path, value in ra.items():             # after forwarding is back
+            if _sysctl_read(path) == "2":          # still ours (a device may be gone)
+                _sysctl_write(path, value)
+                self.sysctl_writes += 1
         self.saved.store(saved)
 
     # -- dispatch

@@ -31,10 +31,14 @@ def collect(ns: Optional[str] = None, config: Optional[Config] = None,
             try:
                 state = netlink.read_owned(ipr, routing, wg=wg, nft=nftmod.Client())
                 tunnels = [_tunnel(ipr, wg, link) for link in state.links]
+                from argoctl import foreign
+                foreign_rules = foreign.in_our_range(ipr, routing, state)
+                conflicts = foreign.mark_conflicts(ipr, routing, state)
             finally:
                 for s in wg_socks:
                     s.close()
     return {"tunnels": tunnels, "paths": _paths(state, routing, config),
+            "foreign_rules": foreign_rules, "mark_conflicts": conflicts,
             "routes": [{"family": r.family, "table": r.table, "dst": r.dst, "dev": r.dev}
                        for r in state.routes],
             "nft": ({"table": f"{names.NFT_FAMILY} {names.NFT_TABLE}",
@@ -124,6 +128,10 @@ def render(data: dict, console=None) -> None:
         console.print(f"nft table {data['nft']['table']}: {rules} (digest {data['nft']['digest']})")
     else:
         console.print("nft table: [yellow]absent[/]")
+    for text in data.get("foreign_rules", []):
+        console.print(f"[yellow]foreign rule in argoctl's priority range:[/] {text}")
+    for text in data.get("mark_conflicts", []):
+        console.print(f"[red]foreign rule on argoctl's fwmark bits:[/] {text}")
 
 
 def status_table(st: dict, path_name: dict[int, str]):

@@ -20,13 +20,28 @@ esac
 # the tests that validate the Vagrant lab offline. virtme-ng boots the kernel with
 # qemu and a static busybox for its initramfs, and runs `file` to check that busybox
 # is static (minimal images lack it: vng then dies with FileNotFoundError).
-# gcc, libc6-dev and python3-dev build the compiled probe path (argoctl/_echo.c);
+# gcc, libc6-dev and python3-dev build the compiled probe path (argoctl/_echo.c),
+# libssl-dev gives it OpenSSL's HMAC-SHA256;
 # ethtool turns on the lab's threaded veth receive for `bench control`.
+# babeld and bird2 are the peers `bench peers` runs beside argoctl (lab namespaces only).
 pkgs="python3-bpfcc python3-nftables python3-venv nftables iproute2 iputils-ping
       iperf3 tcpdump socat wireguard-tools kmod procps qemu-system-x86 busybox-static
-      file gcc libc6-dev python3-dev ethtool make python3 systemd nats-server $kernel_pkgs"
+      file gcc libc6-dev python3-dev libssl-dev ethtool make python3 systemd nats-server babeld bird2 $kernel_pkgs"
+# These packages enable and start a system service on install; the tests, the lab
+# and the benches start their own (loopback or lab namespaces) and stop them. One we
+# install here is stopped and disabled again (package:service).
+own_services="nats-server:nats-server babeld:babeld bird2:bird"
 # vagrant-libvirt recommends an NFS server and libguestfs: not needed to validate.
 lean_pkgs="vagrant vagrant-libvirt"
+# `make vagrant-box` / `make vagrant-lab` (ARGOCTL_SETUP_VAGRANT_LAB=1) also boot
+# the lab: debootstrap builds the box; libvirtd (no -system package: it would
+# add a default network and services to the host) runs in the lab's own
+# namespaces, with dnsmasq for the management network's DHCP and iptables for
+# libvirt's network rules there (and iptables-save for the root-namespace check).
+if [ "${ARGOCTL_SETUP_VAGRANT_LAB:-0}" = 1 ]; then
+    lean_pkgs="$lean_pkgs debootstrap libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients
+               dnsmasq-base iptables rsync openssh-client qemu-utils e2fsprogs"
+fi
 
 missing_of() {
     for p in "$@"; do
@@ -46,14 +61,18 @@ if [ -n "$missing$missing_lean" ]; then
     [ -z "$missing" ] || apt-get install $opts $missing </dev/null
     # shellcheck disable=SC2086
     [ -z "$missing_lean" ] || apt-get install $opts --no-install-recommends $missing_lean </dev/null
-    case " $missing " in
-    *" nats-server "*)
-        # fleet mode's tests and the lab start their own nats-server (loopback,
-        # free ports) and stop it: the package's system service is not wanted
-        if [ -d /run/systemd/system ]; then
-            systemctl disable --now nats-server >/dev/null 2>&1 || true
-        fi ;;
-    esac
+    for ps in $own_services; do
+        case " $(echo $missing) " in
+            *" ${ps%%:*} "*)
+                svc=${ps#*:}
+                if [ -d /run/systemd/system ]; then
+                    systemctl disable --now "$svc" >/dev/null 2>&1 || true
+                else
+                    update-rc.d "$svc" disable >/dev/null 2>&1 || true
+                    invoke-rc.d "$svc" stop >/dev/null 2>&1 || true
+                fi ;;
+        esac
+    done
 else
     echo "setup-host: all packages present"
 fi

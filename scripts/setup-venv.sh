@@ -10,7 +10,7 @@ if [ ! -x "$venv/bin/python" ]; then
     "$python" -m venv "$venv"
 fi
 "$venv/bin/python" -m pip install -q --disable-pip-version-check -e . \
-    pytest pytest-timeout virtme-ng
+    pytest pytest-timeout virtme-ng wheel
 
 # Only bcc and nftables from the system: a dir of symlinks on a .pth line.
 sysdir="$(cd "$venv" && pwd)/argoctl-sys"

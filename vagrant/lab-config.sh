@@ -3,6 +3,7 @@
 # (provision.sh calls this; tests/unit/test_vagrant.py runs it too).
 #
 #   lab-config.sh HOST TUNNEL LAN_INTERFACE DIR     env ARGOCTL_LAB_SEED
+#   env ARGOCTL_RELAYS=relay1: a lab with only these relays (vagrant/lab_subset.py)
 #
 # DIR/lab/ gets the generator's output (HOST.toml, keys/), DIR/argoctl.toml
 # the host's config, validated. The origin gets only keys/responder.key.
@@ -17,9 +18,15 @@ seed=$DIR/lab-seed
 # Keys derive from the seed, so regenerating them is exact; this also drops
 # keys left by an older seed (the generator reuses existing key files).
 rm -rf "$LAB/keys"
-set -- lab gen-configs --underlay vagrant --tunnel "$TUNNEL" --out "$LAB" --host "$HOST" --seed-file "$seed"
-[ "$LANIF" = - ] || set -- "$@" --lan-interface "$LANIF"
-argoctl "$@"
+case "${ARGOCTL_RELAYS:-relay1,relay2}" in
+relay1,relay2|relay2,relay1)
+    set -- lab gen-configs --underlay vagrant --tunnel "$TUNNEL" --out "$LAB" --host "$HOST" --seed-file "$seed"
+    [ "$LANIF" = - ] || set -- "$@" --lan-interface "$LANIF"
+    argoctl "$@" ;;
+*)  # argoctl's own interpreter (the venv's), found through its entry point
+    python=$(dirname "$(readlink -f "$(command -v argoctl)")")/python
+    "$python" "$(dirname "$0")/lab_subset.py" "$HOST" "$TUNNEL" "$LANIF" "$LAB" "$seed" "$ARGOCTL_RELAYS" ;;
+esac
 if [ -f "$LAB/$HOST.toml" ]; then
     install -m 0644 "$LAB/$HOST.toml" "$DIR/argoctl.toml"
     argoctl validate "$DIR/argoctl.toml"

@@ -8,6 +8,13 @@
 #     ROUTES    "prefix via nexthop,..." static routes (the direct paths)
 #     LAN_ADDR  the edge's client-LAN address (finds the steered interface), or "-"
 #   env ARGOCTL_LAB_SEED: lab secret; keys derive from it so hosts agree.
+#   env ARGOCTL_RELAYS: the relay VMs of this lab (default relay1,relay2).
+#   env ARGOCTL_CLIENT_NETNS=1 (edge): no client VM; the LAN's clients are
+#       namespaces in this VM (vagrant/lab-clients.sh).
+#
+# Offline boxes (scripts/vagrant-box.sh) already hold every Debian package, and
+# argoctl comes from the wheels in $SRC/vagrant/.wheels when present (built on
+# the host by scripts/vagrant-lab.sh): then nothing is downloaded.
 #
 # Idempotent: `vagrant provision` again converges to the same state.
 set -eu
@@ -24,10 +31,16 @@ pkgs="iproute2 iperf3 python3-venv"
 if [ "$ROLE" != client ]; then
     pkgs="$pkgs python3-bpfcc python3-nftables nftables wireguard-tools"
 fi
-apt-get update -q
-# shellcheck disable=SC2086
-apt-get install -y -q --no-install-recommends $pkgs
-if [ "$ROLE" != client ]; then
+missing=
+for p in $pkgs; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+    apt-get update -q
+    # shellcheck disable=SC2086
+    apt-get install -y -q --no-install-recommends $missing
+fi
+if [ "$ROLE" != client ] && [ ! -e "/lib/modules/$(uname -r)/build" ]; then
     # bcc compiles against /lib/modules/$(uname -r)/build. A box older than the
     # archive runs a kernel whose headers were superseded: then take the
     # current headers (fine for networking programs, which use stable UAPI
@@ -66,9 +79,35 @@ systemctl restart argoctl-lab-net.service
 
 [ "$ROLE" = client ] && exit 0
 
+if [ "${ARGOCTL_CLIENT_NETNS:-0}" = 1 ]; then
+    sh "$SRC/vagrant/lab-clients.sh" "$LAN_ADDR" > /usr/local/sbin/argoctl-lab-clients
+    chmod 755 /usr/local/sbin/argoctl-lab-clients
+    cat > /etc/systemd/system/argoctl-lab-clients.service <<'UNIT'
+[Unit]
+Description=argoctl lab clients (namespaces on edge's LAN)
+Before=argoctl.service
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/usr/local/sbin/argoctl-lab-clients
+
+[Install]
+WantedBy=multi-user.target
+UNIT
+    systemctl daemon-reload
+    systemctl enable argoctl-lab-clients.service
+    systemctl restart argoctl-lab-clients.service
+fi
+
 # -- argoctl into a venv (bcc and nftables come from Debian's packages) -------
 [ -x $VENV/bin/python ] || python3 -m venv --system-site-packages $VENV
-$VENV/bin/pip install -q --upgrade "$SRC"
+if ls "$SRC"/vagrant/.wheels/argoctl-*.whl >/dev/null 2>&1; then
+    $VENV/bin/pip install -q --upgrade --force-reinstall --no-deps --no-index "$SRC"/vagrant/.wheels/argoctl-*.whl
+    $VENV/bin/pip install -q --no-index --find-links "$SRC/vagrant/.wheels" argoctl
+else
+    $VENV/bin/pip install -q --upgrade "$SRC"
+fi
 ln -sf $VENV/bin/argoctl /usr/local/bin/argoctl
 install -d -m 0755 /etc/iproute2/rt_protos.d
 install -m 0644 "$SRC/contrib/rt_protos.d/argoctl.conf" /etc/iproute2/rt_protos.d/argoctl.conf
@@ -79,13 +118,16 @@ if [ "$LAN_ADDR" != - ]; then
     lanif=$(ip -o -4 addr show to "$LAN_ADDR/32" | awk '{print $2; exit}')
     [ -n "$lanif" ] || { echo "no interface holds $LAN_ADDR" >&2; exit 1; }
 fi
-sh "$SRC/vagrant/lab-config.sh" "$HOST" "$TUNNEL" "$lanif" $ETC
+ARGOCTL_RELAYS=${ARGOCTL_RELAYS:-} sh "$SRC/vagrant/lab-config.sh" "$HOST" "$TUNNEL" "$lanif" $ETC
 
 if [ "$ROLE" = origin ]; then
-    install -m 0644 "$SRC/vagrant/argoctl-responder.service" /etc/systemd/system/
+    # The responder answers edge's probes; the echo service is the lab's
+    # traffic target (vagrant/lab_vm.py, what `make demo` runs on its origin).
+    install -m 0644 "$SRC/vagrant/argoctl-responder.service" "$SRC/vagrant/argoctl-lab-echo.service" \
+        /etc/systemd/system/
     systemctl daemon-reload
-    systemctl enable argoctl-responder.service
-    systemctl restart argoctl-responder.service
+    systemctl enable argoctl-responder.service argoctl-lab-echo.service
+    systemctl restart argoctl-responder.service argoctl-lab-echo.service
 else
     install -m 0644 "$SRC/contrib/argoctl.service" /etc/systemd/system/
     systemctl daemon-reload

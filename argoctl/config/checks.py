@@ -14,6 +14,8 @@ from argoctl import keys, mac, names
 from argoctl.tomlpos import Locator
 from argoctl.config.fleet import check_fleet
 
+from argoctl.config.keyfiles import KeyFileChecks
+
 from argoctl.config.model import *  # noqa: F401,F403
 from argoctl.config.model import IPAddress, IPNetwork
 from argoctl.config.rules import *  # noqa: F401,F403
@@ -35,12 +37,13 @@ def load(path: str) -> Config:
 
 
 
-class _Checker:
+class _Checker(KeyFileChecks):
     def __init__(self, file: str, text: str):
         self.file = file
         self.loc = Locator(text)
         self.base_dir = os.path.dirname(os.path.abspath(file))
         self.problems: list[Problem] = []
+        self.notes: list[str] = []     # not problems: what up/run will do (files they create)
 
     # -- reporting -------------------------------------------------------
 
@@ -189,12 +192,13 @@ class _Checker:
         destinations = self.destinations(doc, peers)
         policy = self.policy(doc)
         self.key_file(node, peers)
+        self.limits(doc, policy, destinations)
         fleet = check_fleet(self, doc)
         if self.problems or node is None:
             return None
         return Config(path=self.file, node=node, peers=tuple(p for _, p in peers),
                       destinations=tuple(destinations), routing=routing, policy=policy,
-                      fleet=fleet)
+                      fleet=fleet, notes=tuple(self.notes))
 
     def node(self, doc: dict) -> Optional[Node]:
         t = self.table(doc, "node", required=True)
@@ -222,7 +226,8 @@ class _Checker:
         relay = self.get(t, p, "relay", "bool")
         return Node(name=name, address=address, tunnel_address=tunnel_address,
                     steer_interfaces=tuple(s for _, s in steer),
-                    private_key_file=self.resolve(key_file) if key_file else None,
+                    private_key_file=(self.resolve(key_file) if "\0" not in key_file
+                                      else key_file) if key_file else None,
                     relay=True if relay is None else relay)
 
     def peers(self, doc: dict, node: Optional[Node]) -> list[tuple[Path, Peer]]:
@@ -247,6 +252,12 @@ class _Checker:
             pid = self.get(t, p, "id", "int")
             if "id" not in t:
                 pid = i + 1
+                if pid > names.MAX_PATH_ID:      # more peers than the id space holds
+                    self.err(p, f"[[peer]] number {pid} gets the default id {pid}, but path "
+                             f"ids end at {names.MAX_PATH_ID}",
+                             f"at most {names.MAX_PATH_ID} peers; set explicit ids 1.."
+                             f"{names.MAX_PATH_ID}")
+                    pid = None
             elif pid is not None and not self.in_range(p + ("id",), pid, 1, names.MAX_PATH_ID,
                                                        why="path ids 1..254 (0 is direct)"):
                 pid = None
@@ -338,46 +349,45 @@ class _Checker:
             values[f.name] = f.default if v is None else v
         r = Routing(**values)
         tb, pb, mask = r.table_base, r.rule_priority_base, r.fwmark_mask
-        if "table_base" in t and values["table_base"] is not None:
-            tp = p + ("table_base",)
-            if tb < 1:
-                self.err(tp, f"routing.table_base: {tb} must be at least 1",
-                         "path N uses table table_base + N; e.g. 7200")
-            elif tb + max_id > MAX_TABLE:
-                self.err(tp, f"routing.table_base: {tb} + peer id {max_id} exceeds the largest "
-                         f"table {MAX_TABLE}", "e.g. 7200")
-            else:
-                clash = sorted({tb + i for i in ids} & names.RESERVED_TABLES)
-                if clash:
-                    self.err(tp, f"routing.table_base: {tb} puts peer ids in reserved table(s) "
-                             f"{', '.join(map(str, clash))} (253 default, 254 main, 255 local)",
-                             "choose a table_base so that table_base+1 .. table_base+254 "
-                             "avoids 253..255, e.g. 7200")
-        if "rule_priority_base" in t:
-            pp = p + ("rule_priority_base",)
-            if pb < 1:
-                self.err(pp, f"routing.rule_priority_base: {pb} must be at least 1",
-                         "priority 0 is the kernel's local-table rule")
-            elif pb + max_id >= MAIN_RULE_PRIORITY:
-                self.err(pp, f"routing.rule_priority_base: {pb} + peer id {max_id} reaches "
-                         f"{pb + max_id}, at or after the main-table rule ({MAIN_RULE_PRIORITY})",
-                         f"rules after {MAIN_RULE_PRIORITY} never match; e.g. 7200")
-        if "fwmark_mask" in t:
-            mp = p + ("fwmark_mask",)
-            if not 0 < mask <= 0xFFFFFFFF:
-                self.err(mp, f"routing.fwmark_mask: {mask:#x} must be a non-zero 32-bit value",
-                         "e.g. 0x00ff0000")
-            else:
-                field_max = mask >> names.mark_shift(mask)
-                if field_max & (field_max + 1):
-                    self.err(mp, f"routing.fwmark_mask: {mask:#010x} is not one contiguous run "
-                             "of bits", "e.g. 0x00ff0000")
-                elif field_max <= max_id:
-                    need = max_id.bit_length() + (1 if (max_id + 1) & max_id == 0 else 0)
-                    self.err(mp, f"routing.fwmark_mask: {mask:#010x} holds values up to "
-                             f"{field_max}, too narrow for peer id {max_id} plus the all-ones "
-                             "value of the direct path",
-                             f"use at least {need} bits, e.g. 0x00ff0000")
+        # Checked written or defaulted: a default can still clash with the ids
+        # (or with a mask written beside it).
+        tp = p + ("table_base",)
+        if tb < 1:
+            self.err(tp, f"routing.table_base: {tb} must be at least 1",
+                     "path N uses table table_base + N; e.g. 7200")
+        elif tb + max_id > MAX_TABLE:
+            self.err(tp, f"routing.table_base: {tb} + peer id {max_id} exceeds the largest "
+                     f"table {MAX_TABLE}", "e.g. 7200")
+        else:
+            clash = sorted({tb + i for i in ids} & names.RESERVED_TABLES)
+            if clash:
+                self.err(tp, f"routing.table_base: {tb} puts peer ids in reserved table(s) "
+                         f"{', '.join(map(str, clash))} (253 default, 254 main, 255 local)",
+                         "choose a table_base so that table_base+1 .. table_base+254 "
+                         "avoids 253..255, e.g. 7200")
+        pp = p + ("rule_priority_base",)
+        if pb < 1:
+            self.err(pp, f"routing.rule_priority_base: {pb} must be at least 1",
+                     "priority 0 is the kernel's local-table rule")
+        elif pb + max_id >= MAIN_RULE_PRIORITY:
+            self.err(pp, f"routing.rule_priority_base: {pb} + peer id {max_id} reaches "
+                     f"{pb + max_id}, at or after the main-table rule ({MAIN_RULE_PRIORITY})",
+                     f"rules after {MAIN_RULE_PRIORITY} never match; e.g. 7200")
+        mp = p + ("fwmark_mask",)
+        if not 0 < mask <= 0xFFFFFFFF:
+            self.err(mp, f"routing.fwmark_mask: {mask:#x} must be a non-zero 32-bit value",
+                     "e.g. 0x000000ff")
+        else:
+            field_max = mask >> names.mark_shift(mask)
+            if field_max & (field_max + 1):
+                self.err(mp, f"routing.fwmark_mask: {mask:#010x} is not one contiguous run "
+                         "of bits", "e.g. 0x000000ff")
+            elif field_max <= max_id:
+                need = max_id.bit_length() + (1 if (max_id + 1) & max_id == 0 else 0)
+                self.err(mp, f"routing.fwmark_mask: {mask:#010x} holds values up to "
+                         f"{field_max}, too narrow for peer id {max_id} plus the all-ones "
+                         "value of the direct path",
+                         f"use at least {need} bits, e.g. 0x000000ff")
         return r
 
     def destinations(self, doc: dict, peers: list[tuple[Path, Peer]]) -> list[Destination]:
@@ -513,13 +523,24 @@ class _Checker:
             if len(rule) > 1 and not self.in_range(p + (key,), v, rule[1], rule[2], rule[3]):
                 continue
             values[key] = float(v) if rule[0] == "float" else v
+        if "probe_timeout_ms" not in values and "probe_timeout_ms" not in t:
+            # The default timeout follows the interval: at most the detection time
+            # (interval x multiplier), so a fast interval never gets a timeout that
+            # outlasts it.
+            pol = Policy(**values)
+            values["probe_timeout_ms"] = min(pol.probe_timeout_ms,
+                                             pol.probe_interval_ms * pol.detect_multiplier)
         pol = Policy(**values)
-        if ("probe_timeout_ms" in values and
-                pol.probe_timeout_ms > pol.probe_interval_ms * pol.detect_multiplier):
-            self.err(p + ("probe_timeout_ms",), f"policy.probe_timeout_ms: "
-                     f"{pol.probe_timeout_ms} exceeds probe_interval_ms x detect_multiplier "
-                     f"({pol.probe_interval_ms * pol.detect_multiplier})",
-                     "a path would be declared down before its probe times out")
+        if pol.probe_timeout_ms > pol.probe_interval_ms * pol.detect_multiplier:
+            # written or defaulted: point at the first of the three that was written
+            at = next((k for k in ("probe_timeout_ms", "probe_interval_ms", "detect_multiplier")
+                       if k in t), None)
+            told = ""
+            self.err(p + ((at,) if at else ()), f"policy.probe_timeout_ms: "
+                     f"{pol.probe_timeout_ms}{told} exceeds probe_interval_ms x "
+                     f"detect_multiplier ({pol.probe_interval_ms * pol.detect_multiplier})",
+                     "a path would be declared down before its probe times out; set "
+                     "probe_timeout_ms <= probe_interval_ms x detect_multiplier")
         if "metrics_listen" in values and values["metrics_listen"]:
             problem = _listen_problem(values["metrics_listen"])
             if problem:
@@ -528,48 +549,31 @@ class _Checker:
                          "host:port with an IP literal, e.g. 127.0.0.1:9474 or [::1]:9474; "
                          "\"\" disables the exporter")
         if values.get("responder_key_file"):
-            path = self.resolve(values["responder_key_file"])
+            path = self.resolve(values["responder_key_file"]) \
+                if "\0" not in values["responder_key_file"] else values["responder_key_file"]
             pol = Policy(**{**values, "responder_key_file": path})
             self.secret_file(p + ("responder_key_file",), path)
         return pol
 
-    def secret_file(self, path: Path, file: str) -> None:
-        """The responder/probe key: mode, owner and content as the prober will read it."""
-        try:
-            mac.read_key(file)
-        except keys.KeyFileError as e:
-            self.err(path, e.message, e.hint)
-
-    def key_file(self, node: Optional[Node], peers: list[tuple[Path, Peer]]) -> None:
-        if node is None:
-            return
-        wg = [x.name for _, x in peers if x.tunnel == "wireguard"]
-        kp = ("node", "private_key_file")
-        if node.private_key_file is None:
-            if wg:
-                self.err(("node",), f"missing required key 'node.private_key_file': peer "
-                         f"{wg[0]!r} uses WireGuard",
-                         f"argoctl keygen --private-key {node.name or 'node'}.key, then add "
-                         f"private_key_file = \"{node.name or 'node'}.key\"")
-            return
-        try:
-            private = keys.read_private_key(node.private_key_file)
-        except keys.KeyFileError as e:
-            self.err(kp, e.message, e.hint)
-            return
-        own = keys.public_key(private)
-        for p, x in peers:
-            if x.public_key is None:
-                continue
-            given = keys.decode(x.public_key)
-            if given == private:
-                self.err(p + ("public_key",), "peer.public_key is this node's PRIVATE key",
-                         "remove it from this file now; use the public key printed by "
-                         "`argoctl keygen` on the peer")
-            elif given == own:
-                self.err(p + ("public_key",), "peer.public_key is this node's own public key",
-                         "use the public key printed by `argoctl keygen` on the peer")
-
+    def limits(self, doc: dict, pol: Policy, dests: list[Destination]) -> None:
+        """What run needs beyond single values: the probe key for udp probes, and
+        the datapath's map sizes."""
+        if not pol.responder_key_file:
+            for i, d in enumerate(dests):
+                if d.probe is not None and d.probe.kind == "udp":
+                    self.err(("destination", i, "probe"), f"destination {d.name!r}: udp probes "
+                             "need policy.responder_key_file (the key the responders share)",
+                             "add responder_key_file = \"probe.key\" under [policy] (create it "
+                             "with `argoctl responder --genkey`), or probe with icmp or tcp")
+                    break
+        if len(dests) > MAX_DESTINATIONS:
+            self.err(("destination", MAX_DESTINATIONS), f"{len(dests)} destinations, the datapath "
+                     f"holds at most {MAX_DESTINATIONS}")
+        for version, limit in ((4, MAX_PREFIXES_V4), (6, MAX_PREFIXES_V6)):
+            n = sum(1 for d in dests for net in d.prefixes if net.version == version)
+            if n > limit:
+                self.err(("destination",), f"{n} IPv{version} prefixes, the datapath holds at "
+                         f"most {limit}")
 
 
 def check(file: str, data: bytes) -> Config:

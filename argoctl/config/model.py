@@ -182,6 +182,7 @@ class Config:
     routing: Routing = field(default_factory=Routing)
     policy: Policy = field(default_factory=Policy)
     fleet: Optional[Fleet] = None
+    notes: tuple[str, ...] = ()        # not problems: what up/run will do (files they create)
 
     def peer(self, name: str) -> Peer:
         for p in self.peers:
@@ -219,10 +220,18 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True)
 class Problem:
+    """One problem of a config file. Message and hint are redacted on creation
+    (keys.redact): a key pasted into any field never reaches a terminal or a log."""
     file: str
     line: int
     message: str
     hint: str = ""
+
+    def __post_init__(self):
+        from argoctl.keys import redact
+        object.__setattr__(self, "file", redact(self.file))
+        object.__setattr__(self, "message", redact(self.message))
+        object.__setattr__(self, "hint", redact(self.hint))
 
     def __str__(self) -> str:
         s = f"{self.file}:{self.line}: {self.message}"

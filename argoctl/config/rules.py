@@ -21,6 +21,11 @@ from argoctl.config.model import IPNetwork, Problem
 _NAME_RE = re.compile(r"[a-z0-9][a-z0-9-]*\Z")
 MAX_DESTINATION_NAME = 63
 MAX_PATHS = 8                     # pathset entries per destination in the datapath
+# The datapath's map sizes (datapath.Sizes, bpf/include/consts.h): destination
+# ids 1..MAX_DESTS-1, and the LPM tries' capacities.
+MAX_DESTINATIONS = 131072 - 1
+MAX_PREFIXES_V4 = 1048576
+MAX_PREFIXES_V6 = 262144
 MAX_WEIGHT = 65535
 MTU_RANGE = (1280, 65535)         # 1280: the IPv6 minimum, so both families fit
 PORT_RANGE = (1, 65535)
@@ -156,9 +161,9 @@ def _did_you_mean(word: str, choices, what: str = "") -> str:
 def _ifname_problem(name: str) -> str:
     if not name:
         return "is empty"
-    if len(name) > names.IFNAMSIZ:
-        return f"is {len(name)} characters long, at most {names.IFNAMSIZ}"
-    if name in (".", "..") or re.search(r"[/:\s]", name):
+    if len(name.encode()) > names.IFNAMSIZ:
+        return f"is {len(name.encode())} bytes long, at most {names.IFNAMSIZ}"
+    if name in (".", "..") or re.search(r"[/:\s\x00-\x1f\x7f]", name):
         return "is not a valid interface name"
     return ""
 
@@ -183,15 +188,68 @@ def _listen_problem(s: str) -> str:
     return "needs an IPv4 address, or an IPv6 address in brackets"
 
 
+_HEADER_LINE = re.compile(r"\s*(\[\[?)\s*([^\]#]*?)\s*\]")
+_KEY_LINE = re.compile(r"\s*((?:[A-Za-z0-9_-]+|\"[^\"\n]*\"|'[^'\n]*')"
+                       r"(?:\s*\.\s*(?:[A-Za-z0-9_-]+|\"[^\"\n]*\"|'[^'\n]*'))*)\s*=")
+
+
+def _key_of(line: str) -> Optional[str]:
+    m = _KEY_LINE.match(line)
+    if not m:
+        return None
+    return ".".join(part.strip().strip("\"'") for part in re.split(r"\s*\.\s*(?=[^\"']*(?:[\"'][^\"']*[\"'][^\"']*)*$)",
+                                                            m.group(1)))
+
+
+def _header_of(line: str) -> Optional[str]:
+    m = _HEADER_LINE.match(line)
+    return f"{m.group(1)}{m.group(2)}{']' * len(m.group(1))}" if m else None
+
+
 def _syntax_problem(file: str, e: tomllib.TOMLDecodeError, text: str) -> Problem:
+    """A tomllib error as file:line naming the key or table involved (a duplicate
+    says which one and where it was first defined)."""
     msg = str(e)
     m = _TOML_POSITION.search(msg)
-    line = int(m.group(1)) if m and m.group(1) else max(1, text.count("\n") + 1)
+    lines = text.split("\n")
+    line = int(m.group(1)) if m and m.group(1) else max(1, len(lines))
     if m:
         msg = msg[:m.start()]
     hint = "TOML: strings in double quotes, tables as [name], each peer/destination as [[name]]"
+    here = lines[line - 1] if 0 < line <= len(lines) else ""
+    key, header = _key_of(here), _header_of(here)
+    # the table the line is in: the nearest header above it
+    section_start = 0
+    section = "the top level"
+    for n in range(line - 2, -1, -1):
+        h = _header_of(lines[n])
+        if h:
+            section_start, section = n + 1, h
+            break
+    if "overwrite" in msg and key:
+        first = next((n + 1 for n in range(section_start, line - 1)
+                      if _key_of(lines[n]) == key), None)
+        where = f" (first at line {first})" if first else ""
+        return Problem(file, line, f"TOML syntax error: key {key!r} is defined twice in "
+                       f"{section}{where}", "remove one of them; each key once per table")
+    if "declare" in msg and header:
+        first = next((n + 1 for n in range(0, line - 1) if _header_of(lines[n]) == header),
+                     None)
+        where = f" (first at line {first})" if first else ""
+        return Problem(file, line, f"TOML syntax error: table {header} is declared twice"
+                       f"{where}", "merge them into one; use [[name]] for a repeated table")
     if "overwrite" in msg or "declare" in msg:
         hint = "this key or table is defined twice"
+    if key:
+        msg += f", in the value of key {key!r}"
+    elif header:
+        msg += f", in table header {header}"
+    else:                       # inside a multi-line value: the key that opened it
+        for n in range(line - 2, section_start - 1, -1):
+            k = _key_of(lines[n])
+            if k:
+                msg += f", in the value of key {k!r} (line {n + 1})"
+                break
+            if _header_of(lines[n]):
+                break
     return Problem(file, line, f"TOML syntax error: {msg}", hint)
-
-

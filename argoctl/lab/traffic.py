@@ -12,6 +12,7 @@ a new Python process costs seconds in the VM)."""
 
 from __future__ import annotations
 
+import json
 import selectors
 import socket
 import struct
@@ -21,8 +22,11 @@ from dataclasses import dataclass
 from typing import Optional
 
 ECHO_PORT = 9100
-_MSG = struct.Struct("!IQ")        # client id, request id
-_PAD = bytes(56)
+IP_PKTINFO = 8                     # linux/in.h (the socket module has it from 3.12 only)
+# client id, request id, attempt: the echo returns all three, so both ends of a
+# path can tell which attempt of which request they saw (bench peers).
+MSG = struct.Struct("!IQI")
+_PAD = bytes(52)
 
 
 class EchoServer:
@@ -32,13 +36,19 @@ class EchoServer:
     address the request went to, or a relay's NAT cannot match it to the
     request (and a wildcard socket answers from the routed source address)."""
 
-    def __init__(self, host, address: str, port: int = ECHO_PORT):
+    def __init__(self, host, address: str, port: int = ECHO_PORT, *, ingress: bool = False):
         with host.inside():
             self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 21)
         self.sock.bind((address, port))
         self.sock.settimeout(0.2)
         self.answered = 0
+        # ingress: note (time, request id, attempt, interface) of every request
+        self.host, self.ingress = host, ingress
+        self.seen: list[tuple[float, int, int, str]] = []
+        self._ifnames: dict[int, str] = self._links() if ingress else {}
+        if ingress:
+            self.sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
         self._halt = threading.Event()
         self._t = threading.Thread(target=self._loop, name="echo", daemon=True)
         self._t.start()
@@ -46,7 +56,8 @@ class EchoServer:
     def _loop(self) -> None:
         while not self._halt.is_set():
             try:
-                data, peer = self.sock.recvfrom(2048)
+                data, anc, _, peer = self.sock.recvmsg(2048, 64)
+                now = time.monotonic()
                 self.sock.sendto(data, peer)
                 self.answered += 1
             except socket.timeout:
@@ -54,6 +65,22 @@ class EchoServer:
             except OSError:
                 if self._halt.is_set():
                     return
+                continue
+            if self.ingress and len(data) >= MSG.size:
+                _, rid, attempt = MSG.unpack_from(data)
+                self.seen.append((now, rid, attempt, self._ifname(anc)))
+
+    def _ifname(self, anc) -> str:
+        index = next((struct.unpack_from("=I", data)[0] for level, kind, data in anc
+                      if level == socket.IPPROTO_IP and kind == IP_PKTINFO), 0)
+        if index not in self._ifnames:     # a link made since
+            self._ifnames = self._links()
+        return self._ifnames.get(index, "?")
+
+    def _links(self) -> dict[int, str]:
+        # `ip` in the host: this thread is not in its namespace (if_indextoname would be)
+        out = self.host.run(["ip", "-j", "link", "show"], check=True).stdout
+        return {link["ifindex"]: link["ifname"] for link in json.loads(out)}
 
     def stop(self) -> None:
         self._halt.set()
@@ -118,7 +145,7 @@ class RequestClient:
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         s.setblocking(False)
         try:
-            s.sendto(_MSG.pack(self.client_id, req.rid) + _PAD, self.dst)
+            s.sendto(MSG.pack(self.client_id, req.rid, req.attempts) + _PAD, self.dst)
         except OSError:
             pass            # no route / refused: the retry or the deadline decides
         sel.register(s, selectors.EVENT_READ, req)
@@ -148,9 +175,9 @@ class RequestClient:
                         data = key.fileobj.recv(2048)
                     except OSError:
                         continue
-                    if len(data) < _MSG.size:
+                    if len(data) < MSG.size:
                         continue
-                    _, rid = _MSG.unpack_from(data)
+                    _, rid, _ = MSG.unpack_from(data)
                     req = live.get(rid)
                     if req is not None and not req.done:
                         req.latency = time.monotonic() - req.started

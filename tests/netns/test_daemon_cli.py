@@ -18,6 +18,7 @@ from argoctl.lab import loop as looplab
 from argoctl import daemon as dmn
 from argoctl import mac
 from argoctl.names import DEFAULT_RULE_PRIORITY_BASE
+from argoctl.service import parse_line
 
 
 @pytest.fixture
@@ -98,7 +99,7 @@ def test_run_logs_decisions_refuses_a_second_instance_and_keeps_the_datapath(env
     p.send_signal(signal.SIGTERM)
     _, err = p.communicate(timeout=30)
     assert p.returncode == 0, err
-    events = [json.loads(l) for l in err.splitlines() if l.startswith("{")]
+    events = [json.loads(m) for _, _, m in map(parse_line, err.splitlines()) if m[:1] == "{"]
     assert events[0]["event"] == "start" and events[0]["datapath"] == "compiled"
     doc = dmn.read_state(dmn.state_path(env["run_dir"], env["ns"]))
     assert not doc["running"]
@@ -109,7 +110,7 @@ def test_run_logs_decisions_refuses_a_second_instance_and_keeps_the_datapath(env
     p2.send_signal(signal.SIGTERM)
     _, err = p2.communicate(timeout=60)
     assert p2.returncode == 0, err
-    start = json.loads(next(l for l in err.splitlines() if l.startswith("{")))
+    start = json.loads(next(m for _, _, m in map(parse_line, err.splitlines()) if m[:1] == "{"))
     assert start["datapath"] == "adopted" and start["adopted_decisions"] == ["origin"]
     assert not os.path.exists(env["pin"]) and not _our_rules(env)
     assert not os.path.exists(dmn.state_path(env["run_dir"], env["ns"]))
@@ -118,7 +119,7 @@ def test_run_logs_decisions_refuses_a_second_instance_and_keeps_the_datapath(env
 def test_run_with_a_bad_key_file_changes_nothing(env, tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text(open(env["cfg"]).read().replace(
-        'responder_key_file = "', f'responder_key_file = "{tmp_path}/missing-'))
+        'responder_key_file = "', f'responder_key_file = "{tmp_path}/missing-dir/'))
     p = subprocess.run([sys.executable, "-m", "argoctl", "run", "-c", str(bad), "--netns",
                         env["ns"], "--cgroup", "none"],
                        capture_output=True, text=True, timeout=120,

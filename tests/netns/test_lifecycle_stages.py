@@ -210,3 +210,38 @@ def test_up_then_run_steer_relay1_direct_the_same_way(node, pair):
         d.stop()
     assert after_set == before_set
     assert before == after == {1: 0, 0: 20}
+
+
+def _killed_up(h, kill_at) -> bool:
+    """`up` in a forked child (no interpreter start) that SIGKILLs itself at step
+    `kill_at`; True if it was killed there."""
+    pid = os.fork()
+    if pid == 0:                                      # the child: never returns
+        code = 0
+        try:
+            up(h, kill_at=kill_at)
+        except BaseException:
+            code = 3
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.WIFSIGNALED(status) and os.WTERMSIG(status) == 9
+
+
+def test_up_killed_at_every_step_leaves_nothing_down_cannot_remove(node):
+    """SIGKILL at every step of `up` (the clsact qdisc added, the filter not yet,
+    included); then `down` restores the namespace exactly. Tunnels (a device created
+    and not yet aliased) are in tests/integration/upcases.py, under the VM."""
+    pre = snap(node)
+    with pytest.raises(netlink.InjectedFailure) as e:
+        up(node, fail_at=10 ** 6)
+    steps = e.value.steps
+    assert snap(node) == pre
+    assert steps[-1] == "first map contents" and "clsact to-b" in steps
+    for k, what in enumerate(steps):
+        if what.startswith("cgroup") and not steps[k - 1].startswith("filter"):
+            continue        # (one cgroup hook stands for the five: a compile each)
+        assert _killed_up(node, k), f"kill_at={k} ({what}): not killed"
+        left = snap(node) != pre
+        assert left or k == 0, f"kill_at={k} ({what}) left nothing: the step did not run"
+        apply.down(ns=node.netns, run_dir=node.run_dir, cgroup=node.cgroup)
+        assert snap(node) == pre, f"kill_at={k} ({what})"

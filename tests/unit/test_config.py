@@ -193,9 +193,9 @@ def test_example_loads_into_the_model(tmp_path):
     assert backup.probe == config.Probe("icmp", ipaddress.ip_address("198.51.100.130"), None)
     assert backup.weights is None
     assert cfg.path_id("direct") == 0 and cfg.path_id("relay2") == 2
-    assert cfg.routing.mark(2) == 0x00020000 and cfg.routing.mark(0) == 0x00FF0000
+    assert cfg.routing.mark(2) == 0x00000002 and cfg.routing.mark(0) == 0x000000FF
     assert cfg.routing.table(2) == 7202 and cfg.routing.priority(2) == 7202
-    assert cfg.policy == config.Policy()
+    assert cfg.policy == config.Policy(responder_key_file=str(directory / "probe.key"))
     assert isinstance(cfg.policy.hold_down_s, float)
 
 

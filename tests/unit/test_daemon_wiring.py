@@ -48,7 +48,7 @@ def test_decision_weights_become_the_path_set_in_path_order(cfg):
     w = {"relay2": (100, True), "direct": (0, False), "relay1": (0, True)}
     ps = dmn.pathset(cfg, dest.paths, w)
     assert [(p.path_id, p.mark, p.weight, p.up) for p in ps] == [
-        (0, 0x00FF0000, 0, False), (1, 0x00010000, 0, True), (2, 0x00020000, 100, True)]
+        (0, 0x000000FF, 0, False), (1, 0x00000001, 0, True), (2, 0x00000002, 100, True)]
     # what the datapath stores and reads back is the same decision
     gen, back = maps.decode_pathset(maps.encode_pathset(ps, 7))
     assert gen == 7 and dmn.weights_of(cfg, dest.paths, back) == w

@@ -15,10 +15,13 @@ h = bytes.fromhex
 
 
 def test_rfc7748_x25519_vector():
-    # RFC 7748 section 5.2, first test vector
+    # RFC 7748 section 5.2, both test vectors (the second has u's top bit set: ignored)
     k = h("a546e36bf0527c9d3b16154b82465edd62144c0ac1fc5a18506a2244ba449ac4")
     u = h("e6db6867583030db3594c1a424b15f7c726624ec26b3353b10a903a6d0ab1c4c")
     assert keys.x25519(k, u) == h("c3da55379de9c6908e94ea4df28d084f32eccf03491c71f754b4075577a28552")
+    k = h("4b66e9d4d1b4673c5ad22691957d6af5c11b6421e0ea01d42ca4169e7918ba0d")
+    u = h("e5210f12786811d3f4b7959d0538ae2c31dbe7106fc03c3efc4cd549c715a493")
+    assert keys.x25519(k, u) == h("95cbde9476e8907d7aade45cb4b873f88b595a68799fa152e6f8f7647aac7957")
 
 
 def test_rfc7748_iterated():
