@@ -13,8 +13,9 @@
  *   the socket's path (the forwarded-traffic equivalent is passive_tc), and the
  *   RTO callback is switched off again.
  *
- * Oldest kernel: 4.16 (RTO_CB, bpf_sock_ops_cb_flags_set, skops->state);
- * bpf_get_socket_cookie in sock_ops needs 5.0 — see docs/design.md. */
+ * Oldest kernel: 5.12. RTO_CB, bpf_sock_ops_cb_flags_set and skops->state need
+ * 4.16, bpf_get_socket_cookie in sock_ops 4.19, bpf_getsockopt(SO_MARK) 5.12;
+ * the table is in docs/design.md (run on 6.1 in the VM, 6.18 on the host). */
 #include <uapi/linux/bpf.h>
 #include <uapi/linux/in.h>
 

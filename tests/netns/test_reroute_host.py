@@ -46,3 +46,28 @@ def test_every_connection_completes_across_a_one_way_blackhole(lab):
     assert run["reroutes"] >= 2, run
     with maps.Maps(lab.pin_dir) as m:
         assert maps.reroute_on(m.settings())
+
+
+def test_status_explain_and_metrics_show_policy_reroute(lab):
+    """What a user reads: `argoctl status` (the datapath's table), `explain`
+    (from the daemon's state file) and the exporter say reroute is on, and the
+    reroutes of the blackhole above stand against direct."""
+    from rich.console import Console
+
+    from argoctl import datapath, explain, metrics, status
+    edge = lab.topo["edge"]
+    st = datapath.status(lab.pin_dir, netns=edge.netns, cgroup=lab.cgroup)
+    assert st["reroute"] is True and st["cgroup_hooks"]
+    direct = lab.configs["edge"].path_id("direct")
+    assert st["paths"][direct]["reroutes"] >= 2
+    console = Console(width=200, record=True)
+    for table in status.status_table(st, status.path_names(lab.configs["edge"])):
+        console.print(table)
+    out = console.export_text()
+    assert "protective reroute on" in out and "rerouted away" in out
+    assert lab.wait_for(lambda: explain.load(lab.run_dir, edge.netns).get("reroute"), 10, 0.2)
+    assert "protective reroute: on" in explain.text(explain.load(lab.run_dir, edge.netns),
+                                                   "origin")
+    text = metrics.Exporter(lab.daemon).text()
+    assert "argoctl_policy_reroute 1" in text
+    assert f'argoctl_reroute_total{{path="direct"}} {st["paths"][direct]["reroutes"]}' in text
