@@ -211,3 +211,28 @@ def test_the_exposition_is_byte_identical_to_prometheus_clients(cfg):
     assert text == generate_latest(reg).decode()
     assert 'argoctl_path_switches_total{dest="we\\"ird\\\\dest\\nname"} +Inf' in text
     assert "argoctl_datapath_bytes_total{path=\"direct\"} 1.099511627776e+12" in text
+
+
+def test_reroutes_count_as_unanswered_syns_of_the_path_left(cfg):
+    """A handshake the datapath moved off a path is evidence against that path,
+    as its retransmitted SYN would have been: the engine sees it either way."""
+    d = dmn.Daemon(cfg, dmn.Options(metrics_listen=""))
+    fed = []
+
+    class Engine_:
+        def on_path_passive(self, path, syns, synacks, samples, now):
+            fed.append((path, syns, synacks))
+
+    counters = {cfg.path_id(p): maps.PathStats() for p in ("direct", "relay1", "relay2")}
+
+    class Maps_:
+        def path_stats(self, path_id):
+            return counters[path_id]
+
+    d.engine, d.maps = Engine_(), Maps_()
+    d._poll_passive(1.0)                  # first read: history
+    direct, relay1 = counters[cfg.path_id("direct")], counters[cfg.path_id("relay1")]
+    direct.syns, direct.reroutes = 3, 2   # 3 SYNs out, 2 of them moved after an RTO
+    relay1.syns, relay1.synacks = 2, 2    # the moved ones answered on relay1
+    d._poll_passive(2.0)
+    assert sorted(fed) == [("direct", 5, 0), ("relay1", 2, 2)]
