@@ -15,6 +15,7 @@ import contextlib
 import ipaddress
 import json
 import socket
+import statistics
 import struct
 import subprocess
 import sys
@@ -557,9 +558,14 @@ def test_many_streams_are_read_on_send_ticks_and_lose_nothing(lab, udp_impl):
             r.close()
 
     run_in(lab["edge"], run())
-    by = {}
+    by, rtts = {}, []
     for dest, path, seq, sent, rtt, now in results:
-        assert rtt is not None and 0 < rtt < 0.004, (dest, seq, rtt)   # lab RTT ~0.1 ms
+        assert rtt is not None and 0 < rtt < 0.3, (dest, seq, rtt)     # answered in time
         by.setdefault(dest, []).append(seq)
+        rtts.append(rtt)
+    # The lab's RTT is ~0.1 ms; stamped at the 5 ms read tick instead, the median
+    # would be ~2.5 ms. The median, not each sample: a loaded machine delays the
+    # responder (a Python process) now and then, and that is the path's RTT too.
+    assert statistics.median(rtts) < 0.001, sorted(rtts)[len(rtts) // 2:][:20]
     assert sorted(by) == sorted(f"d{i}" for i in range(40))
     assert all(sorted(seqs) == list(range(1, n + 1)) for seqs in by.values()), by
