@@ -26,7 +26,7 @@ def flows(n, seed=1):
 
 def ack4_fast(dst, **kw):
     """A later packet of the flow. (A SYN sent again with no SYN-ACK seen would
-    be a retransmission, and protective reroute moves it: test_reroute.py.)"""
+    be a retransmission, and protective reroute moves it: test_reroute_tc.py.)"""
     return tcp4_fast(dst, flags="A", **kw)
 
 
