@@ -53,13 +53,14 @@ def write_configs(directory: str, policy: dict, kind: str = "gre") -> dict[str, 
     return {host: cfgmod.load(p) for host, p in paths.items()}
 
 
-def fake_paths(topo, cfg: cfgmod.Config) -> None:
-    """tunnels="none": edge's fwmark rules, each peer's table routing to that relay's
-    underlay link (peer "relayN" -> host relayN; other names cycle over the relays)."""
-    relays = ["relay1", "relay2"]
+def fake_paths(topo, cfg: cfgmod.Config, edge: str = "edge") -> None:
+    """tunnels="none": the edge's fwmark rules, each peer's table routing to that
+    relay's underlay link (a peer named like a lab host -> that host; other names
+    cycle over those)."""
+    relays = [p.name for p in cfg.peers if p.name in topo.hosts] or ["relay1", "relay2"]
     topo.fwmark_paths(cfg.routing, {
         peer.id: peer.name if peer.name in relays else relays[i % len(relays)]
-        for i, peer in enumerate(cfg.peers)})
+        for i, peer in enumerate(cfg.peers)}, edge=edge)
 
 
 # -- traffic -----------------------------------------------------------------------
@@ -93,12 +94,13 @@ class Sink(_Thread):
         self.sock.bind(("0.0.0.0", port))
         self.sock.settimeout(0.2)
         self.got: list[tuple[float, int, str]] = []
+        self.sources: list[tuple[float, str, str]] = []    # (arrival, source, interface)
         self._start(self._loop, "sink")
 
     def _loop(self):
         while not self._halt.is_set():
             try:
-                data, anc, _, _ = self.sock.recvmsg(64, 64)
+                data, anc, _, src = self.sock.recvmsg(64, 64)
             except socket.timeout:
                 continue
             except OSError:
@@ -110,6 +112,7 @@ class Sink(_Thread):
                     ifname = self.ifnames.get(_PKTINFO.unpack_from(cdata)[0], "?")
             if len(data) >= _SEQ.size:
                 self.got.append((now, _SEQ.unpack_from(data)[0], ifname))
+                self.sources.append((now, src[0], ifname))
 
     def stop(self):
         super().stop()
@@ -127,6 +130,14 @@ class Sink(_Thread):
             if t >= since and ifname in links:
                 return t
         return None
+
+    def first_from(self, links, since: float) -> dict[str, float]:
+        """Per source address: when its first datagram since `since` arrived on one of `links`."""
+        out: dict[str, float] = {}
+        for t, src, ifname in list(self.sources):
+            if t >= since and ifname in links and src not in out:
+                out[src] = t
+        return out
 
 
 class Stream(_Thread):
@@ -237,6 +248,16 @@ class ResponderThread(_Thread):
 
 # -- the lab with a running daemon ---------------------------------------------------
 
+def wait_for(pred, timeout: float, step: float = 0.05) -> bool:
+    """Poll `pred` until it holds (True) or `timeout` seconds pass (its last value)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(step)
+    return pred()
+
+
 @dataclass
 class LoopLab:
     """A started standard lab with relays, responder, sink and the edge daemon."""
@@ -279,12 +300,7 @@ class LoopLab:
         return self.daemon
 
     def wait_for(self, pred, timeout: float, step: float = 0.05) -> bool:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if pred():
-                return True
-            time.sleep(step)
-        return pred()
+        return wait_for(pred, timeout, step)
 
     def choice(self, dest: str = "origin") -> str:
         return self.daemon.choices()[dest]
