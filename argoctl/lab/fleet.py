@@ -73,7 +73,6 @@ def fleet_topology(prefix: str, edges: int, relays: int) -> netns_topo.Topology:
         t.add_host(name, loopback=f"192.0.2.{k}")
     origin = t.add_host("origin", loopback=ORIGIN_LOOPBACK)
     t.add_address(origin, netns_topo.ORIGIN_SERVER[0])
-    t.add_host("bus", loopback=BUS_LOOPBACK)
     pool = LINK_POOL.subnets(new_prefix=31)
 
     def link(a, b):
@@ -95,9 +94,18 @@ def fleet_topology(prefix: str, edges: int, relays: int) -> netns_topo.Topology:
         for r in rs:
             link(e, r)
             t.add_route(t[r], lan, via=t[e])
-    for h in es + rs:
-        link(h, "bus")
+    add_bus(t, es + rs, BUS_LOOPBACK, pool)
     return t
+
+
+def add_bus(t: netns_topo.Topology, hosts, loopback: str, subnets) -> None:
+    """Host "bus" (nats-server's namespace, `loopback` on its lo) linked to each
+    of `hosts` over the next of `subnets`, each routing the other's loopback."""
+    bus = t.add_host("bus", loopback=loopback)
+    for h in hosts:
+        t.add_link(t[h], bus, subnet=str(next(subnets)))
+        t.add_route(t[h], f"{loopback}/32", via=bus)
+        t.add_route(bus, f"{t[h].loopback}/32", via=t[h])
 
 
 def lab_topology(edges: list[str], relays: list[str], policy: dict,
@@ -153,7 +161,7 @@ class FleetLab:
         client = self.client_of(edge)
         return self.topo.link(edge, client).address(self.topo[client])
 
-    def start(self, workers: int = 3) -> "FleetLab":
+    def start(self, workers: int = 2) -> "FleetLab":
         """Namespaces, nats-server, configs, stand-in paths, origin, daemons,
         client streams. Each daemon's datapath is compiled first by its own
         process, `workers` at a time (bcc cannot compile in two threads of one
