@@ -625,12 +625,13 @@ class Topology:
                     t.add_route(t[x], CLIENT_LAN[f], via=t["edge"])
         return t
 
-    def fwmark_paths(self, routing, relay_of: dict) -> None:
-        """Stand-in paths on the standard lab's edge for kernels without GRE: path id
-        N (`relay_of[N]` = "relay1"/"relay2") routes through that relay's underlay
-        link by its fwmark rule and table, as argoctl's tunnels would; direct (0)
-        looks up main. `routing` is a config.Routing (marks, tables, priorities)."""
-        edge = self["edge"]
+    def fwmark_paths(self, routing, relay_of: dict, edge: str = "edge") -> None:
+        """Stand-in paths on an edge (the standard lab's by default) for kernels
+        without GRE: path id N (`relay_of[N]`, a relay host linked to the edge)
+        routes through that relay's underlay link by its fwmark rule and table, as
+        argoctl's tunnels would; direct (0) looks up main. `routing` is a
+        config.Routing (marks, tables, priorities)."""
+        edge = self[edge]
         mask = routing.fwmark_mask
         lines = [f"rule add fwmark {routing.mark(0):#x}/{mask:#x} lookup main "
                  f"priority {routing.priority(0)}"]
