@@ -53,6 +53,10 @@ def text(doc: dict, dest: str) -> str:
     if d.get("since"):
         head.append(f"  chosen for {time.time() - d['since']:.1f} s, "
                     f"{d.get('switches', 0)} switch(es) since start")
+    if "reroute" in doc:
+        head.append("  protective reroute: " + ("on (an unanswered SYN moves its connection "
+                                                "to the next usable path)" if doc["reroute"]
+                                                else "off (policy.reroute = false)"))
     if doc.get("stale"):
         head.append(f"  (daemon not running: last written {age:.0f} s ago; the datapath "
                     "keeps these choices)")

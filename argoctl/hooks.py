@@ -32,7 +32,7 @@ SOCK_PROGRAMS = {
     "sock_connect6": bpfsys.CGROUP_INET6_CONNECT,
     "sock_sendmsg4": bpfsys.CGROUP_UDP4_SENDMSG,
     "sock_sendmsg6": bpfsys.CGROUP_UDP6_SENDMSG,
-    "sock_established": bpfsys.CGROUP_SOCK_OPS,
+    "sock_ops": bpfsys.CGROUP_SOCK_OPS,
 }
 
 

@@ -87,6 +87,7 @@ class Collector:
                         by[r] = by.get(r, 0) + n
                 for r in ("forged", "replayed", "malformed"):
                     results.append((("", path, r), by.get(r, 0)))
+        out["argoctl_policy_reroute"].append(((), 1 if d.cfg.policy.reroute else 0))
         if d.maps is not None:
             self._datapath(out, d.maps, set(shown))
         self._fleet(out, len(d.engine.destinations()) - len(shown))
@@ -141,6 +142,7 @@ class Collector:
             out["argoctl_passive_synack_total"].append(((path,), st.synacks))
             out["argoctl_passive_handshake_rtt_seconds"].append(
                 ((path,), (st.rtt_count, st.rtt_sum_ns / 1e9)))
+            out["argoctl_reroute_total"].append(((path,), st.reroutes))
         for dest in cfg.destinations:
             if dest.name not in shown:
                 continue

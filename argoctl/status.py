@@ -148,13 +148,16 @@ def status_table(st: dict, path_name: dict[int, str]):
                           f"{'' if p['up'] else ' DOWN'}" for p in d["paths"])
         t.add_row(str(dest_id), " ".join(d["prefixes"]), paths,
                   str(d["counters"]["packets"]), str(d["counters"]["bytes"]))
-    p = Table(title="datapath: paths")
-    for col in ("path", "packets", "bytes", "SYNs", "SYN-ACKs", "handshake RTT", "sockets"):
+    p = Table(title="datapath: paths (protective reroute %s)"
+                    % ("on" if st.get("reroute") else "off"))
+    for col in ("path", "packets", "bytes", "SYNs", "SYN-ACKs", "handshake RTT", "sockets",
+                "rerouted away"):
         p.add_column(col)
     for pid, c in sorted(st["paths"].items()):
         rtt = f"{c['rtt_sum_ns'] / c['rtt_count'] / 1e6:.1f} ms" if c["rtt_count"] else "-"
         p.add_row(str(path_name.get(pid, pid)), str(c["packets"]), str(c["bytes"]),
-                  str(c["syns"]), str(c["synacks"]), rtt, str(c["sockets"]))
+                  str(c["syns"]), str(c["synacks"]), rtt, str(c["sockets"]),
+                  str(c["reroutes"]))
     return t, p
 
 

@@ -44,6 +44,13 @@ def new_prefix() -> str:
     return f"agt{os.getpid()}n{next(_counter)}"
 
 
+def shared_prefix() -> str:
+    """A new prefix for a topology a whole module shares (not a leak between its tests)."""
+    prefix = new_prefix()
+    _shared.add(prefix)
+    return prefix
+
+
 def own_namespaces() -> list[str]:
     """Namespaces of this pytest process that still exist."""
     mine = f"agt{os.getpid()}n"
@@ -74,9 +81,7 @@ def lab(stale_namespaces_removed):
 
 @pytest.fixture(scope="module")
 def lab_module(stale_namespaces_removed):
-    prefix = new_prefix()
-    _shared.add(prefix)
-    with topology.Topology.default(prefix) as t:
+    with topology.Topology.default(shared_prefix()) as t:
         t.start()
         yield t
 

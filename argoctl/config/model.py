@@ -133,6 +133,7 @@ class Policy:
     loss_window: int = 20              # probes in the loss window
     rtt_alpha: float = 0.125           # EWMA weight for smoothed RTT (RFC 6298)
     split: bool = False                # weighted split across near-equal paths
+    reroute: bool = True               # protective reroute: an unanswered SYN moves its flow
     responder_key_file: Optional[str] = None  # shared key for UDP probe MACs
     metrics_listen: str = "127.0.0.1:9474"
 

@@ -300,6 +300,11 @@ def lab_scenario(name, list_, rate, as_json, live) -> None:
         name = os.path.abspath(name)      # the VM runs in the repository
     doc = _read_lab()
     if doc and _pid_alive(doc.get("pid")):
+        if sc.fleet:
+            raise click.ClickException(
+                f"scenario {sc.name} needs fleet mode (a nats-server and the relays' agents), "
+                "which `lab up` does not start: `lab down`, then `lab scenario "
+                f"{sc.name}` runs it one-shot")
         env = LabEnv(doc["prefix"], tunnels=doc["tunnels"], directory=doc["directory"])
         env.topo = netns_topo.Topology.default(doc["prefix"])
         env.netem = doc["netem"]

@@ -60,10 +60,22 @@ class LabTopology:
     # Extra [policy] settings for the edge, e.g. (("probe_interval_ms", 100),)
     # for a lab that must fail over quickly.
     policy: tuple[tuple[str, Union[int, float, bool, str]], ...] = ()
+    # A fleet lab (argoctl/lab/fleet.py): more edges like `edge`, relays that
+    # probe the origin themselves (their direct leg is what the edges compose
+    # with), relays that peer nobody (stand-in paths: no tunnels on relays),
+    # and a [fleet] section for every host (its credentials_file per host).
+    more_edges: tuple[LabHost, ...] = ()
+    relays_probe: bool = False
+    relays_peer: bool = True
+    fleet: tuple[tuple[str, Union[int, float, bool, str, tuple]], ...] = ()
+
+    @property
+    def edges(self) -> tuple[LabHost, ...]:
+        return (self.edge, *self.more_edges)
 
     @property
     def hosts(self) -> tuple[LabHost, ...]:
-        return (self.edge, *self.relays)
+        return (*self.edges, *self.relays)
 
     def host(self, name: str) -> LabHost:
         for h in self.hosts:
@@ -134,9 +146,11 @@ def _list(values) -> str:
     return "[" + ", ".join(_q(v) for v in values) + "]"
 
 
-def _value(v: Union[int, float, bool, str]) -> str:
+def _value(v) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
+    if isinstance(v, (list, tuple)):
+        return _list(v)
     return _q(v) if isinstance(v, str) else repr(v)
 
 
@@ -148,19 +162,24 @@ def _wireguard_ports(topo: LabTopology, me: str, peer: str) -> tuple[int, int]:
 
 
 def _peers_of(topo: LabTopology, host: LabHost) -> tuple[LabHost, ...]:
-    # edge peers every relay; a relay peers only edge (the far end of edge's tunnel).
-    return topo.relays if host is topo.edge else (topo.edge,)
+    # an edge peers every relay; a relay peers the edges (the far ends of their tunnels)
+    if host in topo.edges:
+        return topo.relays
+    return topo.edges if topo.relays_peer else ()
 
 
 def render_config(topo: LabTopology, host_name: str, kind: str, key_files: KeyFiles,
-                  public_keys: Optional[dict[str, str]] = None) -> str:
+                  public_keys: Optional[dict[str, str]] = None,
+                  credentials: Optional[dict[str, str]] = None) -> str:
     """The TOML text of `host_name`'s config. `public_keys` (host -> base64) is
-    needed for WireGuard. Deterministic: same inputs, same bytes."""
+    needed for WireGuard, `credentials` (host -> NATS credentials file) for a
+    lab with [fleet]. Deterministic: same inputs, same bytes."""
     if kind not in TUNNEL_KINDS:
         raise ValueError(f"unknown tunnel kind {kind!r} (one of {', '.join(TUNNEL_KINDS)})")
     host = topo.host(host_name)
     wg = kind == "wireguard"
-    role = "edge: steers its LAN towards the origin" if host is topo.edge \
+    edge = host in topo.edges
+    role = "edge: steers its LAN towards the origin" if edge \
         else "relay: forwards what arrives through its tunnels"
     out = [
         f"# argoctl lab host {host.name} ({role}).",
@@ -171,7 +190,7 @@ def render_config(topo: LabTopology, host_name: str, kind: str, key_files: KeyFi
         f"address = {_q(host.address)}  # underlay: tunnels start here",
         f"tunnel_address = {_q(host.tunnel_address)}  # overlay address on every ag-* device",
     ]
-    if host.lan_interface and host is topo.edge:
+    if host.lan_interface and edge:
         out.append(f"steer_interfaces = {_list([host.lan_interface])}  # client LAN")
     if wg:
         out.append(f"private_key_file = {_q(key_files.private(host.name))}")
@@ -189,8 +208,8 @@ def render_config(topo: LabTopology, host_name: str, kind: str, key_files: KeyFi
             out += [f"public_key = {_q(public_keys[peer.name])}",
                     f"port = {theirs}  # {peer.name} listens here for {host.name}",
                     f"listen_port = {ours}  # {host.name} listens here for {peer.name}"]
-    if host is topo.edge:
-        paths = ["direct", *(r.name for r in topo.relays)]
+    if edge or topo.relays_probe:
+        paths = ["direct", *(r.name for r in topo.relays)] if edge else ["direct"]
         out += ["", "[[destination]]",
                 f"name = {_q(topo.origin_name)}",
                 f"prefixes = {_list(topo.origin_prefixes)}",
@@ -202,6 +221,10 @@ def render_config(topo: LabTopology, host_name: str, kind: str, key_files: KeyFi
                 "# The responder authenticates probes with this shared key (same file on origin).",
                 f"responder_key_file = {_q(key_files.responder)}"]
         out += [f"{k} = {_value(v)}" for k, v in topo.policy]
+    if topo.fleet:
+        out += ["", "[fleet]"] + [f"{k} = {_value(v)}" for k, v in topo.fleet]
+        if credentials and host.name in credentials:
+            out.append(f"credentials_file = {_q(credentials[host.name])}")
     return "\n".join(out) + "\n"
 
 
@@ -269,7 +292,8 @@ def read_seed(path: str) -> bytes:
 
 
 def write_lab_configs(directory: str, topo: LabTopology, kind: str = "gre",
-                      only: Optional[str] = None, seed: Optional[bytes] = None) -> dict[str, str]:
+                      only: Optional[str] = None, seed: Optional[bytes] = None,
+                      credentials: Optional[dict[str, str]] = None) -> dict[str, str]:
     """Write `<host>.toml` for every argoctl host (or only `only`; the origin
     gets just the responder key) plus keys/ under `directory`.
     Returns {host: config path}. Existing key files are reused, never replaced."""
@@ -290,7 +314,7 @@ def write_lab_configs(directory: str, topo: LabTopology, kind: str = "gre",
                 raise _no_key(n)
     os.makedirs(key_files.directory, mode=0o700, exist_ok=True)
 
-    if only in (None, topo.edge.name, topo.origin_name):
+    if only is None or only == topo.origin_name or only in (e.name for e in topo.edges):
         _ensure_responder_key(key_files.responder, seed)
     public_keys: dict[str, str] = {}
     if kind == "wireguard":
@@ -301,7 +325,7 @@ def write_lab_configs(directory: str, topo: LabTopology, kind: str = "gre",
         path = os.path.join(directory, f"{name}.toml")
         tmp = path + ".tmp"
         with open(tmp, "w") as f:
-            f.write(render_config(topo, name, kind, key_files, public_keys))
+            f.write(render_config(topo, name, kind, key_files, public_keys, credentials))
         os.replace(tmp, path)
         written[name] = path
     return written

@@ -28,7 +28,7 @@ from argoctl.lab import scenario as scenmod
 from argoctl.lab import topo as netns_topo
 
 DEST = "origin"
-DEFAULT_SCENARIOS = ("outage", "brownout")
+DEFAULT_SCENARIOS = ("outage", "brownout", "fleet")
 DEFAULT_RATE = 20.0          # requests per second per client
 DEADLINE_S = 2.0             # a request unanswered for this long failed
 PLAIN_EVERY_S = 3.0
@@ -43,12 +43,28 @@ class Recorder:
         self.scenario: Optional[scenmod.Scenario] = None
         self.t0 = 0.0
         self.steps: list[tuple[float, str]] = []
+        self.cleared = False
+        self.fleet_doc: Optional[dict] = None
 
     def begin(self, scenario: scenmod.Scenario) -> None:
         self.scenario, self.t0, self.steps = scenario, time.monotonic(), []
+        self.cleared, self.fleet_doc = False, None
 
     def on_step(self, step: scenmod.Step, at: float) -> None:
         self.steps.append((at, step.describe()))
+        self.cleared = self.cleared or step.clear
+
+    def sample(self) -> None:
+        """A fleet scenario: the edge's view of the fleet while the impairments
+        hold (the last one before the first is cleared goes into the summary)."""
+        d = self.env.daemon
+        if not (self.scenario.fleet and self.steps) or self.cleared or d is None \
+                or d.fleet is None:
+            return
+        try:
+            self.fleet_doc = d.fleet.status_doc(time.monotonic())
+        except RuntimeError:        # the daemon's loop changed a dict meanwhile: next time
+            pass
 
     def switches(self, since: Optional[float] = None) -> list:
         since = self.t0 if since is None else since
@@ -147,6 +163,7 @@ class View:
         """Refresh until `done` (the scenario has played)."""
         next_plain = 0.0
         while not done.wait(0.25):
+            self.rec.sample()
             if self._live is not None:
                 self._live.update(render(self.rec))
                 continue
@@ -176,7 +193,33 @@ def scenario_result(rec: Recorder, scenario: scenmod.Scenario, t0: float,
             "argoctl": a.to_dict(), "direct_only": b.to_dict(),
             "requests_saved": a.ok - b.ok, "latency_saved_ms": lat_saved,
             "switches": [{"at_s": round(r.at - t0, 2), "from": r.previous, "to": r.choice,
-                          "reason": r.reason} for r in rec.switches(t0) if r.at < until]}
+                          "reason": r.reason} for r in rec.switches(t0) if r.at < until],
+            **({"fleet": fleet_result(rec, t0)} if scenario.fleet else {})}
+
+
+def fleet_result(rec: Recorder, t0: float) -> dict:
+    """A fleet scenario while impaired: the members, who reached the origin (their
+    own legs, from the bus), how the edge reached it on each path (measured end
+    to end or composed from the bus), the path it used, and how long after the
+    first impairment the first request arrived at the origin through it."""
+    doc = rec.fleet_doc or {}
+    paths = doc.get("paths", {}).get(DEST, {})
+    via = next((p for p, r in paths.items() if r.get("chosen")), None)
+    reach_s = moved = None
+    if via and via != "direct" and rec.steps and rec.env.echo is not None:
+        start = t0 + rec.steps[0][0]
+        moved = next((r for r in rec.switches(start) if r.choice == via), None)
+        first = None if moved is None else next(
+            (at for at, _, _, ifname in list(rec.env.echo.seen)
+             if at >= moved.at and ifname == f"to-{via}"), None)
+        reach_s = None if first is None else round(first - start, 2)
+    # how the edge knew `via` when it moved there: "unknown" = scored from the bus only
+    return {"members": {h: m["role"] for h, m in doc.get("members", {}).items()},
+            "via_tier_at_switch": None if moved is None else moved.tiers.get(via),
+            "reach": {h: r["state"] for h, r in doc.get("reach", {}).get(DEST, {}).items()},
+            "edge_paths": {p: {k: r.get(k) for k in ("how", "state", "probed", "chosen")}
+                           for p, r in paths.items()},
+            "via": via, "reach_s": reach_s}
 
 
 def run_demo(scenarios=DEFAULT_SCENARIOS, *, rate: float = DEFAULT_RATE, tunnels: str = "auto",
@@ -189,7 +232,8 @@ def run_demo(scenarios=DEFAULT_SCENARIOS, *, rate: float = DEFAULT_RATE, tunnels
     from argoctl.lab.traffic import RequestClient
     loaded = [scenmod.load_scenario(s) for s in scenarios]      # bad names fail before set-up
     live = sys.stderr.isatty() if live is None else live
-    env = labmod.LabEnv(prefix or f"{labmod.DEMO_PREFIX}{os.getpid()}", tunnels=tunnels)
+    env = labmod.LabEnv(prefix or f"{labmod.DEMO_PREFIX}{os.getpid()}", tunnels=tunnels,
+                        fleet=any(sc.fleet for sc in loaded))
     clients = []
     from rich.console import Console
     say = Console(stderr=True).print
@@ -237,6 +281,7 @@ def run_demo(scenarios=DEFAULT_SCENARIOS, *, rate: float = DEFAULT_RATE, tunnels
             results[sc.name] = scenario_result(rec, sc, rec.t0, ended[0])
         return {"demo": "summary", "kernel": kernel_label(), "tunnels": env.tunnels,
                 "rate_per_s": rate, "wall_s": round(time.monotonic() - started, 1),
+                **({"fleet_setup_s": env.timings} if env.fleet else {}),
                 "scenarios": results}
     finally:
         for c in clients:
@@ -258,6 +303,35 @@ def summary_table(summary: dict):
                   _ms(b["median_ms"]), _ms(r["latency_saved_ms"]), _ms(a["p95_ms"]),
                   _ms(b["p95_ms"]), str(len(r["switches"])))
     return t
+
+
+def fleet_tables(summary: dict) -> list:
+    """Per fleet scenario: each member, whether it reached the origin while
+    impaired, and how the edge used it."""
+    from rich.table import Table
+    out = []
+    for name, r in summary["scenarios"].items():
+        f = r.get("fleet")
+        if not f:
+            continue
+        reach_s = "-" if f["reach_s"] is None else f"{f['reach_s']:.2f} s"
+        known = {"unknown": "known from the bus only"}.get(f["via_tier_at_switch"],
+                                                          f"{f['via_tier_at_switch']}")
+        t = Table(title=f"fleet ({name}): while impaired, as the edge saw it",
+                  caption=f"edge's traffic via {f['via'] or '?'} ({known} when chosen): "
+                          f"requests through it {reach_s} after the outage began")
+        for col in ("host", "role", "reaches origin", "edge's path", "how", "probed", "used"):
+            t.add_column(col)
+        paths = f["edge_paths"]
+        for host, role in f["members"].items():
+            p = paths.get("direct" if host == "edge" else host, {})
+            state = p.get("state") if host == "edge" else f["reach"].get(host, "no fresh leg")
+            t.add_row(host, role, str(state or "-"),
+                      ("direct" if host == "edge" else host) if p else "-",
+                      p.get("how") or "-", "yes" if p.get("probed") else "no",
+                      "[bold]*[/bold]" if p.get("chosen") else "")
+        out.append(t)
+    return out
 
 
 def in_vm_or_here(argv: list[str]) -> Optional[int]:
@@ -290,7 +364,10 @@ def run_and_report(scenarios, rate: float, as_json: bool, tunnels: str,
         click.echo(json.dumps(summary, sort_keys=True))
     else:
         # Not a terminal (make demo in CI, a log): wide enough that no column is cut.
-        Console(width=None if sys.stdout.isatty() else 150).print(summary_table(summary))
+        console = Console(width=None if sys.stdout.isatty() else 150)
+        console.print(summary_table(summary))
+        for t in fleet_tables(summary):
+            console.print(t)
 
 
 def demo_options(f):
@@ -316,7 +393,7 @@ def demo_options(f):
 @click.command("demo")
 @demo_options
 def demo(scenarios, rate, as_json, live, tunnels) -> None:
-    """Bring up the lab, play the outage and brownout scenarios under traffic and
+    """Bring up the lab, play the outage, brownout and fleet scenarios under traffic and
     compare argoctl with a direct-only baseline measured at the same time; ends
     with a summary table and tears everything down (also on ^C).
 

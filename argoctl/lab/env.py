@@ -12,8 +12,7 @@ from typing import Optional
 import click
 
 from argoctl.lab import topo as netns_topo
-
-
+from argoctl.lab.configs import RELAYS
 from argoctl.lab.scenario import Scenario, Step
 
 # -- the running lab (one process: the edge daemon is a thread) --------------------
@@ -35,6 +34,15 @@ POLICY = {"probe_interval_ms": 200, "detect_multiplier": 3, "probe_timeout_ms": 
 # the fastest while healthy and argoctl returns to it after an incident.
 GEOGRAPHY = {("edge", "relay1"): 5.0, ("relay1", "origin"): 5.0,
              ("edge", "relay2"): 8.0, ("relay2", "origin"): 8.0}
+# Fleet mode (a scenario with `fleet = true`): nats-server in namespace "bus",
+# linked to edge, relay1 and relay2; every host publishes every 500 ms. With
+# the default k = 2 alternatives the edge still probes all three of its paths
+# end to end, so the other scenarios play exactly as without fleet mode (k = 1,
+# where an unprobed relay is scored from the bus, is what the 12-host fleet lab
+# of tests/netns/test_fleet_lab.py shows)
+BUS_LOOPBACK = "192.0.2.5"
+BUS_SUBNETS = ("192.0.2.96/30", "192.0.2.100/30", "192.0.2.104/30")
+FLEET = {"publish_interval_ms": 500, "ttl_s": 5, "alternatives": 2}
 
 
 class LabEnv:
@@ -46,8 +54,11 @@ class LabEnv:
     skipped and only blackholes work (nftables)."""
 
     def __init__(self, prefix: str = LAB_PREFIX, tunnels: str = "auto",
-                 policy: Optional[dict] = None, directory: Optional[str] = None):
-        self.prefix, self.tunnels = prefix, tunnels
+                 policy: Optional[dict] = None, directory: Optional[str] = None,
+                 fleet: bool = False):
+        self.prefix, self.tunnels, self.fleet = prefix, tunnels, fleet
+        self.nats = None
+        self.timings: dict = {}        # what fleet mode added to the start-up (s)
         self.policy = dict(POLICY if policy is None else policy)
         self._tmp = None if directory else tempfile.TemporaryDirectory(prefix="argoctl-lab-")
         self.directory = directory or self._tmp.name
@@ -71,14 +82,28 @@ class LabEnv:
             base = t.add_host(BASELINE)
             t.add_link(t["edge"], base, subnet=BASELINE_SUBNET)
             t.add_route(base, "default", via=t["edge"])
+            if self.fleet:
+                from argoctl.lab.fleet import add_bus
+                add_bus(t, ("edge", *RELAYS), BUS_LOOPBACK, iter(BUS_SUBNETS))
             t.start()
             if self.netem:
                 for (a, b), ms in GEOGRAPHY.items():
                     self._base[(a, b)] = ms
                     t.link(a, b).impair(delay_ms=ms)
-            self.loop = loop.LoopLab(t, self.directory, self.policy, tunnels=self.tunnels)
+            if self.fleet:
+                from argoctl.lab.nats import NatsFleet
+                started = time.monotonic()
+                self.nats = NatsFleet(("edge", *RELAYS), ttl_s=FLEET["ttl_s"],
+                                      netns=t["bus"].netns, address=BUS_LOOPBACK).start()
+                self.timings["nats_s"] = round(time.monotonic() - started, 1)
+            self.loop = loop.LoopLab(t, self.directory, self.policy, tunnels=self.tunnels,
+                                     nats=self.nats, fleet=dict(FLEET))
             self.loop.start()
-            self.echo = labtraffic.EchoServer(t["origin"], netns_topo.ORIGIN_SERVER[0])
+            if self.fleet:
+                self.timings["relay_agents_s"] = self.loop.relay_start_s
+            # with fleet: the interface each request arrives on (which relay it took)
+            self.echo = labtraffic.EchoServer(t["origin"], netns_topo.ORIGIN_SERVER[0],
+                                              ingress=self.fleet)
         except BaseException:
             self.stop()
             raise
@@ -130,6 +155,9 @@ class LabEnv:
                     except Exception as e:     # keep tearing down
                         click.echo(f"argoctl lab: stopping {type(x).__name__}: {e}", err=True)
             self.echo = self.loop = None
+            if self.nats is not None:
+                self.nats.stop()
+                self.nats = None
             if self.topo is not None:
                 self.topo.stop()
                 self.topo = None

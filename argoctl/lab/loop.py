@@ -23,6 +23,7 @@ import asyncio
 import os
 import socket
 import struct
+import sys
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -46,20 +47,26 @@ PATH_LINKS = {"direct": "to-edge", "relay1": "to-relay1", "relay2": "to-relay2"}
 
 # -- configs -----------------------------------------------------------------------
 
-def write_configs(directory: str, policy: dict, kind: str = "gre") -> dict[str, cfgmod.Config]:
-    """Lab configs (labconfig) with `policy` overrides on edge; loaded by the real loader."""
+def write_configs(directory: str, policy: dict, kind: str = "gre", fleet: Optional[dict] = None,
+                  credentials: Optional[dict] = None) -> dict[str, cfgmod.Config]:
+    """Lab configs (labconfig) with `policy` overrides on edge; loaded by the real loader.
+    With `fleet` ([fleet] settings; `credentials`: host -> NATS credentials file)
+    every host gets the section and the relays probe the origin themselves."""
     topo = replace(labconfig.default_topology("netns"), policy=tuple(policy.items()))
-    paths = labconfig.write_lab_configs(directory, topo, kind)
+    if fleet:
+        topo = replace(topo, relays_probe=True, fleet=tuple(fleet.items()))
+    paths = labconfig.write_lab_configs(directory, topo, kind, credentials=credentials)
     return {host: cfgmod.load(p) for host, p in paths.items()}
 
 
-def fake_paths(topo, cfg: cfgmod.Config) -> None:
-    """tunnels="none": edge's fwmark rules, each peer's table routing to that relay's
-    underlay link (peer "relayN" -> host relayN; other names cycle over the relays)."""
-    relays = ["relay1", "relay2"]
+def fake_paths(topo, cfg: cfgmod.Config, edge: str = "edge") -> None:
+    """tunnels="none": the edge's fwmark rules, each peer's table routing to that
+    relay's underlay link (a peer named like a lab host -> that host; other names
+    cycle over those)."""
+    relays = [p.name for p in cfg.peers if p.name in topo.hosts] or ["relay1", "relay2"]
     topo.fwmark_paths(cfg.routing, {
         peer.id: peer.name if peer.name in relays else relays[i % len(relays)]
-        for i, peer in enumerate(cfg.peers)})
+        for i, peer in enumerate(cfg.peers)}, edge=edge)
 
 
 # -- traffic -----------------------------------------------------------------------
@@ -93,12 +100,13 @@ class Sink(_Thread):
         self.sock.bind(("0.0.0.0", port))
         self.sock.settimeout(0.2)
         self.got: list[tuple[float, int, str]] = []
+        self.sources: list[tuple[float, str, str]] = []    # (arrival, source, interface)
         self._start(self._loop, "sink")
 
     def _loop(self):
         while not self._halt.is_set():
             try:
-                data, anc, _, _ = self.sock.recvmsg(64, 64)
+                data, anc, _, src = self.sock.recvmsg(64, 64)
             except socket.timeout:
                 continue
             except OSError:
@@ -110,6 +118,7 @@ class Sink(_Thread):
                     ifname = self.ifnames.get(_PKTINFO.unpack_from(cdata)[0], "?")
             if len(data) >= _SEQ.size:
                 self.got.append((now, _SEQ.unpack_from(data)[0], ifname))
+                self.sources.append((now, src[0], ifname))
 
     def stop(self):
         super().stop()
@@ -127,6 +136,14 @@ class Sink(_Thread):
             if t >= since and ifname in links:
                 return t
         return None
+
+    def first_from(self, links, since: float) -> dict[str, float]:
+        """Per source address: when its first datagram since `since` arrived on one of `links`."""
+        out: dict[str, float] = {}
+        for t, src, ifname in list(self.sources):
+            if t >= since and ifname in links and src not in out:
+                out[src] = t
+        return out
 
 
 class Stream(_Thread):
@@ -208,6 +225,107 @@ def tcp_connect(host, dst: str = ORIGIN, port: int = TCP_PORT, timeout: float = 
             return False
 
 
+class Connector(_Thread):
+    """New TCP connections from `host`, one every 1/rate seconds, each in its own
+    thread so a slow handshake does not delay the next: `attempts` holds
+    (start, seconds to connect or None if it failed within `timeout`)."""
+
+    def __init__(self, host, rate: float = 10, dst: str = ORIGIN, port: int = TCP_PORT,
+                 timeout: float = 5.0):
+        super().__init__()
+        self.host, self.dst, self.rate, self.timeout = host, (dst, port), rate, timeout
+        self.attempts: list[tuple[float, Optional[float]]] = []
+        self._workers: list[threading.Thread] = []
+        self._start(self._loop, "connector")
+
+    def _one(self, sock: socket.socket) -> None:
+        t0 = time.monotonic()
+        with sock:
+            sock.settimeout(self.timeout)
+            try:
+                sock.connect(self.dst)
+                ok = time.monotonic() - t0
+            except OSError:
+                ok = None
+        self.attempts.append((t0, ok))
+
+    def _loop(self) -> None:
+        nxt = time.monotonic()
+        while not self._halt.is_set():
+            now = time.monotonic()
+            if now < nxt:
+                time.sleep(min(nxt - now, 0.01))
+                continue
+            nxt = max(nxt + 1.0 / self.rate, now - 0.5)
+            with self.host.inside():
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            w = threading.Thread(target=self._one, args=(sock,), daemon=True)
+            w.start()
+            self._workers.append(w)
+
+    def stop(self) -> None:
+        """Stop opening; wait for the connections in flight to end."""
+        super().stop()
+        for w in self._workers:
+            w.join(self.timeout + 5)
+
+
+# The same opener as Connector, as a process of its own: a process (not a
+# thread) can be put in a cgroup, so its sockets meet the cgroup socket hooks.
+# Stops opening when stdin closes, then prints its attempts as JSON.
+_LOCAL_CONNECTOR = r"""
+import json, socket, sys, threading, time
+dst, port, rate, timeout = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
+attempts, workers, halt = [], [], threading.Event()
+def one():
+    t0 = time.monotonic()
+    with socket.socket() as s:
+        s.settimeout(timeout)
+        try:
+            s.connect((dst, port)); ok = time.monotonic() - t0
+        except OSError:
+            ok = None
+    attempts.append((t0, ok))
+threading.Thread(target=lambda: (sys.stdin.read(), halt.set()), daemon=True).start()
+print("ready", flush=True)
+nxt = time.monotonic()
+while not halt.is_set():
+    now = time.monotonic()
+    if now < nxt:
+        time.sleep(min(nxt - now, 0.01)); continue
+    nxt = max(nxt + 1.0 / rate, now - 0.5)
+    w = threading.Thread(target=one, daemon=True); w.start(); workers.append(w)
+for w in workers:
+    w.join(timeout + 5)
+print(json.dumps(attempts), flush=True)
+"""
+
+
+class LocalConnector:
+    """Connector's traffic from a process of `host` placed in `cgroup` before it
+    runs (CLOCK_MONOTONIC is system-wide: its times compare with ours)."""
+
+    def __init__(self, host, cgroup: str, rate: float = 10, dst: str = ORIGIN,
+                 port: int = TCP_PORT, timeout: float = 5.0):
+        import subprocess
+        import sys
+
+        def enter_cgroup():
+            with open(os.path.join(cgroup, "cgroup.procs"), "w") as f:
+                f.write(str(os.getpid()))
+        self.attempts: list[tuple[float, Optional[float]]] = []
+        self.proc = host.popen([sys.executable, "-I", "-c", _LOCAL_CONNECTOR, dst, str(port),
+                                str(rate), str(timeout)], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, text=True, preexec_fn=enter_cgroup)
+        if self.proc.stdout.readline().strip() != "ready":
+            raise RuntimeError("local connector did not start")
+
+    def stop(self) -> None:
+        import json
+        out, _ = self.proc.communicate("", timeout=120)
+        self.attempts = [tuple(a) for a in json.loads(out.strip().splitlines()[-1])]
+
+
 class ResponderThread(_Thread):
     """`argoctl responder` in-process in `host` (its own event loop)."""
 
@@ -237,6 +355,16 @@ class ResponderThread(_Thread):
 
 # -- the lab with a running daemon ---------------------------------------------------
 
+def wait_for(pred, timeout: float, step: float = 0.05) -> bool:
+    """Poll `pred` until it holds (True) or `timeout` seconds pass (its last value)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(step)
+    return pred()
+
+
 @dataclass
 class LoopLab:
     """A started standard lab with relays, responder, sink and the edge daemon."""
@@ -250,23 +378,47 @@ class LoopLab:
     responder: object = None
     sink: object = None
     pin_dir: str = ""
+    cgroup: Optional[str] = None   # cgroup for the socket hooks (None: no local steering)
+    # fleet mode: a started NatsFleet (argoctl/lab/nats.py) with users edge,
+    # relay1, relay2, and the [fleet] settings besides its servers; the relays
+    # then run daemons too (in fleet mode they probe the origin and publish)
+    nats: object = None
+    fleet: dict = field(default_factory=dict)
+    relay_daemons: dict = field(default_factory=dict)
+    relay_start_s: Optional[float] = None      # how long the relays' daemons took to start
 
     def start(self, daemon: bool = True) -> "LoopLab":
         from argoctl import apply, home
         t = self.topo
-        self.configs = write_configs(self.directory, self.policy)
+        fleet = creds = None
+        if self.nats is not None:
+            fleet = {"servers": tuple(self.nats.urls), **self.fleet}
+            creds = {h: self.nats.credentials(h) for h in ("edge", *labconfig.RELAYS)}
+        self.configs = write_configs(self.directory, self.policy, fleet=fleet, credentials=creds)
         self.run_dir = os.path.join(self.directory, "run")
         self.pin_dir = home.pin_dir(t["edge"].netns)      # where the daemon's pins go
         if self.tunnels == "gre":
-            for r in ("relay1", "relay2"):
-                # the relays' tunnels, rules and nft (they steer nothing: no datapath)
+            for r in labconfig.RELAYS:
+                # the relays' tunnels, rules and nft (they steer nothing)
                 apply.up(self.configs[r], ns=t[r].netns, run_dir=self.run_dir,
                          stages=("links", "nft"))
         else:
             fake_paths(t, self.configs["edge"])
+            if fleet:       # edge's tunnel legs: the relays answer on their tunnel addresses
+                for r in labconfig.RELAYS:
+                    t.add_address(t[r], labconfig.TUNNEL_ADDRESSES[r])
         key = mac.read_key(self.configs["edge"].policy.responder_key_file)
         self.responder = ResponderThread(t["origin"], key)
         self.sink = Sink(t["origin"])
+        if fleet:
+            from argoctl.daemon import Daemon, Options
+            started = time.monotonic()
+            for r in labconfig.RELAYS:
+                opts = Options(ns=t[r].netns, run_dir=self.run_dir, cgroup=None,
+                               apply_config=False, metrics_listen="")
+                self.relay_daemons[r] = d = Daemon(self.configs[r], opts)
+                d.start_thread()
+            self.relay_start_s = round(time.monotonic() - started, 1)
         if daemon:
             self.start_daemon()
         return self
@@ -274,17 +426,12 @@ class LoopLab:
     def start_daemon(self, **kw):
         from argoctl.daemon import Daemon, Options
         kw = {"metrics_listen": "", "apply_config": self.tunnels == "gre", **kw}
-        opts = Options(ns=self.topo["edge"].netns, run_dir=self.run_dir, cgroup=None, **kw)
+        opts = Options(ns=self.topo["edge"].netns, run_dir=self.run_dir, cgroup=self.cgroup, **kw)
         self.daemon = Daemon(self.configs["edge"], opts).start_thread()
         return self.daemon
 
     def wait_for(self, pred, timeout: float, step: float = 0.05) -> bool:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if pred():
-                return True
-            time.sleep(step)
-        return pred()
+        return wait_for(pred, timeout, step)
 
     def choice(self, dest: str = "origin") -> str:
         return self.daemon.choices()[dest]
@@ -298,5 +445,14 @@ class LoopLab:
             if self.daemon is not None:
                 self.daemon.stop()      # (raises if the loop had failed)
         finally:
+            relays, self.relay_daemons = self.relay_daemons, {}
+            for d in relays.values():
+                try:
+                    d.stop()
+                except Exception as e:      # the others still stop
+                    print(f"argoctl lab: stopping {d.cfg.node.name}'s daemon: {e}",
+                          file=sys.stderr)
+                finally:
+                    datapath.detach(d.home.pin_dir, netns=d.opts.ns, cgroup=None)
             if self.cleanup:
-                datapath.detach(self.pin_dir, netns=self.topo["edge"].netns, cgroup=None)
+                datapath.detach(self.pin_dir, netns=self.topo["edge"].netns, cgroup=self.cgroup)

@@ -50,6 +50,7 @@ class Scenario:
     duration: float
     steps: tuple[Step, ...]
     path: str = ""
+    fleet: bool = False         # needs fleet mode: the relays' agents and a nats-server
 
 
 def scenario_names() -> list[str]:
@@ -72,6 +73,11 @@ def load_scenario(name: str) -> Scenario:
 
 def parse_scenario(doc: dict, path: str = "<scenario>") -> Scenario:
     known_links = {frozenset(p) for p in netns_topo.MESH_PAIRS} | {frozenset(("edge", "client"))}
+    unknown = set(doc) - {"name", "description", "duration", "fleet", "step"}
+    if unknown:
+        raise ValueError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}")
+    if not isinstance(doc.get("fleet", False), bool):
+        raise ValueError(f"{path}: fleet must be true or false")
     duration = doc.get("duration")
     if not isinstance(duration, (int, float)) or duration <= 0:
         raise ValueError(f"{path}: duration must be a positive number of seconds")
@@ -101,6 +107,6 @@ def parse_scenario(doc: dict, path: str = "<scenario>") -> Scenario:
         steps.append(step)
     return Scenario(str(doc.get("name", os.path.basename(path)[:-5])),
                     str(doc.get("description", "")), float(duration),
-                    tuple(sorted(steps, key=lambda st: st.at)), path)
+                    tuple(sorted(steps, key=lambda st: st.at)), path, doc.get("fleet", False))
 
 

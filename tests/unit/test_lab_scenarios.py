@@ -50,3 +50,21 @@ def test_step_descriptions_read_as_what_happens():
     s = lab.Step(1, "edge", "origin", "a->b", delay=100, jitter=5, loss=2)
     assert s.describe() == "edge->origin +100 ms +-5, 2% loss"
     assert lab.Step(1, "edge", "origin", blackhole=True).describe() == "edge<->origin blackholed"
+
+
+def test_only_the_fleet_scenario_asks_for_fleet_mode():
+    assert {n for n in lab.scenario_names() if lab.load_scenario(n).fleet} == {"fleet"}
+    fleet = lab.load_scenario("fleet")
+    # it leaves relay2 as the one host that reaches the origin
+    broken = {(s.a, s.b) for s in fleet.steps if s.blackhole}
+    assert broken == {("edge", "origin"), ("relay1", "origin")}
+
+
+@pytest.mark.parametrize("doc, message", [
+    ({"duration": 10, "fleet": "yes"}, "fleet must be true or false"),
+    ({"duration": 10, "fleeet": True}, "unknown key(s) fleeet"),
+])
+def test_bad_scenario_keys_are_refused(doc, message):
+    with pytest.raises(ValueError) as e:
+        lab.parse_scenario(doc, "x.toml")
+    assert str(e.value).startswith("x.toml: ") and message in str(e.value)

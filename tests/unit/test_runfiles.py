@@ -1,7 +1,7 @@
 """Run files (argoctl/runfiles.py): the one atomic writer, and every reader over
 every damaged form of its file: empty, truncated, garbled bytes, not an object,
 a field missing, a field of the wrong type. Each names the file; each caller's
-way on (tests/netns/test_runfiles.py runs the commands over them)."""
+way on (tests/netns/test_runfiles_commands.py runs the commands over them)."""
 
 from __future__ import annotations
 

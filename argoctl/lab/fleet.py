@@ -1,0 +1,271 @@
+"""The fleet lab: N argoctl hosts in network namespaces on the host kernel, one
+real daemon each (a thread of this process, as in argoctl/lab/loop.py), sharing
+what they measure through a nats-server the lab starts in its own namespace.
+
+    with FleetLab("fl1", directory, edges=9, relays=3).start() as lab:
+        lab.daemons["e1"].fleet.mode        # "fleet"
+        lab.streams                          # each client's UDP stream to the origin
+        lab.sink.first_from({"to-r3"}, t0)   # per client: first datagram via r3
+
+Hosts (namespaces `<prefix>-<host>`):
+
+    e1..eE   edges: steer their client's LAN (to-cI) towards the origin over
+             direct or any relay; clients c1..cE, one per edge, default via it
+    r1..rR   relays: forward to the origin; probe it themselves (their direct
+             leg is what the edges compose with); no tunnels
+    origin   the responder (203.0.113.10:7447) and a sink noting, per datagram,
+             its source and the interface it arrived on (to-eI: direct, to-rJ: via rJ)
+    bus      nats-server (argoctl/lab/nats.py), linked to every argoctl host
+
+Paths are stand-ins (loop.fake_paths): an edge's path to relay J is its fwmark
+rule and table routing everything to rJ's link; rJ forwards to the origin, which
+answers straight to the edge. Every link is a /31 from 192.0.2.128/25 (at most
+64 links: edges x (relays + 1) + relays + edges + relays); underlay addresses
+192.0.2.K on lo (K = 1.. over edges then relays), origin 192.0.2.120, bus
+192.0.2.121; client LAN I 198.51.100.4(I-1)/30; tunnel addresses
+198.51.100.(128+K) on each relay's lo, so the edges' tunnel legs (ICMP through
+the relay's mark) are answered. stop() removes everything, also after a failure
+half-way through start().
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Optional
+
+from argoctl.lab import configs as labconfig
+from argoctl.lab import loop
+from argoctl.lab import topo as netns_topo
+
+ORIGIN_LOOPBACK = "192.0.2.120"
+BUS_LOOPBACK = "192.0.2.121"
+LINK_POOL = ipaddress.ip_network("192.0.2.128/25")
+# 1 s probes (the issue's fleet: a few probes a second per host, not per path)
+POLICY = {"probe_interval_ms": 1000, "detect_multiplier": 3, "probe_timeout_ms": 800,
+          "hold_down_s": 2.0, "recover_probes": 3}
+# Publish every 500 ms; k = 1: an edge probes direct plus one relay end to end and
+# composes the others from the bus (so Orpheus across the fleet is what moves it)
+FLEET = {"publish_interval_ms": 500, "ttl_s": 5, "alternatives": 1}
+# the datapath a daemon adopts, compiled and pinned by a process of its own
+_COMPILE = "import sys; from argoctl import datapath; datapath.ensure_loaded(sys.argv[1])"
+STREAM_PPS = 20             # each client's UDP stream (one datagram per 50 ms)
+
+
+def host_names(edges: int, relays: int) -> tuple[list[str], list[str]]:
+    return [f"e{i}" for i in range(1, edges + 1)], [f"r{j}" for j in range(1, relays + 1)]
+
+
+def fleet_topology(prefix: str, edges: int, relays: int) -> netns_topo.Topology:
+    """The lab's namespaces, links and routes (not started)."""
+    es, rs = host_names(edges, relays)
+    links = edges * (relays + 1) + relays + edges + relays
+    if links > LINK_POOL.num_addresses // 2 or edges > 32 or edges + relays > 100:
+        raise netns_topo.TopologyError(f"{edges} edges x {relays} relays: too many links "
+                                       f"({links}) for {LINK_POOL}")
+    t = netns_topo.Topology(prefix)
+    for k, name in enumerate(es + rs, 1):
+        t.add_host(name, loopback=f"192.0.2.{k}")
+    origin = t.add_host("origin", loopback=ORIGIN_LOOPBACK)
+    t.add_address(origin, netns_topo.ORIGIN_SERVER[0])
+    pool = LINK_POOL.subnets(new_prefix=31)
+
+    def link(a, b):
+        t.add_link(t[a], t[b], subnet=str(next(pool)))
+        t.add_route(t[a], f"{t[b].loopback}/32", via=t[b])
+        t.add_route(t[b], f"{t[a].loopback}/32", via=t[a])
+
+    for r in rs:
+        link(r, "origin")
+        t.add_route(t[r], netns_topo.ORIGIN_PREFIX[0], via=origin)
+    for i, e in enumerate(es):
+        link(e, "origin")
+        t.add_route(t[e], netns_topo.ORIGIN_PREFIX[0], via=origin)
+        client = t.add_host(f"c{i + 1}")
+        lan = f"198.51.100.{4 * i}/30"
+        t.add_link(t[e], client, subnet=lan)
+        t.add_route(client, "default", via=t[e])
+        t.add_route(origin, lan, via=t[e])          # the origin answers straight to the edge
+        for r in rs:
+            link(e, r)
+            t.add_route(t[r], lan, via=t[e])
+    add_bus(t, es + rs, BUS_LOOPBACK, pool)
+    return t
+
+
+def add_bus(t: netns_topo.Topology, hosts, loopback: str, subnets) -> None:
+    """Host "bus" (nats-server's namespace, `loopback` on its lo) linked to each
+    of `hosts` over the next of `subnets`, each routing the other's loopback."""
+    bus = t.add_host("bus", loopback=loopback)
+    for h in hosts:
+        t.add_link(t[h], bus, subnet=str(next(subnets)))
+        t.add_route(t[h], f"{loopback}/32", via=bus)
+        t.add_route(bus, f"{t[h].loopback}/32", via=t[h])
+
+
+def lab_topology(edges: list[str], relays: list[str], policy: dict,
+                 fleet: dict) -> labconfig.LabTopology:
+    """What the configs say (argoctl/lab/configs.py): every edge steers its client LAN."""
+    def host(k: int, name: str, lan: Optional[str] = None) -> labconfig.LabHost:
+        return labconfig.LabHost(name, f"192.0.2.{k}", f"198.51.100.{128 + k}", lan,
+                                 relay=lan is None)
+    es = [host(k, e, f"to-c{k}") for k, e in enumerate(edges, 1)]
+    rs = [host(k, r) for k, r in enumerate(relays, len(edges) + 1)]
+    return labconfig.LabTopology(
+        edge=es[0], more_edges=tuple(es[1:]), relays=tuple(rs),
+        origin_prefixes=(netns_topo.ORIGIN_PREFIX[0],),
+        origin_target=netns_topo.ORIGIN_SERVER[0], policy=tuple(policy.items()),
+        relays_probe=True, relays_peer=False, fleet=tuple(fleet.items()))
+
+
+@dataclass
+class FleetLab:
+    prefix: str
+    directory: str
+    edges: int = 9
+    relays: int = 3
+    policy: dict = field(default_factory=lambda: dict(POLICY))
+    fleet: dict = field(default_factory=lambda: dict(FLEET))
+    pps: float = STREAM_PPS
+    topo: object = None
+    nats: object = None
+    configs: dict = field(default_factory=dict)
+    daemons: dict = field(default_factory=dict)
+    streams: dict = field(default_factory=dict)
+    responder: object = None
+    sink: object = None
+    timings: dict = field(default_factory=dict)     # seconds per start-up phase
+    _pins: list = field(default_factory=list)
+
+    @property
+    def edge_names(self) -> list[str]:
+        return host_names(self.edges, self.relays)[0]
+
+    @property
+    def relay_names(self) -> list[str]:
+        return host_names(self.edges, self.relays)[1]
+
+    def run_dir(self, host: str) -> str:
+        return os.path.join(self.directory, f"run-{host}")
+
+    def client_of(self, edge: str) -> str:
+        return f"c{self.edge_names.index(edge) + 1}"
+
+    def client_address(self, edge: str) -> str:
+        """The source address of `edge`'s client stream."""
+        client = self.client_of(edge)
+        return self.topo.link(edge, client).address(self.topo[client])
+
+    def start(self, workers: int = 2) -> "FleetLab":
+        """Namespaces, nats-server, configs, stand-in paths, origin, daemons,
+        client streams. Each daemon's datapath is compiled first by its own
+        process, `workers` at a time (bcc cannot compile in two threads of one
+        process, and a compile is seconds): the daemons adopt them, as
+        `argoctl run` adopts what `argoctl up` loaded."""
+        from argoctl import config as cfgmod
+        from argoctl import mac
+        from argoctl.lab.nats import NatsFleet
+        es, rs = self.edge_names, self.relay_names
+        t0 = time.monotonic()
+        try:
+            self.topo = t = fleet_topology(self.prefix, self.edges, self.relays)
+            t.start()
+            self._mark("namespaces", t0)
+            workdir = os.path.join(self.directory, "nats")
+            os.makedirs(workdir, mode=0o700, exist_ok=True)
+            self.nats = NatsFleet(es + rs, ttl_s=self.fleet["ttl_s"], netns=t["bus"].netns,
+                                  address=BUS_LOOPBACK, workdir=workdir)
+            self.nats.start()
+            self._mark("nats", t0)
+            lt = lab_topology(es, rs, self.policy,
+                              {"servers": tuple(self.nats.urls), **self.fleet})
+            paths = labconfig.write_lab_configs(
+                self.directory, lt, "gre",
+                credentials={h: self.nats.credentials(h) for h in es + rs})
+            self.configs = {h: cfgmod.load(p) for h, p in paths.items()}
+            for e in es:
+                loop.fake_paths(t, self.configs[e], edge=e)
+            for r in rs:
+                t.add_address(t[r], lt.host(r).tunnel_address)
+            key = mac.read_key(self.configs[es[0]].policy.responder_key_file)
+            self.responder = loop.ResponderThread(t["origin"], key)
+            self.sink = loop.Sink(t["origin"])
+            with ThreadPoolExecutor(max(1, workers)) as pool:
+                list(pool.map(self._compile, es + rs))
+            self._mark("datapaths", t0)
+            for h in es + rs:
+                self._daemon(h)
+            self._mark("daemons", t0)
+            for e in es:
+                self.streams[e] = loop.Stream(t[self.client_of(e)], pps=self.pps)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _mark(self, phase: str, t0: float) -> None:
+        self.timings[phase] = round(time.monotonic() - t0, 2)
+
+    def _compile(self, host: str) -> None:
+        from argoctl import home
+        pin_dir = home.locate(self.topo[host].netns, self.run_dir(host)).pin_dir
+        self._pins.append(pin_dir)
+        proc = subprocess.run([sys.executable, "-c", _COMPILE, pin_dir], capture_output=True,
+                              text=True, timeout=600)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{host}: compiling the datapath failed: {proc.stderr[-2000:]}")
+
+    def _daemon(self, host: str):
+        from argoctl.daemon import Daemon, Options
+        opts = Options(ns=self.topo[host].netns, run_dir=self.run_dir(host), cgroup=None,
+                       apply_config=False, metrics_listen="")
+        d = Daemon(self.configs[host], opts)
+        self.daemons[host] = d           # stopped by stop() even if start_thread fails
+        return d.start_thread()
+
+    def wait_for(self, pred, timeout: float, step: float = 0.1) -> bool:
+        return loop.wait_for(pred, timeout, step)
+
+    def choices(self, dest: str = "origin") -> dict[str, str]:
+        return {e: self.daemons[e].choices().get(dest) for e in self.edge_names}
+
+    def stop(self) -> None:
+        """Everything down, idempotent: streams, origin, daemons (and their pins),
+        nats-server, namespaces."""
+        from argoctl import datapath
+        errors = []
+        for x in [*self.streams.values(), self.sink, self.responder]:
+            if x is not None:
+                x.stop()
+        self.streams, self.sink, self.responder = {}, None, None
+        for d in self.daemons.values():
+            try:
+                d.stop()
+            except Exception as e:          # keep tearing down
+                errors.append(e)
+            finally:
+                datapath.detach(d.home.pin_dir, netns=d.opts.ns, cgroup=None)
+        self.daemons = {}
+        for pin_dir in self._pins:          # compiled for a daemon that never started
+            if os.path.isdir(pin_dir):
+                datapath.detach(pin_dir, cgroup=None)
+        self._pins = []
+        if self.nats is not None:
+            self.nats.stop()
+            self.nats = None
+        if self.topo is not None:
+            self.topo.stop()
+            self.topo = None
+        if errors:
+            raise errors[0]
+
+    def __enter__(self) -> "FleetLab":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -1,0 +1,167 @@
+"""Fleet mode at fleet size on the host kernel: the 12-host fleet lab
+(argoctl/lab/fleet.py: 9 edges with a client each, 3 relays, 1 s probes, one
+real daemon per host, stand-in relay paths) sharing what it measures through a
+nats-server the lab starts in its own namespace. One lab for the whole file;
+tests run in file order.
+
+- every member (12) is listed by one host's `argoctl fleet status --json`,
+  healthy, with its role, and every host reaches the origin;
+- Orpheus across the fleet: the origin reachable only through r3; every edge's
+  client traffic arrives at the origin through r3 (the time it takes is printed:
+  run with -s);
+- NATS killed: every daemon probes all of its paths itself again.
+
+Timings go to stdout (-s); the assertions' bounds are wide on purpose: this is a
+shared 2-core machine.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import time
+
+import pytest
+from click.testing import CliRunner
+
+from argoctl_fixtures import shared_prefix
+from argoctl.cli import cli
+from argoctl.lab.fleet import FleetLab
+
+EDGES, RELAYS = 9, 3
+
+
+def _cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def _origin_streams(d) -> set[str]:
+    return {p.path for p in d.sched.streams() if p.dest == "origin"}
+
+
+def _status(lab, host: str, *args) -> dict:
+    lab.daemons[host]._write_state()
+    where = ["--run-dir", lab.run_dir(host), "--netns", lab.topo[host].netns]
+    out = CliRunner().invoke(cli, ["fleet", "status", "--json", *args, *where])
+    assert out.exit_code == 0, out.output
+    return json.loads(out.stdout)
+
+
+@pytest.fixture(scope="module")
+def fleet(stale_namespaces_removed, tmp_path_factory):
+    lab = FleetLab(shared_prefix(), str(tmp_path_factory.mktemp("fleetlab")), EDGES, RELAYS)
+    t0 = time.monotonic()
+    try:
+        lab.start()
+        ok = lab.wait_for(lambda: all(d.fleet.mode == "fleet" for d in lab.daemons.values()),
+                          60)
+        lab.timings["fleet_mode"] = round(time.monotonic() - t0, 2)
+        print(f"\nfleet lab: {len(lab.daemons)} daemons, start-up (s) {lab.timings}")
+        assert ok, {h: d.fleet.status_doc(0)["reason"] for h, d in lab.daemons.items()}
+        yield lab
+    finally:
+        lab.stop()
+
+
+def test_every_member_is_in_one_hosts_fleet_status(fleet):
+    lab = fleet
+    names = set(lab.daemons)
+    assert len(names) == EDGES + RELAYS >= 12
+    e1 = lab.daemons["e1"]
+    assert lab.wait_for(lambda: set(e1.fleet.view.live_members(time.time())) == names, 30), \
+        sorted(e1.fleet.view.members)
+    c0, w0 = _cpu(), time.monotonic()
+    time.sleep(5)
+    cpu = (_cpu() - c0) / (time.monotonic() - w0)
+    print(f"fleet lab steady: {cpu:.2f} of a core for {len(names)} daemons, their streams and "
+          f"the origin (this process)")
+    js = _status(lab, "e1")
+    assert js["mode"] == "fleet"
+    assert set(js["members"]) == names
+    for h, m in js["members"].items():
+        assert m["healthy"], (h, m)
+        assert m["role"] == ("relay" if h.startswith("r") else "edge"), (h, m)
+        assert m["version"]
+    # who reaches the origin: every other host, by its own direct leg
+    def reach():
+        return {h: r["state"] for h, r in _status(lab, "e1", "--dest", "origin")["reach"].items()}
+    assert lab.wait_for(lambda: reach() == {h: "up" for h in names - {"e1"}}, 20), reach()
+    for d in lab.daemons.values():
+        assert sum(d.fleet.view.rejected.values()) == 0, d.fleet.view.rejected
+    # each edge probes 2 of its 4 paths end to end (direct and k = 1 relay)
+    for e in lab.edge_names:
+        assert lab.wait_for(lambda: len(_origin_streams(lab.daemons[e])) == 2, 10), \
+            (e, _origin_streams(lab.daemons[e]))
+
+
+def test_orpheus_every_edge_reaches_the_origin_through_the_one_relay_that_can(fleet):
+    lab = fleet
+    t = lab.topo
+    last = lab.relay_names[-1]
+    # (usually all on direct; an edge a loaded machine moved to a relay is cut off as well)
+    lab.wait_for(lambda: set(lab.choices().values()) == {"direct"}, 30)
+    before = lab.choices()
+    unprobed = [e for e in lab.edge_names if last not in _origin_streams(lab.daemons[e])]
+    broken = [(e, "origin") for e in lab.edge_names] + \
+        [(r, "origin") for r in lab.relay_names if r != last]
+    sources = {lab.client_address(e): e for e in lab.edge_names}
+    t0 = time.monotonic()
+    try:
+        for a, b in broken:
+            t.link(a, b).impair(blackhole=True, direction="a->b")
+        applied = time.monotonic() - t0
+
+        def arrived():
+            return {sources[s]: at - t0 for s, at in
+                    lab.sink.first_from({f"to-{last}"}, t0).items() if s in sources}
+        ok = lab.wait_for(lambda: len(arrived()) == EDGES, 60)
+        reach = arrived()
+        print(f"orpheus: impairments applied in {applied:.2f} s; each edge's client traffic "
+              f"at the origin through {last} after (s): "
+              + ", ".join(f"{e} {reach[e]:.2f}" for e in sorted(reach))
+              + f"; all: {max(reach.values(), default=float('nan')):.2f} s; "
+              f"{len(unprobed)} edges had not probed {last} before; choices before: {before}")
+        assert ok, (reach, lab.choices())
+        # every edge chose it, and its traffic keeps arriving there (not only a first datagram)
+        assert lab.wait_for(lambda: set(lab.choices().values()) == {last}, 10), lab.choices()
+        since = time.monotonic()
+        time.sleep(2)
+        arriving = {sources[s] for s in lab.sink.first_from({f"to-{last}"}, since)
+                    if s in sources}
+        assert arriving == set(lab.edge_names), arriving
+        # the relays that lost the origin said so on the bus
+        e1 = lab.daemons["e1"]
+        for r in lab.relay_names[:-1]:
+            leg = e1.fleet.view.leg(r, "origin", time.time())
+            assert leg is None or leg.state != "up", (r, leg)
+    finally:
+        for a, b in broken:
+            t.link(a, b).clear()
+    # (no return to direct asserted: without netem every path here is sub-millisecond,
+    # and a working path is kept unless another is clearly better)
+
+
+def test_nats_killed_every_daemon_probes_every_path_itself(fleet):
+    from argoctl.fleet.agent import LOCAL_AFTER_S
+    lab = fleet
+    t0 = time.monotonic()
+    lab.nats.kill(0)
+    assert lab.wait_for(lambda: all(d.fleet.mode == "local" for d in lab.daemons.values()),
+                        LOCAL_AFTER_S + 10), \
+        {h: d.fleet.mode for h, d in lab.daemons.items()}
+    took = time.monotonic() - t0
+    print(f"nats killed: all {len(lab.daemons)} daemons local after {took:.2f} s "
+          f"(bound {LOCAL_AFTER_S:g} s)")
+    for e in lab.edge_names:
+        d = lab.daemons[e]
+        assert lab.wait_for(lambda: _origin_streams(d) == {"direct", *lab.relay_names}, 10), \
+            (e, _origin_streams(d))
+    js = _status(lab, "e1")
+    assert js["mode"] == "local" and "probed locally" in js["reason"], js["reason"]
+    # every client's traffic still gets to the origin
+    since = time.monotonic()
+    time.sleep(2)
+    links = {f"to-{h}" for h in lab.daemons}
+    assert {lab.client_address(e) for e in lab.edge_names} <= \
+        set(lab.sink.first_from(links, since)), lab.sink.by_link(since)
