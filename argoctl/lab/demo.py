@@ -28,7 +28,10 @@ from argoctl.lab import scenario as scenmod
 from argoctl.lab import topo as netns_topo
 
 DEST = "origin"
-DEFAULT_SCENARIOS = ("outage", "brownout", "fleet")
+# `fleet` is shipped but not yet played by default: with fleet mode on, the whole
+# lab runs in it (paced probes of alternatives), which changes what outage and
+# brownout measure, and it has not been run in the VM since the probe rates landed.
+DEFAULT_SCENARIOS = ("outage", "brownout")
 DEFAULT_RATE = 20.0          # requests per second per client
 DEADLINE_S = 2.0             # a request unanswered for this long failed
 PLAIN_EVERY_S = 3.0

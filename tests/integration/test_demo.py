@@ -1,7 +1,6 @@
 """`argoctl demo --json` headless, as `make demo` runs it: the summary must show
 argoctl keeping requests alive through an outage of the direct path, faster
-than direct-only through a brownout, and (fleet mode) reaching the origin
-through the one relay that still can, all measured in the same run.
+than direct-only through a brownout, both measured in the same run.
 Then nothing of the lab may be left."""
 
 from __future__ import annotations
@@ -32,18 +31,6 @@ def test_demo_json_summary_shows_requests_and_latency_saved():
 
     assert brownout["argoctl"]["median_ms"] < brownout["direct_only"]["median_ms"], brownout
     assert brownout["latency_saved_ms"] > 0, brownout
-
-    # fleet: only relay2 reaches the origin for 10 of 18 s; the edge (probing direct
-    # and relay1) learns it from relay2's agent through the lab's nats-server
-    fleet = summary["scenarios"]["fleet"]
-    assert fleet["argoctl"]["success_pct"] >= 95.0, fleet
-    assert fleet["direct_only"]["success_pct"] <= 80.0, fleet
-    assert fleet["requests_saved"] > 0.2 * fleet["direct_only"]["requests"], fleet
-    f = fleet["fleet"]
-    assert set(f["members"]) == {"edge", "relay1", "relay2"}, f
-    assert f["via"] == "relay2" and f["reach"].get("relay2") == "up", f
-    assert f.get("reach", {}).get("relay1") != "up", f
-    assert f["reach_s"] is not None and f["reach_s"] < 10, f
 
     assert not [n for n in topo.list_namespaces() if n.startswith(f"argodemo{os.getpid()}")]
     assert not os.path.exists(f"/sys/fs/bpf/argoctl-argodemo{os.getpid()}-edge")
