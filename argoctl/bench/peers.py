@@ -155,6 +155,11 @@ class PeersEnv(labmod.LabEnv):
         self.mesh = self.tap = self.client = None
         self._shared = topo
         self._base.update(labmod.GEOGRAPHY)
+        self.applying: list[float] = []     # when each scenario step began to be applied
+
+    def apply(self, step) -> None:
+        self.applying.append(time.monotonic())
+        super().apply(step)
 
     @staticmethod
     def geography(topo) -> None:
@@ -307,13 +312,18 @@ def run_system(system: str, setting: str, scenarios: list[str], *, rate: float =
             say(f"{system}/{setting}/{name}: " + ("playing" if settled else
                                                   "not steady on direct; playing anyway"))
             steps: list[float] = []
+            env.applying.clear()
             t_play = time.monotonic()
             end = labmod.play(env, sc, on_step=lambda st, at: steps.append(t_play + at))
             time.sleep(DEADLINE_S + 0.3)        # the window's last requests finish
             t_imp = steps[0] if steps else t_play
             row = {"bench": "peers", "system": system, "setting": setting, "scenario": name,
                    **metrics(env.answered(t_imp, end), t_imp), "settled_before": settled,
-                   "duration_s": round(end - t_imp, 1), "rate_per_s": rate}
+                   "duration_s": round(end - t_imp, 1), "rate_per_s": rate,
+                   # the first step's tc/nft commands took this long; failover counts
+                   # from their end (a system can move while they run)
+                   "impair_apply_ms": round(1000 * (t_imp - env.applying[0]), 1)
+                   if env.applying else None}
             say(f"{system}/{setting}/{name}: failover {row['failover_ms']} ms, ok "
                 f"{row['ok_pct']}%, median {row['median_ms']} ms, p95 {row['p95_ms']} ms, "
                 f"{row['switches']} switches, paths {row['paths']}")
