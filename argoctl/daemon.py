@@ -157,7 +157,7 @@ class Daemon:
         self.rounds = 0
         self.history: deque[Record] = deque(maxlen=HISTORY)
         self.started_wall = time.time()
-        self._passive_prev: dict[str, tuple[int, int, int, int]] = {}
+        self._passive_prev: dict[str, tuple[int, ...]] = {}
         self._doubt: set[str] = set()            # destinations with a path not up
         n_paths = sum(len(d.paths) for d in cfg.destinations)
         self._doubt_paths = n_paths               # at start every path is unknown
@@ -186,9 +186,12 @@ class Daemon:
         try:
             if self.opts.key is None:
                 self.opts.key = self._read_key()
+            damaged = self._damaged_state_file()
             stages = apply.STAGE_NAMES if self.opts.apply_config else ("datapath", "maps")
             ctx = apply.up(self.cfg, ns=self.opts.ns, run_dir=self.run_dir, stages=stages,
                            cgroup=self.opts.cgroup, pathsets=self._adopt, lock=False)
+            for w in damaged + ctx.warnings:     # started anyway: said what was done
+                log.warning(json.dumps({"event": "run_file_damaged", "message": w}))
             self.attach_result = ctx.attach
             self.maps = maps.Maps(self.home.pin_dir)
             if self.cfg.fleet is not None:
@@ -204,6 +207,16 @@ class Daemon:
             "datapath": "compiled" if self.attach_result.compiled else "adopted",
             "adopted_decisions": sorted(d for d, a in self.adopted.items() if a),
             "destinations": len(self.dests), "pid": os.getpid()}))
+
+    def _damaged_state_file(self) -> list[str]:
+        """A damaged state file is only the last run's output: said, then replaced."""
+        try:
+            read_state(self.state_file)
+        except FileNotFoundError:
+            pass
+        except ValueError as e:
+            return [f"{e}: replaced by this run's state"]
+        return []
 
     def _fleet_setup(self) -> None:
         """Fleet mode's cell (nothing of it is imported without [fleet]); the bus
@@ -395,12 +408,16 @@ class Daemon:
         users = {p for d in self.dests.values() for p in d.paths}
         for path in users:
             st = self.maps.path_stats(self.cfg.path_id(path))
-            cur = (st.syns, st.synacks, st.rtt_sum_ns, st.rtt_count)
+            cur = (st.syns, st.synacks, st.rtt_sum_ns, st.rtt_count, st.reroutes)
             prev = self._passive_prev.get(path)
             self._passive_prev[path] = cur
             if prev is None:
                 continue     # first read: counters from before this run are history
-            dsyn, dack, dsum, dcount = (max(0, c - p) for c, p in zip(cur, prev))
+            dsyn, dack, dsum, dcount, dmoved = (max(0, c - p) for c, p in zip(cur, prev))
+            # A flow rerouted off the path is a SYN it left unanswered for an RTO:
+            # without the reroute it would have been retransmitted there, and
+            # counted as one more unanswered SYN. Same evidence, either way.
+            dsyn += dmoved
             if dsyn or dack or dcount:
                 samples = [dsum / dcount / 1e9] if dcount else []
                 self.engine.on_path_passive(path, dsyn, dack, samples, now)
@@ -471,7 +488,7 @@ class Daemon:
                "node": self.cfg.node.name, "config": self.cfg.path,
                "started": round(self.started_wall, 3), "updated": round(time.time(), 3),
                "probe_interval_ms": self.cfg.policy.probe_interval_ms,
-               "destinations": dests}
+               "reroute": self.cfg.policy.reroute, "destinations": dests}
         if self.fleet is not None:
             doc["fleet"] = self.fleet.status_doc(self.clock())
         return doc
@@ -515,11 +532,12 @@ class Daemon:
         fleet = ("" if self.fleet is None
                  else ',"fleet":' + _json(self.fleet.status_doc(self.clock())))
         return ('{"config":%s,"destinations":{%s}%s,"node":%s,"pid":%s,"probe_interval_ms":%s,'
-                '"running":%s,"started":%s,"updated":%s,"version":%s}'
+                '"reroute":%s,"running":%s,"started":%s,"updated":%s,"version":%s}'
                 % (_json(self.cfg.path), ",".join(out), fleet, _json(self.cfg.node.name),
                    _json(os.getpid()), _json(self.cfg.policy.probe_interval_ms),
-                   _json(running), _json(round(self.started_wall, 3)),
-                   _json(round(time.time(), 3)), _json(STATE_VERSION)))
+                   _json(self.cfg.policy.reroute), _json(running),
+                   _json(round(self.started_wall, 3)), _json(round(time.time(), 3)),
+                   _json(STATE_VERSION)))
 
     def _maybe_write_state(self) -> None:
         now = self.clock()

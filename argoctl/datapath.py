@@ -34,7 +34,7 @@ from argoctl.config import rules as config_rules
 # The datapath's C sources are package data (argoctl/bpf), so a regular install
 # has them too; ARGOCTL_BPF_DIR overrides for development.
 BPF_DIR = FsPath(os.environ.get("ARGOCTL_BPF_DIR") or str(resources.files("argoctl") / "bpf"))
-ENTRY_FILES = ("steer_tc.c", "passive_tc.c", "steer_sock.c")
+ENTRY_FILES = ("steer_tc.c", "passive_tc.c", "steer_sock.c", "steer_sockops.c")
 BPF_FS_MAGIC = home.BPF_FS_MAGIC
 
 ARPHRD_ETHER = 1
@@ -145,7 +145,7 @@ def load_programs(b, names_: Iterable[str]) -> dict[str, int]:
     from bcc import BPF
     fds = {}
     for n in names_:
-        if n == "sock_established":
+        if n == "sock_ops":
             args = (BPF.SOCK_OPS,)
             kw = {}
         elif n in SOCK_PROGRAMS:
@@ -330,8 +330,9 @@ def attach(config: Config, pin_dir: str = names.BPF_PIN_DIR, netns: Optional[str
     with _netlink(progs, netns) as ipr:
         with maps.Maps(pin_dir) as m:
             s = m.settings()
-            if s.fwmark_mask != config.routing.fwmark_mask or s.abi != maps.ABI:
-                m.write_settings(config.routing.fwmark_mask)
+            if (s.fwmark_mask != config.routing.fwmark_mask or s.abi != maps.ABI
+                    or maps.reroute_on(s) != config.policy.reroute):
+                m.write_settings(config.routing.fwmark_mask, reroute=config.policy.reroute)
         for ifname in config.node.steer_interfaces:
             link = _link(ipr, ifname)
             prog = "steer_eth" if link["ifi_type"] == ARPHRD_ETHER else "steer_l3"
@@ -455,7 +456,7 @@ def detach(pin_dir: str = names.BPF_PIN_DIR, netns: Optional[str] = None,
         removed = _tc_detach_all(ipr)
         if cgroup:
             _cgroup_detach(progs, cgroup)
-        clsact = remove_clsacts(ipr, intents) if intents is not None else []
+        clsact = remove_clsacts(ipr, intents, removed) if intents is not None else []
     unpinned = []
     if os.path.isdir(pin_dir):
         for entry in sorted(os.listdir(pin_dir)):
@@ -506,4 +507,5 @@ def status(pin_dir: str = names.BPF_PIN_DIR, netns: Optional[str] = None,
             }
         paths_out = {pid: maps.stats_dict(m.path_stats(pid)) for pid in sorted(path_ids)}
     return {"loaded": True, "fwmark_mask": s.fwmark_mask, "lpm_epoch": s.lpm_epoch,
+            "reroute": maps.reroute_on(s),
             "filters": filters, "cgroup_hooks": cg, "destinations": dests, "paths": paths_out}

@@ -279,6 +279,12 @@ class Engine:
         for ps in users.values():
             ps.est.on_passive(syn_sent, synack_rcvd, rtt_samples if len(users) == 1 else (), now)
 
+    def pace(self, dest: str, path: str, n: int, now: float) -> None:
+        """(dest, path)'s stream (and every destination sharing it) is probed
+        every n intervals from now on: its detection times follow
+        (Policy.timing_at, Estimator.pace). Only fleet mode paces streams."""
+        self._dests[dest].paths[path].est.pace(n, self.policy.timing_at(n), now)
+
     def paths(self, dest: str) -> tuple[str, ...]:
         return self._dests[dest].order
 

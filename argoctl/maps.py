@@ -18,11 +18,13 @@ from typing import Iterable, Mapping, Optional, Sequence
 
 from argoctl import bpfsys, names
 
-ABI = 2          # ARGOCTL_ABI in bpf/include/consts.h
+ABI = 3          # ARGOCTL_ABI in bpf/include/consts.h
 MAX_PATHS = 8
 MAX_PATH_IDS = 256
 PATH_DOWN, PATH_UP = 0, 1
 FLOW_SYN_RETRANS = 1
+SETTING_REROUTE = 1   # settings.flags: protective reroute on
+MAX_REROUTES = 2      # re-pins per flow / local socket
 
 u8, u16, u32, u64 = ctypes.c_uint8, ctypes.c_uint16, ctypes.c_uint32, ctypes.c_uint64
 
@@ -51,8 +53,8 @@ class FlowKey(ctypes.Structure):
 
 class FlowVal(ctypes.Structure):
     _fields_ = [("dest_id", u32), ("generation", u32), ("mark", u32), ("lpm_epoch", u32),
-                ("path_idx", u8), ("path_id", u8), ("flags", u8), ("pad", u8 * 5),
-                ("syn_ns", u64)]
+                ("path_idx", u8), ("path_id", u8), ("flags", u8), ("reroutes", u8),
+                ("tried", u8), ("pad", u8 * 3), ("syn_ns", u64)]
 
 
 class Settings(ctypes.Structure):
@@ -60,7 +62,8 @@ class Settings(ctypes.Structure):
 
 
 class SockMark(ctypes.Structure):
-    _fields_ = [("mark", u32), ("path_id", u32)]
+    _fields_ = [("mark", u32), ("path_id", u32), ("dest_id", u32), ("path_idx", u8),
+                ("reroutes", u8), ("tried", u8), ("pad", u8)]
 
 
 class DestStats(ctypes.Structure):
@@ -70,7 +73,7 @@ class DestStats(ctypes.Structure):
 class PathStats(ctypes.Structure):
     _fields_ = [("packets", u64), ("bytes", u64), ("syns", u64), ("synacks", u64),
                 ("rtt_sum_ns", u64), ("rtt_count", u64), ("flows_moved", u64),
-                ("sockets", u64)]
+                ("sockets", u64), ("reroutes", u64)]
 
 
 # Every struct shared with C, by its C name (tests/bpf/test_layout.py).
@@ -194,11 +197,15 @@ class Maps:
         bpfsys.lookup(self.fd["settings"], u32(0), s)
         return s
 
-    def write_settings(self, fwmark_mask: int, bump_epoch: bool = False) -> Settings:
-        """Enable steering with this mark mask (0 disables: everything passes untouched)."""
+    def write_settings(self, fwmark_mask: int, bump_epoch: bool = False,
+                       reroute: Optional[bool] = None) -> Settings:
+        """Enable steering with this mark mask (0 disables: everything passes
+        untouched); `reroute` sets protective reroute (None: leave as is)."""
         s = self.settings()
         s.abi = ABI
         s.fwmark_mask = fwmark_mask
+        if reroute is not None:
+            s.flags = (s.flags | SETTING_REROUTE) if reroute else (s.flags & ~SETTING_REROUTE)
         if bump_epoch:
             s.lpm_epoch = (s.lpm_epoch + 1) & 0xFFFFFFFF
         bpfsys.update(self.fd["settings"], u32(0), s)
@@ -355,6 +362,10 @@ class Maps:
             bpfsys.delete(fd, key)
             n += 1
         return n
+
+
+def reroute_on(s: Settings) -> bool:
+    return bool(s.flags & SETTING_REROUTE)
 
 
 def stats_dict(st: ctypes.Structure) -> dict[str, int]:

@@ -87,6 +87,7 @@ class Collector:
                         by[r] = by.get(r, 0) + n
                 for r in ("forged", "replayed", "malformed"):
                     results.append((("", path, r), by.get(r, 0)))
+        out["argoctl_policy_reroute"].append(((), 1 if d.cfg.policy.reroute else 0))
         if d.maps is not None:
             self._datapath(out, d.maps, set(shown))
         self._fleet(out, len(d.engine.destinations()) - len(shown))
@@ -126,6 +127,8 @@ class Collector:
                      ("refused", b.refused if b else 0)):
             out["argoctl_fleet_bus_writes_total"].append(((r,), n))
         out["argoctl_fleet_probe_streams"].append(((), len(f.probed) if f is not None else 0))
+        out["argoctl_fleet_paced_streams"].append(((), len(f.paces) if f is not None else 0))
+        out["argoctl_fleet_polls_total"].append(((), f.polls if f is not None else 0))
         out["argoctl_fleet_destinations_omitted"].append(((), omitted))
 
     def _datapath(self, out, m: maps.Maps, shown: set) -> None:
@@ -139,6 +142,7 @@ class Collector:
             out["argoctl_passive_synack_total"].append(((path,), st.synacks))
             out["argoctl_passive_handshake_rtt_seconds"].append(
                 ((path,), (st.rtt_count, st.rtt_sum_ns / 1e9)))
+            out["argoctl_reroute_total"].append(((path,), st.reroutes))
         for dest in cfg.destinations:
             if dest.name not in shown:
                 continue

@@ -62,6 +62,11 @@ METRICS: tuple[Metric, ...] = (
            "TCP SYN-ACKs received for SYNs sent through the path."),
     Metric("argoctl_passive_handshake_rtt_seconds", "summary", ("path",),
            "TCP handshake time (SYN to SYN-ACK) through the path."),
+    Metric("argoctl_reroute_total", "counter", ("path",),
+           "TCP handshakes moved off the path by protective reroute (SYN unanswered "
+           "for a retransmission timeout)."),
+    Metric("argoctl_policy_reroute", "gauge", (),
+           "1 if protective reroute (policy.reroute) is on, else 0."),
     # fleet mode ([fleet], docs/fleet.md); 0 without it
     Metric("argoctl_fleet_active", "gauge", (),
            "1 while relay paths are composed from the fleet bus, 0 while every path is "
@@ -78,6 +83,10 @@ METRICS: tuple[Metric, ...] = (
            "Bus writes: ok, failed, refused (by the server's permissions)."),
     Metric("argoctl_fleet_probe_streams", "gauge", (),
            "(destination, path)s probed end to end (the rest are composed from the bus)."),
+    Metric("argoctl_fleet_paced_streams", "gauge", (),
+           "Of those, probed slower than every interval (docs/fleet.md, Probe rates)."),
+    Metric("argoctl_fleet_polls_total", "counter", (),
+           "Streams put back to the full rate and probed at once (demand lapsed, doubt)."),
     Metric("argoctl_fleet_destinations_omitted", "gauge", (),
            "Destinations left out of the per-destination series ([fleet] top_n)."),
 )

@@ -18,8 +18,10 @@ def collect(ns: Optional[str] = None, config: Optional[Config] = None,
     from pyroute2 import IPRoute, WireGuard
     from argoctl import nft as nftmod
     from argoctl.apply import default_run_dir
-    routing = config.routing if config else netlink.load_routing(
-        netlink.state_dir(ns, run_dir or default_run_dir()))
+    from argoctl import runfiles
+    problems: list[str] = []          # damaged run files, and what was done instead
+    routing = config.routing if config else runfiles.load_routing_or_default(
+        netlink.state_dir(ns, run_dir or default_run_dir()), problems)
     with netlink.netns(ns):
         with IPRoute() as ipr:
             wg_socks = []
@@ -43,7 +45,8 @@ def collect(ns: Optional[str] = None, config: Optional[Config] = None,
                        for r in state.routes],
             "nft": ({"table": f"{names.NFT_FAMILY} {names.NFT_TABLE}",
                      "digest": state.nft[0].digest, "rules": dict(state.nft[0].chains)}
-                    if state.nft else None)}
+                    if state.nft else None),
+            "problems": problems}
 
 
 def _tunnel(ipr, wg, link) -> dict:
@@ -145,13 +148,16 @@ def status_table(st: dict, path_name: dict[int, str]):
                           f"{'' if p['up'] else ' DOWN'}" for p in d["paths"])
         t.add_row(str(dest_id), " ".join(d["prefixes"]), paths,
                   str(d["counters"]["packets"]), str(d["counters"]["bytes"]))
-    p = Table(title="datapath: paths")
-    for col in ("path", "packets", "bytes", "SYNs", "SYN-ACKs", "handshake RTT", "sockets"):
+    p = Table(title="datapath: paths (protective reroute %s)"
+                    % ("on" if st.get("reroute") else "off"))
+    for col in ("path", "packets", "bytes", "SYNs", "SYN-ACKs", "handshake RTT", "sockets",
+                "rerouted away"):
         p.add_column(col)
     for pid, c in sorted(st["paths"].items()):
         rtt = f"{c['rtt_sum_ns'] / c['rtt_count'] / 1e6:.1f} ms" if c["rtt_count"] else "-"
         p.add_row(str(path_name.get(pid, pid)), str(c["packets"]), str(c["bytes"]),
-                  str(c["syns"]), str(c["synacks"]), rtt, str(c["sockets"]))
+                  str(c["syns"]), str(c["synacks"]), rtt, str(c["sockets"]),
+                  str(c["reroutes"]))
     return t, p
 
 

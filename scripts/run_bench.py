@@ -20,7 +20,7 @@ from argoctl.lab import vm  # noqa: E402
 # the CLI loads `bench` lazily (argoctl/cli.py LAZY): take the group from its module
 from argoctl.bench.cli import bench  # noqa: E402
 
-VM_BENCHES = {"up", "datapath-throughput", "peers"}
+VM_BENCHES = {"up", "datapath-throughput", "peers", "reroute"}
 # Sizes pinned for `make bench` on the host, where a bench's defaults are not what
 # it should run (fleetsim: a ramp of H hosts x 100k destinations, ~2-4 min on 2 cores).
 BENCH_ARGS = {"fleetsim": ["--hosts", "1,2,4", "--destinations", "100000", "--seconds", "8"]}

@@ -13,6 +13,7 @@ from argoctl.bench.fleet import bench_fleet
 from argoctl.bench.fleetsim import bench_fleetsim
 from argoctl.bench.peers import bench_peers
 from argoctl.bench.probes import probes_bench
+from argoctl.bench.reroute import bench_reroute
 from argoctl.bench.up import bench_up
 
 
@@ -23,5 +24,5 @@ def bench() -> None:
 
 for _command in (bench_up, probes_bench, bench_datapath, bench_datapath_throughput,
                  engine_bench, state_bench, bench_failover, bench_control, bench_fleet,
-                 bench_fleetsim, bench_peers):
+                 bench_fleetsim, bench_peers, bench_reroute):
     bench.add_command(_command)

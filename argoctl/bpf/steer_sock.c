@@ -13,9 +13,6 @@
 #define SOL_SOCKET_ 1
 #define SO_MARK_ 36
 
-/* socket cookie -> the mark we set on it */
-AG_MAP("lru_hash", __u64, struct sock_mark, sock_marks, MAX_FLOWS, 0);
-
 static __always_inline int steer_sock(struct bpf_sock_addr *ctx, int family, int is_connect)
 {
     struct settings *s = get_settings();
@@ -65,7 +62,8 @@ static __always_inline int steer_sock(struct bpf_sock_addr *ctx, int family, int
     __u32 nm = (cur & ~mask) | mark;
     if (nm != cur && bpf_setsockopt(ctx, SOL_SOCKET_, SO_MARK_, &nm, sizeof(nm)))
         return 1;
-    struct sock_mark sm = {.mark = mark, .path_id = pe->path_id};
+    struct sock_mark sm = {.mark = mark, .path_id = pe->path_id, .dest_id = dest_id,
+                           .path_idx = idx, .tried = 1 << (idx & (MAX_PATHS - 1))};
     sock_marks.update(&cookie, &sm);
 
     struct path_stats *st = get_path_stats(pe->path_id);
@@ -90,27 +88,3 @@ int sock_connect4(struct bpf_sock_addr *ctx) { return steer_sock(ctx, 4, 1); }
 int sock_connect6(struct bpf_sock_addr *ctx) { return steer_sock(ctx, 6, 1); }
 int sock_sendmsg4(struct bpf_sock_addr *ctx) { return steer_sock(ctx, 4, 0); }
 int sock_sendmsg6(struct bpf_sock_addr *ctx) { return steer_sock(ctx, 6, 0); }
-
-/* sock_ops on the same cgroup: when a connection we marked completes its
- * handshake, the SYN-ACK and the kernel's handshake RTT count for its path
- * (the forwarded-traffic equivalent is passive_tc). */
-int sock_established(struct bpf_sock_ops *skops)
-{
-    if (skops->op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB)
-        return 1;
-    __u64 cookie = bpf_get_socket_cookie(skops);
-    struct sock_mark *sm = sock_marks.lookup(&cookie);
-    if (!sm)
-        return 1;
-    struct path_stats *st = get_path_stats(sm->path_id);
-    if (!st)
-        return 1;
-    st->synacks++;
-    /* srtt_us holds 8x the RTT in microseconds; 0 = no sample (Karn: the SYN
-     * was retransmitted and there were no timestamps). */
-    if (skops->srtt_us && !skops->total_retrans) {
-        st->rtt_sum_ns += (__u64)(skops->srtt_us >> 3) * 1000;
-        st->rtt_count++;
-    }
-    return 1;
-}

@@ -59,6 +59,7 @@ _POLICY_RULES: dict[str, tuple] = {
     "loss_window": ("int", 1, 1000, False),
     "rtt_alpha": ("float", 0.0, 1.0, True),
     "split": ("bool",),
+    "reroute": ("bool",),
     "responder_key_file": ("str",),
     "metrics_listen": ("str",),
 }

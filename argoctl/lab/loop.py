@@ -208,6 +208,107 @@ def tcp_connect(host, dst: str = ORIGIN, port: int = TCP_PORT, timeout: float = 
             return False
 
 
+class Connector(_Thread):
+    """New TCP connections from `host`, one every 1/rate seconds, each in its own
+    thread so a slow handshake does not delay the next: `attempts` holds
+    (start, seconds to connect or None if it failed within `timeout`)."""
+
+    def __init__(self, host, rate: float = 10, dst: str = ORIGIN, port: int = TCP_PORT,
+                 timeout: float = 5.0):
+        super().__init__()
+        self.host, self.dst, self.rate, self.timeout = host, (dst, port), rate, timeout
+        self.attempts: list[tuple[float, Optional[float]]] = []
+        self._workers: list[threading.Thread] = []
+        self._start(self._loop, "connector")
+
+    def _one(self, sock: socket.socket) -> None:
+        t0 = time.monotonic()
+        with sock:
+            sock.settimeout(self.timeout)
+            try:
+                sock.connect(self.dst)
+                ok = time.monotonic() - t0
+            except OSError:
+                ok = None
+        self.attempts.append((t0, ok))
+
+    def _loop(self) -> None:
+        nxt = time.monotonic()
+        while not self._halt.is_set():
+            now = time.monotonic()
+            if now < nxt:
+                time.sleep(min(nxt - now, 0.01))
+                continue
+            nxt = max(nxt + 1.0 / self.rate, now - 0.5)
+            with self.host.inside():
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            w = threading.Thread(target=self._one, args=(sock,), daemon=True)
+            w.start()
+            self._workers.append(w)
+
+    def stop(self) -> None:
+        """Stop opening; wait for the connections in flight to end."""
+        super().stop()
+        for w in self._workers:
+            w.join(self.timeout + 5)
+
+
+# The same opener as Connector, as a process of its own: a process (not a
+# thread) can be put in a cgroup, so its sockets meet the cgroup socket hooks.
+# Stops opening when stdin closes, then prints its attempts as JSON.
+_LOCAL_CONNECTOR = r"""
+import json, socket, sys, threading, time
+dst, port, rate, timeout = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
+attempts, workers, halt = [], [], threading.Event()
+def one():
+    t0 = time.monotonic()
+    with socket.socket() as s:
+        s.settimeout(timeout)
+        try:
+            s.connect((dst, port)); ok = time.monotonic() - t0
+        except OSError:
+            ok = None
+    attempts.append((t0, ok))
+threading.Thread(target=lambda: (sys.stdin.read(), halt.set()), daemon=True).start()
+print("ready", flush=True)
+nxt = time.monotonic()
+while not halt.is_set():
+    now = time.monotonic()
+    if now < nxt:
+        time.sleep(min(nxt - now, 0.01)); continue
+    nxt = max(nxt + 1.0 / rate, now - 0.5)
+    w = threading.Thread(target=one, daemon=True); w.start(); workers.append(w)
+for w in workers:
+    w.join(timeout + 5)
+print(json.dumps(attempts), flush=True)
+"""
+
+
+class LocalConnector:
+    """Connector's traffic from a process of `host` placed in `cgroup` before it
+    runs (CLOCK_MONOTONIC is system-wide: its times compare with ours)."""
+
+    def __init__(self, host, cgroup: str, rate: float = 10, dst: str = ORIGIN,
+                 port: int = TCP_PORT, timeout: float = 5.0):
+        import subprocess
+        import sys
+
+        def enter_cgroup():
+            with open(os.path.join(cgroup, "cgroup.procs"), "w") as f:
+                f.write(str(os.getpid()))
+        self.attempts: list[tuple[float, Optional[float]]] = []
+        self.proc = host.popen([sys.executable, "-I", "-c", _LOCAL_CONNECTOR, dst, str(port),
+                                str(rate), str(timeout)], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, text=True, preexec_fn=enter_cgroup)
+        if self.proc.stdout.readline().strip() != "ready":
+            raise RuntimeError("local connector did not start")
+
+    def stop(self) -> None:
+        import json
+        out, _ = self.proc.communicate("", timeout=120)
+        self.attempts = [tuple(a) for a in json.loads(out.strip().splitlines()[-1])]
+
+
 class ResponderThread(_Thread):
     """`argoctl responder` in-process in `host` (its own event loop)."""
 
@@ -250,6 +351,7 @@ class LoopLab:
     responder: object = None
     sink: object = None
     pin_dir: str = ""
+    cgroup: Optional[str] = None   # cgroup for the socket hooks (None: no local steering)
 
     def start(self, daemon: bool = True) -> "LoopLab":
         from argoctl import apply, home
@@ -274,7 +376,7 @@ class LoopLab:
     def start_daemon(self, **kw):
         from argoctl.daemon import Daemon, Options
         kw = {"metrics_listen": "", "apply_config": self.tunnels == "gre", **kw}
-        opts = Options(ns=self.topo["edge"].netns, run_dir=self.run_dir, cgroup=None, **kw)
+        opts = Options(ns=self.topo["edge"].netns, run_dir=self.run_dir, cgroup=self.cgroup, **kw)
         self.daemon = Daemon(self.configs["edge"], opts).start_thread()
         return self.daemon
 
@@ -299,4 +401,4 @@ class LoopLab:
                 self.daemon.stop()      # (raises if the loop had failed)
         finally:
             if self.cleanup:
-                datapath.detach(self.pin_dir, netns=self.topo["edge"].netns, cgroup=None)
+                datapath.detach(self.pin_dir, netns=self.topo["edge"].netns, cgroup=self.cgroup)

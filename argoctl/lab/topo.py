@@ -136,6 +136,22 @@ def cleanup_stale(prefix: str) -> list[str]:
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
+# pyroute2 opens a socket in a namespace through a forked child that must hand
+# it back within 2 s, 10 s in all. Under TCG on a loaded machine forking a big
+# Python process takes longer: the lab (and the daemons it runs in-process)
+# waits up to these instead of failing.
+PYROUTE2_COMMUNICATE_S = 20
+PYROUTE2_CREATE_SOCKET_S = 120
+
+
+def patient_pyroute2() -> None:
+    from pyroute2 import config as prconfig
+    prconfig.default_communicate_timeout = max(prconfig.default_communicate_timeout,
+                                               PYROUTE2_COMMUNICATE_S)
+    prconfig.default_create_socket_timeout = max(prconfig.default_create_socket_timeout,
+                                                 PYROUTE2_CREATE_SOCKET_S)
+
+
 def _setns(fd: int) -> None:
     if _libc.setns(fd, CLONE_NEWNET) != 0:
         err = ctypes.get_errno()
@@ -175,6 +191,7 @@ class Host:
     def ipr(self):
         """A pyroute2 IPRoute bound to this host's namespace (use as a context manager)."""
         from pyroute2 import IPRoute
+        patient_pyroute2()
         return IPRoute(netns=self.netns)
 
     @contextlib.contextmanager

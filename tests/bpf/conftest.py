@@ -37,7 +37,8 @@ class Datapath:
         return out
 
     def reset(self) -> None:
-        """Empty every map (LPM tries, path sets, flows, counters) and enable steering."""
+        """Empty every map (LPM tries, path sets, flows, counters) and enable steering
+        (protective reroute on, as by default)."""
         m = self.maps
         for name, ksize in (("dst_v4", 8), ("dst_v6", 20), ("pathsets", 4), ("flows", 40)):
             fd = m.fd[name]
@@ -51,7 +52,7 @@ class Datapath:
             for i in range(n):
                 bpfsys.update(m.fd[name], maps.u32(i), zero)
         bpfsys.update(m.fd["settings"], maps.u32(0), maps.Settings())
-        m.write_settings(MASK)
+        m.write_settings(MASK, reroute=True)   # policy.reroute defaults on
 
 
 @pytest.fixture(scope="session")

@@ -84,7 +84,7 @@ def test_state_file_round_trip_and_explain(cfg, tmp_path):
     eng = _fed_engine(cfg, {"direct": 0.030, "relay1": 0.010})   # relay2 never answers
     dec = eng.last("origin")
     doc = {"version": dmn.STATE_VERSION, "pid": os.getpid(), "running": True,
-           "updated": 1e9, "destinations": {"origin": {
+           "updated": 1e9, "reroute": True, "destinations": {"origin": {
                "id": 1, "switches": 1, **dmn.decision_doc(dec, 1e9, dec.at - 5)}}}
     path = dmn.state_path(str(tmp_path / "run"), "ns1")
     dmn.write_state(path, doc)
@@ -99,13 +99,14 @@ def test_state_file_round_trip_and_explain(cfg, tmp_path):
     lines = text.splitlines()
     assert lines[0] == f"origin: {dec.choice}" and lines[1] == f"  reason: {dec.reason}"
     assert any(line.split()[:2] == ["relay2", "down"] for line in lines)
+    assert "  protective reroute: on" in "\n".join(lines)
     with pytest.raises(KeyError, match="known: origin"):
         explain.text(loaded, "nope")
     choices = explain.live_choices(str(tmp_path / "run"), "ns1")
     assert choices["running"] and choices["destinations"]["origin"]["paths"]["relay2"] == "down"
 
 
-def test_a_dead_writer_makes_the_state_stale_and_other_versions_are_refused(tmp_path):
+def test_a_dead_writer_makes_the_state_stale_and_other_versions_are_named(tmp_path):
     run = str(tmp_path)
     path = dmn.state_path(run)
     dmn.write_state(path, {"version": dmn.STATE_VERSION, "pid": 2 ** 22 + 12345,
@@ -114,7 +115,8 @@ def test_a_dead_writer_makes_the_state_stale_and_other_versions_are_refused(tmp_
     dmn.write_state(path, {"version": 99, "destinations": {}})
     with pytest.raises(ValueError, match="version 99"):
         explain.load(run)
-    assert explain.live_choices(run) is None
+    with pytest.raises(ValueError, match=f"{path}: state file version 99"):
+        explain.live_choices(run)       # said (status reports it), never silently left out
     assert explain.live_choices(str(tmp_path / "never")) is None
 
 
@@ -144,7 +146,8 @@ def test_metrics_exposition_follows_the_contract(cfg):
     # without a datapath (no maps), everything but the datapath counters
     datapath_only = {"argoctl_datapath_packets_total", "argoctl_datapath_bytes_total",
                      "argoctl_destination_packets_total", "argoctl_passive_syn_total",
-                     "argoctl_passive_synack_total", "argoctl_passive_handshake_rtt_seconds"}
+                     "argoctl_passive_synack_total", "argoctl_passive_handshake_rtt_seconds",
+                     "argoctl_reroute_total"}
     series = {s.name for f in fams.values() for s in f.samples}
     assert series == {s for m in metrics_names.METRICS if m.name not in datapath_only
                       for s in m.series}
@@ -157,6 +160,7 @@ def test_metrics_exposition_follows_the_contract(cfg):
     def value(name, **labels):
         return next(s.value for f in fams.values() for s in f.samples
                     if s.name == name and s.labels == labels)
+    assert value("argoctl_policy_reroute") == 1        # policy.reroute defaults on
     chosen = d.engine.last("origin").choice
     assert value("argoctl_path_chosen", dest="origin", path=chosen) == 1
     assert value("argoctl_path_state", dest="origin", path="relay2") == 0
@@ -171,6 +175,7 @@ def test_metrics_exposition_follows_the_contract(cfg):
 class _FakeStats:
     """Datapath counters without a datapath (the formatting is under test here)."""
     packets, bytes, syns, synacks, rtt_count, rtt_sum_ns = 12345678, 2**40, 7, 0, 3, 123456789
+    reroutes = 2
 
 
 class _FakeMaps:
@@ -207,3 +212,28 @@ def test_the_exposition_is_byte_identical_to_prometheus_clients(cfg):
     assert text == generate_latest(reg).decode()
     assert 'argoctl_path_switches_total{dest="we\\"ird\\\\dest\\nname"} +Inf' in text
     assert "argoctl_datapath_bytes_total{path=\"direct\"} 1.099511627776e+12" in text
+
+
+def test_reroutes_count_as_unanswered_syns_of_the_path_left(cfg):
+    """A handshake the datapath moved off a path is evidence against that path,
+    as its retransmitted SYN would have been: the engine sees it either way."""
+    d = dmn.Daemon(cfg, dmn.Options(metrics_listen=""))
+    fed = []
+
+    class Engine_:
+        def on_path_passive(self, path, syns, synacks, samples, now):
+            fed.append((path, syns, synacks))
+
+    counters = {cfg.path_id(p): maps.PathStats() for p in ("direct", "relay1", "relay2")}
+
+    class Maps_:
+        def path_stats(self, path_id):
+            return counters[path_id]
+
+    d.engine, d.maps = Engine_(), Maps_()
+    d._poll_passive(1.0)                  # first read: history
+    direct, relay1 = counters[cfg.path_id("direct")], counters[cfg.path_id("relay1")]
+    direct.syns, direct.reroutes = 3, 2   # 3 SYNs out, 2 of them moved after an RTO
+    relay1.syns, relay1.synacks = 2, 2    # the moved ones answered on relay1
+    d._poll_passive(2.0)
+    assert sorted(fed) == [("direct", 5, 0), ("relay1", 2, 2)]

@@ -8,7 +8,7 @@
 
 /* Bumped whenever a struct in structs.h changes layout: a running datapath
  * with another ABI is reloaded, never adopted. */
-#define ARGOCTL_ABI 2
+#define ARGOCTL_ABI 3
 
 #define MAX_PATHS 8          /* paths per destination */
 #define MAX_PATH_IDS 256     /* path ids 0..254 (+1 spare): index of per-path stats */
@@ -35,6 +35,13 @@
 
 /* flow_val.flags */
 #define FLOW_SYN_RETRANS 1   /* SYN seen more than once: RTT sample would be ambiguous */
+
+/* settings.flags */
+#define SETTING_REROUTE 1    /* protective reroute: an unanswered SYN moves its flow */
+
+/* Protective reroute: at most this many re-pins per flow (or local socket), each
+ * to a path it has not been on; a flow that got nowhere after that stays put. */
+#define MAX_REROUTES 2
 
 /* Seed of the flow hash: any odd constant; fixed so a restart keeps choices. */
 #define FLOW_HASH_SEED 0x9e3779b9

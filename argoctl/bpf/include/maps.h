@@ -23,5 +23,7 @@ AG_MAP("lru_hash", struct flow_key, struct flow_val, flows, MAX_FLOWS, 0);
 AG_MAP("array", __u32, struct settings, settings, 1, 0);
 AG_MAP("percpu_array", __u32, struct dest_stats, dest_stats, MAX_DESTS, 0);
 AG_MAP("percpu_array", __u32, struct path_stats, path_stats, MAX_PATH_IDS, 0);
+/* socket cookie -> the mark steer_sock set on it (steer_sock.c, steer_sockops.c) */
+AG_MAP("lru_hash", __u64, struct sock_mark, sock_marks, MAX_FLOWS, 0);
 
 #endif

@@ -84,6 +84,33 @@ static __always_inline int path_usable(const struct pathset *ps, __u32 idx, __u3
     return pe->state == PATH_UP && pe->mark == mark;
 }
 
+/* Protective reroute: the next path after `cur` in the set's order (wrapping)
+ * that is up and not in `tried` (bit i = index i); -1 if there is none. Weight
+ * does not matter: a path up with weight 0 takes no new flows but is a fine
+ * place for one whose path does not answer. */
+static __always_inline int next_usable(const struct pathset *ps, __u32 cur, __u32 tried)
+{
+    /* Bit masks, not a search loop with early exits: the verifier walks a few
+     * straight-line instructions instead of every exit of every iteration. */
+    __u32 up = 0;
+#pragma unroll
+    for (__u32 i = 0; i < MAX_PATHS; i++)
+        up |= (__u32)(i < ps->count && ps->paths[i].state == PATH_UP) << i;
+    __u32 cand = up & ~tried & ((1u << MAX_PATHS) - 1);
+    if (!cand)
+        return -1;
+    /* The first candidate after `cur` in the set's order, else wrap to the first. */
+    __u32 after = cand & ~((2u << (cur & (MAX_PATHS - 1))) - 1);
+    __u32 pick = after ? after : cand;
+    __u32 bit = pick & (~pick + 1);
+    return ((bit & 0xF0) ? 4 : 0) + ((bit & 0xCC) ? 2 : 0) + ((bit & 0xAA) ? 1 : 0);
+}
+
+static __always_inline int may_reroute(const struct settings *s, __u8 reroutes)
+{
+    return (s->flags & SETTING_REROUTE) && reroutes < MAX_REROUTES;
+}
+
 static __always_inline void count_dest(__u32 dest_id, __u32 len, __u32 segs)
 {
     struct dest_stats *ds = dest_stats.lookup(&dest_id);
@@ -134,8 +161,30 @@ static __always_inline __u32 steer_flow(struct parsed *p, __u32 len, __u32 segs,
         if (fv->lpm_epoch != s->lpm_epoch)
             fv->lpm_epoch = s->lpm_epoch;
         if (is_syn) {
-            if (fv->syn_ns)
+            if (fv->syn_ns) {
+                /* The SYN again and no SYN-ACK since: the first one got no
+                 * answer within an RTO. Move the flow to the next usable path
+                 * at once (this very SYN goes there), counting the move
+                 * against the path it leaves. */
                 fv->flags |= FLOW_SYN_RETRANS;
+                if (may_reroute(s, fv->reroutes)) {
+                    __u32 cur = fv->path_idx & (MAX_PATHS - 1);
+                    int nidx = next_usable(ps, cur, fv->tried | (1u << cur));
+                    if (nidx >= 0) {
+                        const struct path_entry *ne = &ps->paths[nidx & (MAX_PATHS - 1)];
+                        struct path_stats *old = get_path_stats(path_id);
+                        if (old)
+                            old->reroutes++;
+                        mark = ne->mark;
+                        path_id = ne->path_id;
+                        fv->mark = mark;
+                        fv->path_id = path_id;
+                        fv->path_idx = nidx;
+                        fv->tried |= 1u << (nidx & (MAX_PATHS - 1));
+                        fv->reroutes++;
+                    }
+                }
+            }
             fv->syn_ns = now;
         }
     } else {
@@ -157,6 +206,9 @@ static __always_inline __u32 steer_flow(struct parsed *p, __u32 len, __u32 segs,
         nv.lpm_epoch = s->lpm_epoch;
         nv.path_idx = idx;
         nv.path_id = path_id;
+        nv.tried = 1u << (idx & (MAX_PATHS - 1));
+        /* (a flow re-placed mid-handshake keeps its count: the bound is per flow) */
+        nv.reroutes = fv && fv->dest_id == dest_id ? fv->reroutes : 0;
         nv.syn_ns = now;
         flows.update(key, &nv);
     }

@@ -54,7 +54,9 @@ struct flow_val {
     __u8 path_idx;
     __u8 path_id;
     __u8 flags;       /* FLOW_* */
-    __u8 pad[5];
+    __u8 reroutes;    /* protective re-pins so far (<= MAX_REROUTES) */
+    __u8 tried;       /* bit i: the flow has been on path index i */
+    __u8 pad[3];
     __u64 syn_ns;     /* time of the last SYN sent, 0 once answered */
 };
 
@@ -67,10 +69,16 @@ struct settings {
 };
 
 /* What steer_sock set on a socket (by socket cookie): lets it re-mark its own
- * sockets and lets the sock_ops program credit the handshake to the path. */
+ * sockets and lets the sock_ops program credit the handshake to the path and
+ * move the socket on an RTO in SYN_SENT (protective reroute). */
 struct sock_mark {
     __u32 mark;       /* the mark field value we set */
     __u32 path_id;
+    __u32 dest_id;    /* the destination whose path set the mark came from */
+    __u8 path_idx;    /* index of the path in that set */
+    __u8 reroutes;    /* protective re-pins so far (<= MAX_REROUTES) */
+    __u8 tried;       /* bit i: the socket has been on path index i */
+    __u8 pad;
 };
 
 /* Per-CPU counters. */
@@ -88,6 +96,7 @@ struct path_stats {
     __u64 rtt_count;
     __u64 flows_moved;  /* pinned flows moved off the path (down / removed) */
     __u64 sockets;      /* local sockets marked for the path (cgroup hooks) */
+    __u64 reroutes;     /* handshakes moved off the path: SYN unanswered for an RTO */
 };
 
 #endif
