@@ -144,22 +144,36 @@ class PeersEnv(labmod.LabEnv):
     """The standard lab with the demo's geography and ONE system routing it."""
 
     def __init__(self, system: str, setting: str, prefix: str,
-                 directory: Optional[str] = None):
+                 directory: Optional[str] = None, topo=None):
+        """topo: a started standard lab to run on (with the geography, see
+        `geography`), left standing by stop(); None: a fresh one of our own."""
         if system not in SYSTEMS or setting not in SETTINGS:
             raise ValueError(f"unknown system/setting {system}/{setting}")
         super().__init__(prefix, tunnels="gre", directory=directory,
                          policy=ARGOCTL_POLICY[setting] if system == "argoctl" else {})
         self.system, self.setting = system, setting
         self.mesh = self.tap = self.client = None
+        self._shared = topo
+        self._base.update(labmod.GEOGRAPHY)
+        self.applying: list[float] = []     # when each scenario step began to be applied
+
+    def apply(self, step) -> None:
+        self.applying.append(time.monotonic())
+        super().apply(step)
+
+    @staticmethod
+    def geography(topo) -> None:
+        """The demo's per-hop delays on a started standard lab."""
+        for (a, b), ms in labmod.GEOGRAPHY.items():
+            topo.link(a, b).impair(delay_ms=ms)
 
     def start(self) -> "PeersEnv":
         from argoctl.lab.loop import LoopLab
         try:
-            t = self.topo = netns_topo.Topology.default(self.prefix)
-            t.start()
-            for (a, b), ms in labmod.GEOGRAPHY.items():
-                self._base[(a, b)] = ms
-                t.link(a, b).impair(delay_ms=ms)
+            t = self.topo = self._shared or netns_topo.Topology.default(self.prefix)
+            if self._shared is None:
+                t.start()
+                self.geography(t)
             if self.system == "argoctl":
                 self.loop = LoopLab(t, self.directory, self.policy, tunnels="gre")
                 self.loop.start()
@@ -194,6 +208,9 @@ class PeersEnv(labmod.LabEnv):
                 except Exception as e:      # keep tearing down
                     click.echo(f"bench peers: stopping {type(x).__name__}: {e}", err=True)
         self.client = self.tap = self.mesh = None
+        if self._shared is not None and self.topo is not None:
+            self.clear_all()            # the lab outlives us: leave it as we found it
+            self.topo = None
         super().stop()
 
     @staticmethod
@@ -270,9 +287,10 @@ def warm_up(system: str, setting: str) -> float:
 
 
 def run_system(system: str, setting: str, scenarios: list[str], *, rate: float = RATE,
-               say=lambda m: None, prefix: Optional[str] = None) -> list[dict]:
-    """One fresh lab with `system` at `setting`; each scenario in turn; a row each."""
-    env = PeersEnv(system, setting, prefix or f"agpr{os.getpid()}")
+               say=lambda m: None, prefix: Optional[str] = None, topo=None) -> list[dict]:
+    """`system` at `setting` alone on a lab (a fresh one, or `topo`: a started
+    standard lab with the geography); each scenario in turn; a row each."""
+    env = PeersEnv(system, setting, prefix or f"agpr{os.getpid()}", topo=topo)
     rows = []
     try:
         t_start = time.monotonic()
@@ -294,13 +312,18 @@ def run_system(system: str, setting: str, scenarios: list[str], *, rate: float =
             say(f"{system}/{setting}/{name}: " + ("playing" if settled else
                                                   "not steady on direct; playing anyway"))
             steps: list[float] = []
+            env.applying.clear()
             t_play = time.monotonic()
             end = labmod.play(env, sc, on_step=lambda st, at: steps.append(t_play + at))
             time.sleep(DEADLINE_S + 0.3)        # the window's last requests finish
             t_imp = steps[0] if steps else t_play
             row = {"bench": "peers", "system": system, "setting": setting, "scenario": name,
                    **metrics(env.answered(t_imp, end), t_imp), "settled_before": settled,
-                   "duration_s": round(end - t_imp, 1), "rate_per_s": rate}
+                   "duration_s": round(end - t_imp, 1), "rate_per_s": rate,
+                   # the first step's tc/nft commands took this long; failover counts
+                   # from their end (a system can move while they run)
+                   "impair_apply_ms": round(1000 * (t_imp - env.applying[0]), 1)
+                   if env.applying else None}
             say(f"{system}/{setting}/{name}: failover {row['failover_ms']} ms, ok "
                 f"{row['ok_pct']}%, median {row['median_ms']} ms, p95 {row['p95_ms']} ms, "
                 f"{row['switches']} switches, paths {row['paths']}")
