@@ -23,6 +23,7 @@ import sys
 import time
 
 from argoctl.lab.traffic import EchoServer, RequestClient
+from argoctl.service import parse_line
 
 ORIGIN = "203.0.113.10"
 DEST = "origin"
@@ -80,8 +81,8 @@ def switches(t0: float, until: float) -> list[dict]:
                           "--no-pager"], capture_output=True, text=True).stdout
     found = []
     for line in out.splitlines():
-        try:
-            rec = json.loads(line)
+        try:        # the daemon's lines: `<time> <level> <message>` (service.LineFormatter)
+            rec = json.loads(parse_line(line)[2])
         except ValueError:
             continue
         if not isinstance(rec, dict) or rec.get("event") != "decision" or rec.get("dest") != DEST:
