@@ -68,3 +68,32 @@ def forged_replies(captured: list[bytes], count: int) -> list[bytes]:
     out += [c[:30] + bytes([c[30] ^ 0xFF]) + c[31:] for c in captured]
     out += [b"", b"x" * 64]
     return out
+
+
+def direct_only_edge(directory) -> tuple[str, str]:
+    """edge's config in the standard lab with one destination over direct only
+    (UDP probes to the lab's responder every 100 ms) and a fresh probe key:
+    (config path, key path), both in `directory`."""
+    from argoctl.lab import loop as looplab
+    key = os.path.join(str(directory), "probe.key")
+    mac.write_key(key)
+    cfg = os.path.join(str(directory), "edge.toml")
+    with open(cfg, "w") as f:
+        f.write(f"""[node]
+name = "edge"
+address = "192.0.2.1"
+tunnel_address = "198.51.100.129"
+steer_interfaces = ["to-client"]
+
+[[destination]]
+name = "origin"
+prefixes = ["203.0.113.0/24"]
+paths = ["direct"]
+probe = {{ kind = "udp", target = "{looplab.ORIGIN}", port = {looplab.RESPONDER_PORT} }}
+
+[policy]
+probe_interval_ms = 100
+responder_key_file = "{key}"
+metrics_listen = ""
+""")
+    return cfg, key

@@ -15,6 +15,7 @@ import time
 import pytest
 
 from argoctl.lab import loop as looplab
+import kit
 from argoctl import daemon as dmn
 from argoctl import mac
 from argoctl.names import DEFAULT_RULE_PRIORITY_BASE
@@ -23,26 +24,7 @@ from argoctl.service import parse_line
 
 @pytest.fixture
 def env(lab, tmp_path):
-    key = str(tmp_path / "probe.key")
-    mac.write_key(key)
-    cfg = tmp_path / "edge.toml"
-    cfg.write_text(f"""[node]
-name = "edge"
-address = "192.0.2.1"
-tunnel_address = "198.51.100.129"
-steer_interfaces = ["to-client"]
-
-[[destination]]
-name = "origin"
-prefixes = ["203.0.113.0/24"]
-paths = ["direct"]
-probe = {{ kind = "udp", target = "{looplab.ORIGIN}", port = {looplab.RESPONDER_PORT} }}
-
-[policy]
-probe_interval_ms = 100
-responder_key_file = "{key}"
-metrics_listen = ""
-""")
+    cfg, key = kit.direct_only_edge(tmp_path)
     responder = looplab.ResponderThread(lab["origin"], mac.read_key(key))
     e = {"lab": lab, "cfg": str(cfg), "run_dir": str(tmp_path / "run"),
          "pin": f"/sys/fs/bpf/argoctl-{lab['edge'].netns}", "ns": lab["edge"].netns,

@@ -26,6 +26,7 @@ from click.testing import CliRunner
 from argoctl import cli, home, mac, names, netlink, runfiles
 from argoctl import daemon as dmn
 from argoctl.lab import loop as looplab
+import kit
 
 STATE, ROUTING, SAVED, INTENT, LOCK = (names.STATE_FILE, names.ROUTING_FILE,
                                        names.SAVED_SYSCTLS_FILE, names.INTENT_FILE,
@@ -82,26 +83,7 @@ WARNED_AT_UP = (ROUTING, SAVED, INTENT)    # up, run and down read (and say) the
 @pytest.fixture(scope="module")
 def env(lab_module, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("runfiles")
-    key = str(tmp / "probe.key")
-    mac.write_key(key)
-    cfg = tmp / "edge.toml"
-    cfg.write_text(f"""[node]
-name = "edge"
-address = "192.0.2.1"
-tunnel_address = "198.51.100.129"
-steer_interfaces = ["to-client"]
-
-[[destination]]
-name = "origin"
-prefixes = ["203.0.113.0/24"]
-paths = ["direct"]
-probe = {{ kind = "udp", target = "{looplab.ORIGIN}", port = {looplab.RESPONDER_PORT} }}
-
-[policy]
-probe_interval_ms = 100
-responder_key_file = "{key}"
-metrics_listen = ""
-""")
+    cfg, key = kit.direct_only_edge(tmp)
     edge = lab_module["edge"]
     edge.run(["sysctl", "-qw", "net.ipv4.ip_forward=0", "net.ipv6.conf.all.forwarding=0"],
              check=True)
