@@ -27,7 +27,7 @@ from argoctl.hooks import (FILTER_PREFIX, SOCK_PROGRAMS, TC_HANDLE, TC_INGRESS, 
                            TC_PRIO, TC_PROGRAMS, _cgroup_attach, _cgroup_attached,
                            _cgroup_detach, _link, _netlink, _no_step, _our_filters,
                            _remove_clsact, _tc_attach, _tc_detach, _tc_detach_all,
-                           remove_clsacts)
+                           clsact_devices, remove_clsacts)
 from argoctl.config import Config
 from argoctl.config import rules as config_rules
 
@@ -337,10 +337,12 @@ def attach(config: Config, pin_dir: str = names.BPF_PIN_DIR, netns: Optional[str
             if (s.fwmark_mask != config.routing.fwmark_mask or s.abi != maps.ABI
                     or maps.reroute_on(s) != config.policy.reroute):
                 m.write_settings(config.routing.fwmark_mask, reroute=config.policy.reroute)
+        clsact = clsact_devices(ipr)       # what had one before (never recorded as ours)
         for ifname in config.node.steer_interfaces:
             link = links.get(ifname)
             prog = "steer_eth" if link["ifi_type"] == ARPHRD_ETHER else "steer_l3"
-            if _tc_attach(ipr, link["index"], prog, progs[prog], ifname, res, step, intents):
+            if _tc_attach(ipr, link["index"], prog, progs[prog], ifname, res, step, intents,
+                          clsact):
                 res.newly_attached.append(ifname)
             res.steered.append(ifname)
         passive = [names.link_name(p.name) for p in config.peers]
@@ -352,7 +354,8 @@ def attach(config: Config, pin_dir: str = names.BPF_PIN_DIR, netns: Optional[str
             if link is None or ifname in res.steered:
                 continue
             prog = "passive_eth" if link["ifi_type"] == ARPHRD_ETHER else "passive_l3"
-            if _tc_attach(ipr, link["index"], prog, progs[prog], ifname, res, step, intents):
+            if _tc_attach(ipr, link["index"], prog, progs[prog], ifname, res, step, intents,
+                          clsact):
                 res.newly_attached.append(ifname)
             res.passive.append(ifname)
         if cgroup:

@@ -64,33 +64,48 @@ def _no_step(what: str) -> None:
     pass
 
 
-def _ensure_clsact(ipr, ifindex: int, ifname: str, res, step, intents) -> None:
-    """A clsact qdisc on the device. One argoctl adds is recorded (intent first)
-    so that `down` removes it; one that was there before is never touched."""
-    step(f"clsact {ifname}")
+def clsact_devices(ipr) -> set[int]:
+    """Indexes of the devices that have a clsact qdisc now: one qdisc dump for the
+    namespace, so that argoctl knows what was there before it journals anything."""
+    return {q["index"] for q in ipr.get_qdiscs() if q.get_attr("TCA_KIND") == "clsact"}
+
+
+def _ensure_clsact(ipr, ifindex: int, ifname: str, res, step, intents,
+                   have: set[int]) -> None:
+    """A clsact qdisc on the device. `have`: the devices that have one already
+    (clsact_devices); those are never touched nor recorded. For the others the
+    intent goes to the journal first, then the request: an `up` killed between the
+    two leaves a record of a qdisc that argoctl was about to create, never of a
+    user's (so `down` cannot remove one it did not add)."""
+    if ifindex in have:
+        return
     recorded = intents is not None and intents.clsact().get(ifname) == ifindex
     if intents is not None and not recorded:
         intents.add_clsact(ifname, ifindex)
     try:
+        step(f"clsact {ifname}")       # (a SIGKILL here: the window the journal covers)
         ipr.tc("add", "clsact", ifindex)
-    except Exception as e:
+    except BaseException as e:
         if intents is not None and not recorded:
-            intents.drop_clsact(ifname)          # there before us (or failed): not ours
+            intents.drop_clsact(ifname)   # not made (or one added since the dump: theirs)
         if getattr(e, "code", None) != errno.EEXIST:
             raise
+        have.add(ifindex)
         return
+    have.add(ifindex)
     if res is not None:      # it did not exist: this call made it (undo takes it back)
         res.clsact_added.append(ifname)
 
 
 def _tc_attach(ipr, ifindex: int, prog: str, fd: int, ifname: str = "",
-               res=None, step=_no_step, intents=None) -> bool:
-    """Attach (or atomically replace) our filter; False if already in place."""
+               res=None, step=_no_step, intents=None, clsact: Optional[set[int]] = None) -> bool:
+    """Attach (or atomically replace) our filter; False if already in place.
+    `clsact`: clsact_devices(ipr), kept up to date (None: dumped for this call)."""
+    have = clsact_devices(ipr) if clsact is None else clsact
     want = _filter_name(prog, bpfsys.prog_info(fd).id)
-    have = _our_filters(ipr, ifindex)
-    if want in have:
+    if ifindex in have and want in _our_filters(ipr, ifindex):   # (no clsact: no filter)
         return False
-    _ensure_clsact(ipr, ifindex, ifname, res, step, intents)
+    _ensure_clsact(ipr, ifindex, ifname, res, step, intents, have)
     step(f"filter {prog} {ifname}")
     # "replace" swaps the program in one step: no packet sees no filter.
     ipr.tc("replace-filter", "bpf", ifindex, TC_HANDLE, fd=fd, name=want,
