@@ -349,6 +349,7 @@ class Applier:
         self.step = step or (lambda what: None)
         self._wg_factory = wg_factory
         self._wg = None
+        self._sender = None           # rtbatch.Sender, opened at the first batch
         self.nft = nft
         self.saved = saved
         self.netlink_writes = 0
@@ -442,22 +443,24 @@ class Applier:
         self._nl(self.ipr.link, "del", index=self._index(l.name))
         del self._ifindex[l.name]
 
-    # -- addresses, routes, rules
-    def _addr(self, cmd: str, a: Address) -> None:
-        plen = 32 if a.family == 4 else 128
-        kw = {"local": a.local, "address": a.peer or a.local}
-        self._nl(self.ipr.addr, cmd, index=self._index(a.dev), prefixlen=plen,
-                 family=FAMILIES[a.family], **kw)
+    # -- addresses, routes, rules: rtbatch's requests (one here; many in _batch)
+    @property
+    def sender(self):
+        if self._sender is None:
+            from argoctl import rtbatch
+            self._sender = rtbatch.Sender()
+        return self._sender
 
-    def _route(self, cmd: str, r: Route) -> None:
-        kw = {"dst_len": 0} if r.dst == "default" else {
-            "dst": r.dst.split("/")[0], "dst_len": int(r.dst.split("/")[1])}
-        self._nl(self.ipr.route, cmd, family=FAMILIES[r.family], table=r.table,
-                 oif=self._index(r.dev), proto=names.RTPROT_ARGOCTL, **kw)
-
-    def _rule(self, cmd: str, r: Rule) -> None:
-        self._nl(self.ipr.rule, cmd, family=FAMILIES[r.family], priority=r.priority,
-                 fwmark=r.mark, fwmask=r.mask, table=r.table, action="FR_ACT_TO_TBL")
+    def _request(self, op: Op) -> None:
+        from argoctl import rtbatch
+        if isinstance(op.obj, Rule) and op.action == "change":   # two requests
+            self._request(Op("remove", op.old))
+            self._request(Op("add", op.obj))
+            return
+        self.netlink_writes += 1
+        err = self.sender.run([rtbatch.request(op, self._index)])[0]
+        if err is not None:
+            raise err
 
     # -- sysctls
     def _sysctl_set(self, s: Sysctl) -> None:
@@ -507,15 +510,8 @@ class Applier:
         if isinstance(o, Link):
             {"add": lambda: self._link_add(o), "remove": lambda: self._link_remove(o),
              "change": lambda: self._link_change(o, op.old)}[a]()
-        elif isinstance(o, Address):
-            self._addr("add" if a == "add" else "del", o)  # key is the whole address: no change
-        elif isinstance(o, Route):
-            self._route({"add": "add", "change": "replace", "remove": "del"}[a], o)
-        elif isinstance(o, Rule):
-            if a in ("change", "remove"):
-                self._rule("del", op.old if a == "change" else o)
-            if a in ("change", "add"):
-                self._rule("add", o)
+        elif isinstance(o, (Address, Route, Rule)):
+            self._request(op)    # (an address's key is the whole address: no change)
         elif isinstance(o, Sysctl):
             self._sysctl_remove(o) if a == "remove" else self._sysctl_set(o)
         elif isinstance(o, Nft):
@@ -524,14 +520,51 @@ class Applier:
         else:
             raise TypeError(f"unknown object {o!r}")
 
+    def _batch(self, ops: list[Op], first: int, journal: list[Op]) -> None:
+        """Address, route and rule ops in one batch of requests (rtbatch): every one
+        that took effect is journaled, then the first failure raises."""
+        from argoctl import rtbatch
+        msgs = []
+        for k, op in enumerate(ops, first):
+            try:
+                msgs.append(rtbatch.request(op, self._index))
+            except ApplyError as e:
+                ops = ops[:k - first]          # (send those before it: then fail)
+                failed = (k, op, str(e))
+                break
+        else:
+            failed = None
+        outcomes = self.sender.run(msgs) if msgs else []
+        self.netlink_writes += len(msgs)
+        for k, (op, err) in enumerate(zip(ops, outcomes), first):
+            if err is None:
+                journal.append(op.inverse())
+            elif failed is None:
+                failed = (k, op, _reason(err))
+        if failed is not None:
+            raise ApplyError(f"step {failed[0]} failed: {failed[1]}: {failed[2]}")
+
     def apply(self, ops: list[Op], fail_at: Optional[int] = None) -> Result:
         """Run ops in order; on any exception undo the completed ones in reverse.
-        (`fail_at`: InjectedFailure before op k, for callers without a step hook.)"""
+        (`fail_at`: InjectedFailure before op k, for callers without a step hook.)
+        Consecutive address, route and rule ops go as one batch of requests, one
+        step (see _batch); the others one by one."""
         journal: list[Op] = []
         try:
-            for k, op in enumerate(ops):
+            k = 0
+            while k < len(ops):
+                op = ops[k]
                 if fail_at == k:
                     raise InjectedFailure(f"injected failure before step {k}: {op}")
+                end = k + 1
+                while _batchable(op) and end < len(ops) and _batchable(ops[end]) \
+                        and end != fail_at:
+                    end += 1
+                if end > k + 1:
+                    self.step(f"{op} (and {end - k - 1} more)")
+                    self._batch(ops[k:end], k, journal)
+                    k = end
+                    continue
                 self.step(str(op))
                 try:
                     self.execute(op)
@@ -540,6 +573,7 @@ class Applier:
                 except Exception as e:
                     raise ApplyError(f"step {k} failed: {op}: {_reason(e)}") from e
                 journal.append(op.inverse())
+                k += 1
             if fail_at is not None and fail_at >= len(ops):
                 raise InjectedFailure(f"injected failure after the last step ({len(ops)})")
         except BaseException as e:
@@ -568,6 +602,14 @@ class Applier:
     def close(self):
         if self._wg is not None:
             self._wg.close()
+        if self._sender is not None:
+            self._sender.close()
+
+
+def _batchable(op: Op) -> bool:
+    """Ops that are one request each (a rule change is two: one by one)."""
+    return isinstance(op.obj, (Address, Route)) or (isinstance(op.obj, Rule)
+                                                     and op.action != "change")
 
 
 def remove_interrupted(ipr, intents) -> list[str]:

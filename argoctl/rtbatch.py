@@ -1,0 +1,146 @@
+"""rtnetlink requests in batches: addresses, routes and rules built as pyroute2
+messages (its classes encode them), sent many to a system call, their acks read
+after. The kernel handles the messages of one send in order, each on its own, and
+acks every one (NLM_F_ACK), so a failure stops nothing after it and the caller
+learns exactly which requests took effect.
+
+Why: pyroute2's request API costs ~1.7 ms a request in Python on the host (its
+arguments processing and event loop; ~20-30 ms under TCG), of which the encoding
+is a fifth; `up` with 100 peers makes hundreds. The messages here carry the same
+header fields and attributes as IPRoute's (tests/unit/test_rtbatch.py compares
+the bytes), so the kernel sees the same requests.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Optional
+
+from pyroute2.netlink import (NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE,
+                              NLM_F_REQUEST, NLMSG_ERROR, nlmsgerr)
+from pyroute2.netlink.exceptions import NetlinkError
+from pyroute2.netlink.rtnl import (RTM_DELADDR, RTM_DELROUTE, RTM_DELRULE, RTM_NEWADDR,
+                                   RTM_NEWROUTE, RTM_NEWRULE)
+from pyroute2.netlink.rtnl.fibmsg import fibmsg
+from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
+from pyroute2.netlink.rtnl.rtmsg import rtmsg
+
+RT_TABLE_MAIN = 254
+RT_TABLE_COMPAT = 252     # a rule's header field when the table id needs FRA_TABLE
+RTN_UNICAST = 1
+FR_ACT_TO_TBL = 1
+CHUNK = 128               # messages a send: their acks fit any receive buffer
+
+_FLAGS = {"add": NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+          "replace": NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE,
+          "del": NLM_F_REQUEST | NLM_F_ACK}
+
+
+def request(op, index):
+    """The request of an address, route or rule op (plan.Op) of the Applier's;
+    `index(name)`: a device's ifindex."""
+    from argoctl import names
+    from argoctl.plan import Address, Route
+    o, a = op.obj, op.action
+    family = socket.AF_INET if o.family == 4 else socket.AF_INET6
+    if isinstance(o, Address):
+        return addr("add" if a == "add" else "del", family, index(o.dev),
+                    32 if o.family == 4 else 128, o.local, o.peer or o.local)
+    if isinstance(o, Route):
+        dst, dst_len = (None, 0) if o.dst == "default" else (
+            o.dst.split("/")[0], int(o.dst.split("/")[1]))
+        return route({"add": "add", "change": "replace", "remove": "del"}[a], family,
+                     o.table, index(o.dev), dst, dst_len, names.RTPROT_ARGOCTL)
+    return rule("add" if a == "add" else "del", family, o.priority, o.mark, o.mask, o.table)
+
+
+def _header(msg, kind: int, cmd: str):
+    msg["header"]["type"] = kind
+    msg["header"]["flags"] = _FLAGS[cmd]
+    return msg
+
+
+def route(cmd: str, family: int, table: int, oif: int, dst: Optional[str] = None,
+          dst_len: int = 0, proto: int = 0):
+    """`ip route add|replace|del DST dev OIF table TABLE proto PROTO`."""
+    m = rtmsg()
+    m["family"], m["dst_len"], m["proto"] = family, dst_len, proto
+    m["table"] = table if table < 256 else RT_TABLE_MAIN
+    m["type"] = 0 if cmd == "del" else RTN_UNICAST
+    m["attrs"] = [("RTA_TABLE", table), ("RTA_OIF", oif)]
+    if dst is not None:
+        m["attrs"].append(("RTA_DST", dst))
+    return _header(m, RTM_DELROUTE if cmd == "del" else RTM_NEWROUTE, cmd)
+
+
+def addr(cmd: str, family: int, index: int, prefixlen: int, local: str, address: str):
+    """`ip addr add|del LOCAL peer ADDRESS dev INDEX`."""
+    m = ifaddrmsg()
+    m["family"], m["prefixlen"], m["index"] = family, prefixlen, index
+    m["attrs"] = [("IFA_LOCAL", local), ("IFA_ADDRESS", address)]
+    return _header(m, RTM_DELADDR if cmd == "del" else RTM_NEWADDR, cmd)
+
+
+def rule(cmd: str, family: int, priority: int, mark: int, mask: int, table: int):
+    """`ip rule add|del priority P fwmark MARK/MASK lookup TABLE`."""
+    m = fibmsg()
+    m["family"], m["action"] = family, FR_ACT_TO_TBL
+    m["table"] = table if table < 256 else RT_TABLE_COMPAT
+    m["attrs"] = [("FRA_PRIORITY", priority), ("FRA_FWMARK", mark), ("FRA_FWMASK", mask),
+                  ("FRA_TABLE", table)]
+    return _header(m, RTM_DELRULE if cmd == "del" else RTM_NEWRULE, cmd)
+
+
+class Sender:
+    """A NETLINK_ROUTE socket of the namespace it was opened in (the caller's)."""
+
+    def __init__(self):
+        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        self.sock.bind((0, 0))
+        self.seq = 0
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def run(self, msgs: list) -> list[Optional[NetlinkError]]:
+        """Send the messages in order; one outcome per message: None (done) or the
+        kernel's error. Every message is acked before this returns."""
+        out: list[Optional[NetlinkError]] = []
+        for start in range(0, len(msgs), CHUNK):
+            out += self._chunk(msgs[start:start + CHUNK])
+        return out
+
+    def _chunk(self, msgs: list) -> list[Optional[NetlinkError]]:
+        first = self.seq + 1
+        data = bytearray()
+        for m in msgs:
+            self.seq += 1
+            m["header"]["sequence_number"] = self.seq
+            m.encode()
+            data += m.data
+        self.sock.send(bytes(data))
+        outcome: dict[int, Optional[NetlinkError]] = {}
+        while len(outcome) < len(msgs):
+            buf = self.sock.recv(1 << 20)
+            off = 0
+            while off + 16 <= len(buf):
+                ack = nlmsgerr(buf[off:])
+                ack.decode()
+                hdr = ack["header"]
+                if hdr["length"] < 16:
+                    break
+                seq = hdr["sequence_number"]
+                if hdr["type"] == NLMSG_ERROR and first <= seq <= self.seq:
+                    code = -ack["error"]
+                    outcome[seq] = NetlinkError(code, _strerror(code)) if code else None
+                off += (hdr["length"] + 3) & ~3
+        return [outcome[first + i] for i in range(len(msgs))]
+
+
+def _strerror(code: int) -> str:
+    import os
+    try:
+        return os.strerror(code)
+    except ValueError:
+        return f"error {code}"
