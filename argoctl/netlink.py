@@ -25,6 +25,7 @@ from argoctl import names
 from argoctl.runfiles import ACCEPT_RA as _ACCEPT_RA, DEVICES as _DEVICES
 from argoctl.runfiles import Saved  # noqa: F401  (Applier keeps one)
 from argoctl.config import Routing
+from argoctl.wireguard import read_link as _read_wireguard, wg_info  # noqa: F401
 from argoctl.plan import (GLOBAL_SYSCTLS, Address, Link, Nft, Op, PlanError, Route, Rule, State,
                           Sysctl)
 
@@ -189,63 +190,6 @@ def _read_link(msg, wg) -> Link:
     return Link(name=name, kind=kind, mtu=mtu)
 
 
-def wg_info(wg, name: str) -> dict:
-    """Device and (first) peer attributes of a WireGuard device, as plain values."""
-    msg = wg.info(name)[0]
-    dev = {"listen_port": msg.get_attr("WGDEVICE_A_LISTEN_PORT"),
-           "private_key": msg.get_attr("WGDEVICE_A_PRIVATE_KEY"),
-           "public_key": msg.get_attr("WGDEVICE_A_PUBLIC_KEY"), "peers": []}
-    for peer in msg.get_attr("WGDEVICE_A_PEERS") or []:
-        ep = peer.get_attr("WGPEER_A_ENDPOINT")
-        endpoint = None
-        if ep and ep.get("addr") and ep.get("port"):
-            addr = ep["addr"]
-            endpoint = f"[{addr}]:{ep['port']}" if ":" in addr else f"{addr}:{ep['port']}"
-        allowed = []
-        for a in peer.get_attr("WGPEER_A_ALLOWEDIPS") or []:
-            allowed.append(a.get("addr"))
-        hs = peer.get_attr("WGPEER_A_LAST_HANDSHAKE_TIME") or {}
-        dev["peers"].append({
-            "public_key": _b64(peer.get_attr("WGPEER_A_PUBLIC_KEY")),
-            "endpoint": endpoint,
-            "keepalive": peer.get_attr("WGPEER_A_PERSISTENT_KEEPALIVE_INTERVAL"),
-            "allowed_ips": tuple(sorted(a for a in allowed if a)),
-            "last_handshake": hs.get("tv_sec", 0) if isinstance(hs, dict) else 0,
-            "rx_bytes": peer.get_attr("WGPEER_A_RX_BYTES"),
-            "tx_bytes": peer.get_attr("WGPEER_A_TX_BYTES"),
-        })
-    return dev
-
-
-def _b64(v):
-    if isinstance(v, dict):
-        v = v.get("value")
-    if isinstance(v, bytes):
-        v = v.decode()
-    return v
-
-
-def _read_wireguard(name, mtu, wg) -> Link:
-    d = wg_info(wg, name)
-    peer = d["peers"][0] if len(d["peers"]) == 1 else None
-    private = _b64(d["private_key"])
-    if private:
-        import base64
-        private = base64.b64decode(private)
-    return Link(name=name, kind="wireguard", mtu=mtu, listen_port=d["listen_port"],
-                public_key=_b64(d["public_key"]),
-                peer_public_key=peer["public_key"] if peer else None,
-                endpoint=peer["endpoint"] if peer else None,
-                keepalive=(peer["keepalive"] or None) if peer else None,
-                allowed_ips=_canonical_ips(peer["allowed_ips"]) if peer else (),
-                private_key=private or None)
-
-
-def _canonical_ips(ips) -> tuple:
-    order = {"0.0.0.0/0": 0, "::/0": 1}
-    return tuple(sorted(ips, key=lambda s: (order.get(s, 2), s)))
-
-
 def _addresses(msgs, dev: str) -> list[Address]:
     out = []
     for msg in msgs:
@@ -376,11 +320,7 @@ class Applier:
         return self._ifindex[name]
 
     # -- links
-    def _link_add(self, l: Link) -> None:
-        # The kernel ignores IFLA_IFALIAS when it creates a device: the intent is
-        # written first, so a kill before the alias leaves a device `up`/`down` know.
-        if self.intents is not None:
-            self.intents.add_link(l.name)
+    def _create(self, l: Link) -> None:
         if l.kind in ("gre", "ip6gre"):
             kw = {f"{l.kind}_local": l.local, f"{l.kind}_remote": l.remote,
                   f"{l.kind}_ttl": l.ttl}
@@ -390,26 +330,56 @@ class Applier:
             self._nl(self.ipr.link, "add", ifname=l.name, kind=l.kind, mtu=l.mtu, **kw)
         else:
             self._nl(self.ipr.link, "add", ifname=l.name, kind="wireguard", mtu=l.mtu)
+
+    def _links_add(self, ops: list[Op], first: int, journal: list[Op]) -> None:
+        """Devices created. The kernel ignores IFLA_IFALIAS when it creates a device,
+        so the intent journal takes their names first (one write): a kill before the
+        alias leaves devices `up`/`down` know. Each is created (a request each); one
+        dump gives their indexes; WireGuard ones are configured; one batch (rtbatch)
+        gives them our alias and brings them up. Any failure deletes every device of
+        the group (none has our alias yet) before it propagates."""
+        from argoctl import rtbatch
+        links = [op.obj for op in ops]
+        if self.intents is not None:
+            self.intents.add_link(*[l.name for l in links])
+        made: list[Link] = []
+        k = first
         try:
-            idx = self._index(l.name)
-            self.step(f"configure {l.name}")
-            if l.kind == "wireguard":
-                self._wg_configure(l, None)
-                self.step(f"alias {l.name}")
-            # Only now does the link carry our alias: until then a crash would leave an
-            # unowned link, so any failure here deletes it before propagating.
-            self._nl(self.ipr.link, "set", index=idx, ifalias=l.alias, state="up")
-        except BaseException:
-            self._ifindex.pop(l.name, None)
-            try:
-                self.ipr.link("del", ifname=l.name)
-            except Exception:
-                pass
-            if self.intents is not None and not self.ipr.link_lookup(ifname=l.name):
-                self.intents.done_link(l.name)    # (else the next up/down removes it)
+            for k, l in enumerate(links, first):
+                if k > first:
+                    self.step(str(ops[k - first]))      # (apply ran the first one's)
+                self._create(l)
+                made.append(l)
+            k = first
+            index = {m.get_attr("IFLA_IFNAME"): m["index"] for m in self.ipr.get_links()}
+            for l in made:
+                self._ifindex[l.name] = index[l.name]
+                if l.kind == "wireguard":
+                    self.step(f"configure {l.name}")
+                    self._wg_configure(l, None)
+            self.step(f"alias {links[0].name}" + (f" (and {len(links) - 1} more)"
+                                                  if len(links) > 1 else ""))
+            outcomes = self.sender.run([rtbatch.link_up(index[l.name], l.alias) for l in made])
+            self.netlink_writes += len(made)
+            for k, err in enumerate(outcomes, first):
+                if err is not None:
+                    raise err
+        except BaseException as e:
+            for l in made:
+                self._ifindex.pop(l.name, None)
+                try:
+                    self.ipr.link("del", ifname=l.name)
+                except Exception:
+                    pass
+            if self.intents is not None:
+                self.intents.done_link(*[l.name for l in links
+                                         if not self.ipr.link_lookup(ifname=l.name)])
+            if isinstance(e, Exception) and not isinstance(e, InjectedFailure):
+                raise ApplyError(f"step {k} failed: {ops[k - first]}: {_reason(e)}") from e
             raise
         if self.intents is not None:
-            self.intents.done_link(l.name)
+            self.intents.done_link(*[l.name for l in links])
+        journal += [op.inverse() for op in ops]
 
     def _wg_configure(self, l: Link, old: Optional[Link]) -> None:
         from argoctl import keys
@@ -508,7 +478,7 @@ class Applier:
         o = op.obj
         a = op.action
         if isinstance(o, Link):
-            {"add": lambda: self._link_add(o), "remove": lambda: self._link_remove(o),
+            {"add": lambda: self._links_add([op], 0, []), "remove": lambda: self._link_remove(o),
              "change": lambda: self._link_change(o, op.old)}[a]()
         elif isinstance(o, (Address, Route, Rule)):
             self._request(op)    # (an address's key is the whole address: no change)
@@ -560,6 +530,14 @@ class Applier:
                 while _batchable(op) and end < len(ops) and _batchable(ops[end]) \
                         and end != fail_at:
                     end += 1
+                if _creates_link(op):
+                    end = k + 1
+                    while end < len(ops) and _creates_link(ops[end]) and end != fail_at:
+                        end += 1
+                    self.step(str(op))
+                    self._links_add(ops[k:end], k, journal)
+                    k = end
+                    continue
                 if end > k + 1:
                     self.step(f"{op} (and {end - k - 1} more)")
                     self._batch(ops[k:end], k, journal)
@@ -604,6 +582,10 @@ class Applier:
             self._wg.close()
         if self._sender is not None:
             self._sender.close()
+
+
+def _creates_link(op: Op) -> bool:
+    return isinstance(op.obj, Link) and op.action == "add"
 
 
 def _batchable(op: Op) -> bool:

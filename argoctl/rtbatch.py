@@ -1,4 +1,5 @@
-"""rtnetlink requests in batches: addresses, routes and rules built as pyroute2
+"""rtnetlink requests in batches: addresses, routes, rules (and a device's alias
+and state) built as pyroute2
 messages (its classes encode them), sent many to a system call, their acks read
 after. The kernel handles the messages of one send in order, each on its own, and
 acks every one (NLM_F_ACK), so a failure stops nothing after it and the caller
@@ -20,9 +21,10 @@ from pyroute2.netlink import (NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE
                               NLM_F_REQUEST, NLMSG_ERROR, nlmsgerr)
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl import (RTM_DELADDR, RTM_DELROUTE, RTM_DELRULE, RTM_NEWADDR,
-                                   RTM_NEWROUTE, RTM_NEWRULE)
+                                   RTM_NEWLINK, RTM_NEWROUTE, RTM_NEWRULE)
 from pyroute2.netlink.rtnl.fibmsg import fibmsg
 from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
+from pyroute2.netlink.rtnl.ifinfmsg import IFF_UP, ifinfmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
 RT_TABLE_MAIN = 254
@@ -79,6 +81,14 @@ def addr(cmd: str, family: int, index: int, prefixlen: int, local: str, address:
     m["family"], m["prefixlen"], m["index"] = family, prefixlen, index
     m["attrs"] = [("IFA_LOCAL", local), ("IFA_ADDRESS", address)]
     return _header(m, RTM_DELADDR if cmd == "del" else RTM_NEWADDR, cmd)
+
+
+def link_up(index: int, alias: str):
+    """`ip link set dev INDEX alias ALIAS up`."""
+    m = ifinfmsg()
+    m["index"], m["flags"], m["change"] = index, IFF_UP, IFF_UP
+    m["attrs"] = [("IFLA_IFALIAS", alias)]
+    return _header(m, RTM_NEWLINK, "del")       # (a change: no create flags)
 
 
 def rule(cmd: str, family: int, priority: int, mark: int, mask: int, table: int):

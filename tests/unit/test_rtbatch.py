@@ -34,6 +34,8 @@ CASES = [
      lambda b: b.addr("del", index=7, prefixlen=128, family=V6, local="2001:db8::1",
                       address="2001:db8::2")),
 ]
+CASES.append((("link_up", 7, "argoctl:relay1"),
+              lambda b: b.link("set", index=7, ifalias="argoctl:relay1", state="up")))
 for cmd in ("add", "del"):
     for fam in (V4, V6):
         for table in (254, 7201):
