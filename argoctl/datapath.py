@@ -27,7 +27,7 @@ from argoctl.hooks import (FILTER_PREFIX, SOCK_PROGRAMS, TC_HANDLE, TC_INGRESS, 
                            TC_PRIO, TC_PROGRAMS, _cgroup_attach, _cgroup_attached,
                            _cgroup_detach, _link, _netlink, _no_step, _our_filters,
                            _remove_clsact, _tc_attach, _tc_detach, _tc_detach_all,
-                           clsact_devices, remove_clsacts)
+                           ClsactDevices, remove_clsacts)
 from argoctl.config import Config
 from argoctl.config import rules as config_rules
 
@@ -337,7 +337,7 @@ def attach(config: Config, pin_dir: str = names.BPF_PIN_DIR, netns: Optional[str
             if (s.fwmark_mask != config.routing.fwmark_mask or s.abi != maps.ABI
                     or maps.reroute_on(s) != config.policy.reroute):
                 m.write_settings(config.routing.fwmark_mask, reroute=config.policy.reroute)
-        clsact = clsact_devices(ipr)       # what had one before (never recorded as ours)
+        clsact = ClsactDevices(ipr)        # what had one before (never recorded as ours)
         for ifname in config.node.steer_interfaces:
             link = links.get(ifname)
             prog = "steer_eth" if link["ifi_type"] == ARPHRD_ETHER else "steer_l3"

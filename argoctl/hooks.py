@@ -64,19 +64,31 @@ def _no_step(what: str) -> None:
     pass
 
 
-def clsact_devices(ipr) -> set[int]:
-    """Indexes of the devices that have a clsact qdisc now: one qdisc dump for the
-    namespace, so that argoctl knows what was there before it journals anything."""
-    return {q["index"] for q in ipr.get_qdiscs() if q.get_attr("TCA_KIND") == "clsact"}
+class ClsactDevices:
+    """Indexes of the devices that have a clsact qdisc: one qdisc dump for the
+    namespace, at the first question (a no-op `up`, with every filter in place,
+    asks none), so that argoctl knows what was there before it journals anything."""
+
+    def __init__(self, ipr):
+        self.ipr = ipr
+        self._have: Optional[set[int]] = None
+
+    @property
+    def have(self) -> set[int]:
+        if self._have is None:
+            self._have = {q["index"] for q in self.ipr.get_qdiscs()
+                          if q.get_attr("TCA_KIND") == "clsact"}
+        return self._have
 
 
 def _ensure_clsact(ipr, ifindex: int, ifname: str, res, step, intents,
-                   have: set[int]) -> None:
-    """A clsact qdisc on the device. `have`: the devices that have one already
-    (clsact_devices); those are never touched nor recorded. For the others the
+                   clsact: ClsactDevices) -> None:
+    """A clsact qdisc on the device. Those that have one already (`clsact`) are
+    never touched nor recorded. For the others the
     intent goes to the journal first, then the request: an `up` killed between the
     two leaves a record of a qdisc that argoctl was about to create, never of a
     user's (so `down` cannot remove one it did not add)."""
+    have = clsact.have
     if ifindex in have:
         return
     recorded = intents is not None and intents.clsact().get(ifname) == ifindex
@@ -98,14 +110,15 @@ def _ensure_clsact(ipr, ifindex: int, ifname: str, res, step, intents,
 
 
 def _tc_attach(ipr, ifindex: int, prog: str, fd: int, ifname: str = "",
-               res=None, step=_no_step, intents=None, clsact: Optional[set[int]] = None) -> bool:
+               res=None, step=_no_step, intents=None,
+               clsact: Optional[ClsactDevices] = None) -> bool:
     """Attach (or atomically replace) our filter; False if already in place.
-    `clsact`: clsact_devices(ipr), kept up to date (None: dumped for this call)."""
-    have = clsact_devices(ipr) if clsact is None else clsact
+    `clsact`: shared by the calls of one attach (None: this call's own)."""
     want = _filter_name(prog, bpfsys.prog_info(fd).id)
-    if ifindex in have and want in _our_filters(ipr, ifindex):   # (no clsact: no filter)
+    if want in _our_filters(ipr, ifindex):
         return False
-    _ensure_clsact(ipr, ifindex, ifname, res, step, intents, have)
+    _ensure_clsact(ipr, ifindex, ifname, res, step, intents,
+                   clsact if clsact is not None else ClsactDevices(ipr))
     step(f"filter {prog} {ifname}")
     # "replace" swaps the program in one step: no packet sees no filter.
     ipr.tc("replace-filter", "bpf", ifindex, TC_HANDLE, fd=fd, name=want,
