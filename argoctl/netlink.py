@@ -391,9 +391,10 @@ class Applier:
                     self.ipr.link("del", ifname=l.name)
                 except Exception:
                     pass
-            if self.intents is not None:
-                self.intents.done_link(*[l.name for l in links
-                                         if not self.ipr.link_lookup(ifname=l.name)])
+            if self.intents is not None:    # (one whose creation failed is not ours:
+                self.intents.done_link(*[      # a user's device of that name stays)
+                    l.name for l in links
+                    if l not in made or not self.ipr.link_lookup(ifname=l.name)])
             if isinstance(e, Exception) and not isinstance(e, InjectedFailure):
                 raise ApplyError(f"step {k} failed: {ops[k - first]}: {_reason(e)}") from e
             raise

@@ -277,6 +277,11 @@ def test_link_name_taken_by_the_user_fails_cleanly(env):
         with pytest.raises(netlink.ApplyError, match="ag-relay1.*File exists"):
             up(env, "edge")
         assert snapshot(edge) == pre
+        # and the intent journal does not call it an interrupted creation of ours
+        # (the next up or down would delete the user's device)
+        from argoctl import intent
+        state = home.locate(edge.netns, env["run_dir"]).state_dir
+        assert "ag-relay1" not in intent.Intents(state).links()
     finally:
         edge.run(["ip", "link", "del", "ag-relay1"], check=True)
 
