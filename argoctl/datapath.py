@@ -338,11 +338,13 @@ def attach(config: Config, pin_dir: str = names.BPF_PIN_DIR, netns: Optional[str
                     or maps.reroute_on(s) != config.policy.reroute):
                 m.write_settings(config.routing.fwmark_mask, reroute=config.policy.reroute)
         clsact = ClsactDevices(ipr)        # what had one before (never recorded as ours)
+        from argoctl import rtbatch       # (a socket of this namespace: netns None)
+        sender = rtbatch.Sender() if netns is None else None
         for ifname in config.node.steer_interfaces:
             link = links.get(ifname)
             prog = "steer_eth" if link["ifi_type"] == ARPHRD_ETHER else "steer_l3"
             if _tc_attach(ipr, link["index"], prog, progs[prog], ifname, res, step, intents,
-                          clsact):
+                          clsact, sender):
                 res.newly_attached.append(ifname)
             res.steered.append(ifname)
         passive = [names.link_name(p.name) for p in config.peers]
@@ -355,9 +357,11 @@ def attach(config: Config, pin_dir: str = names.BPF_PIN_DIR, netns: Optional[str
                 continue
             prog = "passive_eth" if link["ifi_type"] == ARPHRD_ETHER else "passive_l3"
             if _tc_attach(ipr, link["index"], prog, progs[prog], ifname, res, step, intents,
-                          clsact):
+                          clsact, sender):
                 res.newly_attached.append(ifname)
             res.passive.append(ifname)
+        if sender is not None:
+            sender.close()
         if cgroup:
             _cgroup_attach(progs, cgroup, res, step)
     return res

@@ -45,11 +45,18 @@ def _filter_name(prog: str, prog_id: int) -> str:
     return f"{FILTER_PREFIX}{prog}-{prog_id}"
 
 
-def _our_filters(ipr, ifindex: int) -> list[str]:
-    """Names of our bpf filters on the interface's clsact ingress."""
+def _our_filters(ipr, ifindex: int, sender=None) -> list[str]:
+    """Names of our bpf filters on the interface's clsact ingress. `sender`
+    (rtbatch.Sender, the caller's namespace): the dump without pyroute2's request
+    machinery (a no-op `up` asks once per device)."""
     out = []
     try:
-        flt = ipr.get_filters(index=ifindex, parent=TC_INGRESS)
+        if sender is not None:
+            from argoctl import rtbatch
+            from pyroute2.netlink.rtnl.tcmsg import tcmsg
+            flt = sender.dump(rtbatch.filters(ifindex, TC_INGRESS), tcmsg)
+        else:
+            flt = ipr.get_filters(index=ifindex, parent=TC_INGRESS)
     except Exception:
         return out
     for f in flt:
@@ -111,11 +118,11 @@ def _ensure_clsact(ipr, ifindex: int, ifname: str, res, step, intents,
 
 def _tc_attach(ipr, ifindex: int, prog: str, fd: int, ifname: str = "",
                res=None, step=_no_step, intents=None,
-               clsact: Optional[ClsactDevices] = None) -> bool:
+               clsact: Optional[ClsactDevices] = None, sender=None) -> bool:
     """Attach (or atomically replace) our filter; False if already in place.
     `clsact`: shared by the calls of one attach (None: this call's own)."""
     want = _filter_name(prog, bpfsys.prog_info(fd).id)
-    if want in _our_filters(ipr, ifindex):
+    if want in _our_filters(ipr, ifindex, sender):
         return False
     _ensure_clsact(ipr, ifindex, ifname, res, step, intents,
                    clsact if clsact is not None else ClsactDevices(ipr))

@@ -17,16 +17,18 @@ from __future__ import annotations
 import socket
 from typing import Optional
 
-from pyroute2.netlink import (NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE,
-                              NLM_F_REQUEST, NLMSG_ERROR, nlmsgerr)
+from pyroute2.netlink import (NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
+                              NLM_F_REPLACE, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR,
+                              nlmsgerr)
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl import (RTM_DELADDR, RTM_DELROUTE, RTM_DELRULE, RTM_NEWADDR,
-                                   RTM_GETROUTE, RTM_NEWLINK, RTM_NEWROUTE,
+                                   RTM_GETROUTE, RTM_GETTFILTER, RTM_NEWLINK, RTM_NEWROUTE,
                                    RTM_NEWRULE)
 from pyroute2.netlink.rtnl.fibmsg import fibmsg
 from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import IFF_UP, ifinfmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
+from pyroute2.netlink.rtnl.tcmsg import tcmsg
 
 RT_TABLE_MAIN = 254
 RT_TABLE_COMPAT = 252     # a rule's header field when the table id needs FRA_TABLE
@@ -92,6 +94,15 @@ def link_up(index: int, alias: str):
     return _header(m, RTM_NEWLINK, "del")       # (a change: no create flags)
 
 
+def filters(index: int, parent: int):
+    """`tc filter show dev INDEX parent PARENT` (a dump)."""
+    m = tcmsg()
+    m["index"], m["parent"] = index, parent
+    m["header"]["type"] = RTM_GETTFILTER
+    m["header"]["flags"] = NLM_F_REQUEST | NLM_F_DUMP
+    return m
+
+
 def rule(cmd: str, family: int, priority: int, mark: int, mask: int, table: int):
     """`ip rule add|del priority P fwmark MARK/MASK lookup TABLE`."""
     m = fibmsg()
@@ -140,6 +151,35 @@ class Sender:
             msg.decode()
             out.append(msg)
         return out
+
+    def dump(self, msg, cls) -> list:
+        """One dump request; its messages decoded as `cls` (pyroute2's class).
+        Raises the kernel's error."""
+        self.seq += 1
+        msg["header"]["sequence_number"] = self.seq
+        msg.encode()
+        self.sock.send(bytes(msg.data))
+        out = []
+        while True:
+            buf = self.sock.recv(1 << 20)
+            off = 0
+            while off + 16 <= len(buf):
+                hdr = nlmsgerr(buf[off:])
+                hdr.decode()
+                length, kind = hdr["header"]["length"], hdr["header"]["type"]
+                if length < 16:
+                    break
+                if hdr["header"]["sequence_number"] == self.seq:
+                    if kind == NLMSG_DONE:
+                        return out
+                    if kind == NLMSG_ERROR:
+                        if hdr["error"]:
+                            raise NetlinkError(-hdr["error"], _strerror(-hdr["error"]))
+                    else:
+                        m = cls(bytes(buf[off:off + length]))
+                        m.decode()
+                        out.append(m)
+                off += (length + 3) & ~3
 
     def exchange(self, msgs: list) -> list[tuple[Optional[NetlinkError], Optional[bytes]]]:
         """run(), and each request's answer (a message of its sequence number that

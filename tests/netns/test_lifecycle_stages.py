@@ -142,6 +142,8 @@ def test_down_removes_the_clsact_it_added_and_keeps_one_that_was_there(node):
     ctx = up(node)
     assert ctx.attach.clsact_added == ["lan2"]       # to-b had one: not argoctl's
     assert snap(node)["tc"]["lan2"]["ingress"]
+    again = up(node)                                  # our filters are recognised in place
+    assert again.attach.newly_attached == [] and again.attach.clsact_added == []
     apply.down(ns=node.netns, run_dir=node.run_dir, cgroup=node.cgroup)
     after = snap(node)
     assert after == pre

@@ -36,6 +36,8 @@ CASES = [
 ]
 CASES.append((("link_up", 7, "argoctl:relay1"),
               lambda b: b.link("set", index=7, ifalias="argoctl:relay1", state="up")))
+CASES.append((("filters", 5, 0xFFFFFFF2),
+              lambda b: b.get_filters(index=5, parent=0xFFFFFFF2)))
 for cmd in ("add", "del"):
     for fam in (V4, V6):
         for table in (254, 7201):
