@@ -18,10 +18,10 @@ that relay; anything else is direct.
 Per scenario, over the impairment (from its first step to its end):
 failover_ms  the fault's instant -> first delivery over another path of a request
              that was answered (forward at origin or reply at edge); null: never.
-             Faults are netem changes sent over netlink from this process
-             (argoctl/lab/faults.py: milliseconds, not the seconds a `tc`
-             process costs in the VM); the instant is the kernel's ack of the
-             last message of the scenario's first step
+             Faults are netem changes sent over rtnetlink from this process,
+             encoded in advance (argoctl/lab/faults.py: one send() per link
+             end, not the seconds a `tc` process costs in the VM); the instant
+             is the return of the last send() of the scenario's first step
 ok_pct       requests answered / requests started
 median_ms, p95_ms  latency of the answered requests
 switches     changes of the forward path between consecutive answered requests
@@ -340,13 +340,13 @@ def run_system(system: str, setting: str, scenarios: list[str], *, rate: float =
             t_play = time.monotonic()
             end = labmod.play(env, sc)
             time.sleep(DEADLINE_S + 0.3)        # the window's last requests finish
-            # the fault's instant: the ack of its last netlink message
+            # the fault's instant: its last send() returned (rtnetlink applies it inside)
             t_imp = env.applying[0][1] if env.applying else t_play
             row = {"bench": "peers", "system": system, "setting": setting, "scenario": name,
                    **metrics(env.answered(t_imp, end), t_imp), "settled_before": settled,
                    "duration_s": round(end - t_imp, 1), "rate_per_s": rate,
-                   # the first step's netlink messages took this long (first sent
-                   # to last acked); failover counts from the last ack
+                   # the first step's sends took this long (first to last);
+                   # failover counts from the last
                    "impair_apply_ms": round(1000 * (t_imp - env.applying[0][0]), 1)
                    if env.applying else None,
                    "fault": "netlink" if env.faults is not None else "tc"}
