@@ -350,6 +350,8 @@ def run_system(system: str, setting: str, scenarios: list[str], *, rate: float =
                    "impair_apply_ms": round(1000 * (t_imp - env.applying[0][0]), 1)
                    if env.applying else None,
                    "fault": "netlink" if env.faults is not None else "tc"}
+            if system == "argoctl":
+                row["to_direct"] = _returns_to_direct(env.daemon, t_imp, end)
             say(f"{system}/{setting}/{name}: failover {row['failover_ms']} ms, ok "
                 f"{row['ok_pct']}%, median {row['median_ms']} ms, p95 {row['p95_ms']} ms, "
                 f"{row['switches']} switches, paths {row['paths']}")
@@ -357,6 +359,14 @@ def run_system(system: str, setting: str, scenarios: list[str], *, rate: float =
     finally:
         env.stop()
     return rows
+
+
+def _returns_to_direct(daemon, since: float, until: float, most: int = 8) -> list:
+    """argoctl's decisions that gave new flows back to direct during the fault
+    (seconds into it, the reason, each path's tier): why it went back, if it did."""
+    return [{"at_s": round(r.at - since, 2), "reason": r.reason, "tiers": r.tiers}
+            for r in list(daemon.history)
+            if since <= r.at <= until and r.choice == "direct" and r.previous != "direct"][:most]
 
 
 def _outputs(env: PeersEnv) -> str:
