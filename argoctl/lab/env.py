@@ -124,9 +124,21 @@ class LabEnv:
         self.topo.link(a, b).impair(delay_ms=delay, jitter_ms=jitter, loss_pct=loss, blackhole=blackhole,
                     direction=direction)
 
+    def base_delay(self, a: str, b: str) -> float:
+        """The lab's geography on a-b: ms each way (0: none)."""
+        return self._base.get((a, b), self._base.get((b, a), 0.0))
+
+    def netem_of(self, step: Step) -> dict:
+        """The netem parameters `step` leaves on its link, as `apply` sets them
+        (all zero: no netem), for argoctl.lab.faults."""
+        if step.clear:
+            return {"delay_ms": self.base_delay(step.a, step.b), "jitter_ms": 0, "loss_pct": 0}
+        return {"delay_ms": step.delay, "jitter_ms": step.jitter,
+                "loss_pct": 100 if step.blackhole else step.loss}
+
     def clear(self, a: str, b: str, direction: str = "both") -> None:
         """Back to the lab's geography."""
-        base = self._base.get((a, b), self._base.get((b, a), 0.0))
+        base = self.base_delay(a, b)
         if base:
             self.topo.link(a, b).impair(delay_ms=base, direction=direction)
         else:
