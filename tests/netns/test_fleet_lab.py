@@ -156,6 +156,11 @@ def test_orpheus_every_edge_reaches_the_origin_through_the_one_relay_that_can(fl
         chose = {e: min((r.at - t0 for r in lab.daemons[e].history
                          if r.at >= t0 and r.dest == "origin" and r.choice == last),
                         default=float("nan")) for e in lab.edge_names}
+        # each edge's moves since the blackholes (a detour through a relay that is
+        # cut off too costs a second detection)
+        moves = {e: " ".join(f"{r.choice}@{r.at - t0:.2f}" for r in lab.daemons[e].history
+                             if r.at >= t0 and r.dest == "origin" and r.choice != r.previous)
+                 for e in lab.edge_names}
 
         def line(what, times):
             v = sorted(times.values())
@@ -165,7 +170,8 @@ def test_orpheus_every_edge_reaches_the_origin_through_the_one_relay_that_can(fl
               f"probed {last} before; choices before: {before}; after the blackholes (s):\n  "
               + line(f"chose {last}", chose) + "\n  "
               + line(f"first new TCP connection through {last}", tcp) + "\n  "
-              + line(f"UDP flow through {last}", reach))
+              + line(f"UDP flow through {last}", reach) + "\n  moves: "
+              + "; ".join(f"{e} {m}" for e, m in sorted(moves.items())))
         assert ok, (reach, tcp, lab.choices())
         # the target (<= 2 s with 1 s probes) for the median edge's new
         # connections, and a looser bound for the last one: a loaded 2-core machine
