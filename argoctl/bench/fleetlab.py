@@ -258,6 +258,7 @@ def run(edges: int = 9, relays: int = 3, seconds: float = 20.0, warmup: float = 
             agents = [d.fleet for d in lab.daemons.values()]
             on["streams"] = pace_counts(agents)
             on["fleet_mode_hosts"] = sum(a.mode == "fleet" for a in agents)
+            on["polls"] = sum(a.polls for a in agents)
             mark("on")
             say("orpheus: the origin reachable only through the last relay")
             orph = orpheus(lab)
@@ -285,6 +286,7 @@ def run(edges: int = 9, relays: int = 3, seconds: float = 20.0, warmup: float = 
                                        out["probes_per_edge_s_on"])
     out["streams_on"] = on["streams"]
     out["fleet_mode_hosts_on"] = on["fleet_mode_hosts"]
+    out["polls_on"] = on["polls"]       # streams put back to the full rate (since the restart)
     out["fleet_hosts_off"] = off["fleet_hosts"]
     out["orpheus_reach_s"] = orph["s"]
     out["orpheus_edges_s"] = orph["edges_s"]
