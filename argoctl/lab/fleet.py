@@ -257,6 +257,77 @@ class FleetLab:
                 out[e] = min(done)
         return out
 
+    def restart_daemons(self, fleet: bool = True) -> None:
+        """Every daemon stopped, then started again from configs with (`fleet`) or
+        without a [fleet] section (fleet mode off: every host probes every path
+        itself, no bus). The datapaths stay pinned: the new daemons adopt them,
+        nothing is compiled again (seconds, not minutes)."""
+        from argoctl import config as cfgmod
+        es, rs = self.edge_names, self.relay_names
+        settings = {"servers": tuple(self.nats.urls), **self.fleet} if fleet else {}
+        creds = {h: self.nats.credentials(h) for h in es + rs} if fleet else None
+        paths = labconfig.write_lab_configs(
+            self.directory, lab_topology(es, rs, self.policy, settings), "gre",
+            credentials=creds)
+        for h in es + rs:
+            self.daemons.pop(h).stop()
+        self.configs = {h: cfgmod.load(p) for h, p in paths.items()}
+        for h in es + rs:
+            self._daemon(h)
+
+    def orpheus(self, timeout: float = 60, keep: bool = False) -> dict:
+        """Orpheus measured: the origin made reachable only through the last relay
+        (every edge's and every other relay's link to it blackholed at t0). Seconds
+        after t0, per edge: when it chose that relay (`chose`), when its client's
+        first new TCP connection completed (`tcp`: only through that relay can a
+        handshake complete now) and when its UDP stream first arrived through it
+        (`udp`); `moves` lists each edge's choices since t0 (a detour through a
+        relay cut off too costs a second detection). `ok`: every edge got there
+        within `timeout`. The blackholes are lifted before returning unless `keep`
+        (then `lift` is the callable that lifts them)."""
+        t, last = self.topo, self.relay_names[-1]
+        # usually all on direct; an edge a loaded machine moved to a relay is cut off as well
+        self.wait_for(lambda: set(self.choices().values()) == {"direct"}, 30)
+        before = self.choices()
+        broken = [(e, "origin") for e in self.edge_names] + \
+            [(r, "origin") for r in self.relay_names if r != last]
+        sources = {self.client_address(e): e for e in self.edge_names}
+
+        def lift():
+            for a, b in broken:
+                t.link(a, b).clear()
+        t0 = time.monotonic()
+        try:
+            for a, b in broken:
+                t.link(a, b).impair(blackhole=True, direction="a->b")
+            applied = time.monotonic() - t0
+
+            def udp():
+                return {sources[s]: at - t0 for s, at in
+                        self.sink.first_from({f"to-{last}"}, t0).items() if s in sources}
+
+            def tcp():
+                return {e: at - t0 for e, at in self.connected(t0 + applied).items()}
+            want = len(self.edge_names) if self.connectors else 0
+            ok = self.wait_for(lambda: len(udp()) == len(sources) and len(tcp()) == want,
+                               timeout)
+            hist = {e: [r for r in self.daemons[e].history if r.at >= t0 and r.dest == "origin"]
+                    for e in self.edge_names}
+            out = {"ok": ok, "relay": last, "applied_s": applied, "before": before,
+                   "udp": udp(), "tcp": tcp(),
+                   "chose": {e: min((r.at - t0 for r in h if r.choice == last), default=None)
+                             for e, h in hist.items()},
+                   "moves": {e: [(r.choice, r.at - t0) for r in h if r.choice != r.previous]
+                             for e, h in hist.items()}}
+        except BaseException:
+            lift()
+            raise
+        if keep:
+            out["lift"] = lift
+        else:
+            lift()
+        return out
+
     def choices(self, dest: str = "origin") -> dict[str, str]:
         return {e: self.daemons[e].choices().get(dest) for e in self.edge_names}
 
