@@ -141,10 +141,18 @@ class LabEnv:
         return self.loop.daemon if self.loop else None
 
     def wait_settled(self, timeout: float = 30.0) -> bool:
-        """Until edge uses direct and every path is up (after start or an incident)."""
+        """Until edge uses direct and every path it probes is up (after start or an
+        incident); in fleet mode also until its agent is on the bus and holds
+        every relay's leg to the origin."""
         d = self.daemon
+
+        def fleet_ready() -> bool:
+            if d.fleet is None:
+                return True
+            legs = [d.fleet.view.leg(r, "origin", time.time()) for r in RELAYS]
+            return d.fleet.mode == "fleet" and all(legs)
         return self.loop.wait_for(lambda: d.choices().get("origin") == "direct"
-                                  and not d._doubt, timeout, 0.1)
+                                  and not d._doubt and fleet_ready(), timeout, 0.1)
 
     def impair(self, a: str, b: str, *, delay: float = 0, jitter: float = 0, loss: float = 0,
                blackhole: bool = False, direction: str = "both") -> None:
