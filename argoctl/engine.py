@@ -42,6 +42,12 @@ Rules, in order:
 5. policy.split: new flows are spread over the paths of the choice's tier
    whose smoothed score is within the switch margins of the best, weighted by
    1/score.
+6. Common-mode silence is not a failure: a path declared down while every
+   other path of the destination is silent too, one since the same instant
+   (half a detection time), is a stalled prober or host (or a dead uplink):
+   it stays down until it answers, but is not charged (no flap penalty, no
+   hold-down: Estimator.judge). BIRD's BFD avoids such stalls with a thread
+   of its own; our prober shares the loop, so the engine judges the evidence.
 
 Score (milliseconds; lower is better), per path:
 
@@ -342,6 +348,11 @@ class Engine:
 
     def _decide(self, d: _DestState, now: float) -> Decision:
         paths = d.paths
+        for p in d.order:
+            est = paths[p].est
+            est.tick(now)
+            if est.fresh_down:
+                self._judge(d, est)
         scores = {p: paths[p].score(p, now) for p in d.order}
         overlay = self.overlay
         if overlay is not None:
@@ -367,6 +378,27 @@ class Engine:
         dec = Decision(d.name, choice, weights, reason, scores, changed, now)
         d.last = dec
         return dec
+
+    def _judge(self, d: _DestState, est) -> None:
+        """Rule 6: is this fresh failure common-mode (every other path silent
+        too, one since the same instant) or the path's own? A path of another
+        destination sharing this estimator is judged by the first destination
+        decided."""
+        since, slack = est.silent_since, est.detect / 2
+        together = False
+        if since is not None:
+            for q in d.order:
+                other = d.paths[q].est
+                if other is est:
+                    continue
+                s = other.silent_since
+                if s is None or s < since - slack:
+                    continue            # never answered, or dead long before: no evidence
+                if s > since + slack:
+                    together = False    # it answered after this one went silent
+                    break
+                together = True
+        est.judge(together)
 
     def _margin(self, score: float) -> float:
         return max(self.policy.switch_relative * score, self.policy.switch_absolute_ms)
