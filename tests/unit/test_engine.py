@@ -600,3 +600,55 @@ def test_a_dead_uplink_is_reported_down_and_any_path_that_returns_gets_the_traff
     # and faster, so new flows go back to it within the dwell, not after 30 s
     assert _standing(steps, 21.0)["direct"] == (0, False)
     assert first_time(steps, lambda d: d.choice == "direct", after=20.0) < 21.0
+
+
+# -- detection time (issue 12's one-way gap) --------------------------------------
+
+def _leave_direct(at_deadlines: bool, phase: float):
+    """direct (1 ms) answers until round 200, relay1 (20 ms) always; decisions every
+    50 ms at `phase` after the sends (the daemon's rounds) and, `at_deadlines`, at
+    every Engine.due() time as the daemon now does. -> (last direct reply, when
+    new flows left direct, when direct was declared down)."""
+    eng = engine(paths=("direct", "relay1"), **FAST)
+    events = []
+    for i in range(260):
+        sent = i * 0.05
+        if i < 200:
+            events.append((sent + 0.001, "direct", i, sent, 0.001))
+        events.append((sent + 0.020, "relay1", i, sent, 0.020))
+    events.sort()
+    rounds = [i * 0.05 + phase for i in range(260)]
+    left = down = None
+    k, now = 0, 0.0
+    while k < len(events) or rounds:
+        nxt = eng.due(now)[1] if at_deadlines else None
+        cands = [t for t in (events[k][0] if k < len(events) else None,
+                             rounds[0] if rounds else None, nxt) if t is not None]
+        now = min(cands)
+        while k < len(events) and events[k][0] <= now:
+            at, p, seq, sent, rtt = events[k]
+            eng.path("d", p).on_reply(seq, sent, rtt, at)
+            k += 1
+        if rounds and rounds[0] <= now:
+            rounds.pop(0)
+        dec = eng.decide_one("d", now)
+        if left is None and now > 5 and dec.choice != "direct":
+            left = now
+        if down is None and dec.scores["direct"].state is State.DOWN:
+            down = now
+    return 199 * 0.05 + 0.001, left, down
+
+
+@pytest.mark.parametrize("phase", [0.005, 0.03, 0.049])
+def test_silence_is_judged_at_its_deadline_from_the_last_reply_not_at_the_next_round(phase):
+    # BFD declares a session down detect_mult x interval after the last packet
+    # received (BIRD arms a hold timer there). argoctl's rule is the same (new flows
+    # move at the first miss, suspect_after; down at detect), but the daemon used
+    # to look only at its rounds (every interval): up to an interval late, 25 ms
+    # on average at 50 ms probes: the bench's one-way 179 ms against BIRD's 137.
+    t = dataclasses.replace(POLICY, **FAST).timing
+    last, left, down = _leave_direct(True, phase)
+    assert left == pytest.approx(last + t.suspect_after_s, abs=1e-9)
+    assert down == pytest.approx(last + t.detect_s, abs=1e-9)
+    _, left_rounds, _ = _leave_direct(False, phase)      # rounds only: the old loop
+    assert last + t.suspect_after_s <= left_rounds < last + t.suspect_after_s + 0.05 + 1e-9
