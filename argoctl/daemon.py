@@ -3,8 +3,7 @@
     measurements (probes, datapath counters) --> estimators --> decisions --> eBPF maps
 
 Start-up (`Daemon.setup`, in the caller's thread):
-  1. take the single-instance lock (`argoctl.pid` in the state directory; `up`
-     and `down` refuse while it is held);
+  1. take the single-instance lock (`argoctl.pid`; `up` and `down` refuse then);
   2. `up`'s stages (apply.py: links, nft, datapath, maps), rolled back whole on
      any failure. The maps' first contents come from _adopt: path sets already
      in the maps are kept, and the engine starts from their choice: a restarted
@@ -20,11 +19,9 @@ probe sockets open there):
     path in doubt also every interval / fast_divisor; a probe result that
     changes a path's state, or a path's detection time (Engine.due), decides
     its destinations at once;
-  - a decision whose weights differ from what the maps hold is written (all of
-    a round's in one batched update), logged as one JSON line with its reason,
-    counted in the metrics;
-  - the live choices go to `state.json` (atomic rename) for `argoctl status`
-    and `argoctl explain`.
+  - a decision whose weights differ from the maps is written (a round's in one
+    batch), logged as one JSON line with its reason, counted in the metrics;
+  - the live choices go to `state.json` (atomic rename) for status/explain.
 
 Stopping (SIGTERM, or a crash) leaves the datapath and the last decisions in
 the maps, so traffic keeps its paths while no daemon runs; `cleanup=True`
@@ -366,8 +363,10 @@ class Daemon:
         self._deadline = self.engine.due(self.clock())[1]   # (a recovered path has one again)
 
     def _on_deadlines(self) -> None:
-        """Decide at a detection time (silence since the last reply), not the next round."""
+        """Decide at a detection time (silence since the last reply), not the next
+        round; replies already queued first (BFD reads before its timers fire)."""
         if self._deadline is not None and self.clock() >= self._deadline:
+            self.sched.drain()
             self._decide_some(self.engine.due(self.clock())[0])
             self._deadline = self.engine.due(self.clock())[1]
 
@@ -396,6 +395,7 @@ class Daemon:
 
     def _round(self) -> None:
         self.rounds += 1
+        self.sched.drain()                  # (as _on_deadlines)
         now = self.clock()
         self._poll_passive(now)
         decisions = self.engine.decide(now)
