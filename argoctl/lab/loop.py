@@ -72,6 +72,46 @@ def fake_paths(topo, cfg: cfgmod.Config, edge: str = "edge") -> None:
         for i, peer in enumerate(cfg.peers)}, edge=edge)
 
 
+# -- datapaths compiled ahead of their daemons ------------------------------------
+
+# one namespace's datapath, compiled and pinned by a process of its own
+_COMPILE = "import sys; from argoctl import datapath; datapath.ensure_loaded(sys.argv[1])"
+
+
+def compile_datapaths(hosts: dict[str, str], pins: dict, workers: int = 2) -> None:
+    """Each host's datapath (host -> its namespace) compiled and pinned where
+    its daemon looks (home.pin_dir), each by a process of its own, `workers` at
+    a time: bcc cannot compile in two threads of one process, and a compile is
+    seconds (~1 min in a loaded TCG VM). The daemons started afterwards adopt
+    the pins, as `argoctl run` adopts what `argoctl up` loaded. Each pin
+    directory goes into `pins` (pin directory -> namespace) before its compile
+    starts: remove_datapaths(pins) removes what is left of them (a failure
+    half-way, a daemon that never started)."""
+    import subprocess
+    from concurrent.futures import ThreadPoolExecutor
+    from argoctl import home
+
+    def one(host: str) -> None:
+        pin_dir = home.pin_dir(hosts[host])
+        pins[pin_dir] = hosts[host]
+        proc = subprocess.run([sys.executable, "-c", _COMPILE, pin_dir], capture_output=True,
+                              text=True, timeout=600)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{host}: compiling the datapath failed: {proc.stderr[-2000:]}")
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        list(pool.map(one, hosts))
+
+
+def remove_datapaths(pins: dict) -> None:
+    """What compile_datapaths pinned and is still there, detached (in its own
+    namespace: never the root's) and unpinned; `pins` emptied."""
+    from argoctl import datapath
+    for pin_dir, ns in list(pins.items()):
+        if os.path.isdir(pin_dir):
+            datapath.detach(pin_dir, netns=ns, cgroup=None)
+        del pins[pin_dir]
+
+
 # -- traffic -----------------------------------------------------------------------
 
 class _Thread:
