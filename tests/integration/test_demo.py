@@ -50,6 +50,8 @@ def test_demo_json_summary_shows_requests_and_latency_saved():
     # real tunnels of both kinds, read from the edge's kernel: the Orpheus relay
     # is reached over WireGuard
     assert f["tunnels"] == {"relay1": "gre", "relay2": "wireguard"}, f
+    # the relays' datapaths compiled side by side before their daemons, which adopted them
+    assert summary["relay_datapaths"] == {"relay1": "adopted", "relay2": "adopted"}, summary
     # before the outage: one relay measured end to end, the other composed from the bus
     before = f["edge_paths_before"]
     assert sorted(before[r]["how"] for r in ("relay1", "relay2")) == \

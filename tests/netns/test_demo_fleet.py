@@ -43,8 +43,12 @@ def test_demo_switches_to_fleet_mode_for_the_fleet_scenario_only():
     assert sorted(before[r]["how"] for r in ("relay1", "relay2")) == \
         ["composed", "end-to-end"], before
     assert f["tunnels"] == {}, f                  # stand-in paths: no tunnel devices
-    assert set(summary["fleet_setup_s"]) == {"nats_s", "relay_agents_s", "edge_reload_s",
-                                             "total_s"}, summary
+    setup = summary["fleet_setup_s"]
+    assert set(setup) == {"nats_s", "relay_agents_s", "relay_compile_s", "edge_reload_s",
+                          "total_s"}, summary
+    # the relays' datapaths compiled before their daemons started, which adopted them
+    assert 0 < setup["relay_compile_s"] <= setup["relay_agents_s"], setup
+    assert summary["relay_datapaths"] == {"relay1": "adopted", "relay2": "adopted"}, summary
 
     # back out of fleet mode: the outage is the single-host tool's (no agent)
     outage = summary["scenarios"]["outage"]
