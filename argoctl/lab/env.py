@@ -226,7 +226,9 @@ def play(env: LabEnv, scenario: Scenario, stop: Optional[threading.Event] = None
     """Apply the scenario's steps at their times (from t0, default now), then wait
     out its duration and restore every link it touched. A step that takes long
     to apply (a busy VM) delays the later ones as much, so every phase keeps its
-    length. Returns when the scenario ended (monotonic)."""
+    length. on_step(step, seconds since t0) is called as a step begins, before
+    `tc` applies it: in the VM that takes seconds, and the link is impaired (and
+    the daemon may react) before it returns. Returns when the scenario ended."""
     t0 = time.monotonic() if t0 is None else t0
     stop = stop or threading.Event()
     touched = set()
@@ -236,11 +238,11 @@ def play(env: LabEnv, scenario: Scenario, stop: Optional[threading.Event] = None
             planned = t0 + step.at + slip
             if stop.wait(max(0.0, planned - time.monotonic())):
                 return time.monotonic()
+            if on_step:       # as it begins: it may take effect before apply returns
+                on_step(step, time.monotonic() - t0)
             env.apply(step)
             touched.add((step.a, step.b))
             slip += max(0.0, time.monotonic() - planned)
-            if on_step:
-                on_step(step, time.monotonic() - t0)
         stop.wait(max(0.0, t0 + scenario.duration + slip - time.monotonic()))
         return time.monotonic()
     finally:
