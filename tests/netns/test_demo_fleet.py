@@ -43,7 +43,9 @@ def test_demo_switches_to_fleet_mode_for_the_fleet_scenario_only():
     # back out of fleet mode: the outage is the single-host tool's (no agent)
     outage = summary["scenarios"]["outage"]
     assert outage["mode"] == "local" and "fleet" not in outage, outage
-    assert outage["switches"], outage
+    # (no check of its switches: on stand-in paths every path dies with direct, so
+    # a switch depends on which path answers first after the restore; none in 2 of
+    # 3 runs of main's code here, 2026-12-03)
 
     assert not [n for n in topo.list_namespaces() if n.startswith(f"argodemo{os.getpid()}")]
     assert not os.path.exists(f"/sys/fs/bpf/argoctl-argodemo{os.getpid()}-edge")
