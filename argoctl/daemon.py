@@ -148,6 +148,8 @@ class Daemon:
         self.sched = None
         self.fleet = None                        # argoctl.fleet.agent.FleetAgent with [fleet]
         self.exporter = None
+        self.watch = None
+        self.probe_sources: dict[int, str] = {}
         self.attach_result = None
         self.adopted: dict[str, bool] = {}
         self.written: dict[str, dict[str, tuple[int, bool]]] = {}   # what the maps hold
@@ -191,6 +193,8 @@ class Daemon:
                            cgroup=self.opts.cgroup, pathsets=self._adopt, lock=False)
             self.attach_result = ctx.attach
             self.maps = maps.Maps(self.home.pin_dir)
+            from argoctl.probe.source import lan_sources   # (probes see what data sees)
+            self.probe_sources = lan_sources(self.opts.ns, self.cfg.node.steer_interfaces)
             if self.cfg.fleet is not None:
                 self._fleet_setup()
         except BaseException:
@@ -272,11 +276,16 @@ class Daemon:
             fast_divisor=self.opts.fast_divisor,
             # compiled udp streams feed the compiled estimators without Python
             sink=self.engine.native_sink, on_change=self._on_change,
+            sources=self.probe_sources,
             # the compiled udp path reads CLOCK_MONOTONIC itself: same clock, in ns
             clock=time.monotonic_ns if self.clock is time.monotonic
             else lambda: int(self.clock() * 1e9))
         self._start_metrics()
         self.sched.start()
+        if self.opts.apply_config:     # it watches what it applied (watch.py)
+            from argoctl.watch import Watch
+            self.watch = Watch(self)
+            self.watch.start(self._loop)
         if self.fleet is not None:
             self.fleet.attach(self.sched)
             await self.fleet.start()
@@ -310,6 +319,8 @@ class Daemon:
                 except asyncio.TimeoutError:
                     pass
         finally:
+            if self.watch is not None:
+                self.watch.stop()
             if self.fleet is not None:
                 await self.fleet.stop()
             self.sched.stop()
@@ -342,6 +353,15 @@ class Daemon:
         self._pending.update(self.engine.sharers(dest, path))
         if self._pending_handle is None:
             self._pending_handle = self._loop.call_soon(self._decide_pending)
+
+    def paths_lost(self, paths) -> None:
+        """The watch saw these paths' kernel objects go: down now, decided now."""
+        now = self.clock()
+        dests = set()
+        for p in paths:
+            dests.update(self.engine.on_path_lost(p, now))
+        if dests:
+            self._decide_some(dests)
 
     def probe_results(self, dest: str, path: str) -> dict[str, int]:
         """{"ok": replies, "timeout": losses} of the stream measuring (dest, path)."""

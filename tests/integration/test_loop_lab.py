@@ -236,7 +236,7 @@ def test_e_forged_and_replayed_replies_change_no_decision(loop):
     n_hist = len(d.history)
     before = dict(d.sched.rejects()["direct"])
     n = kit.spoof(t["client"], captured * 3 + kit.forged_replies(captured, 30), looplab.ORIGIN,
-                  looplab.RESPONDER_PORT, t["edge"].address(4), port, pps=200)
+                  looplab.RESPONDER_PORT, kit.probe_addr(d, "direct")[0], port, pps=200)
     time.sleep(1.0)
     after = d.sched.rejects()["direct"]
     got = {k: after.get(k, 0) - before.get(k, 0)
