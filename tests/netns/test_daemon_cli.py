@@ -180,7 +180,7 @@ def _direct_up(d) -> bool:
 
 def test_run_puts_back_a_rule_deleted_behind_its_back_and_keeps_running(env):
     """The watch (argoctl/watch.py) in `argoctl run` as systemd runs it: direct's
-    rule deleted under the daemon is seen at once (rtnetlink event), the path
+    rule deleted under the daemon is seen at once (its rtnetlink event), the path
     marked down and logged, the rule put back, the path trusted again after the
     usual recovery; and the daemon outlives its periodic full checks (once, a
     helper those checks forked stopped it silently)."""
@@ -202,6 +202,9 @@ def test_run_puts_back_a_rule_deleted_behind_its_back_and_keeps_running(env):
     _, err = p.communicate(timeout=30)
     assert p.returncode == 0, err
     events = [json.loads(m) for _, _, m in map(parse_line, err.splitlines()) if m[:1] == "{"]
+    # from the deletion event itself (before the check's dumps), then the check
+    deleted = [e for e in events if e["event"] == "owned_object_deleted"]
+    assert deleted and deleted[0]["paths_down"] == ["direct"], err
     changed = [e for e in events if e["event"] == "owned_state_changed"]
     assert changed and changed[0]["paths_down"] == ["direct"], err
     assert any("rule -4 priority 7200" in op for op in changed[0]["missing_or_changed"]), err
