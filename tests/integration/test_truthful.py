@@ -171,7 +171,9 @@ def test_a_deleted_tunnel_route_or_rule_moves_traffic_and_is_repaired(tlab, what
         assert lab.wait_for(lambda: _state(d, relay) is State.UP, 30)
         recovered = d.engine.path("origin", relay).snapshot().recovered_at
         assert lab.wait_for(lambda: lab.choice() == relay, 60), d.engine.last("origin").reason
-        back = next(r for r in d.history if r.at >= t0 and r.choice == relay)
+        # the switch back (not a decision that kept it before the move)
+        back = next(r for r in d.history if r.at >= t0 and r.choice == relay
+                    and r.previous != relay)
         assert back.at >= recovered, (back.at, recovered)     # not before it recovered
         assert _connect_via(lab) == relay
         # the whole time, not one datagram of the client left through main
@@ -239,10 +241,13 @@ def test_b_a_relay_that_drops_the_lans_traffic_but_not_tunnel_probes_is_left(tla
     _settle_on(lab, bad)
     stream = looplab.Stream(t["client"], pps=200)
     ping = Pinger(t["client"], looplab.ORIGIN)
-    rp = {f"net.ipv4.conf.ag-edge.rp_filter": 1}
+    rp = {"net.ipv4.conf.ag-edge.rp_filter": 1}
     try:
-        assert lab.wait_for(lambda: lab.sink.by_link().get(f"to-{bad}", 0) > 20, 20)
-        assert _connect_via(lab) == bad
+        t_s = time.monotonic()
+        assert lab.wait_for(lambda: d.written["origin"][bad][0] > 50 and
+                            lab.sink.by_link(since=t_s).get(f"to-{bad}", 0) > 20, 20), \
+            (d.written["origin"], d.engine.last("origin").reason)
+        assert _connect_via(lab) == bad, (d.written["origin"], d.engine.last("origin").reason)
         # The relay's reverse-path filter is strict on its tunnel from edge: the
         # client LAN (198.51.100.0/25) routes back by the underlay there, so its
         # packets are dropped; edge's tunnel address routes back by the tunnel,
@@ -271,7 +276,7 @@ def test_b_a_relay_that_drops_the_lans_traffic_but_not_tunnel_probes_is_left(tla
         got = _window(lab, stream, 1.0)
         assert not got.get(f"to-{bad}"), got
     finally:
-        t[bad].sysctl({f"net.ipv4.conf.ag-edge.rp_filter": 2})
+        t[bad].sysctl({"net.ipv4.conf.ag-edge.rp_filter": 2})
         ping.stop()
         stream.stop()
     assert lab.wait_for(lambda: _state(d, bad) is State.UP, 30)
