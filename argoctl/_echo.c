@@ -136,6 +136,7 @@ typedef struct {
     int64_t limit;        /* probes to send, -1 = no limit */
     uint64_t seq, sent;
     int active;
+    uint32_t gen;         /* heap entries of an older generation are dropped (poll) */
     PyObject *sink;       /* a bound _pathcore.PathState, or NULL */
     uint64_t received, lost, errors;
     double rtt_sum, rtt_min, rtt_max;    /* s; min and max valid when received */
@@ -143,7 +144,7 @@ typedef struct {
 
 typedef struct {
     int64_t due;
-    uint32_t slot;
+    uint32_t slot, gen;
 } heapent_t;
 
 typedef struct {           /* a request in flight, at ring[wire_seq & mask] */
@@ -257,6 +258,7 @@ static int heap_push(Channel *c, int64_t due, uint32_t slot)
     }
     c->heap[i].due = due;
     c->heap[i].slot = slot;
+    c->heap[i].gen = c->streams[slot].gen;
     return 0;
 }
 
@@ -451,6 +453,23 @@ static PyObject *Channel_remove(Channel *c, PyObject *arg)
     Py_RETURN_NONE;
 }
 
+static PyObject *Channel_poll(Channel *c, PyObject *args)
+{
+    Py_ssize_t slot;
+    long long due;
+    if (!PyArg_ParseTuple(args, "nL", &slot, &due))
+        return NULL;
+    stream_t *s = get_stream(c, slot);
+    if (s == NULL)
+        return NULL;
+    if (!s->active || (s->limit >= 0 && (int64_t)s->sent >= s->limit))
+        Py_RETURN_NONE;
+    s->gen++;            /* the entry already in the heap no longer counts */
+    if (heap_push(c, due, (uint32_t)slot) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
 static PyObject *Channel_set_interval(Channel *c, PyObject *args)
 {
     Py_ssize_t slot;
@@ -539,7 +558,7 @@ static PyObject *Channel_send_due(Channel *c, PyObject *arg)
         while (n < BATCH && c->hlen && c->heap[0].due <= horizon) {
             heapent_t e = heap_pop(c);
             stream_t *s = &c->streams[e.slot];
-            if (!s->active)
+            if (!s->active || e.gen != s->gen)
                 continue;
             if (c->next - c->head > c->rmask && ring_grow(c) < 0)
                 return NULL;
@@ -611,7 +630,8 @@ static PyObject *Channel_send_due(Channel *c, PyObject *arg)
         if (n < BATCH)
             break;
     }
-    while (c->hlen && !c->streams[c->heap[0].slot].active)
+    while (c->hlen && (!c->streams[c->heap[0].slot].active ||
+                       c->heap[0].gen != c->streams[c->heap[0].slot].gen))
         heap_pop(c);
     return PyLong_FromLongLong(c->hlen ? c->heap[0].due : -1);
 }
@@ -810,6 +830,8 @@ static PyMethodDef Channel_methods[] = {
     {"add", (PyCFunction)Channel_add, METH_VARARGS,
      "add(host, port, interval_ns, first_due_ns, limit) -> slot (limit -1: none)"},
     {"remove", (PyCFunction)Channel_remove, METH_O, "remove(slot): stop probing it"},
+    {"poll", (PyCFunction)Channel_poll, METH_VARARGS,
+     "poll(slot, due_ns): its next probe at due_ns instead of when it was due"},
     {"set_interval", (PyCFunction)Channel_set_interval, METH_VARARGS,
      "set_interval(slot, interval_ns): from its next probe on"},
     {"stream", (PyCFunction)Channel_stream, METH_O,

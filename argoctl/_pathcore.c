@@ -256,6 +256,11 @@ typedef struct {
     /* policy */
     double interval, detect, suspect_after, rtt_alpha;
     long detect_multiplier, recover_probes;
+    /* fleet mode's per-stream pace (Estimator.pace): silence counts from
+       quiet_from when later than the last reply; unanswered SYNs are judged at
+       the base detection time */
+    long pace_n;
+    double quiet_from, passive_detect;
     /* Estimator */
     int state;
     double since;
@@ -402,7 +407,7 @@ static void check_passive(PathState *p, double now)
         return;
     }
     if (!p->syn_pending_since.ok || p->syn_unanswered < PASSIVE_MIN_SYNS ||
-        now < p->syn_pending_since.v + fmax(p->detect, SYN_RTO_S))
+        now < p->syn_pending_since.v + fmax(p->passive_detect, SYN_RTO_S))
         return;
     p->passive_failing = 1;
     p->version++;
@@ -418,6 +423,8 @@ static void tick(PathState *p, double now)
     int state = p->state;
     if ((state == S_UP || state == S_SUSPECT) && p->last_reply.ok) {
         double last = p->last_reply.v;
+        if (last < p->quiet_from)
+            last = p->quiet_from;
         if (now >= last + p->detect) {
             p->consecutive_ok = 0;
             enter(p, S_DOWN, now);
@@ -674,6 +681,9 @@ static int PathState_init(PathState *p, PyObject *args, PyObject *kw)
     Py_DECREF(timing);
     if (bad)
         return -1;
+    p->pace_n = 1;
+    p->quiet_from = -INFINITY;
+    p->passive_detect = p->detect;
     if (get_double(policy, "rtt_alpha", &p->rtt_alpha) < 0 ||
         get_long(policy, "detect_multiplier", &p->detect_multiplier) < 0 ||
         get_long(policy, "recover_probes", &p->recover_probes) < 0 ||
@@ -847,6 +857,29 @@ static PyObject *PathState_tick(PathState *p, PyObject *args, PyObject *kw)
     Py_RETURN_NONE;
 }
 
+static PyObject *PathState_pace(PathState *p, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"n", "timing", "now", NULL};
+    long n;
+    PyObject *timing;
+    double now, interval, detect, suspect_after;
+    if (!ready(p) || !PyArg_ParseTupleAndKeywords(args, kw, "lOd", kwlist, &n, &timing, &now))
+        return NULL;
+    if (n == p->pace_n)
+        Py_RETURN_NONE;
+    if (get_double(timing, "interval_s", &interval) < 0 ||
+        get_double(timing, "detect_s", &detect) < 0 ||
+        get_double(timing, "suspect_after_s", &suspect_after) < 0)
+        return NULL;
+    p->interval = interval;
+    p->detect = detect;
+    p->suspect_after = suspect_after;
+    p->pace_n = n;
+    p->quiet_from = now;
+    p->version++;
+    Py_RETURN_NONE;
+}
+
 static PyObject *PathState_on_passive(PathState *p, PyObject *args, PyObject *kw)
 {
     static char *kwlist[] = {"syn_sent", "synack_rcvd", "rtt_samples", "now", NULL};
@@ -925,14 +958,15 @@ static PyObject *PathState_next_deadline(PathState *p, PyObject *Py_UNUSED(ignor
         return NULL;
 #define CONSIDER(x) do { double x_ = (x); if (!t.ok || x_ < t.v) t = some(x_); } while (0)
     if ((p->state == S_UP || p->state == S_SUSPECT) && p->last_reply.ok) {
+        double last = fmax(p->last_reply.v, p->quiet_from);
         if (p->state == S_UP)
-            CONSIDER(p->last_reply.v + p->suspect_after);
-        CONSIDER(p->last_reply.v + p->detect);
+            CONSIDER(last + p->suspect_after);
+        CONSIDER(last + p->detect);
     }
     if (p->passive_failing)
         CONSIDER(p->last_syn.v + PASSIVE_FORGET_S);
     else if (p->syn_pending_since.ok && p->syn_unanswered >= PASSIVE_MIN_SYNS)
-        CONSIDER(p->syn_pending_since.v + fmax(p->detect, SYN_RTO_S));
+        CONSIDER(p->syn_pending_since.v + fmax(p->passive_detect, SYN_RTO_S));
 #undef CONSIDER
     return opt_py(t);
 }
@@ -1037,6 +1071,8 @@ static PyMemberDef PathState_members[] = {
     {"interval", T_DOUBLE, offsetof(PathState, interval), READONLY, NULL},
     {"detect", T_DOUBLE, offsetof(PathState, detect), READONLY, NULL},
     {"suspect_after", T_DOUBLE, offsetof(PathState, suspect_after), READONLY, NULL},
+    {"pace_n", T_LONG, offsetof(PathState, pace_n), READONLY, NULL},
+    {"passive_detect", T_DOUBLE, offsetof(PathState, passive_detect), READONLY, NULL},
     {"penalty", T_DOUBLE, offsetof(PathState, penalty), READONLY, NULL},
     {"dests", T_OBJECT_EX, offsetof(PathState, dests), READONLY, NULL},
     {NULL}};
@@ -1054,6 +1090,8 @@ static PyMethodDef PathState_methods[] = {
      "tick(now): time-based detection"},
     {"on_passive", (PyCFunction)(void (*)(void))PathState_on_passive, METH_VARARGS | METH_KEYWORDS,
      "on_passive(syn_sent, synack_rcvd, rtt_samples, now): datapath deltas"},
+    {"pace", (PyCFunction)(void (*)(void))PathState_pace, METH_VARARGS | METH_KEYWORDS,
+     "pace(n, timing, now): probed every n intervals from now on (Estimator.pace)"},
     {"next_deadline", (PyCFunction)PathState_next_deadline, METH_NOARGS,
      "when tick() would next change the state by time alone, or None"},
     {"snapshot", (PyCFunction)PathState_snapshot, METH_NOARGS, "an estimator.Snapshot"},

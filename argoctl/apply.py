@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-from argoctl import home as homes, netlink, plan
+from argoctl import home as homes, names, netlink, plan, runfiles
 from argoctl.config import Config, Routing
 from argoctl.home import Home, default_run_dir  # noqa: F401  (default_run_dir: re-exported)
 from argoctl.intent import Intents
@@ -64,6 +64,7 @@ class Context:
     steps: int = 0
     log: list = field(default_factory=list)   # what each step was (for tests)
     extra: dict = field(default_factory=dict)
+    warnings: list = field(default_factory=list)  # damaged run files and what was done instead
 
     @property
     def ns(self) -> Optional[str]:
@@ -102,7 +103,11 @@ class Links(Stage):
     def apply(self, ctx: Context) -> None:
         ctx.applier.apply([op for op in ctx.ops if self.mine(op)])
         ctx.extra["journal_" + self.name] = ctx.applier.journal
-        netlink.save_routing(ctx.state_dir, ctx.routing)
+        try:
+            runfiles.load_routing(ctx.state_dir)
+        except runfiles.RunFileError as e:
+            ctx.warnings.append(f"{e}: replaced with this config's ranges")
+        runfiles.save_routing(ctx.state_dir, ctx.routing)
 
     def rollback(self, ctx: Context) -> None:
         errors = ctx.applier.rollback(ctx.extra.get("journal_" + self.name, []))
@@ -219,6 +224,10 @@ def _run(ctx: Context, body, command: str, lock: bool) -> Context:
                                       intents=ctx.intents, step=ctx.step)
                 body(ctx)
             finally:
+                for w in (ctx.intents.warnings if ctx.intents else []) + \
+                        (ctx.applier.saved.warnings if ctx.applier else []):
+                    if w not in ctx.warnings:
+                        ctx.warnings.append(w)
                 if ctx.applier is not None:
                     ctx.applier.close()
                 ctx.ipr.close()
@@ -296,7 +305,7 @@ def down(routing: Optional[Routing] = None, ns: Optional[str] = None, dry_run: b
     of the last `up` (saved in the state directory) or the defaults identify our
     objects."""
     ctx = Context(home=homes.locate(ns, run_dir), dry_run=dry_run, cgroup=cgroup)
-    ctx.routing = routing or netlink.load_routing(ctx.state_dir)
+    ctx.routing = routing or runfiles.load_routing_or_default(ctx.state_dir, ctx.warnings)
 
     def body(ctx):
         if not dry_run:
@@ -306,7 +315,11 @@ def down(routing: Optional[Routing] = None, ns: Optional[str] = None, dry_run: b
             stage.down(ctx)
         ctx.result = ctx.applier.result(ctx.ops)
         if not dry_run:
-            path = os.path.join(ctx.state_dir, "routing.json")
-            if os.path.exists(path):
-                os.unlink(path)
+            # (damaged or not, `down` leaves no run file but the lock: what a
+            # damaged one held was said, and is of no use once all is removed)
+            for name in (names.ROUTING_FILE, names.STATE_FILE):
+                runfiles.remove(os.path.join(ctx.state_dir, name))
+            if ctx.applier.saved.warnings:
+                runfiles.remove(ctx.applier.saved.path)
+            ctx.intents.forget_damage()
     return _run(ctx, body, "down", lock)

@@ -314,8 +314,10 @@ def up(config_file: str, dry_run: bool, as_json: bool) -> None:
         dp = {"pin_dir": ctx.home.pin_dir, "compiled": a.compiled, "steered": a.steered,
               "passive": a.passive, "newly_attached": a.newly_attached, "cgroup": a.cgroup,
               "clsact_added": a.clsact_added, **ctx.extra.get("maps", {})}
+    _warn("up", ctx.warnings)
     if as_json:
-        out = {"dry_run": dry_run, "ops": [op.to_dict() for op in ctx.ops], "datapath": dp}
+        out = {"dry_run": dry_run, "ops": [op.to_dict() for op in ctx.ops], "datapath": dp,
+               "warnings": ctx.warnings}
         if ctx.result:
             out.update(writes=ctx.result.writes, netlink_writes=ctx.result.netlink_writes,
                        nft_writes=ctx.result.nft_writes, sysctl_writes=ctx.result.sysctl_writes)
@@ -353,9 +355,11 @@ def down(config_file: str | None, dry_run: bool, as_json: bool) -> None:
         click.echo(f"argoctl down: {e}", err=True)
         sys.exit(1)
     dp = ctx.extra.get("datapath")
+    _warn("down", ctx.warnings)
     if as_json:
         out = {"dry_run": dry_run, "ops": [op.to_dict() for op in ctx.ops],
-               "removed": 0 if dry_run else len(ctx.ops), "datapath": dp}
+               "removed": 0 if dry_run else len(ctx.ops), "datapath": dp,
+               "warnings": ctx.warnings}
         if ctx.result:
             out.update(writes=ctx.result.writes)
         click.echo(json.dumps(out, sort_keys=True, default=str))
@@ -385,12 +389,18 @@ def status(config_file: str | None, as_json: bool) -> None:
         click.echo(f"argoctl status: {e}", err=True)
         sys.exit(1)
     from argoctl import explain as ex
-    data["choices"] = ex.live_choices()     # None: no `argoctl run` here yet
+    try:
+        data["choices"] = ex.live_choices()     # None: no `argoctl run` here yet
+    except ValueError as e:                     # damaged: said, never silently left out
+        data["choices"] = None
+        data["problems"].append(f"{e}: live choices not shown (a running `argoctl run` "
+                                "rewrites it within seconds; `argoctl down` removes it)")
     from argoctl import datapath, home
     data["datapath"] = datapath.status(home.pin_dir())
     if as_json:
         click.echo(json.dumps(data, sort_keys=True, default=str))
     else:
+        _warn("status", data["problems"])
         st.render(data)
         if data["datapath"]["loaded"]:
             import rich
@@ -495,16 +505,23 @@ def fleet_status(dest: str | None, as_json: bool, run_dir: str | None, netns: st
         known = ", ".join(sorted(doc["destinations"])) or "none"
         click.echo(f"argoctl fleet status: no destination {dest!r} (known: {known})", err=True)
         sys.exit(2)
-    if as_json:
-        out = {"node": doc["node"], "stale": doc["stale"], **doc["fleet"]}
-        if dest is not None:
-            out = {"node": doc["node"], "stale": doc["stale"], "dest": dest,
-                   "mode": doc["fleet"]["mode"], "reach": doc["fleet"]["reach"][dest],
-                   "paths": doc["fleet"]["paths"][dest]}
-        click.echo(json.dumps(out, sort_keys=True))
-        return
-    from argoctl.fleet.status import render
-    render(doc, dest)
+    try:
+        if as_json:
+            out = {"node": doc["node"], "stale": doc["stale"], **doc["fleet"]}
+            if dest is not None:
+                out = {"node": doc["node"], "stale": doc["stale"], "dest": dest,
+                       "mode": doc["fleet"]["mode"], "reach": doc["fleet"]["reach"][dest],
+                       "paths": doc["fleet"]["paths"][dest]}
+            click.echo(json.dumps(out, sort_keys=True))
+            return
+        from argoctl.fleet.status import render
+        render(doc, dest)
+    except (KeyError, TypeError, AttributeError, ValueError) as e:   # a damaged fleet part
+        from argoctl import explain as ex
+        click.echo(f"argoctl fleet status: {ex.path(run_dir, netns)}: its fleet part is "
+                   f"damaged ({type(e).__name__}: {e}); a running `argoctl run` rewrites "
+                   "it within seconds", err=True)
+        sys.exit(1)
 
 
 def _fleet_config(config_file: str):
@@ -571,6 +588,12 @@ def fleet_init(config_file: str, admin_credentials: str, replicas: int) -> None:
 
 
 
+def _warn(command: str, warnings: list[str]) -> None:
+    """Damaged run files and what was done instead, one line each on stderr."""
+    for w in warnings:
+        click.echo(f"argoctl {command}: warning: {w}", err=True)
+
+
 def _live_state(command: str, run_dir: str, netns) -> dict:
     """The running daemon's state file, or a clean exit naming what is wrong."""
     from argoctl import explain as ex
@@ -580,8 +603,9 @@ def _live_state(command: str, run_dir: str, netns) -> dict:
     except FileNotFoundError:
         click.echo(f"argoctl {command}: no live state: is `argoctl run` running?", err=True)
         sys.exit(1)
-    except ValueError as e:
-        click.echo(f"argoctl {command}: {e}", err=True)
+    except ValueError as e:       # damaged, or another version's: names the file
+        click.echo(f"argoctl {command}: {e}: no live state to show (a running `argoctl run` "
+                   "rewrites it within seconds; `argoctl down` removes it)", err=True)
         sys.exit(1)
 
 def main() -> None:

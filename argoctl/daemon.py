@@ -188,9 +188,12 @@ class Daemon:
         try:
             if self.opts.key is None:
                 self.opts.key = self._read_key()
+            damaged = self._damaged_state_file()
             stages = apply.STAGE_NAMES if self.opts.apply_config else ("datapath", "maps")
             ctx = apply.up(self.cfg, ns=self.opts.ns, run_dir=self.run_dir, stages=stages,
                            cgroup=self.opts.cgroup, pathsets=self._adopt, lock=False)
+            for w in damaged + ctx.warnings:     # started anyway: said what was done
+                log.warning(json.dumps({"event": "run_file_damaged", "message": w}))
             self.attach_result = ctx.attach
             self.maps = maps.Maps(self.home.pin_dir)
             from argoctl.probe.source import lan_sources   # (probes see what data sees)
@@ -208,6 +211,16 @@ class Daemon:
             "datapath": "compiled" if self.attach_result.compiled else "adopted",
             "adopted_decisions": sorted(d for d, a in self.adopted.items() if a),
             "destinations": len(self.dests), "pid": os.getpid()}))
+
+    def _damaged_state_file(self) -> list[str]:
+        """A damaged state file is only the last run's output: said, then replaced."""
+        try:
+            read_state(self.state_file)
+        except FileNotFoundError:
+            pass
+        except ValueError as e:
+            return [f"{e}: replaced by this run's state"]
+        return []
 
     def _fleet_setup(self) -> None:
         """Fleet mode's cell (nothing of it is imported without [fleet]); the bus

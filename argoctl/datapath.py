@@ -455,7 +455,7 @@ def detach(pin_dir: str = names.BPF_PIN_DIR, netns: Optional[str] = None,
         removed = _tc_detach_all(ipr)
         if cgroup:
             _cgroup_detach(progs, cgroup)
-        clsact = remove_clsacts(ipr, intents) if intents is not None else []
+        clsact = remove_clsacts(ipr, intents, removed) if intents is not None else []
     unpinned = []
     if os.path.isdir(pin_dir):
         for entry in sorted(os.listdir(pin_dir)):

@@ -288,6 +288,12 @@ class Engine:
             ps.est.on_lost(now)
         return [n for n, d in self._dests.items() if path in d.paths]
 
+    def pace(self, dest: str, path: str, n: int, now: float) -> None:
+        """(dest, path)'s stream (and every destination sharing it) is probed
+        every n intervals from now on: its detection times follow
+        (Policy.timing_at, Estimator.pace). Only fleet mode paces streams."""
+        self._dests[dest].paths[path].est.pace(n, self.policy.timing_at(n), now)
+
     def paths(self, dest: str) -> tuple[str, ...]:
         return self._dests[dest].order
 

@@ -105,6 +105,13 @@ class Estimator:
         self.policy = policy
         t = policy.timing
         self.interval, self.detect, self.suspect_after = t.interval_s, t.detect_s, t.suspect_after_s
+        self.pace_n = 1
+        # unanswered SYNs are judged at the base detection time whatever the pace
+        # of the active probes: they are evidence of their own
+        self.passive_detect = t.detect_s
+        # Silence counts from the last reply, or from the last change of pace if
+        # later (pace()); never set without fleet mode.
+        self._quiet_from = float("-inf")
         self.state = State.UNKNOWN
         self.since = now
         self.srtt: Optional[float] = None      # seconds
@@ -214,10 +221,27 @@ class Estimator:
         else:
             self.on_reply(seq, sent_at, rtt, now)
 
+    def pace(self, n: int, timing, now: float) -> None:
+        """This stream is probed every n intervals from now on (fleet mode:
+        argoctl/fleet/rates.py owns the rule): detection follows the stream's own
+        interval (Policy.timing_at). A change of pace restarts the silence count
+        at `now`, as BFD applies a new detection time from the change on: a stream
+        sped up after 8 quiet seconds at a slow pace is not down at once, it gets
+        its new detection time to answer (the prober polls it at once)."""
+        if n == self.pace_n:
+            return
+        t = timing           # self.policy.timing_at(n), from the caller (as _pathcore)
+        self.interval, self.detect, self.suspect_after = t.interval_s, t.detect_s, t.suspect_after_s
+        self.pace_n = n
+        self._quiet_from = now
+        self.version += 1
+
     def tick(self, now: float) -> None:
         """Time-based detection; call before reading a snapshot."""
         state, last = self.state, self.last_reply
         if (state is UP or state is SUSPECT) and last is not None:
+            if last < self._quiet_from:
+                last = self._quiet_from
             # Absolute times, computed as next_deadline() does, so deciding at
             # a deadline always sees the transition.
             if now >= last + self.detect:
@@ -265,13 +289,14 @@ class Estimator:
         next periodic decision."""
         times = []
         if self.state in (State.UP, State.SUSPECT) and self.last_reply is not None:
+            last = max(self.last_reply, self._quiet_from)
             if self.state is State.UP:
-                times.append(self.last_reply + self.suspect_after)
-            times.append(self.last_reply + self.detect)
+                times.append(last + self.suspect_after)
+            times.append(last + self.detect)
         if self._passive_failing:
             times.append(self._last_syn + PASSIVE_FORGET_S)
         elif self._syn_pending_since is not None and self._syn_unanswered >= PASSIVE_MIN_SYNS:
-            times.append(self._syn_pending_since + max(self.detect, SYN_RTO_S))
+            times.append(self._syn_pending_since + max(self.passive_detect, SYN_RTO_S))
         return min(times) if times else None
 
     @property
@@ -335,7 +360,7 @@ class Estimator:
             return
         if (self._syn_pending_since is None
                 or self._syn_unanswered < PASSIVE_MIN_SYNS
-                or now < self._syn_pending_since + max(self.detect, SYN_RTO_S)):
+                or now < self._syn_pending_since + max(self.passive_detect, SYN_RTO_S)):
             return
         self._passive_failing = True
         self.version += 1

@@ -9,20 +9,26 @@ from typing import Optional
 from argoctl import daemon
 
 
-def load(run_dir: Optional[str] = None, ns: Optional[str] = None) -> dict:
-    """The daemon's state file, with "stale" set when its writer is gone."""
+def path(run_dir: Optional[str] = None, ns: Optional[str] = None) -> str:
     from argoctl.apply import default_run_dir
-    doc = daemon.read_state(daemon.state_path(run_dir or default_run_dir(), ns))
+    return daemon.state_path(run_dir or default_run_dir(), ns)
+
+
+def load(run_dir: Optional[str] = None, ns: Optional[str] = None) -> dict:
+    """The daemon's state file, with "stale" set when its writer is gone.
+    FileNotFoundError if none; RunFileError (naming the file) if damaged."""
+    doc = daemon.read_state(path(run_dir, ns))
     doc["stale"] = not (doc.get("running") and daemon.pid_alive(doc.get("pid")))
     return doc
 
 
 def live_choices(run_dir: Optional[str] = None, ns: Optional[str] = None) -> Optional[dict]:
     """{dest: {choice, reason, since, paths: {path: state}}} and whether the daemon
-    runs, or None when no daemon ever ran here. For `argoctl status`."""
+    runs, or None when no daemon ever ran here. For `argoctl status`. A damaged
+    file (or another version's) raises RunFileError: never a silent omission."""
     try:
         doc = load(run_dir, ns)
-    except (FileNotFoundError, ValueError):   # never ran here, or another version's file
+    except FileNotFoundError:   # never ran here
         return None
     return {"running": not doc["stale"], "updated": doc["updated"],
             "destinations": {name: {"choice": d["choice"], "reason": d["reason"],

@@ -36,7 +36,7 @@ BPFFS = "/sys/fs/bpf"
 HOST_BPFFS = "/proc/1/root/sys/fs/bpf"
 NETNS_DIR = "/run/netns"
 CLONE_NEWNET = 0x40000000
-LOCK_FILE = "argoctl.pid"
+LOCK_FILE = names.LOCK_FILE
 
 
 class Refused(Exception):
@@ -179,11 +179,34 @@ def pin_dir(ns: Optional[str] = None) -> str:
     return locate(ns).pin_dir
 
 
+COMMANDS = ("run", "up", "down")
+
+
+def _holder(fd: int) -> tuple[str, Optional[str]]:
+    """(pid, command) a lock file says; "?" and None where it is damaged."""
+    held = os.pread(fd, 64, 0).decode(errors="replace").split()
+    pid = held[0] if held and held[0].isdigit() else "?"
+    cmd = held[1] if len(held) > 1 and held[1] in COMMANDS else None
+    return pid, cmd
+
+
+def _same_file(fd: int, path: str) -> bool:
+    try:
+        return os.stat(path).st_ino == os.fstat(fd).st_ino
+    except FileNotFoundError:
+        return False
+
+
 class InstanceLock:
     """An exclusive flock on `<state dir>/argoctl.pid` holding "pid command". The
     kernel drops it when the process dies, so a crash never blocks a restart.
     `run` holds it while it lives, `up` and `down` for their duration: so `up`
-    never builds a second datapath beside a running daemon's."""
+    never builds a second datapath beside a running daemon's.
+
+    The file is written like every run file (runfiles.write_atomic): the holder
+    flocks the file in place, then replaces it with a new one it has flocked
+    before the rename. Whoever opened the old file re-checks, after its own
+    flock, that it is still the one at the path."""
 
     def __init__(self, directory: str, command: str = "run"):
         self.path = os.path.join(directory, LOCK_FILE)
@@ -193,21 +216,27 @@ class InstanceLock:
     def acquire(self) -> None:
         if self.fd is not None:      # held already (a reload hands the lock over)
             return
+        from argoctl import runfiles
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as e:
+                pid, cmd = _holder(fd)
+                os.close(fd)
+                if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    raise Refused(f"another argoctl {cmd or 'process'} (pid {pid}) holds "
+                                  f"{self.path}") from None
+                raise
+            if _same_file(fd, self.path):
+                break
+            os.close(fd)            # replaced while we opened it: lock the one there now
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            held = os.pread(fd, 64, 0).decode(errors="replace").split()
+            self.fd = runfiles.write_atomic(self.path, f"{os.getpid()} {self.command}\n",
+                                            lock=True)
+        finally:
             os.close(fd)
-            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                pid = held[0] if held else "?"
-                cmd = held[1] if len(held) > 1 else "run"
-                raise Refused(f"another argoctl {cmd} (pid {pid}) holds {self.path}") from None
-            raise
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()} {self.command}\n".encode(), 0)
-        self.fd = fd
 
     def release(self) -> None:
         if self.fd is not None:
@@ -215,18 +244,21 @@ class InstanceLock:
             self.fd = None
 
     def holder(self) -> Optional[str]:
-        """The command holding the lock now ("run", "up", ...), or None."""
-        try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            return None
-        try:
+        """The command holding the lock now ("run", "up", ...; "run" if its file
+        does not say), or None."""
+        for _ in range(3):
             try:
-                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except OSError:
-                held = os.pread(fd, 64, 0).decode(errors="replace").split()
-                return held[1] if len(held) > 1 else "run"
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            return None
-        finally:
-            os.close(fd)
+                fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                return None
+            try:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                except OSError:
+                    return _holder(fd)[1] or "run"
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                if _same_file(fd, self.path):
+                    return None
+            finally:
+                os.close(fd)
+        return None

@@ -147,9 +147,18 @@ def _remove_clsact(ipr, ifname: str, ifindex: int, intents) -> bool:
     return removed
 
 
-def remove_clsacts(ipr, intents) -> list[str]:
-    """Every clsact qdisc the intent journal says argoctl added (see _remove_clsact)."""
-    return [n for n, idx in sorted(intents.clsact().items())
+def remove_clsacts(ipr, intents, filtered: list[str] = ()) -> list[str]:
+    """Every clsact qdisc the intent journal says argoctl added (see _remove_clsact).
+    If the journal was damaged (intents.lost), also those on the devices in
+    `filtered` (where argoctl's filters were just removed) that nobody else's
+    filters use: what argoctl added there is no longer known."""
+    recorded = intents.clsact()
+    if intents.lost:
+        for n in filtered:
+            link = _link(ipr, n)
+            if link is not None:
+                recorded.setdefault(n, link["index"])
+    return [n for n, idx in sorted(recorded.items())
             if _remove_clsact(ipr, n, idx, intents)]
 
 

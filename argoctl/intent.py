@@ -17,45 +17,62 @@ So the intent goes to `<state dir>/intent.json` first (fsync'd, atomic rename):
 
 from __future__ import annotations
 
-import json
 import os
 
-INTENT_FILE = "intent.json"
+from argoctl import names, runfiles
+
+INTENT_FILE = names.INTENT_FILE
+
+
+def _check(doc):
+    return runfiles.shape(doc, {"links": (list,), "clsact": (dict,)}, {"lost": (bool,)})
 
 
 class Intents:
+    """A damaged journal must not stop `up` or `down`: what it said is lost, and
+    said (`warnings`). It is then marked "lost" until a `down` finishes, which
+    then also removes the clsact qdiscs its own filters sat on, if nobody else's
+    filters are there (hooks.remove_clsacts)."""
+
     def __init__(self, directory: str):
         self.path = os.path.join(directory, INTENT_FILE)
+        self.warnings: list[str] = []
+        self.lost = False
 
     def load(self) -> dict:
         try:
-            with open(self.path) as f:
-                doc = json.load(f)
+            doc = runfiles.read_json(self.path, _check)
         except FileNotFoundError:
             return {"links": [], "clsact": {}}
-        except (OSError, ValueError):
-            # A corrupt journal must not stop `down`: only lose what it said.
+        except runfiles.RunFileError as e:
+            self._damaged(f"{e}: the devices and clsact qdiscs it recorded are unknown; "
+                          "`down` removes the clsact qdiscs left empty by argoctl's filters")
             return {"links": [], "clsact": {}}
-        if not isinstance(doc, dict):
-            doc = {}
-        links = doc.get("links") if isinstance(doc.get("links"), list) else []
-        clsact = doc.get("clsact") if isinstance(doc.get("clsact"), dict) else {}
-        return {"links": [str(x) for x in links], "clsact": dict(clsact)}
+        links = [x for x in doc["links"] if isinstance(x, str)]
+        clsact = {str(k): v for k, v in doc["clsact"].items()
+                  if isinstance(v, int) and not isinstance(v, bool)}
+        if len(links) != len(doc["links"]) or len(clsact) != len(doc["clsact"]):
+            self._damaged(f"{self.path}: entries of the wrong type ignored")
+        self.lost = self.lost or bool(doc.get("lost"))
+        return {"links": links, "clsact": clsact}
+
+    def _damaged(self, msg: str) -> None:
+        self.lost = True
+        if msg not in self.warnings:
+            self.warnings.append(msg)
 
     def _store(self, doc: dict) -> None:
-        if not doc["links"] and not doc["clsact"]:
-            try:
-                os.unlink(self.path)
-            except FileNotFoundError:
-                pass
+        if not doc["links"] and not doc["clsact"] and not self.lost:
+            runfiles.remove(self.path)
             return
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        tmp = self.path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(doc, f, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        runfiles.write_json(self.path, {**doc, "lost": self.lost})
+
+    def forget_damage(self) -> None:
+        """After a whole `down`: nothing of what a damaged journal said is left."""
+        if self.lost:
+            doc = self.load()       # (what a still damaged file held is unknown: nothing)
+            self.lost = False
+            self._store(doc)
 
     def add_link(self, name: str) -> None:
         doc = self.load()
@@ -83,5 +100,4 @@ class Intents:
             self._store(doc)
 
     def clsact(self) -> dict[str, int]:
-        return {str(k): int(v) for k, v in self.load()["clsact"].items()
-                if isinstance(v, int)}
+        return self.load()["clsact"]

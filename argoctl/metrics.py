@@ -126,6 +126,8 @@ class Collector:
                      ("refused", b.refused if b else 0)):
             out["argoctl_fleet_bus_writes_total"].append(((r,), n))
         out["argoctl_fleet_probe_streams"].append(((), len(f.probed) if f is not None else 0))
+        out["argoctl_fleet_paced_streams"].append(((), len(f.paces) if f is not None else 0))
+        out["argoctl_fleet_polls_total"].append(((), f.polls if f is not None else 0))
         out["argoctl_fleet_destinations_omitted"].append(((), omitted))
 
     def _datapath(self, out, m: maps.Maps, shown: set) -> None:

@@ -78,6 +78,10 @@ METRICS: tuple[Metric, ...] = (
            "Bus writes: ok, failed, refused (by the server's permissions)."),
     Metric("argoctl_fleet_probe_streams", "gauge", (),
            "(destination, path)s probed end to end (the rest are composed from the bus)."),
+    Metric("argoctl_fleet_paced_streams", "gauge", (),
+           "Of those, probed slower than every interval (docs/fleet.md, Probe rates)."),
+    Metric("argoctl_fleet_polls_total", "counter", (),
+           "Streams put back to the full rate and probed at once (demand lapsed, doubt)."),
     Metric("argoctl_fleet_destinations_omitted", "gauge", (),
            "Destinations left out of the per-destination series ([fleet] top_n)."),
 )

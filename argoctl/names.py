@@ -50,8 +50,16 @@ NFT_FAMILY = "inet"
 # bpffs pins (programs and maps) live under this directory.
 BPF_PIN_DIR = "/sys/fs/bpf/argoctl"
 
-# Runtime state (daemon socket, last decisions) lives here.
+# Runtime state lives here (per network namespace: RUN_DIR/netns/NAME), every
+# file written atomically (runfiles.py): the daemon's live choices, its lock,
+# the ranges of the last `up`, the sysctl values from before argoctl, the
+# intent journal.
 RUN_DIR = "/run/argoctl"
+STATE_FILE = "state.json"
+LOCK_FILE = "argoctl.pid"
+ROUTING_FILE = "routing.json"
+SAVED_SYSCTLS_FILE = "saved-sysctls.json"
+INTENT_FILE = "intent.json"
 
 # The host's config when no -c / FILE is given.
 DEFAULT_CONFIG = "/etc/argoctl/argoctl.toml"

@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import errno
 import ipaddress
-import json
 import os
 import socket
 from dataclasses import dataclass
 from typing import Optional
 
 from argoctl import names
+# (the run files `up` keeps, saved sysctls and ranges, are runfiles.py's; re-exported)
+from argoctl.runfiles import ACCEPT_RA as _ACCEPT_RA, DEVICES as _DEVICES
+from argoctl.runfiles import Saved  # noqa: F401  (Applier keeps one)
 from argoctl.config import Routing
 from argoctl.plan import (GLOBAL_SYSCTLS, Address, Link, Nft, Op, PlanError, Route, Rule, State,
                           Sysctl)
@@ -82,8 +84,6 @@ def _sysctl_write(path: str, value: str) -> None:
         f.write(value)
 
 
-_DEVICES = "devices:"     # Saved key prefix: per-device values under a global knob
-_ACCEPT_RA = "accept_ra:"  # Saved key prefix: accept_ra values raised to 2 for forwarding
 IPV6_FORWARDING = "net/ipv6/conf/all/forwarding"
 
 
@@ -112,48 +112,6 @@ def _device_forwarding(global_path: str) -> dict[str, str]:
         if value is not None:
             out[path] = value
     return out
-
-
-class Saved:
-    """Prior values of global sysctls argoctl changed, persisted so `down` can restore them."""
-
-    def __init__(self, directory: str):
-        self.path = os.path.join(directory, "saved-sysctls.json")
-
-    def load(self) -> dict:
-        try:
-            with open(self.path) as f:
-                return json.load(f)
-        except FileNotFoundError:
-            return {}
-
-    def store(self, values: dict) -> None:
-        if not values:
-            if os.path.exists(self.path):
-                os.unlink(self.path)
-            return
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        tmp = self.path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(values, f)
-        os.replace(tmp, self.path)
-
-
-def save_routing(directory: str, routing: Routing) -> None:
-    """Remember the ranges of the last `up`, so `down` without a config finds our objects."""
-    os.makedirs(directory, exist_ok=True)
-    with open(os.path.join(directory, "routing.json"), "w") as f:
-        json.dump({"table_base": routing.table_base,
-                   "rule_priority_base": routing.rule_priority_base,
-                   "fwmark_mask": routing.fwmark_mask}, f)
-
-
-def load_routing(directory: str) -> Routing:
-    try:
-        with open(os.path.join(directory, "routing.json")) as f:
-            return Routing(**json.load(f))
-    except FileNotFoundError:
-        return Routing()
 
 
 # ---------------------------------------------------------------------------- env for plan

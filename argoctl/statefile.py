@@ -6,17 +6,16 @@ from __future__ import annotations
 import json
 import logging
 import os
-import threading
 from typing import Optional
 
-from argoctl import netlink
+from argoctl import names, netlink, runfiles
 from argoctl.home import LOCK_FILE, InstanceLock, Refused  # noqa: F401  (re-exported)
 from argoctl.engine import TIER_NAMES, Decision
 from argoctl.estimator import State
 
 log = logging.getLogger("argoctl.daemon")
 
-STATE_FILE = "state.json"
+STATE_FILE = names.STATE_FILE
 STATE_VERSION = 1
 
 
@@ -114,22 +113,47 @@ def write_state(path: str, doc: dict) -> None:
 
 
 def write_state_text(path: str, text: str) -> None:
-    """write_state of a document already encoded."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    """write_state of a document already encoded (temp file, fsync, rename)."""
+    runfiles.write_atomic(path, text)
+
+
+_NUM = (int, float)
+_OPT_NUM = (int, float, type(None))
+_DEST_FIELDS = {"choice": (str,), "reason": (str,), "paths": (dict,)}
+_DEST_OPTIONAL = {"since": _OPT_NUM, "decided_at": _OPT_NUM, "switches": (int,)}
+_PATH_FIELDS = {"state": (str,), "tier": (str,), "weight": (int,), "up": (bool,),
+                "score_ms": _OPT_NUM, "raw_ms": _OPT_NUM, "rtt_ms": _OPT_NUM,
+                "jitter_ms": _NUM, "loss": _NUM, "penalty": _NUM, "suppressed": (bool,)}
+_PATH_OPTIONAL = {"held_for_s": _OPT_NUM}
+
+
+def _check_state(doc) -> Optional[str]:
+    """What readers (status, explain, fleet status, the lab) need of a state
+    file, or the problem in words."""
+    problem = runfiles.shape(doc, {"version": (int,)})
+    if problem:
+        return problem
+    if doc["version"] != STATE_VERSION:
+        return f"state file version {doc['version']!r}, expected {STATE_VERSION}"
+    problem = runfiles.shape(doc, {"running": (bool,), "updated": _NUM, "destinations": (dict,)},
+                             {"pid": (int, type(None)), "node": (str,), "fleet": (dict,)})
+    if problem:
+        return problem
+    for name, d in doc["destinations"].items():
+        problem = runfiles.shape(d, _DEST_FIELDS, _DEST_OPTIONAL)
+        if problem:
+            return f"destination {name!r}: {problem}"
+        for pname, p in d["paths"].items():
+            problem = runfiles.shape(p, _PATH_FIELDS, _PATH_OPTIONAL)
+            if problem:
+                return f"destination {name!r} path {pname!r}: {problem}"
+    return None
 
 
 def read_state(path: str) -> dict:
-    """The state file; FileNotFoundError if no daemon has written one."""
-    with open(path) as f:
-        doc = json.load(f)
-    if doc.get("version") != STATE_VERSION:
-        raise ValueError(f"{path}: state file version {doc.get('version')!r}, "
-                         f"expected {STATE_VERSION}")
-    return doc
+    """The state file; FileNotFoundError if no daemon has written one, RunFileError
+    (a ValueError naming the file) if it is damaged or of another version."""
+    return runfiles.read_json(path, _check_state)
 
 
 def pid_alive(pid: Optional[int]) -> bool:

@@ -18,8 +18,10 @@ def collect(ns: Optional[str] = None, config: Optional[Config] = None,
     from pyroute2 import IPRoute, WireGuard
     from argoctl import nft as nftmod
     from argoctl.apply import default_run_dir
-    routing = config.routing if config else netlink.load_routing(
-        netlink.state_dir(ns, run_dir or default_run_dir()))
+    from argoctl import runfiles
+    problems: list[str] = []          # damaged run files, and what was done instead
+    routing = config.routing if config else runfiles.load_routing_or_default(
+        netlink.state_dir(ns, run_dir or default_run_dir()), problems)
     with netlink.netns(ns):
         with IPRoute() as ipr:
             wg_socks = []
@@ -43,7 +45,8 @@ def collect(ns: Optional[str] = None, config: Optional[Config] = None,
                         "type": r.type} for r in state.routes],
             "nft": ({"table": f"{names.NFT_FAMILY} {names.NFT_TABLE}",
                      "digest": state.nft[0].digest, "rules": dict(state.nft[0].chains)}
-                    if state.nft else None)}
+                    if state.nft else None),
+            "problems": problems}
 
 
 def _tunnel(ipr, wg, link) -> dict:

@@ -11,11 +11,26 @@ and the engine do, not what a kernel does):
   via relay j:          rtt(i, j) + rtt(j, d) + 1 ms, +-5 % noise per probe
 
 Host i peers with the next `paths - 1` hosts (ring), so every host has `paths`
-paths (direct + relays) to each origin. Phases, each with fleet off (every path
-probed, no bus) and on:
+paths (direct + relays) to each origin.
 
-  steady:  `seconds` of probing; probes per origin and per host per second,
-           and the true RTT of every (host, origin)'s final choice;
+Real traffic, as the datapath would count it: every host opens FLOWS TCP
+connections per destination per interval on the path it chose (the maps send
+new flows there), and the model answers their SYNs with SYN-ACKs when that path
+really reaches the origin. The counts are summed per path, as the datapath's
+per-path counters are (a path carrying traffic to a dead and a live origin
+shows SYNs unanswered), and fed to the engine's passive input and the fleet
+agent's demand-mode evidence (argoctl/fleet/rates.py), in both modes. This is
+what makes demand mode possible here: a chosen path carrying no traffic has no
+passive evidence, and is probed at the full rate.
+
+Each stream is probed every `pace` rounds as the fleet agent sets it (every
+round with fleet off), and at once when its pace falls (the prober's poll).
+Phases, each with fleet off (every path probed, no bus) and on:
+
+  steady:  `warmup` seconds to converge (not counted), then `seconds` of
+           probing; probes per origin and per host per second, and the true
+           RTT of every (host, origin)'s final choice; run again at a larger
+           fleet (`larger`: hosts x paths) to show how the factors grow;
   orpheus: (fleet on) origin 0 becomes reachable only from one relay host R
            (every other host's direct leg and every other relay's leg to it
            break): seconds until every host that peers with R chooses R for it.
@@ -32,12 +47,19 @@ import random
 import statistics
 import tempfile
 import time
+from typing import Optional
 
 import click
 
 from argoctl.bench.report import emit
 
 ORIGIN_NET = "203.0.113"
+FLOWS = 2          # new TCP connections per (host, destination) per probe interval
+
+
+def ttl_s(interval_ms: int) -> float:
+    """The default TTL (15 s) at 1 s probes, scaled with the interval."""
+    return max(3.0, 15 * interval_ms / 1000)
 
 
 def _configs(directory: str, hosts: list[str], paths: int, dests: int, urls: list[str],
@@ -61,7 +83,7 @@ def _configs(directory: str, hosts: list[str], paths: int, dests: int, urls: lis
         if urls:
             text.append(f'\n[fleet]\nservers = {urls!r}\n'.replace("'", '"')
                         + f'credentials_file = "{creds[h]}"\npublish_interval_ms = {interval_ms}\n'
-                        f'ttl_s = {max(3.0, 3 * interval_ms / 1000):g}\nalternatives = {k}\n')
+                        f'ttl_s = {ttl_s(interval_ms):g}\nalternatives = {k}\n')
         path = os.path.join(directory, f"{h}{'-fleet' if urls else ''}.toml")
         with open(path, "w") as f:
             f.write("".join(text))
@@ -110,8 +132,44 @@ class _Sim:
         self.probes_host = {h: 0 for h in cfgs}
         self.probes_origin: dict[int, int] = {}
         self.seq = 0
-        self.timeout = next(iter(cfgs.values())).policy.probe_timeout_ms / 1000
+        pol = next(iter(cfgs.values())).policy
+        self.timeout = pol.probe_timeout_ms / 1000
+        self.interval = pol.probe_interval_ms / 1000
         self.lost: list = []        # (due, host, dest, path, seq): timeouts not yet due
+        self.next_due: dict = {}    # (host, stream) -> when it is probed next
+        self.last_pace: dict = {}   # (host, stream) -> its pace at its last probe
+        self.syns = 0
+
+    def due(self, key, pace: int, now: float) -> bool:
+        """Is this stream probed this tick? Every `pace` ticks; at once when its
+        pace just fell (the prober's poll) or it just started."""
+        last = self.last_pace.get(key)
+        if key in self.next_due and last is not None and pace >= last \
+                and now < self.next_due[key]:
+            return False
+        self.next_due[key] = now + (pace - 0.5) * self.interval
+        self.last_pace[key] = pace
+        return True
+
+    def passive(self, h: str, eng, agent, now: float) -> None:
+        """Real TCP on each destination's chosen path (FLOWS new connections per
+        destination per round): the datapath's per-path SYN and SYN-ACK counters,
+        answered when the chosen path really reaches the origin."""
+        syn: dict[str, int] = {}
+        ack: dict[str, int] = {}
+        for d in self.cfgs[h].destinations:
+            dec = eng.last(d.name)
+            if dec is None:
+                continue
+            p = dec.choice
+            syn[p] = syn.get(p, 0) + FLOWS
+            if self.net.true_rtt(h, int(d.name[1:]), p) is not None:
+                ack[p] = ack.get(p, 0) + FLOWS
+        for p, n in syn.items():
+            self.syns += n
+            eng.on_path_passive(p, n, ack.get(p, 0), (), now)
+            if agent is not None:
+                agent.on_passive(p, n, ack.get(p, 0), now)
 
     def probed(self, h):
         a = self.agents.get(h)
@@ -140,11 +198,21 @@ class _Sim:
         return {h: eng.decide(now) for h, eng in self.engines.items()}
 
     def tick(self, now: float) -> dict:
+        """One round per host, as the daemon's: the passive counters, the
+        decisions, the fleet agent's plan and paces, then the probes due."""
         self.seq += 1
         self.expire(now)
         decisions = {}
         for h, eng in self.engines.items():
+            a = self.agents.get(h)
+            self.passive(h, eng, a, now)
+            decs = eng.decide(now)
+            decisions[h] = decs
+            if a is not None:
+                a.round(decs, now)
             for dest, path in self.probed(h):
+                if not self.due((h, dest, path), a.pace_of(dest, path) if a else 1, now):
+                    continue
                 d = int(dest[1:])
                 rtt = self.net.sample(h, d, path)
                 est = eng.path(dest, path)
@@ -154,74 +222,115 @@ class _Sim:
                     est.on_reply(self.seq, now - rtt / 1000, rtt / 1000, now)
                 self.probes_host[h] += 1
                 self.probes_origin[d] = self.probes_origin.get(d, 0) + 1
-            a = self.agents.get(h)
             if a is not None:
                 for peer in a.peers:           # tunnel legs (not to an origin)
+                    if not self.due((h, "@", peer), a.peer_paces.get(peer, 1), now):
+                        continue
                     rtt = self.net.hop(h, peer) / 1000
                     a.on_peer_result(peer, self.seq, int((now - rtt) * 1e9), rtt, int(now * 1e9))
                     self.probes_host[h] += 1
-            decs = eng.decide(now)
-            decisions[h] = decs
-            if a is not None:
-                a.round(decs, now)
         return decisions
 
+    def reset_counts(self) -> None:
+        self.probes_host = {h: 0 for h in self.cfgs}
+        self.probes_origin = {}
 
-async def _run(sim: _Sim, seconds: float, interval: float, until=None) -> tuple[dict, float]:
+
+async def _run(sim: _Sim, seconds: float, interval: float, warmup: float = 0.0) -> tuple[dict, float]:
+    """`warmup` seconds to converge (not counted), then `seconds` counted."""
     await sim.start()
     t0 = time.monotonic()
     decisions = {}
+    warm = warmup <= 0
     try:
-        while time.monotonic() - t0 < seconds:
+        while not warm or time.monotonic() - t0 < seconds:
+            if not warm and time.monotonic() - t0 >= warmup:
+                sim.reset_counts()
+                t0, warm = time.monotonic(), True
             decisions = sim.tick(time.monotonic())
-            if until is not None and until(decisions):
-                break
             await asyncio.sleep(interval)
     finally:
         await sim.stop()
     return decisions, time.monotonic() - t0
 
 
+def _steady(hosts, paths, dests, seconds, interval_ms, k, seed, warmup, directory, nf) -> tuple:
+    """Both modes' steady phase: probes per origin and host, choices' true RTTs."""
+    interval = interval_ms / 1000
+    creds = {h: nf.credentials(h) for h in hosts}
+    off_cfg = _configs(directory, hosts, paths, dests, [], creds, interval_ms, k)
+    on_cfg = _configs(directory, hosts, paths, dests, nf.urls, creds, interval_ms, k)
+    out = {"hosts": len(hosts), "destinations": dests, "paths": paths}
+    chosen = {}
+    for mode, cfgs in (("off", off_cfg), ("on", on_cfg)):
+        sim = _Sim(cfgs, _Net(hosts, dests, seed), fleet=mode == "on")
+        decisions, took = asyncio.run(_run(sim, seconds, interval, warmup))
+        out[f"probes_per_origin_s_{mode}"] = round(
+            statistics.mean(sim.probes_origin.values()) / took, 2)
+        out[f"probes_per_host_s_{mode}"] = round(
+            statistics.mean(sim.probes_host.values()) / took, 2)
+        chosen[mode] = [sim.net.true_rtt(h, int(d[1:]), dec.choice)
+                        for h, decs in decisions.items() for d, dec in decs.items()]
+        if mode == "on":
+            ags = sim.agents.values()
+            out["fleet_mode_hosts"] = sum(a.mode == "fleet" for a in ags)
+            out["streams_on"] = _pace_counts(ags)
+            out["polls_on"] = sum(a.polls for a in ags)
+    med = {m: statistics.median([r for r in v if r is not None] or [float("nan")])
+           for m, v in chosen.items()}
+    out["median_rtt_ms_off"], out["median_rtt_ms_on"] = round(med["off"], 2), round(med["on"], 2)
+    out["regret_pct"] = round(100 * (med["on"] - med["off"]) / med["off"], 2)
+    out["reduction_per_origin"] = round(out["probes_per_origin_s_off"]
+                                        / out["probes_per_origin_s_on"], 2)
+    out["reduction_per_host"] = round(out["probes_per_host_s_off"]
+                                      / out["probes_per_host_s_on"], 2)
+    return out, off_cfg, on_cfg
+
+
 def run(hosts_n: int = 12, paths: int = 4, dests: int = 4, seconds: float = 20.0,
-        interval_ms: int = 1000, alternatives: int = 2, seed: int = 1) -> dict:
+        interval_ms: int = 1000, alternatives: int = 2, seed: int = 1,
+        warmup: float = 0.0, larger: Optional[tuple[int, int]] = None) -> dict:
+    """The steady phase and Orpheus at hosts_n x paths; the steady phase again at
+    `larger` (hosts, paths) to show how the reduction grows with the fleet."""
     from argoctl.lab.nats import NatsFleet
     hosts = [f"h{i:02d}" for i in range(hosts_n)]
     interval = interval_ms / 1000
+    out = {"hosts": hosts_n, "destinations": dests, "paths": paths,
+           "alternatives": alternatives, "probe_interval_ms": interval_ms,
+           "probes": "simulated from a latency model (agents, engines and the bus are real)",
+           "passive": f"{FLOWS} TCP handshakes per host, destination and interval on the "
+                      "chosen path, answered when it reaches the origin (per-path counters)",
+           "counted_s": seconds, "warmup_s": warmup}
     with tempfile.TemporaryDirectory(prefix="argoctl-bench-fleet-") as directory, \
-            NatsFleet(hosts, ttl_s=max(3.0, 3 * interval)) as nf:
-        creds = {h: nf.credentials(h) for h in hosts}
-        off_cfg = _configs(directory, hosts, paths, dests, [], creds, interval_ms, alternatives)
-        on_cfg = _configs(directory, hosts, paths, dests, nf.urls, creds, interval_ms,
-                          alternatives)
-        out = {"hosts": hosts_n, "destinations": dests, "paths": paths,
-               "alternatives": alternatives, "probe_interval_ms": interval_ms,
-               "probes": "simulated from a latency model (agents, engines and the bus are real)"}
-        chosen = {}
-        for mode, cfgs in (("off", off_cfg), ("on", on_cfg)):
-            sim = _Sim(cfgs, _Net(hosts, dests, seed), fleet=mode == "on")
-            decisions, took = asyncio.run(_run(sim, seconds, interval))
-            out[f"probes_per_origin_s_{mode}"] = round(
-                statistics.mean(sim.probes_origin.values()) / took, 2)
-            out[f"probes_per_host_s_{mode}"] = round(
-                statistics.mean(sim.probes_host.values()) / took, 2)
-            chosen[mode] = [sim.net.true_rtt(h, int(d[1:]), dec.choice)
-                            for h, decs in decisions.items() for d, dec in decs.items()]
-            if mode == "on":
-                out["fleet_mode_hosts"] = sum(a.mode == "fleet" for a in sim.agents.values())
-        med = {m: statistics.median([r for r in v if r is not None] or [float("nan")])
-               for m, v in chosen.items()}
-        out["median_rtt_ms_off"], out["median_rtt_ms_on"] = round(med["off"], 2), round(med["on"], 2)
-        out["regret_pct"] = round(100 * (med["on"] - med["off"]) / med["off"], 2)
+            NatsFleet(hosts, ttl_s=ttl_s(interval_ms)) as nf:
+        steady, off_cfg, on_cfg = _steady(hosts, paths, dests, seconds, interval_ms,
+                                          alternatives, seed, warmup, directory, nf)
+        out.update(steady)
         for mode, cfgs in (("off", off_cfg), ("on", on_cfg)):
             o = asyncio.run(_orpheus(cfgs, hosts, dests, seed, interval, mode == "on"))
             key = "orpheus_reach_s" + ("" if mode == "on" else "_off")
             out[key] = o["s"]
             out[f"orpheus_edges_moved_{mode}"] = o["moved"]
-        out["reduction_per_origin"] = round(out["probes_per_origin_s_off"]
-                                            / out["probes_per_origin_s_on"], 2)
-        out["reduction_per_host"] = round(out["probes_per_host_s_off"]
-                                          / out["probes_per_host_s_on"], 2)
-        return out
+    if larger is not None:
+        big = [f"h{i:02d}" for i in range(larger[0])]
+        with tempfile.TemporaryDirectory(prefix="argoctl-bench-fleet-") as directory, \
+                NatsFleet(big, ttl_s=ttl_s(interval_ms)) as nf:
+            out["larger"], _, _ = _steady(big, larger[1], dests, seconds, interval_ms,
+                                          alternatives, seed, warmup, directory, nf)
+    return out
+
+
+def _pace_counts(agents) -> dict:
+    """How many end-to-end streams (and tunnel legs) run at which pace, fleet-wide."""
+    out: dict = {}
+    for a in agents:
+        for pair in a.probed:
+            k = f"e2e_pace_{a.pace_of(*pair)}"
+            out[k] = out.get(k, 0) + 1
+        for peer in a.peers:
+            k = f"tunnel_pace_{a.peer_paces.get(peer, 1)}"
+            out[k] = out.get(k, 0) + 1
+    return dict(sorted(out.items()))
 
 
 async def _orpheus(cfgs, hosts, dests, seed, interval, fleet: bool) -> dict:
@@ -262,15 +371,35 @@ async def _orpheus(cfgs, hosts, dests, seed, interval, fleet: bool) -> dict:
         await sim.stop()
 
 
+def _size(value: str) -> Optional[tuple[int, int]]:
+    if value == "none":
+        return None
+    try:
+        h, p = (int(x) for x in value.lower().split("x"))
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: HOSTSxPATHS (e.g. 24x8) or none")
+    if not (3 <= h <= 64 and 2 <= p <= min(8, h)):
+        raise click.BadParameter(f"{value!r}: 3-64 hosts, 2-8 paths, paths <= hosts")
+    return h, p
+
+
 @click.command("fleet")
 @click.option("--hosts", type=click.IntRange(3, 64), default=12, show_default=True)
 @click.option("--paths", type=click.IntRange(2, 8), default=4, show_default=True)
 @click.option("--destinations", type=click.IntRange(1, 1000), default=4, show_default=True)
-@click.option("--seconds", type=click.FloatRange(min=5), default=20.0, show_default=True)
+@click.option("--seconds", type=click.FloatRange(min=5), default=20.0, show_default=True,
+              help="counted seconds per mode (after --warmup)")
+@click.option("--warmup", type=click.FloatRange(min=0), default=12.0, show_default=True)
 @click.option("--alternatives", type=click.IntRange(0, 7), default=2, show_default=True)
+@click.option("--larger", default="24x8", show_default=True,
+              help="a larger fleet HOSTSxPATHS whose steady phase is run too, or none")
 @click.option("--json", "as_json", is_flag=True, help="(always JSON; accepted for symmetry)")
-def bench_fleet(hosts: int, paths: int, destinations: int, seconds: float, alternatives: int,
-                as_json: bool) -> None:
+def bench_fleet(hosts: int, paths: int, destinations: int, seconds: float, warmup: float,
+                alternatives: int, larger: str, as_json: bool) -> None:
     """Fleet mode on and off in one run: probes per origin and per host, regret,
     Orpheus reach time (decision level: probes answered from a latency model)."""
-    emit({"bench": "fleet", **run(hosts, paths, destinations, seconds, 1000, alternatives)})
+    big = _size(larger)
+    if paths > hosts:
+        raise click.BadParameter("at most as many paths as hosts", param_hint="--paths")
+    emit({"bench": "fleet", **run(hosts, paths, destinations, seconds, 1000, alternatives,
+                                  warmup=warmup, larger=big)})

@@ -138,7 +138,23 @@ class Policy:
 
     @cached_property
     def timing(self) -> Timing:
-        interval = self.probe_interval_ms / 1000.0
+        return self.timing_at(1)
+
+    def timing_at(self, pace: int) -> Timing:
+        """The timing of a stream probed every `pace` intervals (fleet mode slows
+        streams whose path other evidence vouches for: argoctl/fleet/rates.py).
+        The same rule as every stream's, at pace x the interval: such a stream is
+        suspect after one of *its* intervals plus a timeout, and down after
+        detect_multiplier of *its* intervals (BFD: detection time = multiplier x
+        the agreed interval), so it is neither declared down after 3 missed base
+        intervals nor kept up forever. pace 1 is `timing` itself."""
+        cache = self.__dict__.setdefault("_timings", {})
+        t = cache.get(pace)
+        if t is None:
+            t = cache[pace] = self._timing(self.probe_interval_ms * pace / 1000.0)
+        return t
+
+    def _timing(self, interval: float) -> Timing:
         detect = self.detect_multiplier * interval
         jittered = interval * (1 + self.probe_jitter)
         # The first miss: the next reply is overdue by a whole probe timeout. Kept

@@ -30,6 +30,7 @@ from typing import Callable, Optional
 from argoctl import __version__
 from argoctl.estimator import Estimator, Snapshot, State
 from argoctl.pathscore import DOWN, UNKNOWN, PathScore
+from argoctl.fleet import rates
 from argoctl.fleet.bus import MAX_PINGS, PING_INTERVAL_S, Bus
 from argoctl.fleet.schema import (Leg, Member, direct_value, member_value, probe_id,
                                   shard_count, shard_of, tunnel_value)
@@ -93,6 +94,12 @@ class FleetAgent:
         self._syn_delta: dict[str, tuple[int, int]] = {}
         self.publish_skipped = 0
         self.restarts = 0
+        # per-stream rates (rates.py): (dest, path) -> pace, peer -> pace; absent = 1
+        self.evidence = rates.Evidence(cfg.policy.timing.interval_s)
+        self.check_pace = rates.check_pace(cfg.policy.timing.interval_s, self.fc.ttl_s)
+        self.paces: dict[tuple[str, str], int] = {}
+        self.peer_paces: dict[str, int] = {}
+        self.polls = 0
 
     def _make_bus(self) -> Bus:
         user = password = None
@@ -210,6 +217,11 @@ class FleetAgent:
             if dec is None:
                 out.update((name, p) for p in d.paths)
                 continue
+            if rates.in_doubt(dec) or self.evidence.failing(dec.choice):
+                # the choice is not verified: every path is verified end to end
+                # at the full rate (rates.py), as without fleet mode
+                out.update((name, p) for p in d.paths)
+                continue
             keep = {dec.choice}
             if DIRECT in d.paths:
                 keep.add(DIRECT)
@@ -245,7 +257,70 @@ class FleetAgent:
             events.append(ev)
         self.learn(decisions, now)
         self.apply_plan(self.plan(decisions, now), now)
+        self.apply_paces(decisions, now)
         return events
+
+    def apply_paces(self, decisions: dict, now: float) -> None:
+        """Every probed stream's and tunnel leg's pace (rates.py) to the engine's
+        estimators (detection times) and the prober (a stream sped up is polled
+        at once). Local mode: every stream at the full rate."""
+        want: dict[tuple[str, str], int] = {}
+        peers: dict[str, int] = {}
+        if self.mode == "fleet":
+            wall = self.wall()
+            by_dest: dict[str, set[str]] = {}
+            for dest, path in self.probed:
+                by_dest.setdefault(dest, set()).add(path)
+            relays = set(self.peers)
+            for dest, paths in by_dest.items():
+                dec = decisions.get(dest)
+                if dec is None:
+                    continue
+                got = rates.paces(dec, paths, self.cfg.policy, self.check_pace, self.evidence,
+                                  now, lambda p, dest=dest: self.view.compose(p, dest, wall),
+                                  relays)
+                for p, n in got.items():
+                    if n != 1:
+                        want[(dest, p)] = n
+            for peer, est in self.peer_est.items():
+                n = rates.peer_pace(est.state, self.check_pace)
+                if n != 1:
+                    peers[peer] = n
+        # a shared stream runs at the fastest pace any of its destinations wants
+        groups: dict = {}
+        for d in self.cfg.destinations:
+            for p in d.paths:
+                if (d.name, p) in self.probed:
+                    groups.setdefault(self.cfg.measurement(d, p), []).append((d.name, p))
+        for pair in [p for p in self.paces if p not in self.probed]:
+            del self.paces[pair]                 # no longer probed (restarted when it is)
+        for pairs in groups.values():
+            n = min(want.get(pair, 1) for pair in pairs)
+            if n != self.paces.get(pairs[0], 1):
+                if n < self.paces.get(pairs[0], 1):
+                    self.polls += 1
+                self.engine.pace(*pairs[0], n, now)
+                if self.sched is not None:
+                    self.sched.pace(*pairs[0], n)
+            for pair in pairs:
+                if n == 1:
+                    self.paces.pop(pair, None)
+                else:
+                    self.paces[pair] = n
+        for peer, est in self.peer_est.items():
+            n = peers.get(peer, 1)
+            if n != self.peer_paces.get(peer, 1):
+                est.pace(n, self.cfg.policy.timing_at(n), now)
+                if self.sched is not None:
+                    self.sched.pace(f"{PEER_DEST}/{peer}", peer, n)
+            if n == 1:
+                self.peer_paces.pop(peer, None)
+            else:
+                self.peer_paces[peer] = n
+
+    def pace_of(self, dest: str, path: str) -> int:
+        """How many probe intervals apart (dest, path) is probed (1: full rate)."""
+        return self.paces.get((dest, path), 1)
 
     def apply_plan(self, wanted: set[tuple[str, str]], now: float) -> None:
         """Start and stop probe streams so that exactly the measurement groups of
@@ -266,6 +341,8 @@ class FleetAgent:
             if want and not have:
                 self.engine.restart(*pairs[0], now)
                 self.restarts += 1
+                for pair in pairs:              # a new stream starts at the full rate
+                    self.paces.pop(pair, None)
                 if sched is not None:
                     for dest, path in pairs:
                         mark = self.cfg.routing.mark(self.cfg.path_id(path))
@@ -289,7 +366,11 @@ class FleetAgent:
         else:
             est.on_reply(seq, sent_ns / 1e9, rtt, now_ns / 1e9)
 
-    def on_passive(self, path: str, syn: int, synack: int) -> None:
+    def on_passive(self, path: str, syn: int, synack: int, now: Optional[float] = None) -> None:
+        """The datapath's passive counters of one path (deltas since the last poll):
+        the demand-mode evidence of rates.py, and the SYN counts published with
+        the direct leg."""
+        self.evidence.on_passive(path, syn, synack, self.clock() if now is None else now)
         if path == DIRECT:
             s, a = self._syn_delta.get(DIRECT, (0, 0))
             self._syn_delta[DIRECT] = (s + syn, a + synack)
@@ -444,6 +525,8 @@ class FleetAgent:
                 "ingest": {"accepted": self.view.accepted,
                            "rejected": dict(self.view.rejected)},
                 "probed": len(self.probed),
+                "paced": len(self.paces), "polls": self.polls,
+                "tunnel_paces": {p: self.peer_paces.get(p, 1) for p in sorted(self.peers)},
                 "overhead_ms": {r: round(v, 3) for r, v in sorted(self.view.overhead.items())},
                 "members": members, "reach": reach, "paths": mine}
 
@@ -455,6 +538,7 @@ class FleetAgent:
         for p in self.dests[dest].paths:
             s = dec.scores.get(p) if dec is not None else None
             row = {"probed": (dest, p) in self.probed,
+                   "pace": self.pace_of(dest, p) if (dest, p) in self.probed else None,
                    "state": None if s is None else s.state.value,
                    "tier": None if s is None else s.tier_name,
                    "score_ms": None if s is None or s.smoothed_ms is None

@@ -44,10 +44,12 @@ def render(doc: dict, dest: Optional[str] = None, console: Optional[Console] = N
                   f"{r['age_s']:.1f}")
     console.print(t)
     t = Table(title=f"{doc['node']} -> {dest} (ms; composed = relay's leg + hop + overhead)")
-    for col in ("path", "how", "state", "tier", "score", "leg", "hop", "ovh", ""):
+    for col in ("path", "how", "state", "tier", "score", "leg", "hop", "ovh", "every", ""):
         t.add_column(col)
     for p, r in f["paths"].get(dest, {}).items():
+        pace = r.get("pace")
         t.add_row(p, r["how"], r["state"] or "-", r["tier"] or "-", _ms(r["score_ms"]),
                   _ms(r.get("leg_rtt_ms")), _ms(r.get("hop_rtt_ms")), _ms(r.get("overhead_ms")),
+                  "-" if pace is None else f"{pace}x",
                   "[bold]*[/bold]" if r["chosen"] else "")
     console.print(t)

@@ -69,19 +69,20 @@ def _state_file() -> str:
 
 
 def _read_lab() -> Optional[dict]:
+    from argoctl import runfiles
     try:
-        with open(_state_file()) as f:
-            return json.load(f)
-    except (FileNotFoundError, ValueError):
+        return runfiles.read_json(_state_file(), lambda d: runfiles.shape(
+            d, {"pid": (int,), "prefix": (str,), "tunnels": (str,), "state_file": (str,)}))
+    except FileNotFoundError:
+        return None
+    except runfiles.RunFileError as e:   # said: the lab's process is then not known
+        click.echo(f"argoctl lab: warning: {e}: taken as no lab running", err=True)
         return None
 
 
 def _write_lab(doc: dict) -> None:
-    os.makedirs(LAB_STATE_DIR, exist_ok=True)
-    tmp = _state_file() + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(doc, f)
-    os.replace(tmp, _state_file())
+    from argoctl import runfiles
+    runfiles.write_json(_state_file(), doc)
 
 
 def _vm_or_here(argv: list[str]) -> None:
@@ -210,7 +211,10 @@ def lab_status(as_json: bool) -> None:
     from argoctl.daemon import read_state
     try:
         state = read_state(doc["state_file"])
-    except (FileNotFoundError, ValueError):
+    except FileNotFoundError:
+        state = {"destinations": {}}
+    except ValueError as e:        # damaged: said, not shown as no destinations
+        click.echo(f"argoctl lab status: {e}: no live choices shown", err=True)
         state = {"destinations": {}}
     hosts = [n for n in netns_topo.list_namespaces() if n.startswith(doc["prefix"] + "-")]
     if as_json:

@@ -212,6 +212,14 @@ class NativeUdpChannel(UdpChannel):
         if prober.slot is not None:
             self.engine.set_interval(prober.slot, self.sched.base_interval_ns(prober))
 
+    def poll(self, prober: PathProber, at: float) -> None:
+        """Its next probe at loop time `at` (s), at its (new) interval after."""
+        if prober.slot is not None:
+            self.engine.set_interval(prober.slot, self.sched.base_interval_ns(prober))
+            self.engine.poll(prober.slot, int(at * 1e9))
+        else:
+            self._waiting = [(p, at if p is prober else due) for p, due in self._waiting]
+
     def send_due(self, horizon: float) -> Optional[float]:
         """Send what is due by loop time `horizon`; the next due time (s) or None."""
         nxt = self.engine.send_due(int(horizon * 1e9))

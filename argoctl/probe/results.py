@@ -50,7 +50,7 @@ class PathProber:
 
     __slots__ = ("dest", "path", "mark", "spec", "_seq", "_sent", "_received", "_lost",
                  "_errors", "_rtt_min", "_rtt_max", "_rtt_sum", "limit", "active", "channel",
-                 "group", "subscribers", "addr", "slot")
+                 "group", "subscribers", "addr", "slot", "pace", "gen")
 
     def __init__(self, dest: str, path: str, mark: int, spec: cfgmod.Probe,
                  limit: Optional[int] = None):
@@ -68,6 +68,8 @@ class PathProber:
         # every (dest, path) this stream measures; results go to the first
         self.subscribers: list[tuple[str, str]] = [(dest, path)]
         self.slot: Optional[int] = None   # its stream in a NativeUdpChannel
+        self.pace = 1           # probed every `pace` intervals (fleet mode: ProbeScheduler.pace)
+        self.gen = 0            # bumped by a poll: older heap entries are dropped
 
     # seq: the last seq sent (1-based), reported in on_result; sent: probes
     # sent; then results: received, lost (of which send errors), RTTs (s).

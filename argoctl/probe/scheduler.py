@@ -255,6 +255,26 @@ class ProbeScheduler:
             if prober is not None and isinstance(prober.channel, NativeUdpChannel):
                 prober.channel.retime(prober)
 
+    def pace(self, dest: str, path: str, n: int, now_poll: bool = True) -> None:
+        """Probe the stream measuring (dest, path) every n intervals (fleet mode's
+        rates: argoctl/fleet/rates.py). Faster than before and `now_poll`: its
+        next probe goes out now (a poll), not when the slow schedule had it due;
+        slower: from its next probe on."""
+        prober = self.probers.get((dest, path))
+        if prober is None or prober.pace == n:
+            return
+        faster = n < prober.pace
+        prober.pace = n
+        if isinstance(prober.channel, NativeUdpChannel):
+            if faster and now_poll and self.loop is not None:
+                prober.channel.poll(prober, self.loop.time())
+                self._send_timer.arm(self.loop, self.loop.time())
+            else:
+                prober.channel.retime(prober)
+        elif faster and now_poll and self.loop is not None and prober.active:
+            prober.gen += 1            # its entry in the heap no longer counts
+            self._schedule(prober, 0.0)
+
     def streams(self) -> list[PathProber]:
         """Each probe stream once (a shared one is in `probers` once per subscriber)."""
         return list({id(p): p for p in self.probers.values()}.values())
@@ -289,6 +309,8 @@ class ProbeScheduler:
         """The prober's interval before jitter (ms): faster while in doubt."""
         ms = self.intervals.get(prober.dest, self.interval_ms) if self.intervals \
             else self.interval_ms
+        if prober.pace != 1:
+            ms *= prober.pace
         if self.in_doubt is not None and self.in_doubt(prober.dest, prober.path):
             ms /= self.fast_divisor
         return ms
@@ -305,7 +327,7 @@ class ProbeScheduler:
 
     def _schedule(self, prober: PathProber, delay: float) -> None:
         at = self.loop.time() + delay
-        heapq.heappush(self._heap, (at, next(self._tie), prober))
+        heapq.heappush(self._heap, (at, next(self._tie), prober, prober.gen))
         self._send_timer.arm(self.loop, at)
 
     def _send_due(self) -> None:
@@ -313,13 +335,13 @@ class ProbeScheduler:
         # sends due within a tick go out together: one wake-up for many probes
         horizon = self.loop.time() + self.tick
         while heap and heap[0][0] <= horizon:
-            _, _, prober = heapq.heappop(heap)
-            if not prober.active:
+            _, _, prober, gen = heapq.heappop(heap)
+            if not prober.active or gen != prober.gen:
                 continue
             self._probe(prober)
             if not prober.finished:
                 heapq.heappush(heap, (self.loop.time() + self._interval(prober),
-                                      next(self._tie), prober))
+                                      next(self._tie), prober, gen))
         if heap:
             self._send_timer.arm(self.loop, heap[0][0])
         if self.busy:

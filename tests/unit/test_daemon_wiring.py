@@ -105,7 +105,7 @@ def test_state_file_round_trip_and_explain(cfg, tmp_path):
     assert choices["running"] and choices["destinations"]["origin"]["paths"]["relay2"] == "down"
 
 
-def test_a_dead_writer_makes_the_state_stale_and_other_versions_are_refused(tmp_path):
+def test_a_dead_writer_makes_the_state_stale_and_other_versions_are_named(tmp_path):
     run = str(tmp_path)
     path = dmn.state_path(run)
     dmn.write_state(path, {"version": dmn.STATE_VERSION, "pid": 2 ** 22 + 12345,
@@ -114,7 +114,8 @@ def test_a_dead_writer_makes_the_state_stale_and_other_versions_are_refused(tmp_
     dmn.write_state(path, {"version": 99, "destinations": {}})
     with pytest.raises(ValueError, match="version 99"):
         explain.load(run)
-    assert explain.live_choices(run) is None
+    with pytest.raises(ValueError, match=f"{path}: state file version 99"):
+        explain.live_choices(run)       # said (status reports it), never silently left out
     assert explain.live_choices(str(tmp_path / "never")) is None
 
 

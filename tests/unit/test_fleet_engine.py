@@ -65,8 +65,13 @@ class Clock:
 
 @pytest.fixture
 def rig(tmp_path):
+    return make_rig(tmp_path, CFG)
+
+
+def make_rig(tmp_path, text: str):
+    """(config, engine, agent in fleet mode, clock) for the edge of `text`."""
     f = tmp_path / "edge.toml"
-    f.write_text(CFG)
+    f.write_text(text)
     cfg = config.load(str(f))
     clock = Clock()
     eng = Engine.from_config(cfg, clock=clock)

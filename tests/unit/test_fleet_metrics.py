@@ -56,3 +56,4 @@ def test_with_fleet_only_the_top_n_destinations_have_series(tmp_path):
     assert value(text, "argoctl_fleet_destinations_omitted") == 7
     assert value(text, "argoctl_fleet_active") == 0          # not connected: local
     assert value(text, "argoctl_fleet_probe_streams") == 0   # (these have no probe)
+    assert value(text, "argoctl_fleet_paced_streams") == 0   # local: all at the full rate

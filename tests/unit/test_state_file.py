@@ -76,6 +76,9 @@ def test_state_text_is_the_json_of_state_doc_through_every_path_state(dmon, tmp_
     assert any(p["score_ms"] is None for p in paths) and any(not p["up"] for p in paths)
     assert any(p["held_for_s"] is not None for p in paths)
     assert any(p["suppressed"] for p in paths) and any(p["loss"] > 0 for p in paths)
+    # every one of them passes the readers' check (statefile._check_state)
+    from argoctl.statefile import _check_state
+    assert [_check_state(doc) for doc in docs] == [None] * len(docs)
     # what `argoctl explain` reads back
     dmn.write_state_text(d.state_file, d.state_text())
     loaded = explain.load(d.run_dir)
