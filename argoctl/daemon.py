@@ -297,8 +297,7 @@ class Daemon:
         self.sched.start()
         if self.opts.apply_config:     # it watches what it applied (watch.py)
             from argoctl.watch import Watch
-            self.watch = Watch(self)
-            self.watch.start(self._loop)
+            self.watch = Watch(self).start(self._loop)
         if self.fleet is not None:
             self.fleet.attach(self.sched)
             await self.fleet.start()
@@ -366,15 +365,6 @@ class Daemon:
         self._pending.update(self.engine.sharers(dest, path))
         if self._pending_handle is None:
             self._pending_handle = self._loop.call_soon(self._decide_pending)
-
-    def paths_lost(self, paths) -> None:
-        """The watch saw these paths' kernel objects go: down now, decided now."""
-        now = self.clock()
-        dests = set()
-        for p in paths:
-            dests.update(self.engine.on_path_lost(p, now))
-        if dests:
-            self._decide_some(dests)
 
     def probe_results(self, dest: str, path: str) -> dict[str, int]:
         """{"ok": replies, "timeout": losses} of the stream measuring (dest, path)."""

@@ -191,7 +191,7 @@ class Watch:
 
     # -- lifecycle -------------------------------------------------------------
 
-    def start(self, loop) -> None:
+    def start(self, loop) -> "Watch":
         self.loop = loop
         self.pool = ThreadPoolExecutor(1, thread_name_prefix=f"argoctl-watch-{self.d.cfg.node.name}")
         s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_NONBLOCK
@@ -206,6 +206,7 @@ class Watch:
         self.sock = s
         loop.add_reader(s.fileno(), self._readable)
         self._timer = loop.call_later(self.interval, self._periodic)
+        return self
 
     def stop(self) -> None:
         if self._timer is not None:
@@ -222,6 +223,15 @@ class Watch:
             self.pool = None
 
     # -- triggers (loop thread) --------------------------------------------------
+
+    def paths_lost(self, paths) -> None:
+        """These paths' kernel objects went: down now (Engine.on_path_lost) for
+        every destination using them, and those decided now."""
+        d, now, dests = self.d, self.d.clock(), set()
+        for p in paths:
+            dests.update(d.engine.on_path_lost(p, now))
+        if dests:
+            d._decide_some(dests)
 
     def _readable(self) -> None:
         got, deleted = False, set()
@@ -242,7 +252,7 @@ class Watch:
         if deleted:      # down now; the check below confirms it and repairs
             log.warning(json.dumps({"event": "owned_object_deleted", "node": self.d.cfg.node.name,
                                     "paths_down": sorted(deleted)}))
-            self.d.paths_lost(deleted)
+            self.paths_lost(deleted)
         if got:
             self.events += 1
             self.request(full=False)
@@ -322,7 +332,7 @@ class Watch:
             "missing_or_changed": [str(op) for op in ops], "pins_missing": pins,
             "unsteered": filters, "paths_down": sorted(lost)}))
         if lost:
-            self.d.paths_lost(lost)
+            self.paths_lost(lost)
         fut2 = self.loop.run_in_executor(self.pool, self._repair, ops, pins, filters)
         fut2.add_done_callback(self._repaired)
 
