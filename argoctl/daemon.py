@@ -148,6 +148,8 @@ class Daemon:
         self.sched = None
         self.fleet = None                        # argoctl.fleet.agent.FleetAgent with [fleet]
         self.exporter = None
+        self.watch = None
+        self.probe_sources: dict[int, str] = {}
         self.attach_result = None
         self.adopted: dict[str, bool] = {}
         self.written: dict[str, dict[str, tuple[int, bool]]] = {}   # what the maps hold
@@ -194,6 +196,8 @@ class Daemon:
                 log.warning(json.dumps({"event": "run_file_damaged", "message": w}))
             self.attach_result = ctx.attach
             self.maps = maps.Maps(self.home.pin_dir)
+            from argoctl.probe.source import lan_sources   # (probes see what data sees)
+            self.probe_sources = lan_sources(self.opts.ns, self.cfg.node.steer_interfaces)
             if self.cfg.fleet is not None:
                 self._fleet_setup()
         except BaseException:
@@ -285,11 +289,15 @@ class Daemon:
             fast_divisor=self.opts.fast_divisor,
             # compiled udp streams feed the compiled estimators without Python
             sink=self.engine.native_sink, on_change=self._on_change,
+            sources=self.probe_sources,
             # the compiled udp path reads CLOCK_MONOTONIC itself: same clock, in ns
             clock=time.monotonic_ns if self.clock is time.monotonic
             else lambda: int(self.clock() * 1e9))
         self._start_metrics()
         self.sched.start()
+        if self.opts.apply_config:     # it watches what it applied (watch.py)
+            from argoctl.watch import Watch
+            self.watch = Watch(self).start(self._loop)
         if self.fleet is not None:
             self.fleet.attach(self.sched)
             await self.fleet.start()
@@ -323,6 +331,8 @@ class Daemon:
                 except asyncio.TimeoutError:
                     pass
         finally:
+            if self.watch is not None:
+                self.watch.stop()
             if self.fleet is not None:
                 await self.fleet.stop()
             self.sched.stop()

@@ -279,6 +279,15 @@ class Engine:
         for ps in users.values():
             ps.est.on_passive(syn_sent, synack_rcvd, rtt_samples if len(users) == 1 else (), now)
 
+    def on_path_lost(self, path: str, now: float) -> list[str]:
+        """`path` lost a kernel object it needs: down at once for every destination
+        using it. Returns those destinations (decide them now)."""
+        users = {id(d.paths[path]): d.paths[path] for d in self._dests.values()
+                 if path in d.paths}
+        for ps in users.values():
+            ps.est.on_lost(now)
+        return [n for n, d in self._dests.items() if path in d.paths]
+
     def pace(self, dest: str, path: str, n: int, now: float) -> None:
         """(dest, path)'s stream (and every destination sharing it) is probed
         every n intervals from now on: its detection times follow

@@ -29,6 +29,8 @@ from argoctl.plan import (GLOBAL_SYSCTLS, Address, Link, Nft, Op, PlanError, Rou
                           Sysctl)
 
 RT_TABLE_MAIN = 254
+FR_ACT_BLACKHOLE, FIB_RULE_INVERT = 6, 0x2        # linux/fib_rules.h
+RTN_TYPES = {1: "unicast", 6: "blackhole", 7: "unreachable", 8: "prohibit"}
 GRE_KEY_FLAG = 0x2000
 FAMILIES = {4: socket.AF_INET, 6: socket.AF_INET6}
 
@@ -269,7 +271,7 @@ def _our_tables(r: Routing) -> range:
 
 
 def _our_priorities(r: Routing) -> range:
-    return range(r.rule_priority_base, r.rule_priority_base + names.MAX_PATH_ID + 1)
+    return range(r.rule_priority_base, r.rule_priority_base + names.DROP_RULE_OFFSET + 1)
 
 
 def read_owned(ipr, routing: Routing = Routing(), wg=None, nft=None,
@@ -302,6 +304,11 @@ def read_owned(ipr, routing: Routing = Routing(), wg=None, nft=None,
                 continue
             dst = ("default" if msg["dst_len"] == 0
                    else f"{msg.get_attr('RTA_DST')}/{msg['dst_len']}")
+            rtype = RTN_TYPES.get(msg["type"], f"type{msg['type']}")
+            if rtype != "unicast":
+                routes.append(Route(family, _route_table(msg), dst, "", rtype,
+                                    msg.get_attr("RTA_PRIORITY") or 0))
+                continue
             dev = by_index.get(msg.get_attr("RTA_OIF"), f"if{msg.get_attr('RTA_OIF')}")
             routes.append(Route(family, _route_table(msg), dst, dev))
     prios = _our_priorities(routing)
@@ -317,6 +324,11 @@ def read_owned(ipr, routing: Routing = Routing(), wg=None, nft=None,
             # else (a user's rule there with a from/to/iif selector is left alone).
             if prio not in prios or mask != routing.fwmark_mask or msg["src_len"] or \
                     msg["dst_len"] or msg.get_attr("FRA_IIFNAME") or msg.get_attr("FRA_OIFNAME"):
+                continue
+            if prio == routing.priority(names.DROP_RULE_OFFSET):
+                if msg["action"] == FR_ACT_BLACKHOLE and msg["flags"] & FIB_RULE_INVERT \
+                        and not mark:
+                    rules.append(Rule(family, prio, 0, mask, 0, "blackhole"))
                 continue
             if table in tables or (table == RT_TABLE_MAIN and mark == direct_mark):
                 rules.append(Rule(family, prio, mark, mask, table))
@@ -452,10 +464,16 @@ class Applier:
     def _route(self, cmd: str, r: Route) -> None:
         kw = {"dst_len": 0} if r.dst == "default" else {
             "dst": r.dst.split("/")[0], "dst_len": int(r.dst.split("/")[1])}
+        kw.update(dict(type=r.type, priority=r.metric) if r.type != "unicast"   # the drop
+                  else dict(oif=self._index(r.dev)))
         self._nl(self.ipr.route, cmd, family=FAMILIES[r.family], table=r.table,
-                 oif=self._index(r.dev), proto=names.RTPROT_ARGOCTL, **kw)
+                 proto=names.RTPROT_ARGOCTL, **kw)
 
     def _rule(self, cmd: str, r: Rule) -> None:
+        if r.action == "blackhole":
+            self._nl(self.ipr.rule, cmd, family=FAMILIES[r.family], priority=r.priority,
+                     fwmark=0, fwmask=r.mask, action="FR_ACT_BLACKHOLE", flags=FIB_RULE_INVERT)
+            return
         self._nl(self.ipr.rule, cmd, family=FAMILIES[r.family], priority=r.priority,
                  fwmark=r.mark, fwmask=r.mask, table=r.table, action="FR_ACT_TO_TBL")
 
