@@ -44,11 +44,12 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-from argoctl import home as homes, keys, maps, netlink, service
+from argoctl import home as homes, keys, maps, netlink, service, watch
 from argoctl.config import Config, choice_of  # noqa: F401  (re-exported)
 from argoctl.datapath import pathset  # noqa: F401  (re-exported)
 from argoctl.engine import Decision, Engine
 from argoctl.estimator import State
+from argoctl.probe.source import lan_sources
 
 log = logging.getLogger("argoctl.daemon")
 
@@ -64,7 +65,6 @@ FAST_SHARE = 0.125
 FAST_MIN = 16
 STATE_REFRESH_S = 5.0        # state.json is rewritten at least this often (scores age)
 HISTORY = 10000              # decisions remembered in memory (tests, debugging)
-
 
 
 # -- decisions -> maps -------------------------------------------------------------
@@ -88,8 +88,6 @@ def initial_weights(cfg: Config, dest) -> dict[str, tuple[int, bool]]:
     """Before any measurement: config.first_weights, the rule `up` follows too."""
     return dest.first_weights()
 
-
-# -- the state file ----------------------------------------------------------------
 
 @dataclass
 class Options:
@@ -196,7 +194,7 @@ class Daemon:
                 log.warning(json.dumps({"event": "run_file_damaged", "message": w}))
             self.attach_result = ctx.attach
             self.maps = maps.Maps(self.home.pin_dir)
-            from argoctl.probe.source import lan_sources   # (probes see what data sees)
+            # probes see what data sees: sourced from the steered LAN (probe/source.py)
             self.probe_sources = lan_sources(self.opts.ns, self.cfg.node.steer_interfaces)
             if self.cfg.fleet is not None:
                 self._fleet_setup()
@@ -296,8 +294,7 @@ class Daemon:
         self._start_metrics()
         self.sched.start()
         if self.opts.apply_config:     # it watches what it applied (watch.py)
-            from argoctl.watch import Watch
-            self.watch = Watch(self).start(self._loop)
+            self.watch = watch.Watch(self).start(self._loop)
         if self.fleet is not None:
             self.fleet.attach(self.sched)
             await self.fleet.start()
@@ -563,9 +560,8 @@ class Daemon:
         self._state_dirty = False
 
     def _start_metrics(self) -> None:
-        listen = self.opts.metrics_listen
-        if listen is None:
-            listen = self.cfg.policy.metrics_listen
+        listen = (self.cfg.policy.metrics_listen if self.opts.metrics_listen is None
+                  else self.opts.metrics_listen)
         if not listen:
             return
         from argoctl import metrics
