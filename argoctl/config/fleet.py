@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 from argoctl import keys
 from argoctl.config.model import Fleet
-from argoctl.config.rules import _BUCKET_RE, _FLEET_KEYS, _FLEET_RULES
+from argoctl.config.rules import _BUCKET_RE, _FLEET_KEYS, _FLEET_RULES, FLEET_WATCH
 
 SCHEMES = ("nats", "tls")
 
@@ -62,6 +62,10 @@ def check_fleet(ck, doc: dict) -> Optional[Fleet]:
         if len(rule) > 1 and not ck.in_range(p + (key,), v, rule[1], rule[2]):
             continue
         values[key] = float(v) if rule[0] == "float" else v
+    if "watch" in values and values["watch"] not in FLEET_WATCH:
+        ck.err(p + ("watch",), f"fleet.watch: {values['watch']!r} is not a choice",
+               'one of "all" (every host\'s legs) or "peers" (only the peers\' legs)')
+        del values["watch"]
     for key in ("members_bucket", "legs_bucket"):
         if key in values and not _BUCKET_RE.match(values[key]):
             ck.err(p + (key,), f"fleet.{key}: {values[key]!r} is not a bucket name",

@@ -187,6 +187,10 @@ class Fleet:
     alternatives: int = 2                  # k: alternatives probed end to end besides the choice
     legs_per_message: int = 200
     max_writes_per_s: int = 50
+    # whose legs to watch: "all" (every host's: `fleet status` shows the whole
+    # fleet) or "peers" (only the relays this host composes with: what a large
+    # fleet needs, docs/fleet.md "Scale")
+    watch: str = "all"
 
 
 @dataclass(frozen=True)

@@ -79,7 +79,9 @@ _FLEET_RULES: dict[str, tuple] = {
     "alternatives": ("int", 0, 7),
     "legs_per_message": ("int", 1, 5000),
     "max_writes_per_s": ("int", 1, 100_000),
+    "watch": ("str",),
 }
+FLEET_WATCH = ("all", "peers")
 _FLEET_KEYS = ("servers", *_FLEET_RULES)
 _BUCKET_RE = re.compile(r"[A-Za-z0-9_-]{1,64}\Z")
 

@@ -111,7 +111,8 @@ class FleetAgent:
                    legs=self.fc.legs_bucket, on_member=self._on_member,
                    on_legs=self._on_legs, tls=tls_context(self.fc),
                    name=f"argoctl-{self.host}",
-                   stall_s=max(3.0, 3 * self.fc.publish_interval_ms / 1000.0))
+                   stall_s=max(3.0, 3 * self.fc.publish_interval_ms / 1000.0),
+                   legs_of=tuple(sorted(self.peers)) if self.fc.watch == "peers" else None)
 
     # -- lifecycle -------------------------------------------------------------------
 

@@ -36,8 +36,11 @@ class Bus:
     def __init__(self, servers: list[str], user: Optional[str], password: Optional[str], *,
                  members: str, legs: str, on_member: OnUpdate, on_legs: OnUpdate,
                  tls: Optional[ssl.SSLContext] = None, connect_timeout_s: float = 2.0,
-                 name: str = "argoctl", stall_s: Optional[float] = None):
-        """`stall_s`: remake the watchers when neither bucket delivered anything for
+                 name: str = "argoctl", stall_s: Optional[float] = None,
+                 legs_of: Optional[tuple[str, ...]] = None):
+        """`legs_of`: the hosts whose legs to watch, one filtered watcher each
+        (`<host>.>`: a server 2.9 consumer has one filter subject); None: the whole
+        bucket. `stall_s`: remake the watchers when neither bucket delivered anything for
         this long while connected (the agent's own membership record comes back
         every publish interval, so silence means a watcher whose consumer died
         with a cluster member; None: no such check)."""
@@ -46,6 +49,7 @@ class Bus:
         self.tls = tls
         self.members, self.legs = members, legs
         self.on_member, self.on_legs = on_member, on_legs
+        self.legs_of = None if legs_of is None else tuple(legs_of)
         self.connect_timeout_s = connect_timeout_s
         self.name = name
         self.nc = None
@@ -179,8 +183,8 @@ class Bus:
                     from None
         watchers, tasks = [], []
         try:
-            for bucket, cb in ((self.members, self.on_member), (self.legs, self.on_legs)):
-                w = await kv[bucket].watchall()
+            for bucket, cb, keys in self._watches():
+                w = await (kv[bucket].watchall() if keys is None else kv[bucket].watch(keys))
                 watchers.append(w)
                 tasks.append(asyncio.create_task(self._pump(w, cb, bucket)))
         except BaseException:
@@ -197,6 +201,16 @@ class Bus:
         for w in old_watchers:
             await _quietly(w.stop())
         self.watching = True
+
+    def _watches(self) -> list[tuple[str, OnUpdate, Optional[str]]]:
+        """(bucket, callback, key filter or None for all): every member; the legs
+        of every host, or of `legs_of` only."""
+        out = [(self.members, self.on_member, None)]
+        if self.legs_of is None:
+            out.append((self.legs, self.on_legs, None))
+        else:
+            out.extend((self.legs, self.on_legs, f"{h}.>") for h in self.legs_of)
+        return out
 
     async def _pump(self, watcher, cb: OnUpdate, bucket: str) -> None:
         try:

@@ -17,9 +17,10 @@ HOSTS = ["edge", "relay1", "relay2"]
 PROBE = "udp:203.0.113.10:7447"
 
 
-def make_bus(nf: NatsFleet, host: str, view: FleetView, stall_s=None) -> Bus:
+def make_bus(nf: NatsFleet, host: str, view: FleetView, stall_s=None, legs_of=None) -> Bus:
     c = read_credentials(nf.credentials(host))
     return Bus(nf.urls, c.user, c.password, members=nf.members, legs=nf.legs, stall_s=stall_s,
+               legs_of=legs_of,
                on_member=lambda k, v: view.ingest_member(k, v, time.time()),
                on_legs=lambda k, v: view.ingest_legs(k, v, time.time()))
 
@@ -64,6 +65,36 @@ def test_a_host_writes_its_own_legs_and_cannot_forge_anothers(nats_fleet):
         finally:
             await edge.stop()
             await relay.stop()
+    asyncio.run(main())
+
+
+def test_watching_the_peers_only_receives_their_legs_and_every_member(nats_fleet):
+    """[fleet] watch = "peers": the edge composes with relay1 only, so it takes in
+    relay1's legs and not relay2's (what makes a large fleet's ingest affordable),
+    and still sees every member."""
+    async def main():
+        ve = FleetView("edge", 15, {"origin": PROBE})
+        edge = make_bus(nats_fleet, "edge", ve, legs_of=("relay1",))
+        others = {h: make_bus(nats_fleet, h, FleetView(h, 15, {"origin": PROBE}))
+                  for h in ("relay1", "relay2")}
+        for b in (edge, *others.values()):
+            await b.start()
+        try:
+            assert await until(lambda: edge.healthy and all(b.healthy for b in others.values()))
+            for h, b in others.items():
+                assert await b.put_legs({f"{h}.d.0": legs_value(h, 20.0)}) == 1
+                now = time.time()
+                assert await b.put_member(h, schema.member_value(schema.Member(
+                    h, now, 1, "test", "relay", now, ("192.0.2.1",), None, None, (), 1,
+                    1000))) == 1
+            assert await until(lambda: ve.leg("relay1", "origin", time.time()) is not None)
+            assert await until(lambda: set(ve.members) >= {"relay1", "relay2"})
+            await asyncio.sleep(1.0)        # relay2's legs had every chance to arrive
+            assert ve.leg("relay2", "origin", time.time()) is None
+            assert sum(ve.rejected.values()) == 0
+        finally:
+            for b in (edge, *others.values()):
+                await b.stop()
     asyncio.run(main())
 
 

@@ -41,6 +41,7 @@ def test_a_fleet_section_loads_with_defaults_and_resolved_files(tmp_path):
     assert fc.credentials_file == str(creds)
     assert (fc.alternatives, fc.ttl_s, fc.publish_interval_ms) == (1, 15.0, 1000)
     assert (fc.members_bucket, fc.legs_bucket) == ("argoctl_members", "argoctl_legs")
+    assert fc.watch == "all"
 
 
 def test_a_password_in_a_server_url_is_never_printed(tmp_path):
@@ -62,3 +63,18 @@ def test_credentials_file_content_is_never_printed(tmp_path):
     assert result.exit_code == 2
     assert "unknown keys ['extra']" in result.stderr
     assert "s3cret" not in result.stdout + result.stderr
+
+
+def test_watch_peers_hands_the_bus_the_peers_whose_legs_it_composes_with(tmp_path):
+    from argoctl.engine import Engine
+    from argoctl.fleet.agent import FleetAgent
+    peers = ''.join(f'\n[[peer]]\nname = "{n}"\naddress = "192.0.2.{i}"\ntunnel = "gre"\n'
+                    f'tunnel_address = "198.51.100.{i}"\n' for i, n in ((3, "relay2"), (2, "relay1")))
+    text = BASE.replace('paths = ["direct"]', 'paths = ["direct", "relay1", "relay2"]') + peers
+    bus_of = {}
+    for watch in ("all", "peers"):
+        f = tmp_path / f"{watch}.toml"
+        f.write_text(text + f'\n[fleet]\nservers = ["nats://127.0.0.1:4222"]\nwatch = "{watch}"\n')
+        cfg = config.load(str(f))
+        bus_of[watch] = FleetAgent(cfg, Engine.from_config(cfg)).bus.legs_of
+    assert bus_of == {"all": None, "peers": ("relay1", "relay2")}
