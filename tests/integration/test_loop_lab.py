@@ -49,7 +49,8 @@ def steady(loop):
     """Every path up and direct chosen; impairments this test adds on edge-origin undone."""
     d = loop.daemon
     ok = loop.wait_for(lambda: loop.choice() == "direct" and _states(d) == {"up"}, 60, 0.1)
-    assert ok, (loop.choice(), _states(d, all_=True), d.engine.last("origin").reason)
+    assert ok, (loop.choice(), _states(d, all_=True), d.engine.last("origin").reason,
+                [(round(r.at, 2), r.reason, r.tiers) for r in list(d.history)[-4:]])
     yield loop
     loop.topo.link("edge", "origin").clear()
     for r in RELAYS:
