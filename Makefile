@@ -33,8 +33,9 @@ test-integration: setup
 bench: setup
 	$(PY) scripts/run_bench.py --out bench-results.json
 
-# The lab demo: argoctl against a direct-only baseline under outage, brownout and a
-# fleet-mode outage only one relay survives
+# The lab demo: argoctl against a direct-only baseline under outage, brownout and
+# (fleet mode, for that scenario only: nats-server, relay agents, GRE and WireGuard)
+# an outage only one relay survives
 # (re-runs itself in the distribution-kernel VM when this kernel lacks GRE/netem).
 .PHONY: demo
 demo: setup

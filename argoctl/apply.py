@@ -268,7 +268,8 @@ def up(config: Config, ns: Optional[str] = None, dry_run: bool = False,
             if conflicts:
                 raise plan.PlanError(foreign.conflict_message(ctx.config.routing, conflicts))
             ctx.ops = plan.diff(current, plan.desired(
-                ctx.config, KernelEnv(ctx.ipr, create_keys=not ctx.dry_run)))
+                ctx.config, KernelEnv(ctx.ipr, create_keys=not ctx.dry_run,
+                                      prefetch=[p.address for p in ctx.config.peers])))
         if ctx.dry_run:
             return
         done: list[Stage] = []

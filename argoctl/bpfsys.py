@@ -176,7 +176,9 @@ def lookup_batch(fd: int, key_size: int, value_size: int, chunk: int = 4096):
     """Yield (key bytes, value bytes) for every entry, `chunk` per system call."""
     keys = (ctypes.c_uint8 * (key_size * chunk))()
     values = (ctypes.c_uint8 * (value_size * chunk))()
-    token = ctypes.c_uint64()   # opaque batch position (hash maps: a bucket index)
+    # opaque batch position: a bucket index for hash maps, the last key for the
+    # generic batch (arrays, LPM tries): room for either
+    token = ctypes.create_string_buffer(max(8, key_size))
     first = True
     while True:
         attr = _BatchAttr(in_batch=0 if first else ctypes.addressof(token),

@@ -27,7 +27,7 @@ from argoctl.hooks import (FILTER_PREFIX, SOCK_PROGRAMS, TC_HANDLE, TC_INGRESS, 
                            TC_PRIO, TC_PROGRAMS, _cgroup_attach, _cgroup_attached,
                            _cgroup_detach, _link, _netlink, _no_step, _our_filters,
                            _remove_clsact, _tc_attach, _tc_detach, _tc_detach_all,
-                           remove_clsacts)
+                           ClsactDevices, remove_clsacts)
 from argoctl.config import Config
 from argoctl.config import rules as config_rules
 
@@ -337,10 +337,14 @@ def attach(config: Config, pin_dir: str = names.BPF_PIN_DIR, netns: Optional[str
             if (s.fwmark_mask != config.routing.fwmark_mask or s.abi != maps.ABI
                     or maps.reroute_on(s) != config.policy.reroute):
                 m.write_settings(config.routing.fwmark_mask, reroute=config.policy.reroute)
+        clsact = ClsactDevices(ipr)        # what had one before (never recorded as ours)
+        from argoctl import rtbatch       # (a socket of this namespace: netns None)
+        sender = rtbatch.Sender() if netns is None else None
         for ifname in config.node.steer_interfaces:
             link = links.get(ifname)
             prog = "steer_eth" if link["ifi_type"] == ARPHRD_ETHER else "steer_l3"
-            if _tc_attach(ipr, link["index"], prog, progs[prog], ifname, res, step, intents):
+            if _tc_attach(ipr, link["index"], prog, progs[prog], ifname, res, step, intents,
+                          clsact, sender):
                 res.newly_attached.append(ifname)
             res.steered.append(ifname)
         passive = [names.link_name(p.name) for p in config.peers]
@@ -352,9 +356,12 @@ def attach(config: Config, pin_dir: str = names.BPF_PIN_DIR, netns: Optional[str
             if link is None or ifname in res.steered:
                 continue
             prog = "passive_eth" if link["ifi_type"] == ARPHRD_ETHER else "passive_l3"
-            if _tc_attach(ipr, link["index"], prog, progs[prog], ifname, res, step, intents):
+            if _tc_attach(ipr, link["index"], prog, progs[prog], ifname, res, step, intents,
+                          clsact, sender):
                 res.newly_attached.append(ifname)
             res.passive.append(ifname)
+        if sender is not None:
+            sender.close()
         if cgroup:
             _cgroup_attach(progs, cgroup, res, step)
     return res

@@ -17,7 +17,12 @@ Rules, in order:
      3 unknown    never measured
      4 down
    So a held or suppressed path is still used when nothing usable remains:
-   if any path reaches the destination, traffic gets there.
+   if any path reaches the destination, traffic gets there. Held paths rank
+   among themselves by the hold-down, not the score: merely held before
+   suppressed, the hold-down that ends first (the longest up) first, then the
+   lowest flap penalty. Otherwise a blip that takes every path down at once (a
+   starved prober) holds the alternatives too, and the score sends new flows
+   back to a flapping path during its hold-down.
 2. Among paths of the current choice's tier, the lowest score wins (Argo), with
    hysteresis: a candidate must be better than the current choice by both
    policy.switch_relative (of the current score) and policy.switch_absolute_ms,
@@ -399,6 +404,17 @@ class Engine:
         back = self._undivert(d, scores, cur, now)
         if back is not None:
             return back
+        if best_tier == HELD and cur.tier == HELD:
+            # Every usable path is held (a common-mode blip, a starved prober, took the
+            # alternatives down too): the hold-down still ranks them, not the score.
+            best = _best(scores, HELD, None)
+            if best.path != choice:
+                d.dwell = None
+                d.diverted = None
+                return best.path, ("{} held down longer than {}: {} ({})", choice, best.path,
+                                   best.path, _held_txt(best, now))
+            return choice, ("keep {}: every usable path is held, and {} the least ({})",
+                            choice, choice, _held_txt(cur, now))
         if cur.tier > best_tier:
             best = _best(scores, best_tier, None)
             d.dwell = None
@@ -560,7 +576,11 @@ def _best(scores: dict[str, PathScore], tier: int, skip: Optional[str]) -> Optio
     """The lowest smoothed score of `tier` (measured before unmeasured; the
     earlier path on a tie: `scores` is in path order), leaving out `skip`.
     For the same-tier alternative (skip = the choice) an unmeasured result means
-    no measured alternative exists."""
+    no measured alternative exists. Held paths rank by their hold-down instead
+    (_held_rank): the one closest to usable, never a flapping one by its score."""
+    if tier == HELD:
+        held = [s for s in scores.values() if s.tier == HELD and s.path != skip]
+        return min(held, key=_held_rank) if held else None
     best = None
     for s in scores.values():
         if s.tier != tier or s.path == skip:
@@ -572,6 +592,21 @@ def _best(scores: dict[str, PathScore], tier: int, skip: Optional[str]) -> Optio
             if v is not None and (best.smoothed_ms is None or v < best.smoothed_ms):
                 best = s
     return best
+
+
+def _held_rank(s: PathScore) -> tuple:
+    """Among held paths: merely held ones first, the hold-down that ends first
+    (up the longest since its last failure) before the others; then suppressed
+    (flapping) ones, the lowest flap penalty first. min() keeps path order on a tie."""
+    if s.suppressed:
+        return (1, s.penalty)
+    return (0, -math.inf if s.held_until is None else s.held_until)
+
+
+def _held_txt(s: PathScore, now: float) -> str:
+    if s.suppressed:
+        return f"suppressed, flap penalty {s.penalty:.0f}"
+    return "held {:.1f}s more".format(s.held_until - now) if s.held_until is not None else "held"
 
 
 def _score_txt(s: PathScore) -> str:

@@ -45,11 +45,18 @@ def _filter_name(prog: str, prog_id: int) -> str:
     return f"{FILTER_PREFIX}{prog}-{prog_id}"
 
 
-def _our_filters(ipr, ifindex: int) -> list[str]:
-    """Names of our bpf filters on the interface's clsact ingress."""
+def _our_filters(ipr, ifindex: int, sender=None) -> list[str]:
+    """Names of our bpf filters on the interface's clsact ingress. `sender`
+    (rtbatch.Sender, the caller's namespace): the dump without pyroute2's request
+    machinery (a no-op `up` asks once per device)."""
     out = []
     try:
-        flt = ipr.get_filters(index=ifindex, parent=TC_INGRESS)
+        if sender is not None:
+            from argoctl import rtbatch
+            from pyroute2.netlink.rtnl.tcmsg import tcmsg
+            flt = sender.dump(rtbatch.filters(ifindex, TC_INGRESS), tcmsg)
+        else:
+            flt = ipr.get_filters(index=ifindex, parent=TC_INGRESS)
     except Exception:
         return out
     for f in flt:
@@ -64,33 +71,61 @@ def _no_step(what: str) -> None:
     pass
 
 
-def _ensure_clsact(ipr, ifindex: int, ifname: str, res, step, intents) -> None:
-    """A clsact qdisc on the device. One argoctl adds is recorded (intent first)
-    so that `down` removes it; one that was there before is never touched."""
-    step(f"clsact {ifname}")
+class ClsactDevices:
+    """Indexes of the devices that have a clsact qdisc: one qdisc dump for the
+    namespace, at the first question (a no-op `up`, with every filter in place,
+    asks none), so that argoctl knows what was there before it journals anything."""
+
+    def __init__(self, ipr):
+        self.ipr = ipr
+        self._have: Optional[set[int]] = None
+
+    @property
+    def have(self) -> set[int]:
+        if self._have is None:
+            self._have = {q["index"] for q in self.ipr.get_qdiscs()
+                          if q.get_attr("TCA_KIND") == "clsact"}
+        return self._have
+
+
+def _ensure_clsact(ipr, ifindex: int, ifname: str, res, step, intents,
+                   clsact: ClsactDevices) -> None:
+    """A clsact qdisc on the device. Those that have one already (`clsact`) are
+    never touched nor recorded. For the others the
+    intent goes to the journal first, then the request: an `up` killed between the
+    two leaves a record of a qdisc that argoctl was about to create, never of a
+    user's (so `down` cannot remove one it did not add)."""
+    have = clsact.have
+    if ifindex in have:
+        return
     recorded = intents is not None and intents.clsact().get(ifname) == ifindex
     if intents is not None and not recorded:
         intents.add_clsact(ifname, ifindex)
     try:
+        step(f"clsact {ifname}")       # (a SIGKILL here: the window the journal covers)
         ipr.tc("add", "clsact", ifindex)
-    except Exception as e:
+    except BaseException as e:
         if intents is not None and not recorded:
-            intents.drop_clsact(ifname)          # there before us (or failed): not ours
+            intents.drop_clsact(ifname)   # not made (or one added since the dump: theirs)
         if getattr(e, "code", None) != errno.EEXIST:
             raise
+        have.add(ifindex)
         return
+    have.add(ifindex)
     if res is not None:      # it did not exist: this call made it (undo takes it back)
         res.clsact_added.append(ifname)
 
 
 def _tc_attach(ipr, ifindex: int, prog: str, fd: int, ifname: str = "",
-               res=None, step=_no_step, intents=None) -> bool:
-    """Attach (or atomically replace) our filter; False if already in place."""
+               res=None, step=_no_step, intents=None,
+               clsact: Optional[ClsactDevices] = None, sender=None) -> bool:
+    """Attach (or atomically replace) our filter; False if already in place.
+    `clsact`: shared by the calls of one attach (None: this call's own)."""
     want = _filter_name(prog, bpfsys.prog_info(fd).id)
-    have = _our_filters(ipr, ifindex)
-    if want in have:
+    if want in _our_filters(ipr, ifindex, sender):
         return False
-    _ensure_clsact(ipr, ifindex, ifname, res, step, intents)
+    _ensure_clsact(ipr, ifindex, ifname, res, step, intents,
+                   clsact if clsact is not None else ClsactDevices(ipr))
     step(f"filter {prog} {ifname}")
     # "replace" swaps the program in one step: no packet sees no filter.
     ipr.tc("replace-filter", "bpf", ifindex, TC_HANDLE, fd=fd, name=want,

@@ -74,16 +74,18 @@ class Intents:
             self.lost = False
             self._store(doc)
 
-    def add_link(self, name: str) -> None:
+    def add_link(self, *names: str) -> None:
+        """Devices about to be created (several: one write)."""
         doc = self.load()
-        if name not in doc["links"]:
-            doc["links"].append(name)
+        new = [n for n in names if n not in doc["links"]]
+        if new:
+            doc["links"] += new
             self._store(doc)
 
-    def done_link(self, name: str) -> None:
+    def done_link(self, *names: str) -> None:
         doc = self.load()
-        if name in doc["links"]:
-            doc["links"].remove(name)
+        if any(n in doc["links"] for n in names):
+            doc["links"] = [n for n in doc["links"] if n not in names]
             self._store(doc)
 
     def links(self) -> list[str]:

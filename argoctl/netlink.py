@@ -25,12 +25,12 @@ from argoctl import names
 from argoctl.runfiles import ACCEPT_RA as _ACCEPT_RA, DEVICES as _DEVICES
 from argoctl.runfiles import Saved  # noqa: F401  (Applier keeps one)
 from argoctl.config import Routing
+from argoctl.rtbatch import FIB_RULE_INVERT, FR_ACT_BLACKHOLE, RTN_TYPES
+from argoctl.wireguard import read_link as _read_wireguard, wg_info  # noqa: F401
 from argoctl.plan import (GLOBAL_SYSCTLS, Address, Link, Nft, Op, PlanError, Route, Rule, State,
                           Sysctl)
 
 RT_TABLE_MAIN = 254
-FR_ACT_BLACKHOLE, FIB_RULE_INVERT = 6, 0x2        # linux/fib_rules.h
-RTN_TYPES = {1: "unicast", 6: "blackhole", 7: "unreachable", 8: "prohibit"}
 GRE_KEY_FLAG = 0x2000
 FAMILIES = {4: socket.AF_INET, 6: socket.AF_INET6}
 
@@ -119,14 +119,34 @@ def _device_forwarding(global_path: str) -> dict[str, str]:
 class KernelEnv:
     """What plan.desired needs from the host: underlay MTU and keys."""
 
-    def __init__(self, ipr, create_keys: bool = True):
+    def __init__(self, ipr, create_keys: bool = True, prefetch=()):
         self.ipr = ipr
         self.create_keys = create_keys   # False: a dry run writes no key file
         self._mtu: dict[int, int] = {}   # by ifindex: peers share a few underlay devices
+        # the peers' addresses: their routes are looked up in one batch (rtbatch) at
+        # the first question (a `route get` each, ~20-30 ms a request under TCG)
+        self._prefetch = list(prefetch)
+        self._routes: dict = {}
+
+    def _route(self, address):
+        if self._prefetch:
+            from argoctl import rtbatch
+            sender = rtbatch.Sender()
+            try:
+                self._routes.update(zip(self._prefetch, sender.route_get(self._prefetch)))
+            finally:
+                sender.close()
+            self._prefetch = []
+        route = self._routes.get(address)
+        if route is None:
+            return self.ipr.route("get", dst=str(address))[0]
+        if isinstance(route, Exception):
+            raise route
+        return route
 
     def underlay_mtu(self, address) -> int:
         try:
-            route = self.ipr.route("get", dst=str(address))[0]
+            route = self._route(address)
         except Exception as e:  # NetlinkError ENETUNREACH etc.
             raise PlanError(f"no underlay route to peer address {address}: {e}") from None
         oif = route.get_attr("RTA_OIF")
@@ -189,63 +209,6 @@ def _read_link(msg, wg) -> Link:
     if kind == "wireguard":
         return _read_wireguard(name, mtu, wg())
     return Link(name=name, kind=kind, mtu=mtu)
-
-
-def wg_info(wg, name: str) -> dict:
-    """Device and (first) peer attributes of a WireGuard device, as plain values."""
-    msg = wg.info(name)[0]
-    dev = {"listen_port": msg.get_attr("WGDEVICE_A_LISTEN_PORT"),
-           "private_key": msg.get_attr("WGDEVICE_A_PRIVATE_KEY"),
-           "public_key": msg.get_attr("WGDEVICE_A_PUBLIC_KEY"), "peers": []}
-    for peer in msg.get_attr("WGDEVICE_A_PEERS") or []:
-        ep = peer.get_attr("WGPEER_A_ENDPOINT")
-        endpoint = None
-        if ep and ep.get("addr") and ep.get("port"):
-            addr = ep["addr"]
-            endpoint = f"[{addr}]:{ep['port']}" if ":" in addr else f"{addr}:{ep['port']}"
-        allowed = []
-        for a in peer.get_attr("WGPEER_A_ALLOWEDIPS") or []:
-            allowed.append(a.get("addr"))
-        hs = peer.get_attr("WGPEER_A_LAST_HANDSHAKE_TIME") or {}
-        dev["peers"].append({
-            "public_key": _b64(peer.get_attr("WGPEER_A_PUBLIC_KEY")),
-            "endpoint": endpoint,
-            "keepalive": peer.get_attr("WGPEER_A_PERSISTENT_KEEPALIVE_INTERVAL"),
-            "allowed_ips": tuple(sorted(a for a in allowed if a)),
-            "last_handshake": hs.get("tv_sec", 0) if isinstance(hs, dict) else 0,
-            "rx_bytes": peer.get_attr("WGPEER_A_RX_BYTES"),
-            "tx_bytes": peer.get_attr("WGPEER_A_TX_BYTES"),
-        })
-    return dev
-
-
-def _b64(v):
-    if isinstance(v, dict):
-        v = v.get("value")
-    if isinstance(v, bytes):
-        v = v.decode()
-    return v
-
-
-def _read_wireguard(name, mtu, wg) -> Link:
-    d = wg_info(wg, name)
-    peer = d["peers"][0] if len(d["peers"]) == 1 else None
-    private = _b64(d["private_key"])
-    if private:
-        import base64
-        private = base64.b64decode(private)
-    return Link(name=name, kind="wireguard", mtu=mtu, listen_port=d["listen_port"],
-                public_key=_b64(d["public_key"]),
-                peer_public_key=peer["public_key"] if peer else None,
-                endpoint=peer["endpoint"] if peer else None,
-                keepalive=(peer["keepalive"] or None) if peer else None,
-                allowed_ips=_canonical_ips(peer["allowed_ips"]) if peer else (),
-                private_key=private or None)
-
-
-def _canonical_ips(ips) -> tuple:
-    order = {"0.0.0.0/0": 0, "::/0": 1}
-    return tuple(sorted(ips, key=lambda s: (order.get(s, 2), s)))
 
 
 def _addresses(msgs, dev: str) -> list[Address]:
@@ -361,6 +324,7 @@ class Applier:
         self.step = step or (lambda what: None)
         self._wg_factory = wg_factory
         self._wg = None
+        self._sender = None           # rtbatch.Sender, opened at the first batch
         self.nft = nft
         self.saved = saved
         self.netlink_writes = 0
@@ -387,11 +351,7 @@ class Applier:
         return self._ifindex[name]
 
     # -- links
-    def _link_add(self, l: Link) -> None:
-        # The kernel ignores IFLA_IFALIAS when it creates a device: the intent is
-        # written first, so a kill before the alias leaves a device `up`/`down` know.
-        if self.intents is not None:
-            self.intents.add_link(l.name)
+    def _create(self, l: Link) -> None:
         if l.kind in ("gre", "ip6gre"):
             kw = {f"{l.kind}_local": l.local, f"{l.kind}_remote": l.remote,
                   f"{l.kind}_ttl": l.ttl}
@@ -401,26 +361,57 @@ class Applier:
             self._nl(self.ipr.link, "add", ifname=l.name, kind=l.kind, mtu=l.mtu, **kw)
         else:
             self._nl(self.ipr.link, "add", ifname=l.name, kind="wireguard", mtu=l.mtu)
+
+    def _links_add(self, ops: list[Op], first: int, journal: list[Op]) -> None:
+        """Devices created. The kernel ignores IFLA_IFALIAS when it creates a device,
+        so the intent journal takes their names first (one write): a kill before the
+        alias leaves devices `up`/`down` know. Each is created (a request each); one
+        dump gives their indexes; WireGuard ones are configured; one batch (rtbatch)
+        gives them our alias and brings them up. Any failure deletes every device of
+        the group (none has our alias yet) before it propagates."""
+        from argoctl import rtbatch
+        links = [op.obj for op in ops]
+        if self.intents is not None:
+            self.intents.add_link(*[l.name for l in links])
+        made: list[Link] = []
+        k = first
         try:
-            idx = self._index(l.name)
-            self.step(f"configure {l.name}")
-            if l.kind == "wireguard":
-                self._wg_configure(l, None)
-                self.step(f"alias {l.name}")
-            # Only now does the link carry our alias: until then a crash would leave an
-            # unowned link, so any failure here deletes it before propagating.
-            self._nl(self.ipr.link, "set", index=idx, ifalias=l.alias, state="up")
-        except BaseException:
-            self._ifindex.pop(l.name, None)
-            try:
-                self.ipr.link("del", ifname=l.name)
-            except Exception:
-                pass
-            if self.intents is not None and not self.ipr.link_lookup(ifname=l.name):
-                self.intents.done_link(l.name)    # (else the next up/down removes it)
+            for k, l in enumerate(links, first):
+                if k > first:
+                    self.step(str(ops[k - first]))      # (apply ran the first one's)
+                self._create(l)
+                made.append(l)
+            k = first
+            index = {m.get_attr("IFLA_IFNAME"): m["index"] for m in self.ipr.get_links()}
+            for l in made:
+                self._ifindex[l.name] = index[l.name]
+                if l.kind == "wireguard":
+                    self.step(f"configure {l.name}")
+                    self._wg_configure(l, None)
+            self.step(f"alias {links[0].name}" + (f" (and {len(links) - 1} more)"
+                                                  if len(links) > 1 else ""))
+            outcomes = self.sender.run([rtbatch.link_up(index[l.name], l.alias) for l in made])
+            self.netlink_writes += len(made)
+            for k, err in enumerate(outcomes, first):
+                if err is not None:
+                    raise err
+        except BaseException as e:
+            for l in made:
+                self._ifindex.pop(l.name, None)
+                try:
+                    self.ipr.link("del", ifname=l.name)
+                except Exception:
+                    pass
+            if self.intents is not None:    # (one whose creation failed is not ours:
+                self.intents.done_link(*[      # a user's device of that name stays)
+                    l.name for l in links
+                    if l not in made or not self.ipr.link_lookup(ifname=l.name)])
+            if isinstance(e, Exception) and not isinstance(e, InjectedFailure):
+                raise ApplyError(f"step {k} failed: {ops[k - first]}: {_reason(e)}") from e
             raise
         if self.intents is not None:
-            self.intents.done_link(l.name)
+            self.intents.done_link(*[l.name for l in links])
+        journal += [op.inverse() for op in ops]
 
     def _wg_configure(self, l: Link, old: Optional[Link]) -> None:
         from argoctl import keys
@@ -454,28 +445,24 @@ class Applier:
         self._nl(self.ipr.link, "del", index=self._index(l.name))
         del self._ifindex[l.name]
 
-    # -- addresses, routes, rules
-    def _addr(self, cmd: str, a: Address) -> None:
-        plen = 32 if a.family == 4 else 128
-        kw = {"local": a.local, "address": a.peer or a.local}
-        self._nl(self.ipr.addr, cmd, index=self._index(a.dev), prefixlen=plen,
-                 family=FAMILIES[a.family], **kw)
+    # -- addresses, routes, rules: rtbatch's requests (one here; many in _batch)
+    @property
+    def sender(self):
+        if self._sender is None:
+            from argoctl import rtbatch
+            self._sender = rtbatch.Sender()
+        return self._sender
 
-    def _route(self, cmd: str, r: Route) -> None:
-        kw = {"dst_len": 0} if r.dst == "default" else {
-            "dst": r.dst.split("/")[0], "dst_len": int(r.dst.split("/")[1])}
-        kw.update(dict(type=r.type, priority=r.metric) if r.type != "unicast"   # the drop
-                  else dict(oif=self._index(r.dev)))
-        self._nl(self.ipr.route, cmd, family=FAMILIES[r.family], table=r.table,
-                 proto=names.RTPROT_ARGOCTL, **kw)
-
-    def _rule(self, cmd: str, r: Rule) -> None:
-        if r.action == "blackhole":
-            self._nl(self.ipr.rule, cmd, family=FAMILIES[r.family], priority=r.priority,
-                     fwmark=0, fwmask=r.mask, action="FR_ACT_BLACKHOLE", flags=FIB_RULE_INVERT)
+    def _request(self, op: Op) -> None:
+        from argoctl import rtbatch
+        if isinstance(op.obj, Rule) and op.action == "change":   # two requests
+            self._request(Op("remove", op.old))
+            self._request(Op("add", op.obj))
             return
-        self._nl(self.ipr.rule, cmd, family=FAMILIES[r.family], priority=r.priority,
-                 fwmark=r.mark, fwmask=r.mask, table=r.table, action="FR_ACT_TO_TBL")
+        self.netlink_writes += 1
+        err = self.sender.run([rtbatch.request(op, self._index)])[0]
+        if err is not None:
+            raise err
 
     # -- sysctls
     def _sysctl_set(self, s: Sysctl) -> None:
@@ -523,17 +510,10 @@ class Applier:
         o = op.obj
         a = op.action
         if isinstance(o, Link):
-            {"add": lambda: self._link_add(o), "remove": lambda: self._link_remove(o),
+            {"add": lambda: self._links_add([op], 0, []), "remove": lambda: self._link_remove(o),
              "change": lambda: self._link_change(o, op.old)}[a]()
-        elif isinstance(o, Address):
-            self._addr("add" if a == "add" else "del", o)  # key is the whole address: no change
-        elif isinstance(o, Route):
-            self._route({"add": "add", "change": "replace", "remove": "del"}[a], o)
-        elif isinstance(o, Rule):
-            if a in ("change", "remove"):
-                self._rule("del", op.old if a == "change" else o)
-            if a in ("change", "add"):
-                self._rule("add", o)
+        elif isinstance(o, (Address, Route, Rule)):
+            self._request(op)    # (an address's key is the whole address: no change)
         elif isinstance(o, Sysctl):
             self._sysctl_remove(o) if a == "remove" else self._sysctl_set(o)
         elif isinstance(o, Nft):
@@ -542,14 +522,59 @@ class Applier:
         else:
             raise TypeError(f"unknown object {o!r}")
 
+    def _batch(self, ops: list[Op], first: int, journal: list[Op]) -> None:
+        """Address, route and rule ops in one batch of requests (rtbatch): every one
+        that took effect is journaled, then the first failure raises."""
+        from argoctl import rtbatch
+        msgs = []
+        for k, op in enumerate(ops, first):
+            try:
+                msgs.append(rtbatch.request(op, self._index))
+            except ApplyError as e:
+                ops = ops[:k - first]          # (send those before it: then fail)
+                failed = (k, op, str(e))
+                break
+        else:
+            failed = None
+        outcomes = self.sender.run(msgs) if msgs else []
+        self.netlink_writes += len(msgs)
+        for k, (op, err) in enumerate(zip(ops, outcomes), first):
+            if err is None:
+                journal.append(op.inverse())
+            elif failed is None:
+                failed = (k, op, _reason(err))
+        if failed is not None:
+            raise ApplyError(f"step {failed[0]} failed: {failed[1]}: {failed[2]}")
+
     def apply(self, ops: list[Op], fail_at: Optional[int] = None) -> Result:
         """Run ops in order; on any exception undo the completed ones in reverse.
-        (`fail_at`: InjectedFailure before op k, for callers without a step hook.)"""
+        (`fail_at`: InjectedFailure before op k, for callers without a step hook.)
+        Consecutive address, route and rule ops go as one batch of requests, one
+        step (see _batch); the others one by one."""
         journal: list[Op] = []
         try:
-            for k, op in enumerate(ops):
+            k = 0
+            while k < len(ops):
+                op = ops[k]
                 if fail_at == k:
                     raise InjectedFailure(f"injected failure before step {k}: {op}")
+                end = k + 1
+                while _batchable(op) and end < len(ops) and _batchable(ops[end]) \
+                        and end != fail_at:
+                    end += 1
+                if _creates_link(op):
+                    end = k + 1
+                    while end < len(ops) and _creates_link(ops[end]) and end != fail_at:
+                        end += 1
+                    self.step(str(op))
+                    self._links_add(ops[k:end], k, journal)
+                    k = end
+                    continue
+                if end > k + 1:
+                    self.step(f"{op} (and {end - k - 1} more)")
+                    self._batch(ops[k:end], k, journal)
+                    k = end
+                    continue
                 self.step(str(op))
                 try:
                     self.execute(op)
@@ -558,6 +583,7 @@ class Applier:
                 except Exception as e:
                     raise ApplyError(f"step {k} failed: {op}: {_reason(e)}") from e
                 journal.append(op.inverse())
+                k += 1
             if fail_at is not None and fail_at >= len(ops):
                 raise InjectedFailure(f"injected failure after the last step ({len(ops)})")
         except BaseException as e:
@@ -586,6 +612,18 @@ class Applier:
     def close(self):
         if self._wg is not None:
             self._wg.close()
+        if self._sender is not None:
+            self._sender.close()
+
+
+def _creates_link(op: Op) -> bool:
+    return isinstance(op.obj, Link) and op.action == "add"
+
+
+def _batchable(op: Op) -> bool:
+    """Ops that are one request each (a rule change is two: one by one)."""
+    return isinstance(op.obj, (Address, Route)) or (isinstance(op.obj, Rule)
+                                                     and op.action != "change")
 
 
 def remove_interrupted(ipr, intents) -> list[str]:

@@ -51,6 +51,7 @@ from typing import Optional
 
 import click
 
+from argoctl.bench.fleetlab import pace_counts
 from argoctl.bench.report import emit
 
 ORIGIN_NET = "203.0.113"
@@ -274,7 +275,7 @@ def _steady(hosts, paths, dests, seconds, interval_ms, k, seed, warmup, director
         if mode == "on":
             ags = sim.agents.values()
             out["fleet_mode_hosts"] = sum(a.mode == "fleet" for a in ags)
-            out["streams_on"] = _pace_counts(ags)
+            out["streams_on"] = pace_counts(ags)
             out["polls_on"] = sum(a.polls for a in ags)
     med = {m: statistics.median([r for r in v if r is not None] or [float("nan")])
            for m, v in chosen.items()}
@@ -318,19 +319,6 @@ def run(hosts_n: int = 12, paths: int = 4, dests: int = 4, seconds: float = 20.0
             out["larger"], _, _ = _steady(big, larger[1], dests, seconds, interval_ms,
                                           alternatives, seed, warmup, directory, nf)
     return out
-
-
-def _pace_counts(agents) -> dict:
-    """How many end-to-end streams (and tunnel legs) run at which pace, fleet-wide."""
-    out: dict = {}
-    for a in agents:
-        for pair in a.probed:
-            k = f"e2e_pace_{a.pace_of(*pair)}"
-            out[k] = out.get(k, 0) + 1
-        for peer in a.peers:
-            k = f"tunnel_pace_{a.peer_paces.get(peer, 1)}"
-            out[k] = out.get(k, 0) + 1
-    return dict(sorted(out.items()))
 
 
 async def _orpheus(cfgs, hosts, dests, seed, interval, fleet: bool) -> dict:
@@ -383,23 +371,70 @@ def _size(value: str) -> Optional[tuple[int, int]]:
     return h, p
 
 
+SIM_ONLY = ("hosts", "paths", "destinations", "larger")
+LAB_ONLY = ("edges", "relays", "tcp_rate", "warmup_off", "ttl_s")
+
+
 @click.command("fleet")
-@click.option("--hosts", type=click.IntRange(3, 64), default=12, show_default=True)
-@click.option("--paths", type=click.IntRange(2, 8), default=4, show_default=True)
-@click.option("--destinations", type=click.IntRange(1, 1000), default=4, show_default=True)
+@click.option("--lab/--sim", "lab", default=True, show_default=True,
+              help="the 12-host namespace lab with real packets (argoctl/bench/fleetlab.py), "
+                   "or the simulation: real agents and bus, probes answered from a latency "
+                   "model (larger fleets, modelled latencies)")
+@click.option("--edges", type=click.IntRange(1, 32), default=9, show_default=True,
+              help="(lab) edges, each with a client")
+@click.option("--relays", type=click.IntRange(1, 8), default=3, show_default=True,
+              help="(lab) relays: each edge has relays + 1 paths")
+@click.option("--tcp-rate", type=click.FloatRange(min=0), default=4.0, show_default=True,
+              help="(lab) new TCP connections per second from each edge's client (as the "
+                   "lab's tests)")
+@click.option("--warmup-off", type=click.FloatRange(min=0), default=5.0, show_default=True,
+              help="(lab) seconds after the restart without [fleet] before counting")
+@click.option("--ttl-s", type=click.FloatRange(min=3), default=15.0, show_default=True,
+              help="(lab) [fleet] ttl_s (the lab's tests use 5)")
+@click.option("--hosts", type=click.IntRange(3, 64), default=12, show_default=True,
+              help="(sim)")
+@click.option("--paths", type=click.IntRange(2, 8), default=4, show_default=True, help="(sim)")
+@click.option("--destinations", type=click.IntRange(1, 1000), default=4, show_default=True,
+              help="(sim)")
 @click.option("--seconds", type=click.FloatRange(min=5), default=20.0, show_default=True,
               help="counted seconds per mode (after --warmup)")
-@click.option("--warmup", type=click.FloatRange(min=0), default=12.0, show_default=True)
-@click.option("--alternatives", type=click.IntRange(0, 7), default=2, show_default=True)
+@click.option("--warmup", type=click.FloatRange(min=0), default=None,
+              help="seconds to converge before counting [sim 12, lab: 15 after every "
+                   "daemon is in fleet mode]")
+@click.option("--alternatives", type=click.IntRange(0, 7), default=2, show_default=True,
+              help="k: alternatives probed end to end (the lab's tests use 1)")
 @click.option("--larger", default="24x8", show_default=True,
-              help="a larger fleet HOSTSxPATHS whose steady phase is run too, or none")
+              help="(sim) a larger fleet HOSTSxPATHS whose steady phase is run too, or none")
 @click.option("--json", "as_json", is_flag=True, help="(always JSON; accepted for symmetry)")
-def bench_fleet(hosts: int, paths: int, destinations: int, seconds: float, warmup: float,
-                alternatives: int, larger: str, as_json: bool) -> None:
+@click.pass_context
+def bench_fleet(ctx, lab: bool, edges: int, relays: int, tcp_rate: float, warmup_off: float,
+                ttl_s: float, hosts: int, paths: int, destinations: int, seconds: float,
+                warmup: Optional[float], alternatives: int, larger: str,
+                as_json: bool) -> None:
     """Fleet mode on and off in one run: probes per origin and per host, regret,
-    Orpheus reach time (decision level: probes answered from a latency model)."""
+    Orpheus reach time. Default: the fleet lab, real daemons and real packets
+    (root); --sim: the decision-level simulation."""
+    from click.core import ParameterSource
+    given = {n for n in (*SIM_ONLY, *LAB_ONLY)
+             if ctx.get_parameter_source(n) == ParameterSource.COMMANDLINE}
+    wrong = given & set(SIM_ONLY if lab else LAB_ONLY)
+    if wrong:
+        raise click.UsageError(f"--{sorted(wrong)[0].replace('_', '-')} is "
+                               f"{'a --sim' if lab else 'a --lab'} option")
+    if lab:
+        from argoctl.bench import fleetlab
+        from argoctl.lab.topo import TopologyError
+        try:
+            out = fleetlab.run(edges, relays, seconds, 15.0 if warmup is None else warmup,
+                               warmup_off, tcp_rate, alternatives, ttl_s,
+                               say=lambda m: click.echo(f"bench fleet: {m}", err=True))
+        except TopologyError as e:
+            raise click.UsageError(str(e))
+        emit({"bench": "fleet", **out})
+        return
     big = _size(larger)
     if paths > hosts:
         raise click.BadParameter("at most as many paths as hosts", param_hint="--paths")
-    emit({"bench": "fleet", **run(hosts, paths, destinations, seconds, 1000, alternatives,
-                                  warmup=warmup, larger=big)})
+    emit({"bench": "fleet", "sim": True,
+          **run(hosts, paths, destinations, seconds, 1000, alternatives,
+                warmup=12.0 if warmup is None else warmup, larger=big)})

@@ -16,8 +16,12 @@ in on. An interface named for a relay (ag-relay1, pe-relay1, to-relay1) is
 that relay; anything else is direct.
 
 Per scenario, over the impairment (from its first step to its end):
-failover_ms  impairment -> first delivery over another path of a request that
-             was answered (forward at origin or reply at edge); null: never
+failover_ms  the fault's instant -> first delivery over another path of a request
+             that was answered (forward at origin or reply at edge); null: never.
+             Faults are netem changes sent over rtnetlink from this process,
+             encoded in advance (argoctl/lab/faults.py: one send() per link
+             end, not the seconds a `tc` process costs in the VM); the instant
+             is the return of the last send() of the scenario's first step
 ok_pct       requests answered / requests started
 median_ms, p95_ms  latency of the answered requests
 switches     changes of the forward path between consecutive answered requests
@@ -38,6 +42,7 @@ import click
 
 from argoctl.bench.report import emit
 from argoctl.lab import env as labmod
+from argoctl.lab import faults as labfaults
 from argoctl.lab import peers as labpeers
 from argoctl.lab import topo as netns_topo
 from argoctl.lab import traffic as labtraffic
@@ -155,11 +160,24 @@ class PeersEnv(labmod.LabEnv):
         self.mesh = self.tap = self.client = None
         self._shared = topo
         self._base.update(labmod.GEOGRAPHY)
-        self.applying: list[float] = []     # when each scenario step began to be applied
+        self.faults: Optional[labfaults.Faults] = None
+        # (before the first message, after the last ack) of each step applied
+        self.applying: list[tuple[float, float]] = []
 
     def apply(self, step) -> None:
-        self.applying.append(time.monotonic())
-        super().apply(step)
+        if self.faults is None:
+            t0 = time.monotonic()
+            super().apply(step)
+            self.applying.append((t0, time.monotonic()))
+            return
+        self.applying.append(self.faults.apply(self.topo.link(step.a, step.b), step.direction,
+                                               **self.netem_of(step)))
+
+    def clear(self, a: str, b: str, direction: str = "both") -> None:
+        if self.faults is None:
+            super().clear(a, b, direction)
+        else:
+            self.faults.apply(self.topo.link(a, b), direction, delay_ms=self.base_delay(a, b))
 
     @staticmethod
     def geography(topo) -> None:
@@ -182,6 +200,10 @@ class PeersEnv(labmod.LabEnv):
                                               self.directory).start()
             self.echo = labtraffic.EchoServer(t[O], netns_topo.ORIGIN_SERVER[0], ingress=True)
             self.tap = ReplyTap(t[E])
+            if self.netem:
+                self.faults = labfaults.Faults(t).open(
+                    [t.link(a, b) for a, b in {(s["link"][0], s["link"][1])
+                                               for sc in SCENARIOS.values() for s in sc["step"]}])
         except BaseException:
             self.stop()
             raise
@@ -211,6 +233,9 @@ class PeersEnv(labmod.LabEnv):
         if self._shared is not None and self.topo is not None:
             self.clear_all()            # the lab outlives us: leave it as we found it
             self.topo = None
+        if self.faults is not None:
+            self.faults.close()
+            self.faults = None
         super().stop()
 
     @staticmethod
@@ -311,19 +336,22 @@ def run_system(system: str, setting: str, scenarios: list[str], *, rate: float =
             settled = env.loop_wait(env.steady_direct, SETTLE_TIMEOUT_S)
             say(f"{system}/{setting}/{name}: " + ("playing" if settled else
                                                   "not steady on direct; playing anyway"))
-            steps: list[float] = []
             env.applying.clear()
             t_play = time.monotonic()
-            end = labmod.play(env, sc, on_step=lambda st, at: steps.append(t_play + at))
+            end = labmod.play(env, sc)
             time.sleep(DEADLINE_S + 0.3)        # the window's last requests finish
-            t_imp = steps[0] if steps else t_play
+            # the fault's instant: its last send() returned (rtnetlink applies it inside)
+            t_imp = env.applying[0][1] if env.applying else t_play
             row = {"bench": "peers", "system": system, "setting": setting, "scenario": name,
                    **metrics(env.answered(t_imp, end), t_imp), "settled_before": settled,
                    "duration_s": round(end - t_imp, 1), "rate_per_s": rate,
-                   # the first step's tc/nft commands took this long; failover counts
-                   # from their end (a system can move while they run)
-                   "impair_apply_ms": round(1000 * (t_imp - env.applying[0]), 1)
-                   if env.applying else None}
+                   # the first step's sends took this long (first to last);
+                   # failover counts from the last
+                   "impair_apply_ms": round(1000 * (t_imp - env.applying[0][0]), 1)
+                   if env.applying else None,
+                   "fault": "netlink" if env.faults is not None else "tc"}
+            if system == "argoctl":
+                row["to_direct"] = _returns_to_direct(env.daemon, t_imp, end)
             say(f"{system}/{setting}/{name}: failover {row['failover_ms']} ms, ok "
                 f"{row['ok_pct']}%, median {row['median_ms']} ms, p95 {row['p95_ms']} ms, "
                 f"{row['switches']} switches, paths {row['paths']}")
@@ -331,6 +359,14 @@ def run_system(system: str, setting: str, scenarios: list[str], *, rate: float =
     finally:
         env.stop()
     return rows
+
+
+def _returns_to_direct(daemon, since: float, until: float, most: int = 8) -> list:
+    """argoctl's decisions that gave new flows back to direct during the fault
+    (seconds into it, the reason, each path's tier): why it went back, if it did."""
+    return [{"at_s": round(r.at - since, 2), "reason": r.reason, "tiers": r.tiers}
+            for r in list(daemon.history)
+            if since <= r.at <= until and r.choice == "direct" and r.previous != "direct"][:most]
 
 
 def _outputs(env: PeersEnv) -> str:

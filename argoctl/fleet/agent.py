@@ -29,7 +29,7 @@ from typing import Callable, Optional
 
 from argoctl import __version__
 from argoctl.estimator import Estimator, Snapshot, State
-from argoctl.pathscore import DOWN, UNKNOWN, PathScore
+from argoctl.pathscore import DOWN, HELD, UNKNOWN, PathScore
 from argoctl.fleet import rates
 from argoctl.fleet.bus import MAX_PINGS, PING_INTERVAL_S, Bus
 from argoctl.fleet.schema import (Leg, Member, direct_value, member_value, probe_id,
@@ -84,6 +84,9 @@ class FleetAgent:
         self.probed: set[tuple[str, str]] = {(d.name, p) for d in cfg.destinations if d.probe
                                              for p in d.paths}
         self.composed_used = 0                         # decisions' paths scored from the bus
+        self.unverified = 0          # stale measured paths not trusted for a failover
+        # an answer older than this would make a full-rate stream suspect
+        self.stale_s = cfg.policy.timing.suspect_after_s
         self._published: dict[str, tuple[float, dict]] = {}   # key -> (wall at, legs digest)
         self._member_seq = 0
         self._started_wall = wall()
@@ -174,11 +177,12 @@ class FleetAgent:
         preferred to a working one before it is verified end to end, yet takes
         traffic at once when nothing else works), `down` when the relay cannot
         reach the destination."""
-        if self.mode != "fleet" or path == DIRECT or path not in self.peers:
+        if self.mode != "fleet":
             return None
+        relay = path != DIRECT and path in self.peers
         probed = (dest, path) in self.probed
-        if probed and score.state is not State.UNKNOWN:
-            return None
+        if not relay or (probed and score.state is not State.UNKNOWN):
+            return self._unverified(dest, path, score, now, relay)
         c = self.view.compose(path, dest, self.wall())
         snap = score.snapshot
         if c is None:
@@ -197,6 +201,39 @@ class FleetAgent:
                          None, None, 0, 0, snap.counts)
         tier = DOWN if c.state == "down" else UNKNOWN
         return PathScore(path, State.UNKNOWN, tier, ms, ms, 0.0, False, None, csnap)
+
+    def _unverified(self, dest: str, path: str, score: PathScore, now: float,
+                    relay: bool) -> Optional[PathScore]:
+        """A failover target must be verified (the rule for failover in fleet
+        mode). While the choice is not up, a path measured up whose last end-to-end
+        answer is older than a full-rate stream's suspect time (it was checked
+        slowly, rates.py) is not trusted with the traffic on that old answer: it
+        ranks as unverified (tier unknown, like a composed path), and down when its
+        relay has published since that answer that it no longer reaches dest. It
+        takes traffic when it answers again: every path of a destination whose
+        choice is not up is probed at the full rate and polled at once. Without
+        this, an edge whose choice failed moved onto a relay it had last heard
+        from seconds ago, cut off by the same fault, and needed a second detection
+        to move on. A working choice is not touched: latency moves are unchanged."""
+        if score.tier > HELD or score.state is not State.UP:
+            return None
+        last = score.snapshot.last_reply
+        age = None if last is None else now - last
+        if age is None or age <= self.stale_s:
+            return None
+        dec = self.engine.last(dest)
+        if dec is None or dec.choice == path or \
+                self.engine.path(dest, dec.choice).state is State.UP:
+            return None
+        tier = UNKNOWN
+        if relay:
+            wall = self.wall()
+            leg = self.view.leg(path, dest, wall)
+            if leg is not None and leg.state == "down" and wall - leg.at < age:
+                tier = DOWN
+        self.unverified += 1
+        return PathScore(path, score.state, tier, score.raw_ms, score.smoothed_ms,
+                         score.penalty, score.suppressed, score.held_until, score.snapshot)
 
     # -- what to probe -----------------------------------------------------------------
 

@@ -28,10 +28,9 @@ from argoctl.lab import scenario as scenmod
 from argoctl.lab import topo as netns_topo
 
 DEST = "origin"
-# `fleet` is shipped but not yet played by default: with fleet mode on, the whole
-# lab runs in it (paced probes of alternatives), which changes what outage and
-# brownout measure, and it has not been run in the VM since the probe rates landed.
-DEFAULT_SCENARIOS = ("outage", "brownout")
+# The lab switches to fleet mode for a `fleet = true` scenario only (and back for
+# a later one without): outage and brownout measure the single-host tool.
+DEFAULT_SCENARIOS = ("outage", "brownout", "fleet")
 DEFAULT_RATE = 20.0          # requests per second per client
 DEADLINE_S = 2.0             # a request unanswered for this long failed
 PLAIN_EVERY_S = 3.0
@@ -48,26 +47,31 @@ class Recorder:
         self.steps: list[tuple[float, str]] = []
         self.cleared = False
         self.fleet_doc: Optional[dict] = None
+        self.fleet_before: Optional[dict] = None
 
     def begin(self, scenario: scenmod.Scenario) -> None:
         self.scenario, self.t0, self.steps = scenario, time.monotonic(), []
-        self.cleared, self.fleet_doc = False, None
+        self.cleared, self.fleet_doc, self.fleet_before = False, None, None
 
     def on_step(self, step: scenmod.Step, at: float) -> None:
         self.steps.append((at, step.describe()))
         self.cleared = self.cleared or step.clear
 
     def sample(self) -> None:
-        """A fleet scenario: the edge's view of the fleet while the impairments
-        hold (the last one before the first is cleared goes into the summary)."""
+        """A fleet scenario: the edge's view of the fleet before the first
+        impairment and while the impairments hold (the last sample of each goes
+        into the summary)."""
         d = self.env.daemon
-        if not (self.scenario.fleet and self.steps) or self.cleared or d is None \
-                or d.fleet is None:
+        if not self.scenario.fleet or self.cleared or d is None or d.fleet is None:
             return
         try:
-            self.fleet_doc = d.fleet.status_doc(time.monotonic())
+            doc = d.fleet.status_doc(time.monotonic())
         except RuntimeError:        # the daemon's loop changed a dict meanwhile: next time
-            pass
+            return
+        if self.steps:
+            self.fleet_doc = doc
+        else:
+            self.fleet_before = doc
 
     def switches(self, since: Optional[float] = None) -> list:
         since = self.t0 if since is None else since
@@ -197,6 +201,8 @@ def scenario_result(rec: Recorder, scenario: scenmod.Scenario, t0: float,
             "requests_saved": a.ok - b.ok, "latency_saved_ms": lat_saved,
             "switches": [{"at_s": round(r.at - t0, 2), "from": r.previous, "to": r.choice,
                           "reason": r.reason} for r in rec.switches(t0) if r.at < until],
+            # what the edge's daemon ran (not what the scenario asked for)
+            "mode": "local" if rec.env.daemon.fleet is None else "fleet",
             **({"fleet": fleet_result(rec, t0)} if scenario.fleet else {})}
 
 
@@ -216,8 +222,14 @@ def fleet_result(rec: Recorder, t0: float) -> dict:
             (at for at, _, _, ifname in list(rec.env.echo.seen)
              if at >= moved.at and ifname == f"to-{via}"), None)
         reach_s = None if first is None else round(first - start, 2)
+    before = (rec.fleet_before or {}).get("paths", {}).get(DEST, {})
     # how the edge knew `via` when it moved there: "unknown" = scored from the bus only
     return {"members": {h: m["role"] for h, m in doc.get("members", {}).items()},
+            "tunnels": rec.env.tunnel_kinds(),
+            # before the first impairment: which paths the edge probed end to end,
+            # and which it scored from the bus ("composed": relay's leg + hop)
+            "edge_paths_before": {p: {k: r.get(k) for k in ("how", "state", "probed", "chosen")}
+                                  for p, r in before.items()},
             "via_tier_at_switch": None if moved is None else moved.tiers.get(via),
             "reach": {h: r["state"] for h, r in doc.get("reach", {}).get(DEST, {}).items()},
             "edge_paths": {p: {k: r.get(k) for k in ("how", "state", "probed", "chosen")}
@@ -235,8 +247,7 @@ def run_demo(scenarios=DEFAULT_SCENARIOS, *, rate: float = DEFAULT_RATE, tunnels
     from argoctl.lab.traffic import RequestClient
     loaded = [scenmod.load_scenario(s) for s in scenarios]      # bad names fail before set-up
     live = sys.stderr.isatty() if live is None else live
-    env = labmod.LabEnv(prefix or f"{labmod.DEMO_PREFIX}{os.getpid()}", tunnels=tunnels,
-                        fleet=any(sc.fleet for sc in loaded))
+    env = labmod.LabEnv(prefix or f"{labmod.DEMO_PREFIX}{os.getpid()}", tunnels=tunnels)
     clients = []
     from rich.console import Console
     say = Console(stderr=True).print
@@ -255,7 +266,16 @@ def run_demo(scenarios=DEFAULT_SCENARIOS, *, rate: float = DEFAULT_RATE, tunnels
         time.sleep(2.0)       # both clients running before the first window opens
         rec = Recorder(env, steered, baseline)
         results = {}
+        fleet_setup = []
         for sc in loaded:
+            if sc.fleet != env.fleet:
+                say(f"argoctl demo: fleet mode {'on' if sc.fleet else 'off'} for {sc.name}"
+                    + (": nats-server in the lab, the relays' agents, edge reloads its config"
+                       if sc.fleet else ": edge reloads its config without [fleet]"),
+                    highlight=False)
+                env.set_fleet(sc.fleet)
+                if sc.fleet:
+                    fleet_setup.append(dict(env.timings))
             if not env.wait_settled(settle_timeout):
                 say(f"argoctl demo: warning: not back on direct before {sc.name}", highlight=False)
             rec.begin(sc)
@@ -284,7 +304,7 @@ def run_demo(scenarios=DEFAULT_SCENARIOS, *, rate: float = DEFAULT_RATE, tunnels
             results[sc.name] = scenario_result(rec, sc, rec.t0, ended[0])
         return {"demo": "summary", "kernel": kernel_label(), "tunnels": env.tunnels,
                 "rate_per_s": rate, "wall_s": round(time.monotonic() - started, 1),
-                **({"fleet_setup_s": env.timings} if env.fleet else {}),
+                **({"fleet_setup_s": fleet_setup[0]} if fleet_setup else {}),
                 "scenarios": results}
     finally:
         for c in clients:
@@ -320,17 +340,22 @@ def fleet_tables(summary: dict) -> list:
         reach_s = "-" if f["reach_s"] is None else f"{f['reach_s']:.2f} s"
         known = {"unknown": "known from the bus only"}.get(f["via_tier_at_switch"],
                                                           f"{f['via_tier_at_switch']}")
+        tunnel = f.get("tunnels", {}).get(f["via"])
         t = Table(title=f"fleet ({name}): while impaired, as the edge saw it",
-                  caption=f"edge's traffic via {f['via'] or '?'} ({known} when chosen): "
+                  caption=f"edge's traffic via {f['via'] or '?'}"
+                          f"{f' over {tunnel}' if tunnel else ''} ({known} when chosen): "
                           f"requests through it {reach_s} after the outage began")
-        for col in ("host", "role", "reaches origin", "edge's path", "how", "probed", "used"):
+        for col in ("host", "role", "reaches origin", "edge's path", "tunnel",
+                    "how before", "how", "probed", "used"):
             t.add_column(col)
         paths = f["edge_paths"]
         for host, role in f["members"].items():
             p = paths.get("direct" if host == "edge" else host, {})
             state = p.get("state") if host == "edge" else f["reach"].get(host, "no fresh leg")
+            before = f.get("edge_paths_before", {}).get("direct" if host == "edge" else host, {})
             t.add_row(host, role, str(state or "-"),
                       ("direct" if host == "edge" else host) if p else "-",
+                      f.get("tunnels", {}).get(host, "-"), before.get("how") or "-",
                       p.get("how") or "-", "yes" if p.get("probed") else "no",
                       "[bold]*[/bold]" if p.get("chosen") else "")
         out.append(t)

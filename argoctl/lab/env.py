@@ -34,31 +34,32 @@ POLICY = {"probe_interval_ms": 200, "detect_multiplier": 3, "probe_timeout_ms": 
 # the fastest while healthy and argoctl returns to it after an incident.
 GEOGRAPHY = {("edge", "relay1"): 5.0, ("relay1", "origin"): 5.0,
              ("edge", "relay2"): 8.0, ("relay2", "origin"): 8.0}
-# Fleet mode (a scenario with `fleet = true`): nats-server in namespace "bus",
-# linked to edge, relay1 and relay2; every host publishes every 500 ms. With
-# the default k = 2 alternatives the edge still probes all three of its paths
-# end to end, so the other scenarios play exactly as without fleet mode (k = 1,
-# where an unprobed relay is scored from the bus, is what the 12-host fleet lab
-# of tests/netns/test_fleet_lab.py shows)
+# Fleet mode, for a scenario with `fleet = true` only (LabEnv.set_fleet: the
+# lab starts without it, outage and brownout play as without fleet mode): a
+# nats-server in namespace "bus", linked to edge, relay1 and relay2; every host
+# publishes every 500 ms; k = 1: the edge probes direct and one relay end to
+# end and scores the other from the bus. With real tunnels, relay2's are
+# WireGuard in fleet mode (relay1's stay GRE): the fleet runs over both kinds.
 BUS_LOOPBACK = "192.0.2.5"
 BUS_SUBNETS = ("192.0.2.96/30", "192.0.2.100/30", "192.0.2.104/30")
-FLEET = {"publish_interval_ms": 500, "ttl_s": 5, "alternatives": 2}
+FLEET = {"publish_interval_ms": 500, "ttl_s": 5, "alternatives": 1}
+FLEET_TUNNELS = {"relay2": "wireguard"}
 
 
 class LabEnv:
     """The standard lab, running: topology (+ the baseline client), relays `up`,
-    origin's responder, echo service and sink, edge's daemon in a thread.
+    origin's responder, echo service and sink, edge's daemon in a thread;
+    set_fleet(True) switches it to fleet mode (FLEET), set_fleet(False) back.
 
     tunnels: "gre" (real tunnels: needs GRE), "none" (fwmark routes to the
     relays' links; the host kernel), "auto". Without netem the geography is
     skipped and only blackholes work (nftables)."""
 
     def __init__(self, prefix: str = LAB_PREFIX, tunnels: str = "auto",
-                 policy: Optional[dict] = None, directory: Optional[str] = None,
-                 fleet: bool = False):
-        self.prefix, self.tunnels, self.fleet = prefix, tunnels, fleet
+                 policy: Optional[dict] = None, directory: Optional[str] = None):
+        self.prefix, self.tunnels, self.fleet = prefix, tunnels, False
         self.nats = None
-        self.timings: dict = {}        # what fleet mode added to the start-up (s)
+        self.timings: dict = {}        # what switching to fleet mode took (s)
         self.policy = dict(POLICY if policy is None else policy)
         self._tmp = None if directory else tempfile.TemporaryDirectory(prefix="argoctl-lab-")
         self.directory = directory or self._tmp.name
@@ -82,51 +83,97 @@ class LabEnv:
             base = t.add_host(BASELINE)
             t.add_link(t["edge"], base, subnet=BASELINE_SUBNET)
             t.add_route(base, "default", via=t["edge"])
-            if self.fleet:
-                from argoctl.lab.fleet import add_bus
-                add_bus(t, ("edge", *RELAYS), BUS_LOOPBACK, iter(BUS_SUBNETS))
             t.start()
             if self.netem:
                 for (a, b), ms in GEOGRAPHY.items():
                     self._base[(a, b)] = ms
                     t.link(a, b).impair(delay_ms=ms)
-            if self.fleet:
-                from argoctl.lab.nats import NatsFleet
-                started = time.monotonic()
-                self.nats = NatsFleet(("edge", *RELAYS), ttl_s=FLEET["ttl_s"],
-                                      netns=t["bus"].netns, address=BUS_LOOPBACK).start()
-                self.timings["nats_s"] = round(time.monotonic() - started, 1)
-            self.loop = loop.LoopLab(t, self.directory, self.policy, tunnels=self.tunnels,
-                                     nats=self.nats, fleet=dict(FLEET))
+            self.loop = loop.LoopLab(t, self.directory, self.policy, tunnels=self.tunnels)
             self.loop.start()
-            if self.fleet:
-                self.timings["relay_agents_s"] = self.loop.relay_start_s
-            # with fleet: the interface each request arrives on (which relay it took)
+            # the interface each request arrives on (which relay it took)
             self.echo = labtraffic.EchoServer(t["origin"], netns_topo.ORIGIN_SERVER[0],
-                                              ingress=self.fleet)
+                                              ingress=True)
         except BaseException:
             self.stop()
             raise
         return self
+
+    def set_fleet(self, on: bool) -> None:
+        """Fleet mode on: the bus namespace (once), nats-server in it, every
+        host's config with [fleet], relay2's tunnels WireGuard (tunnels="gre"),
+        the relays' daemons, the edge's daemon reloaded. Off: the reverse (the
+        bus namespace stays, idle). `timings` says what switching on took."""
+        if on == self.fleet:
+            return
+        if not on:
+            self.loop.leave_fleet()
+            self.nats.stop()
+            self.nats, self.fleet = None, False
+            return
+        from argoctl.lab.fleet import add_bus
+        from argoctl.lab.nats import NatsFleet
+        t, started = self.topo, time.monotonic()
+        if "bus" not in t.hosts:
+            add_bus(t, ("edge", *RELAYS), BUS_LOOPBACK, iter(BUS_SUBNETS))
+        self.nats = NatsFleet(("edge", *RELAYS), ttl_s=FLEET["ttl_s"],
+                              netns=t["bus"].netns, address=BUS_LOOPBACK).start()
+        self.timings = {"nats_s": round(time.monotonic() - started, 1)}
+        self.fleet = True          # (stop() tears down whatever of it started)
+        self.loop.enter_fleet(self.nats, FLEET, FLEET_TUNNELS if self.tunnels == "gre" else None)
+        self.timings.update(relay_agents_s=self.loop.relay_start_s,
+                            edge_reload_s=self.loop.reload_s,
+                            total_s=round(time.monotonic() - started, 1))
+
+    def tunnel_kinds(self) -> dict[str, str]:
+        """The edge's tunnel devices as its kernel has them: peer -> kind."""
+        from argoctl import names
+        with self.topo["edge"].ipr() as ipr:
+            links = ipr.get_links()
+        out = {}
+        for link in links:
+            name, info = link.get_attr("IFLA_IFNAME"), link.get_attr("IFLA_LINKINFO")
+            if name.startswith(names.LINK_PREFIX) and info is not None:
+                out[name[len(names.LINK_PREFIX):]] = info.get_attr("IFLA_INFO_KIND")
+        return out
 
     @property
     def daemon(self):
         return self.loop.daemon if self.loop else None
 
     def wait_settled(self, timeout: float = 30.0) -> bool:
-        """Until edge uses direct and every path is up (after start or an incident)."""
+        """Until edge uses direct and every path it probes is up (after start or an
+        incident); in fleet mode also until its agent is on the bus and holds
+        every relay's leg to the origin."""
         d = self.daemon
+
+        def fleet_ready() -> bool:
+            if d.fleet is None:
+                return True
+            legs = [d.fleet.view.leg(r, "origin", time.time()) for r in RELAYS]
+            return d.fleet.mode == "fleet" and all(legs)
         return self.loop.wait_for(lambda: d.choices().get("origin") == "direct"
-                                  and not d._doubt, timeout, 0.1)
+                                  and not d._doubt and fleet_ready(), timeout, 0.1)
 
     def impair(self, a: str, b: str, *, delay: float = 0, jitter: float = 0, loss: float = 0,
                blackhole: bool = False, direction: str = "both") -> None:
         self.topo.link(a, b).impair(delay_ms=delay, jitter_ms=jitter, loss_pct=loss, blackhole=blackhole,
                     direction=direction)
 
+    def base_delay(self, a: str, b: str) -> float:
+        """The lab's geography on a-b: ms each way (0: none)."""
+        return self._base.get((a, b), self._base.get((b, a), 0.0))
+
+    def netem_of(self, step: Step) -> dict:
+        """The netem parameters `step` leaves on its link, as `apply` sets them
+        (all zero: no netem), for argoctl.lab.faults."""
+        if step.clear:
+            return {"delay_ms": self.base_delay(step.a, step.b), "jitter_ms": 0, "loss_pct": 0}
+        return {"delay_ms": step.delay, "jitter_ms": step.jitter,
+                "loss_pct": 100 if step.blackhole else step.loss}
+
     def clear(self, a: str, b: str, direction: str = "both") -> None:
         """Back to the lab's geography."""
-        base = self._base.get((a, b), self._base.get((b, a), 0.0))
+        base = self.base_delay(a, b)
         if base:
             self.topo.link(a, b).impair(delay_ms=base, direction=direction)
         else:

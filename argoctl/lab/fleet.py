@@ -5,6 +5,7 @@ what they measure through a nats-server the lab starts in its own namespace.
     with FleetLab("fl1", directory, edges=9, relays=3).start() as lab:
         lab.daemons["e1"].fleet.mode        # "fleet"
         lab.streams                          # each client's UDP stream to the origin
+        lab.connectors                       # each client's TCP connections to it
         lab.sink.first_from({"to-r3"}, t0)   # per client: first datagram via r3
 
 Hosts (namespaces `<prefix>-<host>`):
@@ -14,7 +15,11 @@ Hosts (namespaces `<prefix>-<host>`):
     r1..rR   relays: forward to the origin; probe it themselves (their direct
              leg is what the edges compose with); no tunnels
     origin   the responder (203.0.113.10:7447) and a sink noting, per datagram,
-             its source and the interface it arrived on (to-eI: direct, to-rJ: via rJ)
+             its source and the interface it arrived on (to-eI: direct, to-rJ: via rJ);
+             a TCP server (203.0.113.10:9001) each client opens `tcp_rate` new
+             connections a second to (real traffic: the edges' datapaths count its
+             SYNs and SYN-ACKs per path, the passive evidence of fleet mode's
+             demand mode and of a failing choice)
     bus      nats-server (argoctl/lab/nats.py), linked to every argoctl host
 
 Paths are stand-ins (loop.fake_paths): an edge's path to relay J is its fwmark
@@ -50,11 +55,14 @@ LINK_POOL = ipaddress.ip_network("192.0.2.128/25")
 POLICY = {"probe_interval_ms": 1000, "detect_multiplier": 3, "probe_timeout_ms": 800,
           "hold_down_s": 2.0, "recover_probes": 3}
 # Publish every 500 ms; k = 1: an edge probes direct plus one relay end to end and
-# composes the others from the bus (so Orpheus across the fleet is what moves it)
-FLEET = {"publish_interval_ms": 500, "ttl_s": 5, "alternatives": 1}
+# composes the others from the bus (so Orpheus across the fleet is what moves it);
+# the default TTL (15 s), so slow checks run at rates.py's pace 7, as in a fleet
+FLEET = {"publish_interval_ms": 500, "ttl_s": 15, "alternatives": 1}
 # the datapath a daemon adopts, compiled and pinned by a process of its own
 _COMPILE = "import sys; from argoctl import datapath; datapath.ensure_loaded(sys.argv[1])"
 STREAM_PPS = 20             # each client's UDP stream (one datagram per 50 ms)
+TCP_RATE = 4                # each client's new TCP connections a second (0: none)
+TCP_TIMEOUT_S = 2.0         # a connection not made in this long is given up (1 SYN retry)
 
 
 def host_names(edges: int, relays: int) -> tuple[list[str], list[str]]:
@@ -132,11 +140,14 @@ class FleetLab:
     policy: dict = field(default_factory=lambda: dict(POLICY))
     fleet: dict = field(default_factory=lambda: dict(FLEET))
     pps: float = STREAM_PPS
+    tcp_rate: float = TCP_RATE
     topo: object = None
     nats: object = None
     configs: dict = field(default_factory=dict)
     daemons: dict = field(default_factory=dict)
     streams: dict = field(default_factory=dict)
+    connectors: dict = field(default_factory=dict)
+    tcp: object = None
     responder: object = None
     sink: object = None
     timings: dict = field(default_factory=dict)     # seconds per start-up phase
@@ -163,7 +174,7 @@ class FleetLab:
 
     def start(self, workers: int = 2) -> "FleetLab":
         """Namespaces, nats-server, configs, stand-in paths, origin, daemons,
-        client streams. Each daemon's datapath is compiled first by its own
+        client streams and TCP connections. Each daemon's datapath is compiled first by its own
         process, `workers` at a time (bcc cannot compile in two threads of one
         process, and a compile is seconds): the daemons adopt them, as
         `argoctl run` adopts what `argoctl up` loaded."""
@@ -203,6 +214,11 @@ class FleetLab:
             self._mark("daemons", t0)
             for e in es:
                 self.streams[e] = loop.Stream(t[self.client_of(e)], pps=self.pps)
+            if self.tcp_rate > 0:
+                self.tcp = loop.TcpServer(t["origin"])
+                for e in es:
+                    self.connectors[e] = loop.Connector(t[self.client_of(e)], self.tcp_rate,
+                                                        timeout=TCP_TIMEOUT_S)
         except BaseException:
             self.stop()
             raise
@@ -231,18 +247,101 @@ class FleetLab:
     def wait_for(self, pred, timeout: float, step: float = 0.1) -> bool:
         return loop.wait_for(pred, timeout, step)
 
+    def connected(self, since: float) -> dict[str, float]:
+        """Per edge: when its client's first TCP connection made after `since`
+        completed (monotonic; the handshake answered at the origin)."""
+        out = {}
+        for e, c in self.connectors.items():
+            done = [t + ok for t, ok in list(c.attempts) if ok is not None and t + ok > since]
+            if done:
+                out[e] = min(done)
+        return out
+
+    def restart_daemons(self, fleet: bool = True) -> None:
+        """Every daemon stopped, then started again from configs with (`fleet`) or
+        without a [fleet] section (fleet mode off: every host probes every path
+        itself, no bus). The datapaths stay pinned: the new daemons adopt them,
+        nothing is compiled again (seconds, not minutes)."""
+        from argoctl import config as cfgmod
+        es, rs = self.edge_names, self.relay_names
+        settings = {"servers": tuple(self.nats.urls), **self.fleet} if fleet else {}
+        creds = {h: self.nats.credentials(h) for h in es + rs} if fleet else None
+        paths = labconfig.write_lab_configs(
+            self.directory, lab_topology(es, rs, self.policy, settings), "gre",
+            credentials=creds)
+        for h in es + rs:
+            self.daemons.pop(h).stop()
+        self.configs = {h: cfgmod.load(p) for h, p in paths.items()}
+        for h in es + rs:
+            self._daemon(h)
+
+    def orpheus(self, timeout: float = 60, keep: bool = False) -> dict:
+        """Orpheus measured: the origin made reachable only through the last relay
+        (every edge's and every other relay's link to it blackholed at t0). Seconds
+        after t0, per edge: when it chose that relay (`chose`), when its client's
+        first new TCP connection completed (`tcp`: only through that relay can a
+        handshake complete now) and when its UDP stream first arrived through it
+        (`udp`); `moves` lists each edge's choices since t0 (a detour through a
+        relay cut off too costs a second detection). `ok`: every edge got there
+        within `timeout`. The blackholes are lifted before returning unless `keep`
+        (then `lift` is the callable that lifts them)."""
+        t, last = self.topo, self.relay_names[-1]
+        # usually all on direct; an edge a loaded machine moved to a relay is cut off as well
+        self.wait_for(lambda: set(self.choices().values()) == {"direct"}, 30)
+        before = self.choices()
+        broken = [(e, "origin") for e in self.edge_names] + \
+            [(r, "origin") for r in self.relay_names if r != last]
+        sources = {self.client_address(e): e for e in self.edge_names}
+
+        def lift():
+            for a, b in broken:
+                t.link(a, b).clear()
+        t0 = time.monotonic()
+        try:
+            for a, b in broken:
+                t.link(a, b).impair(blackhole=True, direction="a->b")
+            applied = time.monotonic() - t0
+
+            def udp():
+                return {sources[s]: at - t0 for s, at in
+                        self.sink.first_from({f"to-{last}"}, t0).items() if s in sources}
+
+            def tcp():
+                return {e: at - t0 for e, at in self.connected(t0 + applied).items()}
+            want = len(self.edge_names) if self.connectors else 0
+            ok = self.wait_for(lambda: len(udp()) == len(sources) and len(tcp()) == want,
+                               timeout)
+            hist = {e: [r for r in self.daemons[e].history if r.at >= t0 and r.dest == "origin"]
+                    for e in self.edge_names}
+            out = {"ok": ok, "relay": last, "applied_s": applied, "before": before,
+                   "udp": udp(), "tcp": tcp(),
+                   "chose": {e: min((r.at - t0 for r in h if r.choice == last), default=None)
+                             for e, h in hist.items()},
+                   "moves": {e: [(r.choice, r.at - t0) for r in h if r.choice != r.previous]
+                             for e, h in hist.items()}}
+        except BaseException:
+            lift()
+            raise
+        if keep:
+            out["lift"] = lift
+        else:
+            lift()
+        return out
+
     def choices(self, dest: str = "origin") -> dict[str, str]:
         return {e: self.daemons[e].choices().get(dest) for e in self.edge_names}
 
     def stop(self) -> None:
-        """Everything down, idempotent: streams, origin, daemons (and their pins),
-        nats-server, namespaces."""
+        """Everything down, idempotent: streams, connections, origin, daemons (and
+        their pins), nats-server, namespaces."""
         from argoctl import datapath
         errors = []
-        for x in [*self.streams.values(), self.sink, self.responder]:
+        for x in [*self.streams.values(), *self.connectors.values(), self.tcp, self.sink,
+                  self.responder]:
             if x is not None:
                 x.stop()
-        self.streams, self.sink, self.responder = {}, None, None
+        self.streams, self.connectors = {}, {}
+        self.tcp, self.sink, self.responder = None, None, None
         for d in self.daemons.values():
             try:
                 d.stop()

@@ -48,11 +48,14 @@ PATH_LINKS = {"direct": "to-edge", "relay1": "to-relay1", "relay2": "to-relay2"}
 # -- configs -----------------------------------------------------------------------
 
 def write_configs(directory: str, policy: dict, kind: str = "gre", fleet: Optional[dict] = None,
-                  credentials: Optional[dict] = None) -> dict[str, cfgmod.Config]:
+                  credentials: Optional[dict] = None,
+                  tunnels: Optional[dict] = None) -> dict[str, cfgmod.Config]:
     """Lab configs (labconfig) with `policy` overrides on edge; loaded by the real loader.
     With `fleet` ([fleet] settings; `credentials`: host -> NATS credentials file)
-    every host gets the section and the relays probe the origin themselves."""
-    topo = replace(labconfig.default_topology("netns"), policy=tuple(policy.items()))
+    every host gets the section and the relays probe the origin themselves.
+    `tunnels`: relay -> tunnel kind where it is not `kind`."""
+    topo = replace(labconfig.default_topology("netns"), policy=tuple(policy.items()),
+                   tunnels=tuple((tunnels or {}).items()))
     if fleet:
         topo = replace(topo, relays_probe=True, fleet=tuple(fleet.items()))
     paths = labconfig.write_lab_configs(directory, topo, kind, credentials=credentials)
@@ -381,47 +384,123 @@ class LoopLab:
     cgroup: Optional[str] = None   # cgroup for the socket hooks (None: no local steering)
     # fleet mode: a started NatsFleet (argoctl/lab/nats.py) with users edge,
     # relay1, relay2, and the [fleet] settings besides its servers; the relays
-    # then run daemons too (in fleet mode they probe the origin and publish)
+    # then run daemons too (in fleet mode they probe the origin and publish).
+    # Given to start(), or later to enter_fleet() (leave_fleet() goes back).
     nats: object = None
     fleet: dict = field(default_factory=dict)
+    # relay -> tunnel kind where it is not GRE (tunnels="gre" only), e.g.
+    # {"relay2": "wireguard"}
+    kinds: dict = field(default_factory=dict)
     relay_daemons: dict = field(default_factory=dict)
     relay_start_s: Optional[float] = None      # how long the relays' daemons took to start
+    reload_s: Optional[float] = None           # the edge daemon's last reload
 
     def start(self, daemon: bool = True) -> "LoopLab":
-        from argoctl import apply, home
+        from argoctl import home
         t = self.topo
-        fleet = creds = None
-        if self.nats is not None:
-            fleet = {"servers": tuple(self.nats.urls), **self.fleet}
-            creds = {h: self.nats.credentials(h) for h in ("edge", *labconfig.RELAYS)}
-        self.configs = write_configs(self.directory, self.policy, fleet=fleet, credentials=creds)
         self.run_dir = os.path.join(self.directory, "run")
         self.pin_dir = home.pin_dir(t["edge"].netns)      # where the daemon's pins go
+        self._tunnel_addresses = False
+        fleet = self._write_configs()
         if self.tunnels == "gre":
-            for r in labconfig.RELAYS:
-                # the relays' tunnels, rules and nft (they steer nothing)
-                apply.up(self.configs[r], ns=t[r].netns, run_dir=self.run_dir,
-                         stages=("links", "nft"))
+            self._up_relays()
         else:
             fake_paths(t, self.configs["edge"])
-            if fleet:       # edge's tunnel legs: the relays answer on their tunnel addresses
-                for r in labconfig.RELAYS:
-                    t.add_address(t[r], labconfig.TUNNEL_ADDRESSES[r])
         key = mac.read_key(self.configs["edge"].policy.responder_key_file)
         self.responder = ResponderThread(t["origin"], key)
         self.sink = Sink(t["origin"])
         if fleet:
-            from argoctl.daemon import Daemon, Options
-            started = time.monotonic()
-            for r in labconfig.RELAYS:
-                opts = Options(ns=t[r].netns, run_dir=self.run_dir, cgroup=None,
-                               apply_config=False, metrics_listen="")
-                self.relay_daemons[r] = d = Daemon(self.configs[r], opts)
-                d.start_thread()
-            self.relay_start_s = round(time.monotonic() - started, 1)
+            self._start_relays()
         if daemon:
             self.start_daemon()
         return self
+
+    def _write_configs(self) -> Optional[dict]:
+        """Every host's config for the current mode; returns the [fleet] settings
+        (None: local mode)."""
+        fleet = creds = None
+        if self.nats is not None:
+            fleet = {"servers": tuple(self.nats.urls), **self.fleet}
+            creds = {h: self.nats.credentials(h) for h in ("edge", *labconfig.RELAYS)}
+        kinds = self.kinds if self.tunnels == "gre" else None
+        self.configs = write_configs(self.directory, self.policy, fleet=fleet,
+                                     credentials=creds, tunnels=kinds)
+        return fleet
+
+    def _up_relays(self) -> None:
+        """The relays' tunnels, rules and nft as their configs say (they steer
+        nothing; a changed tunnel kind is a device replaced)."""
+        from argoctl import apply
+        for r in labconfig.RELAYS:
+            apply.up(self.configs[r], ns=self.topo[r].netns, run_dir=self.run_dir,
+                     stages=("links", "nft"))
+
+    def _start_relays(self) -> None:
+        """Fleet mode: the relays' daemons (probing the origin, publishing legs)."""
+        from argoctl.daemon import Daemon, Options
+        t = self.topo
+        if self.tunnels != "gre" and not self._tunnel_addresses:
+            # edge's tunnel legs: the relays answer on their tunnel addresses
+            for r in labconfig.RELAYS:
+                t.add_address(t[r], labconfig.TUNNEL_ADDRESSES[r])
+            self._tunnel_addresses = True
+        started = time.monotonic()
+        for r in labconfig.RELAYS:
+            opts = Options(ns=t[r].netns, run_dir=self.run_dir, cgroup=None,
+                           apply_config=False, metrics_listen="")
+            self.relay_daemons[r] = d = Daemon(self.configs[r], opts)
+            d.start_thread()
+        self.relay_start_s = round(time.monotonic() - started, 1)
+
+    def _stop_relays(self) -> None:
+        from argoctl import datapath
+        relays, self.relay_daemons = self.relay_daemons, {}
+        for d in relays.values():
+            try:
+                d.stop()
+            except Exception as e:      # the others still stop
+                print(f"argoctl lab: stopping {d.cfg.node.name}'s daemon: {e}",
+                      file=sys.stderr)
+            finally:
+                datapath.detach(d.home.pin_dir, netns=d.opts.ns, cgroup=None)
+
+    def enter_fleet(self, nats, fleet: dict, kinds: Optional[dict] = None) -> None:
+        """Switch the running lab to fleet mode: every config gains [fleet]
+        (`nats`'s servers, `fleet`'s settings), the relays' tunnels change to
+        `kinds` (tunnels="gre"), the relays' daemons start and the edge's daemon
+        reloads its config, as SIGHUP does (its traffic stays where it is)."""
+        self.nats, self.fleet, self.kinds = nats, dict(fleet), dict(kinds or {})
+        self._switch()
+
+    def leave_fleet(self) -> None:
+        """Back to the lab as started without fleet mode: the relays' daemons stop,
+        their tunnels are GRE again, the edge reloads its config without [fleet]."""
+        self._stop_relays()
+        self.nats, self.kinds = None, {}
+        self._switch()
+
+    def _switch(self) -> None:
+        fleet = self._write_configs()
+        if self.tunnels == "gre":
+            self._up_relays()
+        if fleet:
+            self._start_relays()
+        if self.daemon is not None:
+            self._reload_edge()
+
+    def _reload_edge(self) -> None:
+        """The edge's daemon re-reads its config (reload.reload: what SIGHUP does)."""
+        from argoctl import reload as reloadmod
+        started = time.monotonic()
+        d = self.daemon
+        d.stop_serving()
+        nxt = reloadmod.reload(d)
+        if nxt is d:            # refused or failed: the previous config runs on
+            d.serve_thread()
+            raise RuntimeError(f"the edge's daemon did not reload {d.cfg.path} "
+                               "(its log says why)")
+        self.daemon = nxt.serve_thread()
+        self.reload_s = round(time.monotonic() - started, 1)
 
     def start_daemon(self, **kw):
         from argoctl.daemon import Daemon, Options
@@ -445,14 +524,6 @@ class LoopLab:
             if self.daemon is not None:
                 self.daemon.stop()      # (raises if the loop had failed)
         finally:
-            relays, self.relay_daemons = self.relay_daemons, {}
-            for d in relays.values():
-                try:
-                    d.stop()
-                except Exception as e:      # the others still stop
-                    print(f"argoctl lab: stopping {d.cfg.node.name}'s daemon: {e}",
-                          file=sys.stderr)
-                finally:
-                    datapath.detach(d.home.pin_dir, netns=d.opts.ns, cgroup=None)
+            self._stop_relays()
             if self.cleanup:
                 datapath.detach(self.pin_dir, netns=self.topo["edge"].netns, cgroup=self.cgroup)

@@ -1,7 +1,9 @@
 """`argoctl demo --json` headless, as `make demo` runs it: the summary must show
 argoctl keeping requests alive through an outage of the direct path, faster
-than direct-only through a brownout, both measured in the same run.
-Then nothing of the lab may be left."""
+than direct-only through a brownout (both without fleet mode), and then, in
+fleet mode (a nats-server in the lab, agents on relay1 and relay2, relay1 over
+GRE and relay2 over WireGuard), reaching the origin through the one relay that
+still can, all measured in the same run. Then nothing of the lab may be left."""
 
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ def test_demo_json_summary_shows_requests_and_latency_saved():
     print(json.dumps(summary, indent=1))          # the figures, with -s
     outage, brownout = summary["scenarios"]["outage"], summary["scenarios"]["brownout"]
 
+    assert outage["mode"] == brownout["mode"] == "local", summary
     assert outage["argoctl"]["requests"] >= 200, outage
     assert outage["argoctl"]["success_pct"] >= 99.0, outage
     # The outage covers 10 of its 18 s: direct-only loses about half.
@@ -32,5 +35,26 @@ def test_demo_json_summary_shows_requests_and_latency_saved():
     assert brownout["argoctl"]["median_ms"] < brownout["direct_only"]["median_ms"], brownout
     assert brownout["latency_saved_ms"] > 0, brownout
 
+    # fleet: only relay2 reaches the origin for 10 of 18 s; the edge probes direct
+    # and relay1 (k = 1) and knows relay2 from its agent's leg on the lab's bus
+    fleet = summary["scenarios"]["fleet"]
+    assert fleet["mode"] == "fleet", fleet
+    assert fleet["argoctl"]["success_pct"] >= 95.0, fleet
+    assert fleet["direct_only"]["success_pct"] <= 80.0, fleet
+    assert fleet["requests_saved"] > 0.2 * fleet["direct_only"]["requests"], fleet
+    f = fleet["fleet"]
+    assert set(f["members"]) == {"edge", "relay1", "relay2"}, f
+    assert f["via"] == "relay2" and f["reach"].get("relay2") == "up", f
+    assert f.get("reach", {}).get("relay1") != "up", f
+    assert f["reach_s"] is not None and f["reach_s"] < 10, f
+    # real tunnels of both kinds, read from the edge's kernel: the Orpheus relay
+    # is reached over WireGuard
+    assert f["tunnels"] == {"relay1": "gre", "relay2": "wireguard"}, f
+    # before the outage: one relay measured end to end, the other composed from the bus
+    before = f["edge_paths_before"]
+    assert sorted(before[r]["how"] for r in ("relay1", "relay2")) == \
+        ["composed", "end-to-end"], before
+
     assert not [n for n in topo.list_namespaces() if n.startswith(f"argodemo{os.getpid()}")]
-    assert not os.path.exists(f"/sys/fs/bpf/argoctl-argodemo{os.getpid()}-edge")
+    assert not [p for p in os.listdir("/sys/fs/bpf")
+                if p.startswith(f"argoctl-argodemo{os.getpid()}-")]

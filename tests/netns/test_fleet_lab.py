@@ -1,14 +1,17 @@
 """Fleet mode at fleet size on the host kernel: the 12-host fleet lab
-(argoctl/lab/fleet.py: 9 edges with a client each, 3 relays, 1 s probes, one
-real daemon per host, stand-in relay paths) sharing what it measures through a
-nats-server the lab starts in its own namespace. One lab for the whole file;
-tests run in file order.
+(argoctl/lab/fleet.py: 9 edges with a client each sending UDP and opening TCP
+connections to the origin, 3 relays, 1 s probes, one real daemon per host,
+stand-in relay paths) sharing what it measures through a nats-server the lab
+starts in its own namespace. One lab for the whole file; tests run in file order.
 
 - every member (12) is listed by one host's `argoctl fleet status --json`,
   healthy, with its role, and every host reaches the origin;
+- probe rates with real TCP: each edge checks its chosen path on demand (pace
+  10: its handshakes vouch for it) and its other probed paths at pace 7;
 - Orpheus across the fleet: the origin reachable only through r3; every edge's
-  client traffic arrives at the origin through r3 (the time it takes is printed:
-  run with -s);
+  new connections complete through r3 (median edge within 2 s, the issue's
+  target, every edge within 4 s) and its UDP flow follows (the times are
+  printed: run with -s);
 - NATS killed: every daemon probes all of its paths itself again.
 
 Timings go to stdout (-s); the assertions' bounds are wide on purpose: this is a
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import json
 import resource
+import statistics
 import time
 
 import pytest
@@ -38,6 +42,12 @@ def _cpu() -> float:
 
 def _origin_streams(d) -> set[str]:
     return {p.path for p in d.sched.streams() if p.dest == "origin"}
+
+
+def _paces(d) -> dict[str, tuple[int, int]]:
+    """Per probed path to the origin: (the agent's pace, the prober's)."""
+    return {p.path: (d.fleet.pace_of("origin", p.path), p.pace) for p in d.sched.streams()
+            if p.dest == "origin"}
 
 
 def _status(lab, host: str, *args) -> dict:
@@ -95,36 +105,58 @@ def test_every_member_is_in_one_hosts_fleet_status(fleet):
             (e, _origin_streams(lab.daemons[e]))
 
 
+def test_real_tcp_puts_the_choice_on_demand_and_the_rest_on_slow_checks(fleet):
+    from argoctl.fleet.rates import DEMAND_PACE
+    lab = fleet
+    assert lab.connectors and all(c.attempts for c in lab.connectors.values())
+    check = lab.daemons["e1"].fleet.check_pace
+    assert check == 7                    # 1 s probes, 15 s TTL
+
+    def want(e):
+        d = lab.daemons[e]
+        choice = d.choices()["origin"]
+        return {p: ((DEMAND_PACE, DEMAND_PACE) if p == choice else (check, check))
+                for p in _origin_streams(d)}
+    for e in lab.edge_names:
+        d = lab.daemons[e]
+        assert lab.wait_for(lambda: _paces(d) == want(e), 30), (e, d.choices(), _paces(d))
+    # the connections made it (handshakes answered: the evidence is real)
+    since = time.monotonic()
+    time.sleep(2)
+    assert set(lab.connected(since)) == set(lab.edge_names), lab.connected(since)
+    paced = {e: _paces(lab.daemons[e]) for e in lab.edge_names}
+    print(f"paces with real TCP (agent, prober) per edge: {paced}")
+
+
 def test_orpheus_every_edge_reaches_the_origin_through_the_one_relay_that_can(fleet):
     lab = fleet
-    t = lab.topo
     last = lab.relay_names[-1]
-    # (usually all on direct; an edge a loaded machine moved to a relay is cut off as well)
-    lab.wait_for(lambda: set(lab.choices().values()) == {"direct"}, 30)
-    before = lab.choices()
     unprobed = [e for e in lab.edge_names if last not in _origin_streams(lab.daemons[e])]
-    broken = [(e, "origin") for e in lab.edge_names] + \
-        [(r, "origin") for r in lab.relay_names if r != last]
-    sources = {lab.client_address(e): e for e in lab.edge_names}
-    t0 = time.monotonic()
+    o = lab.orpheus(60, keep=True)
     try:
-        for a, b in broken:
-            t.link(a, b).impair(blackhole=True, direction="a->b")
-        applied = time.monotonic() - t0
+        tcp, reach = o["tcp"], o["udp"]
 
-        def arrived():
-            return {sources[s]: at - t0 for s, at in
-                    lab.sink.first_from({f"to-{last}"}, t0).items() if s in sources}
-        ok = lab.wait_for(lambda: len(arrived()) == EDGES, 60)
-        reach = arrived()
-        print(f"orpheus: impairments applied in {applied:.2f} s; each edge's client traffic "
-              f"at the origin through {last} after (s): "
-              + ", ".join(f"{e} {reach[e]:.2f}" for e in sorted(reach))
-              + f"; all: {max(reach.values(), default=float('nan')):.2f} s; "
-              f"{len(unprobed)} edges had not probed {last} before; choices before: {before}")
-        assert ok, (reach, lab.choices())
+        def line(what, times):
+            v = sorted(x for x in times.values() if x is not None)
+            return (f"{what}: " + ", ".join(f"{e} {times[e]}" if times[e] is None else
+                                            f"{e} {times[e]:.2f}" for e in sorted(times))
+                    + (f"; median {statistics.median(v):.2f}, last {v[-1]:.2f} s" if v else ""))
+        print(f"orpheus: impairments applied in {o['applied_s']:.2f} s; {len(unprobed)} edges "
+              f"had not probed {last} before; choices before: {o['before']}; after the "
+              f"blackholes (s):\n  " + line(f"chose {last}", o["chose"]) + "\n  "
+              + line(f"first new TCP connection through {last}", tcp) + "\n  "
+              + line(f"UDP flow through {last}", reach) + "\n  moves: "
+              + "; ".join(f"{e} " + " ".join(f"{c}@{at:.2f}" for c, at in m)
+                          for e, m in sorted(o["moves"].items())))
+        assert o["ok"], (reach, tcp, lab.choices())
+        # the issue's target is 2 s with 1 s probes for the median edge's new
+        # connections (measured 1.58-1.76 s); the bounds leave a loaded 2-core machine
+        # a margin, for the median and for the last edge
+        assert statistics.median(tcp.values()) <= 2.5, tcp
+        assert max(tcp.values()) <= 4.0, tcp
         # every edge chose it, and its traffic keeps arriving there (not only a first datagram)
         assert lab.wait_for(lambda: set(lab.choices().values()) == {last}, 10), lab.choices()
+        sources = {lab.client_address(e): e for e in lab.edge_names}
         since = time.monotonic()
         time.sleep(2)
         arriving = {sources[s] for s in lab.sink.first_from({f"to-{last}"}, since)
@@ -136,8 +168,7 @@ def test_orpheus_every_edge_reaches_the_origin_through_the_one_relay_that_can(fl
             leg = e1.fleet.view.leg(r, "origin", time.time())
             assert leg is None or leg.state != "up", (r, leg)
     finally:
-        for a, b in broken:
-            t.link(a, b).clear()
+        o["lift"]()
     # (no return to direct asserted: without netem every path here is sub-millisecond,
     # and a working path is kept unless another is clearly better)
 

@@ -142,6 +142,8 @@ def test_down_removes_the_clsact_it_added_and_keeps_one_that_was_there(node):
     ctx = up(node)
     assert ctx.attach.clsact_added == ["lan2"]       # to-b had one: not argoctl's
     assert snap(node)["tc"]["lan2"]["ingress"]
+    again = up(node)                                  # our filters are recognised in place
+    assert again.attach.newly_attached == [] and again.attach.clsact_added == []
     apply.down(ns=node.netns, run_dir=node.run_dir, cgroup=node.cgroup)
     after = snap(node)
     assert after == pre
@@ -245,3 +247,66 @@ def test_up_killed_at_every_step_leaves_nothing_down_cannot_remove(node):
         assert left or k == 0, f"kill_at={k} ({what}) left nothing: the step did not run"
         apply.down(ns=node.netns, run_dir=node.run_dir, cgroup=node.cgroup)
         assert snap(node) == pre, f"kill_at={k} ({what})"
+
+
+def _killed_after_clsact_journal(h) -> bool:
+    """`up` in a forked child that SIGKILLs itself right after the intent journal
+    records a clsact qdisc, before the request that adds it: the crash window."""
+    from argoctl import intent
+    pid = os.fork()
+    if pid == 0:
+        orig = intent.Intents.add_clsact
+
+        def add_then_die(self, ifname, ifindex):
+            orig(self, ifname, ifindex)
+            os.kill(os.getpid(), 9)
+        intent.Intents.add_clsact = add_then_die
+        code = 0
+        try:
+            up(h)
+        except BaseException:
+            code = 3
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.WIFSIGNALED(status) and os.WTERMSIG(status) == 9
+
+
+def _journal(h) -> dict:
+    from argoctl import intent
+    return intent.Intents(home.locate(h.netns, h.run_dir).state_dir).clsact()
+
+
+def _has_clsact(snapshot, dev) -> bool:
+    return any(q["kind"] == "clsact" for q in snapshot["tc"][dev]["qdisc"])
+
+
+def test_up_killed_after_journaling_a_clsact_keeps_the_users_and_removes_its_own(node):
+    """to-b has a user's (empty) clsact qdisc, lan2 none. An `up` killed between the
+    journal and the qdisc request records only lan2 (a qdisc argoctl was about to
+    create), so `down` leaves the user's on to-b; killed once argoctl's qdisc is on
+    lan2 (before its filter), `down` removes it."""
+    node.run(["tc", "qdisc", "add", "dev", "to-b", "clsact"], check=True)
+    node.run(["ip", "link", "add", "lan2", "type", "veth", "peer", "name", "lan2p"], check=True)
+    path = os.path.join(os.path.dirname(node.run_dir), "edge2.toml")
+    with open(path, "w") as f:
+        f.write(CONFIG.replace('["to-b"]', '["to-b", "lan2"]'))
+    node.cfg = config.load(path)
+    pre = snap(node)
+    assert _has_clsact(pre, "to-b") and not _has_clsact(pre, "lan2")
+    lan2 = pre["links"][[l["ifname"] for l in pre["links"]].index("lan2")]["ifindex"]
+
+    assert _killed_after_clsact_journal(node)
+    assert _journal(node) == {"lan2": lan2}          # never the user's to-b
+    killed = snap(node)
+    assert _has_clsact(killed, "to-b") and not _has_clsact(killed, "lan2")
+    apply.down(ns=node.netns, run_dir=node.run_dir, cgroup=node.cgroup)
+    after = snap(node)
+    assert after == pre and _has_clsact(after, "to-b") and _journal(node) == {}
+
+    assert _killed_up(node, "filter steer_eth lan2")  # argoctl's qdisc on lan2, no filter
+    killed = snap(node)
+    assert _has_clsact(killed, "lan2") and _journal(node) == {"lan2": lan2}
+    apply.down(ns=node.netns, run_dir=node.run_dir, cgroup=node.cgroup)
+    after = snap(node)
+    assert after == pre and _has_clsact(after, "to-b") and not _has_clsact(after, "lan2")
+    assert _journal(node) == {}

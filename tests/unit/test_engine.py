@@ -476,3 +476,59 @@ def test_a_reason_read_later_tells_the_numbers_of_its_own_decision():
     assert early.reason.startswith(f"keep direct ({cur.smoothed_ms:.1f} ms): r1 better by "
                                    f"{gain:.1f} ms smoothed")
     assert early.reason != decisions[-1].reason and early.reason in early.explain()
+
+
+# -- hold-down under flapping ---------------------------------------------------
+
+FAST = dict(probe_interval_ms=50, probe_timeout_ms=150, recover_probes=5)
+
+
+def _flapping(stalls=()):
+    """direct (1 ms) down 2 s / up 2 s ten times from t = 10 s; relay1 (20 ms) and
+    relay2 (26 ms) clean. `stalls`: rounds in which no path answers at all, as when
+    the prober is starved (the bench's TCG VM): every path goes down together
+    (230: during a flap; 350: while direct is up, its third failure)."""
+    n, paths = 1600, ("direct", "relay1", "relay2")
+    flaps = [(200 + 80 * k, 240 + 80 * k) for k in range(10)]
+    eng = engine(paths=paths, **FAST)
+    steps = replay(eng, "d", {"direct": series(n, 1, outages=flaps + list(stalls)),
+                              "relay1": series(n, 20, outages=stalls),
+                              "relay2": series(n, 26, outages=stalls)},
+                   decide_every=0.0125)
+    return eng, steps
+
+
+def _returns_during_hold_down(steps):
+    """Decisions that gave new flows to direct while it was held or suppressed
+    and another path was up."""
+    first_down = first_time(steps, lambda d: d.scores["direct"].state is State.DOWN)
+    assert first_down is not None
+    return [s for s in steps if s.now > first_down and s.decision.choice == "direct"
+            and (s.decision.scores["direct"].tier_name == "held")
+            and any(sc.state is State.UP for p, sc in s.decision.scores.items() if p != "direct")]
+
+
+@pytest.mark.parametrize("stalls", [(), [(230, 235), (350, 356)]],
+                         ids=["clean", "starved-prober"])
+def test_a_flapping_path_is_not_returned_to_during_its_hold_down(stalls):
+    # The bench's flapping scenario (issue 12) sent new flows back to direct 45
+    # times despite the 30 s hold-down: a starved prober took the relays down
+    # too, so they were held as well, and among held paths the score chose
+    # direct. Among held paths the hold-down itself must rank them.
+    eng, steps = _flapping(stalls)
+    assert _returns_during_hold_down(steps) == []
+    sw = switches(steps)
+    assert sw[0][1:] == ("direct", "relay1")
+    assert all(to != "direct" for _, _, to in sw)      # never back within the trace
+    assert len(sw) <= 1 + 2 * len(stalls)
+
+
+def test_among_held_paths_the_one_held_least_long_wins_not_the_fastest():
+    eng, steps = _flapping([(230, 235)])        # relay1 and relay2 down once, at 11.5 s
+    later = [s.decision for s in steps if 13 < s.now < 40]
+    assert later and all(d.choice == "relay1" for d in later)
+    both_held = [d for d in later if d.scores["relay1"].tier_name == "held"
+                 and d.scores["direct"].tier_name == "held"]
+    assert both_held
+    assert all(d.scores["relay1"].held_until < d.scores["direct"].held_until
+               or d.scores["direct"].suppressed for d in both_held)

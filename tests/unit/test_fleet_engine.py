@@ -180,3 +180,38 @@ def test_no_decision_uses_a_leg_older_than_the_ttl(rig):
         assert s.smoothed_ms is None and s.tier_name == "unknown"
     # nothing known about them any more: both are probed end to end again
     assert agent.probed == {("origin", p) for p in ("direct", "relay1", "relay2")}
+
+
+@pytest.mark.parametrize("relay1_says", ["up", "down"])
+def test_a_failover_waits_for_an_answer_from_a_path_last_heard_from_long_ago(rig, relay1_says):
+    """The choice (direct) fails, and so, by the same fault, does relay1, which
+    was checked slowly (pace 7) and last answered 5 s ago; relay2 reports the
+    origin up. Traffic does not go to relay1 on its old answer: relay1 ranks as
+    unverified (down once relay1 published, after that answer, that it lost the
+    origin), and traffic goes to relay2 as soon as relay2 answers."""
+    cfg, eng, agent, clock = rig
+    publish(agent, "relay1", "up", 20.0, 0)
+    publish(agent, "relay2", "up", 20.0, 0)
+    for i in range(6):
+        dec = step(eng, agent, clock, {"direct": 0.010, "relay1": 0.020}, i)
+    assert agent.probed == {("origin", "direct"), ("origin", "relay1")}
+    assert dec.scores["relay1"].tier_name == "usable"
+    eng.pace("origin", "relay1", 7, clock.t)        # checked slowly from now on
+    for i in range(6, 11):
+        publish(agent, "relay2", "up", 20.0, clock.t)
+        dec = step(eng, agent, clock, {"direct": 0.010}, i)
+    # while the choice works, a slow check's old answer is good enough: latency
+    # moves are decided as before
+    assert dec.choice == "direct" and dec.scores["relay1"].tier_name == "usable"
+    assert agent.unverified == 0
+    publish(agent, "relay1", relay1_says, 20.0 if relay1_says == "up" else None, clock.t)
+    dec = step(eng, agent, clock, {"direct": None}, 11)     # relay1's poll: not yet
+    assert dec.scores["direct"].state.value == "suspect"
+    assert dec.choice == "direct", dec.reason               # nothing verified to go to
+    assert dec.scores["relay1"].tier_name == ("unknown" if relay1_says == "up" else "down")
+    assert ("origin", "relay2") in agent.probed             # verified now, at once
+    choices = []
+    for i in range(12, 16):
+        dec = step(eng, agent, clock, {"direct": None, "relay1": None, "relay2": 0.020}, i)
+        choices.append(dec.choice)
+    assert choices[0] == "relay2" and "relay1" not in choices, choices

@@ -210,3 +210,25 @@ def test_policy_overrides_reach_the_edge_config(tmp_path):
     cfgs = load_all(tmp_path)
     assert cfgs["edge"].policy.probe_interval_ms == 100 and cfgs["edge"].policy.split is True
     assert cfgs["relay1"].policy == config.Policy()
+
+
+def test_mixed_tunnels_relay1_gre_relay2_wireguard(tmp_path):
+    """The demo's fleet scenario: one relay over GRE, the other over WireGuard;
+    both ends of each tunnel agree on its kind, keys only where WireGuard is."""
+    lab = dataclasses.replace(labconfig.default_topology("netns"),
+                              tunnels=(("relay2", "wireguard"),))
+    paths = labconfig.write_lab_configs(str(tmp_path), lab, "gre")
+    cfgs = {h: config.load(p) for h, p in paths.items()}
+    edge = cfgs["edge"]
+    assert {p.name: p.tunnel for p in edge.peers} == {"relay1": "gre", "relay2": "wireguard"}
+    assert [p.tunnel for p in cfgs["relay1"].peers] == ["gre"]
+    assert [p.tunnel for p in cfgs["relay2"].peers] == ["wireguard"]
+    assert edge.node.private_key_file and cfgs["relay2"].node.private_key_file
+    assert not cfgs["relay1"].node.private_key_file
+    assert edge.peer("relay2").public_key == keys.encode(keys.public_key(
+        keys.read_private_key(cfgs["relay2"].node.private_key_file)))
+    assert cfgs["relay2"].peers[0].public_key == keys.encode(keys.public_key(
+        keys.read_private_key(edge.node.private_key_file)))
+    with pytest.raises(ValueError, match="unknown tunnel kind 'vxlan'"):
+        labconfig.write_lab_configs(str(tmp_path), dataclasses.replace(
+            lab, tunnels=(("relay1", "vxlan"),)), "gre")

@@ -1,0 +1,247 @@
+"""rtnetlink requests in batches: addresses, routes, rules, a device's alias and
+state, and route lookups, built as pyroute2 messages (its classes encode and
+decode them), sent many to a system call, their acks read after. The kernel
+handles the messages of one send in order, each on its own, and acks every one
+(NLM_F_ACK), so a failure stops nothing after it and the caller learns exactly
+which requests took effect.
+
+Why: pyroute2's request API costs ~1.7 ms a request in Python on the host (its
+arguments processing and event loop; ~20-30 ms under TCG), of which the encoding
+is a fifth; `up` with 100 peers makes hundreds. The messages here carry the same
+header fields and attributes as IPRoute's (tests/unit/test_rtbatch.py compares
+the bytes), so the kernel sees the same requests.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Optional
+
+from pyroute2.netlink import (NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
+                              NLM_F_REPLACE, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR,
+                              nlmsgerr)
+from pyroute2.netlink.exceptions import NetlinkError
+from pyroute2.netlink.rtnl import (RTM_DELADDR, RTM_DELROUTE, RTM_DELRULE, RTM_NEWADDR,
+                                   RTM_GETROUTE, RTM_GETTFILTER, RTM_NEWLINK, RTM_NEWROUTE,
+                                   RTM_NEWRULE)
+from pyroute2.netlink.rtnl.fibmsg import fibmsg
+from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
+from pyroute2.netlink.rtnl.ifinfmsg import IFF_UP, ifinfmsg
+from pyroute2.netlink.rtnl.rtmsg import rtmsg
+from pyroute2.netlink.rtnl.tcmsg import tcmsg
+
+RT_TABLE_MAIN = 254
+RT_TABLE_COMPAT = 252     # a rule's header field when the table id needs FRA_TABLE
+RTN_UNICAST = 1
+RTN_TYPES = {1: "unicast", 6: "blackhole", 7: "unreachable", 8: "prohibit"}   # rtnetlink.h
+RTN = {name: n for n, name in RTN_TYPES.items()}
+FR_ACT_TO_TBL, FR_ACT_BLACKHOLE, FIB_RULE_INVERT = 1, 6, 0x2      # linux/fib_rules.h
+CHUNK = 128               # messages a send: their acks fit any receive buffer
+
+_FLAGS = {"add": NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+          "replace": NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE,
+          "del": NLM_F_REQUEST | NLM_F_ACK}
+
+
+def request(op, index):
+    """The request of an address, route or rule op (plan.Op) of the Applier's;
+    `index(name)`: a device's ifindex."""
+    from argoctl import names
+    from argoctl.plan import Address, Route
+    o, a = op.obj, op.action
+    family = socket.AF_INET if o.family == 4 else socket.AF_INET6
+    if isinstance(o, Address):
+        return addr("add" if a == "add" else "del", family, index(o.dev),
+                    32 if o.family == 4 else 128, o.local, o.peer or o.local)
+    if isinstance(o, Route):
+        dst, dst_len = (None, 0) if o.dst == "default" else (
+            o.dst.split("/")[0], int(o.dst.split("/")[1]))
+        cmd = {"add": "add", "change": "replace", "remove": "del"}[a]
+        if o.type != "unicast":          # a path table's drop: no device, its metric
+            return route(cmd, family, o.table, 0, dst, dst_len, names.RTPROT_ARGOCTL,
+                         RTN[o.type], o.metric)
+        return route(cmd, family, o.table, index(o.dev), dst, dst_len, names.RTPROT_ARGOCTL)
+    if o.action == "blackhole":          # `not fwmark 0/MASK blackhole`
+        return rule("add" if a == "add" else "del", family, o.priority, 0, o.mask, 0,
+                    FR_ACT_BLACKHOLE, FIB_RULE_INVERT)
+    return rule("add" if a == "add" else "del", family, o.priority, o.mark, o.mask, o.table)
+
+
+def _header(msg, kind: int, cmd: str):
+    msg["header"]["type"] = kind
+    msg["header"]["flags"] = _FLAGS[cmd]
+    return msg
+
+
+def route(cmd: str, family: int, table: int, oif: int, dst: Optional[str] = None,
+          dst_len: int = 0, proto: int = 0, kind: int = RTN_UNICAST, metric: int = 0):
+    """`ip route add|replace|del DST dev OIF table TABLE proto PROTO`; of another
+    `kind` than unicast (blackhole...): `ip route add KIND DST table TABLE proto
+    PROTO metric METRIC` (no device; a del names its kind and metric)."""
+    m = rtmsg()
+    m["family"], m["dst_len"], m["proto"] = family, dst_len, proto
+    m["table"] = table if table < 256 else RT_TABLE_MAIN
+    if kind != RTN_UNICAST:
+        m["type"] = kind
+        m["attrs"] = [("RTA_TABLE", table)] + ([("RTA_DST", dst)] if dst is not None else [])
+        m["attrs"].append(("RTA_PRIORITY", metric))
+        return _header(m, RTM_DELROUTE if cmd == "del" else RTM_NEWROUTE, cmd)
+    m["type"] = 0 if cmd == "del" else RTN_UNICAST
+    m["attrs"] = [("RTA_TABLE", table), ("RTA_OIF", oif)]
+    if dst is not None:
+        m["attrs"].append(("RTA_DST", dst))
+    return _header(m, RTM_DELROUTE if cmd == "del" else RTM_NEWROUTE, cmd)
+
+
+def addr(cmd: str, family: int, index: int, prefixlen: int, local: str, address: str):
+    """`ip addr add|del LOCAL peer ADDRESS dev INDEX`."""
+    m = ifaddrmsg()
+    m["family"], m["prefixlen"], m["index"] = family, prefixlen, index
+    m["attrs"] = [("IFA_LOCAL", local), ("IFA_ADDRESS", address)]
+    return _header(m, RTM_DELADDR if cmd == "del" else RTM_NEWADDR, cmd)
+
+
+def link_up(index: int, alias: str):
+    """`ip link set dev INDEX alias ALIAS up`."""
+    m = ifinfmsg()
+    m["index"], m["flags"], m["change"] = index, IFF_UP, IFF_UP
+    m["attrs"] = [("IFLA_IFALIAS", alias)]
+    return _header(m, RTM_NEWLINK, "del")       # (a change: no create flags)
+
+
+def filters(index: int, parent: int):
+    """`tc filter show dev INDEX parent PARENT` (a dump)."""
+    m = tcmsg()
+    m["index"], m["parent"] = index, parent
+    m["header"]["type"] = RTM_GETTFILTER
+    m["header"]["flags"] = NLM_F_REQUEST | NLM_F_DUMP
+    return m
+
+
+def rule(cmd: str, family: int, priority: int, mark: int, mask: int, table: int,
+         action: int = FR_ACT_TO_TBL, flags: int = 0):
+    """`ip rule add|del priority P fwmark MARK/MASK lookup TABLE`; with action
+    FR_ACT_BLACKHOLE (no table) and flags FIB_RULE_INVERT: `ip rule add|del
+    priority P not fwmark MARK/MASK blackhole`."""
+    m = fibmsg()
+    m["family"], m["action"], m["flags"] = family, action, flags
+    m["table"] = table if table < 256 else RT_TABLE_COMPAT
+    m["attrs"] = [("FRA_PRIORITY", priority), ("FRA_FWMARK", mark), ("FRA_FWMASK", mask)]
+    if action == FR_ACT_TO_TBL:
+        m["attrs"].append(("FRA_TABLE", table))
+    return _header(m, RTM_DELRULE if cmd == "del" else RTM_NEWRULE, cmd)
+
+
+class Sender:
+    """A NETLINK_ROUTE socket of the namespace it was opened in (the caller's)."""
+
+    def __init__(self):
+        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        self.sock.bind((0, 0))
+        self.seq = 0
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def run(self, msgs: list) -> list[Optional[NetlinkError]]:
+        """Send the messages in order; one outcome per message: None (done) or the
+        kernel's error. Every message is acked before this returns."""
+        return [err for err, _ in self.exchange(msgs)]
+
+    def route_get(self, addresses: list) -> list:
+        """`ip route get ADDRESS` for each: the kernel's answer (an rtmsg, decoded
+        by pyroute2: RTA_OIF, RTA_METRICS...) or its error (NetlinkError)."""
+        msgs = []
+        for a in addresses:
+            m = rtmsg()
+            m["family"] = socket.AF_INET if a.version == 4 else socket.AF_INET6
+            m["dst_len"], m["table"] = a.max_prefixlen, RT_TABLE_MAIN
+            m["attrs"] = [("RTA_DST", str(a))]
+            msgs.append(_header(m, RTM_GETROUTE, "del"))     # (a request: no create flags)
+        out = []
+        for err, reply in self.exchange(msgs):
+            if err is None and reply is None:
+                err = NetlinkError(0, "no answer")
+            if err is not None:
+                out.append(err)
+                continue
+            msg = rtmsg(reply)
+            msg.decode()
+            out.append(msg)
+        return out
+
+    def dump(self, msg, cls) -> list:
+        """One dump request; its messages decoded as `cls` (pyroute2's class).
+        Raises the kernel's error."""
+        self.seq += 1
+        msg["header"]["sequence_number"] = self.seq
+        msg.encode()
+        self.sock.send(bytes(msg.data))
+        out = []
+        while True:
+            buf = self.sock.recv(1 << 20)
+            off = 0
+            while off + 16 <= len(buf):
+                hdr = nlmsgerr(buf[off:])
+                hdr.decode()
+                length, kind = hdr["header"]["length"], hdr["header"]["type"]
+                if length < 16:
+                    break
+                if hdr["header"]["sequence_number"] == self.seq:
+                    if kind == NLMSG_DONE:
+                        return out
+                    if kind == NLMSG_ERROR:
+                        if hdr["error"]:
+                            raise NetlinkError(-hdr["error"], _strerror(-hdr["error"]))
+                    else:
+                        m = cls(bytes(buf[off:off + length]))
+                        m.decode()
+                        out.append(m)
+                off += (length + 3) & ~3
+
+    def exchange(self, msgs: list) -> list[tuple[Optional[NetlinkError], Optional[bytes]]]:
+        """run(), and each request's answer (a message of its sequence number that
+        is not the ack) if it has one."""
+        out: list = []
+        for start in range(0, len(msgs), CHUNK):
+            out += self._chunk(msgs[start:start + CHUNK])
+        return out
+
+    def _chunk(self, msgs: list) -> list:
+        first = self.seq + 1
+        data = bytearray()
+        for m in msgs:
+            self.seq += 1
+            m["header"]["sequence_number"] = self.seq
+            m.encode()
+            data += m.data
+        self.sock.send(bytes(data))
+        outcome: dict[int, Optional[NetlinkError]] = {}
+        replies: dict[int, bytes] = {}
+        while len(outcome) < len(msgs):
+            buf = self.sock.recv(1 << 20)
+            off = 0
+            while off + 16 <= len(buf):
+                ack = nlmsgerr(buf[off:])
+                ack.decode()
+                hdr = ack["header"]
+                if hdr["length"] < 16:
+                    break
+                seq = hdr["sequence_number"]
+                if first <= seq <= self.seq:
+                    if hdr["type"] == NLMSG_ERROR:
+                        code = -ack["error"]
+                        outcome[seq] = NetlinkError(code, _strerror(code)) if code else None
+                    else:
+                        replies[seq] = bytes(buf[off:off + hdr["length"]])
+                off += (hdr["length"] + 3) & ~3
+        return [(outcome[first + i], replies.get(first + i)) for i in range(len(msgs))]
+
+
+def _strerror(code: int) -> str:
+    import os
+    try:
+        return os.strerror(code)
+    except ValueError:
+        return f"error {code}"
