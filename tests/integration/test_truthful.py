@@ -242,7 +242,7 @@ def test_a_deleted_tunnel_route_or_rule_moves_traffic_and_is_repaired(tlab, what
         back = next(r for r in d.history if r.at >= t0 and r.choice == relay
                     and r.previous != relay)
         assert back.tiers[relay] in ("usable", "held"), (back, _since(d, t0))
-        assert _connect_via(lab) == relay
+        assert _connect_via(lab) == relay, (d.written["origin"], _standing(d), _since(d, t0))
         # the whole time, not one datagram of the client left through main
         assert leaked(lab) == leak0
     finally:
