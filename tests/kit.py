@@ -103,3 +103,23 @@ responder_key_file = "{key}"
 metrics_listen = ""
 """)
     return cfg, key
+
+
+def check_fleet_scenario(fleet: dict) -> dict:
+    """What the demo's fleet scenario must show, with real tunnels or stand-in
+    paths alike: fleet mode, the edge's requests saved, only relay2 reaching the
+    origin (relay1 not), and before it one relay measured end to end while the
+    other (k = 1) was composed from the bus. Returns the scenario's fleet part."""
+    assert fleet["mode"] == "fleet", fleet
+    assert fleet["argoctl"]["success_pct"] >= 95.0, fleet
+    assert fleet["direct_only"]["success_pct"] <= 80.0, fleet
+    assert fleet["requests_saved"] > 0.2 * fleet["direct_only"]["requests"], fleet
+    f = fleet["fleet"]
+    assert set(f["members"]) == {"edge", "relay1", "relay2"}, f
+    assert f["via"] == "relay2" and f["reach"].get("relay2") == "up", f
+    assert f.get("reach", {}).get("relay1") != "up", f
+    assert f["reach_s"] is not None and f["reach_s"] < 10, f
+    before = f["edge_paths_before"]
+    assert sorted(before[r]["how"] for r in ("relay1", "relay2")) == \
+        ["composed", "end-to-end"], before
+    return f

@@ -266,7 +266,7 @@ def run_demo(scenarios=DEFAULT_SCENARIOS, *, rate: float = DEFAULT_RATE, tunnels
         time.sleep(2.0)       # both clients running before the first window opens
         rec = Recorder(env, steered, baseline)
         results = {}
-        fleet_setup = []
+        fleet_setup: dict = {}
         for sc in loaded:
             if sc.fleet != env.fleet:
                 say(f"argoctl demo: fleet mode {'on' if sc.fleet else 'off'} for {sc.name}"
@@ -274,8 +274,9 @@ def run_demo(scenarios=DEFAULT_SCENARIOS, *, rate: float = DEFAULT_RATE, tunnels
                        if sc.fleet else ": edge reloads its config without [fleet]"),
                     highlight=False)
                 env.set_fleet(sc.fleet)
-                if sc.fleet:
-                    fleet_setup.append(dict(env.timings))
+                if sc.fleet and not fleet_setup:     # the first switch: what it took
+                    fleet_setup = {"fleet_setup_s": dict(env.timings),
+                                   "relay_datapaths": dict(env.relay_datapaths)}
             if not env.wait_settled(settle_timeout):
                 say(f"argoctl demo: warning: not back on direct before {sc.name}", highlight=False)
             rec.begin(sc)
@@ -304,7 +305,7 @@ def run_demo(scenarios=DEFAULT_SCENARIOS, *, rate: float = DEFAULT_RATE, tunnels
             results[sc.name] = scenario_result(rec, sc, rec.t0, ended[0])
         return {"demo": "summary", "kernel": kernel_label(), "tunnels": env.tunnels,
                 "rate_per_s": rate, "wall_s": round(time.monotonic() - started, 1),
-                **({"fleet_setup_s": fleet_setup[0]} if fleet_setup else {}),
+                **fleet_setup,
                 "scenarios": results}
     finally:
         for c in clients:

@@ -60,6 +60,7 @@ class LabEnv:
         self.prefix, self.tunnels, self.fleet = prefix, tunnels, False
         self.nats = None
         self.timings: dict = {}        # what switching to fleet mode took (s)
+        self.relay_datapaths: dict = {}   # relay -> did its daemon adopt or compile its datapath
         self.policy = dict(POLICY if policy is None else policy)
         self._tmp = None if directory else tempfile.TemporaryDirectory(prefix="argoctl-lab-")
         self.directory = directory or self._tmp.name
@@ -102,7 +103,9 @@ class LabEnv:
         """Fleet mode on: the bus namespace (once), nats-server in it, every
         host's config with [fleet], relay2's tunnels WireGuard (tunnels="gre"),
         the relays' daemons, the edge's daemon reloaded. Off: the reverse (the
-        bus namespace stays, idle). `timings` says what switching on took."""
+        bus namespace stays, idle). `timings` says what switching on took
+        (relay_agents_s: the relays' daemons, relay_compile_s of it their
+        datapaths, compiled side by side before the daemons start)."""
         if on == self.fleet:
             return
         if not on:
@@ -121,8 +124,10 @@ class LabEnv:
         self.fleet = True          # (stop() tears down whatever of it started)
         self.loop.enter_fleet(self.nats, FLEET, FLEET_TUNNELS if self.tunnels == "gre" else None)
         self.timings.update(relay_agents_s=self.loop.relay_start_s,
+                            relay_compile_s=self.loop.relay_compile_s,
                             edge_reload_s=self.loop.reload_s,
                             total_s=round(time.monotonic() - started, 1))
+        self.relay_datapaths = dict(self.loop.relay_datapaths)
 
     def tunnel_kinds(self) -> dict[str, str]:
         """The edge's tunnel devices as its kernel has them: peer -> kind."""

@@ -37,10 +37,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import subprocess
-import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -58,8 +55,6 @@ POLICY = {"probe_interval_ms": 1000, "detect_multiplier": 3, "probe_timeout_ms":
 # composes the others from the bus (so Orpheus across the fleet is what moves it);
 # the default TTL (15 s), so slow checks run at rates.py's pace 7, as in a fleet
 FLEET = {"publish_interval_ms": 500, "ttl_s": 15, "alternatives": 1}
-# the datapath a daemon adopts, compiled and pinned by a process of its own
-_COMPILE = "import sys; from argoctl import datapath; datapath.ensure_loaded(sys.argv[1])"
 STREAM_PPS = 20             # each client's UDP stream (one datagram per 50 ms)
 TCP_RATE = 4                # each client's new TCP connections a second (0: none)
 TCP_TIMEOUT_S = 2.0         # a connection not made in this long is given up (1 SYN retry)
@@ -151,7 +146,7 @@ class FleetLab:
     responder: object = None
     sink: object = None
     timings: dict = field(default_factory=dict)     # seconds per start-up phase
-    _pins: list = field(default_factory=list)
+    _pins: dict = field(default_factory=dict)       # loop.compile_datapaths
 
     @property
     def edge_names(self) -> list[str]:
@@ -206,8 +201,7 @@ class FleetLab:
             key = mac.read_key(self.configs[es[0]].policy.responder_key_file)
             self.responder = loop.ResponderThread(t["origin"], key)
             self.sink = loop.Sink(t["origin"])
-            with ThreadPoolExecutor(max(1, workers)) as pool:
-                list(pool.map(self._compile, es + rs))
+            loop.compile_datapaths({h: t[h].netns for h in es + rs}, self._pins, workers)
             self._mark("datapaths", t0)
             for h in es + rs:
                 self._daemon(h)
@@ -226,15 +220,6 @@ class FleetLab:
 
     def _mark(self, phase: str, t0: float) -> None:
         self.timings[phase] = round(time.monotonic() - t0, 2)
-
-    def _compile(self, host: str) -> None:
-        from argoctl import home
-        pin_dir = home.locate(self.topo[host].netns, self.run_dir(host)).pin_dir
-        self._pins.append(pin_dir)
-        proc = subprocess.run([sys.executable, "-c", _COMPILE, pin_dir], capture_output=True,
-                              text=True, timeout=600)
-        if proc.returncode != 0:
-            raise RuntimeError(f"{host}: compiling the datapath failed: {proc.stderr[-2000:]}")
 
     def _daemon(self, host: str):
         from argoctl.daemon import Daemon, Options
@@ -350,10 +335,7 @@ class FleetLab:
             finally:
                 datapath.detach(d.home.pin_dir, netns=d.opts.ns, cgroup=None)
         self.daemons = {}
-        for pin_dir in self._pins:          # compiled for a daemon that never started
-            if os.path.isdir(pin_dir):
-                datapath.detach(pin_dir, cgroup=None)
-        self._pins = []
+        loop.remove_datapaths(self._pins)   # compiled for a daemon that never started
         if self.nats is not None:
             self.nats.stop()
             self.nats = None

@@ -72,6 +72,46 @@ def fake_paths(topo, cfg: cfgmod.Config, edge: str = "edge") -> None:
         for i, peer in enumerate(cfg.peers)}, edge=edge)
 
 
+# -- datapaths compiled ahead of their daemons ------------------------------------
+
+# one namespace's datapath, compiled and pinned by a process of its own
+_COMPILE = "import sys; from argoctl import datapath; datapath.ensure_loaded(sys.argv[1])"
+
+
+def compile_datapaths(hosts: dict[str, str], pins: dict, workers: int = 2) -> None:
+    """Each host's datapath (host -> its namespace) compiled and pinned where
+    its daemon looks (home.pin_dir), each by a process of its own, `workers` at
+    a time: bcc cannot compile in two threads of one process, and a compile is
+    seconds (~1 min in a loaded TCG VM). The daemons started afterwards adopt
+    the pins, as `argoctl run` adopts what `argoctl up` loaded. Each pin
+    directory goes into `pins` (pin directory -> namespace) before its compile
+    starts: remove_datapaths(pins) removes what is left of them (a failure
+    half-way, a daemon that never started)."""
+    import subprocess
+    from concurrent.futures import ThreadPoolExecutor
+    from argoctl import home
+
+    def one(host: str) -> None:
+        pin_dir = home.pin_dir(hosts[host])
+        pins[pin_dir] = hosts[host]
+        proc = subprocess.run([sys.executable, "-c", _COMPILE, pin_dir], capture_output=True,
+                              text=True, timeout=600)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{host}: compiling the datapath failed: {proc.stderr[-2000:]}")
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        list(pool.map(one, hosts))
+
+
+def remove_datapaths(pins: dict) -> None:
+    """What compile_datapaths pinned and is still there, detached (in its own
+    namespace: never the root's) and unpinned; `pins` emptied."""
+    from argoctl import datapath
+    for pin_dir, ns in list(pins.items()):
+        if os.path.isdir(pin_dir):
+            datapath.detach(pin_dir, netns=ns, cgroup=None)
+        del pins[pin_dir]
+
+
 # -- traffic -----------------------------------------------------------------------
 
 class _Thread:
@@ -393,6 +433,9 @@ class LoopLab:
     kinds: dict = field(default_factory=dict)
     relay_daemons: dict = field(default_factory=dict)
     relay_start_s: Optional[float] = None      # how long the relays' daemons took to start
+    relay_compile_s: Optional[float] = None    # of which compiling their datapaths
+    relay_datapaths: dict = field(default_factory=dict)  # relay -> "adopted" (or "compiled")
+    _relay_pins: dict = field(default_factory=dict)    # compile_datapaths
     reload_s: Optional[float] = None           # the edge daemon's last reload
 
     def start(self, daemon: bool = True) -> "LoopLab":
@@ -445,14 +488,20 @@ class LoopLab:
                 t.add_address(t[r], labconfig.TUNNEL_ADDRESSES[r])
             self._tunnel_addresses = True
         started = time.monotonic()
+        # compiled side by side first (seconds each, a minute in the VM), then adopted
+        compile_datapaths({r: t[r].netns for r in labconfig.RELAYS}, self._relay_pins)
+        self.relay_compile_s = round(time.monotonic() - started, 1)
         for r in labconfig.RELAYS:
             opts = Options(ns=t[r].netns, run_dir=self.run_dir, cgroup=None,
                            apply_config=False, metrics_listen="")
             self.relay_daemons[r] = d = Daemon(self.configs[r], opts)
             d.start_thread()
+            self.relay_datapaths[r] = "compiled" if d.attach_result.compiled else "adopted"
         self.relay_start_s = round(time.monotonic() - started, 1)
 
     def _stop_relays(self) -> None:
+        """The relays' daemons stopped, their datapaths detached and unpinned
+        (also those compiled for a daemon that never started)."""
         from argoctl import datapath
         relays, self.relay_daemons = self.relay_daemons, {}
         for d in relays.values():
@@ -463,6 +512,7 @@ class LoopLab:
                       file=sys.stderr)
             finally:
                 datapath.detach(d.home.pin_dir, netns=d.opts.ns, cgroup=None)
+        remove_datapaths(self._relay_pins)
 
     def enter_fleet(self, nats, fleet: dict, kinds: Optional[dict] = None) -> None:
         """Switch the running lab to fleet mode: every config gains [fleet]
