@@ -42,10 +42,10 @@ static const int STATE_TIER[S_N] = {T_UNKNOWN, T_USABLE, T_SUSPECT, T_DOWN};
 
 /* Estimator.counts, in its key order */
 enum { C_REPLIES, C_TIMEOUTS, C_LATE, C_DUPLICATE, C_SYN_SENT, C_SYNACK_RCVD, C_PASSIVE_RTT,
-       C_PASSIVE_FAIL, C_SUSPECTS, C_DOWNS, C_RECOVERIES, C_N };
+       C_PASSIVE_FAIL, C_SUSPECTS, C_DOWNS, C_RECOVERIES, C_EXCUSED, C_N };
 static const char *COUNT_NAMES[C_N] = {"replies", "timeouts", "late", "duplicate", "syn_sent",
                                        "synack_rcvd", "passive_rtt", "passive_fail", "suspects",
-                                       "downs", "recoveries"};
+                                       "downs", "recoveries", "excused"};
 
 /* Set by use(): estimator.State members (by S_*), estimator.Snapshot, engine.PathScore. */
 static PyObject *STATES[S_N], *SNAPSHOT, *PATHSCORE;
@@ -269,6 +269,8 @@ typedef struct {
     opt_t last_rtt, last_reply, recovered_at;
     ring_t recent;            /* latest active RTTs (s) */
     int failed;
+    int excused;              /* ... but the engine excused it (Estimator.judge) */
+    int fresh_down;           /* a failure the engine has not judged yet */
     long long consecutive_ok, consecutive_miss;
     ring_t window;            /* 1.0 answered, 0.0 lost */
     long long lost_in_window;
@@ -311,6 +313,7 @@ static void enter(PathState *p, int state, double now)
     if (state == S_DOWN && p->state != S_UNKNOWN) {
         p->counts[C_DOWNS]++;
         p->failed = 1;
+        p->fresh_down = 1;
     }
     if (state == S_SUSPECT)
         p->counts[C_SUSPECTS]++;
@@ -321,12 +324,16 @@ static void enter(PathState *p, int state, double now)
 static void maybe_recover(PathState *p, double now)
 {
     if (p->consecutive_ok >= p->recover_probes && !p->passive_failing) {
-        int failed = p->failed;
+        int failed = p->failed, excused = p->excused;
         p->failed = 0;
+        p->excused = 0;
+        p->fresh_down = 0;
         enter(p, S_UP, now);
         if (failed) {
-            p->recovered_at = some(now);
-            p->counts[C_RECOVERIES]++;
+            if (!excused) {
+                p->recovered_at = some(now);
+                p->counts[C_RECOVERIES]++;
+            }
             p->window.len = p->window.head = 0;
             p->lost_in_window = 0;
         }
@@ -537,7 +544,8 @@ static PyObject *score(PathState *p, PyObject *name, double now)
     if (penalty != 0.0)
         penalty *= pow(0.5, (now - p->penalty_at) / p->flap_half_life_s);
     p->penalty_at = now;
-    unsigned long long downs = p->counts[C_DOWNS] + p->counts[C_PASSIVE_FAIL];
+    unsigned long long downs = p->counts[C_DOWNS] + p->counts[C_PASSIVE_FAIL] -
+                               p->counts[C_EXCUSED];
     if (downs > p->downs_seen) {
         double cap = p->flap_reuse * pow(2.0, p->flap_max_suppress_s / p->flap_half_life_s);
         double v = penalty + p->flap_penalty * (double)(downs - p->downs_seen);
@@ -857,6 +865,23 @@ static PyObject *PathState_tick(PathState *p, PyObject *args, PyObject *kw)
     Py_RETURN_NONE;
 }
 
+/* Estimator.judge */
+static PyObject *PathState_judge(PathState *p, PyObject *arg)
+{
+    if (!ready(p))
+        return NULL;
+    int common = PyObject_IsTrue(arg);
+    if (common < 0)
+        return NULL;
+    p->fresh_down = 0;
+    if (common && p->state == S_DOWN && p->failed && !p->excused) {
+        p->excused = 1;
+        p->counts[C_EXCUSED]++;
+        p->version++;
+    }
+    Py_RETURN_NONE;
+}
+
 static PyObject *PathState_pace(PathState *p, PyObject *args, PyObject *kw)
 {
     static char *kwlist[] = {"n", "timing", "now", NULL};
@@ -1045,6 +1070,14 @@ static PyObject *get_recent(PathState *p, void *c)
 }
 
 static PyObject *get_suppressed(PathState *p, void *c) { return PyBool_FromLong(p->suppressed); }
+static PyObject *get_fresh_down(PathState *p, void *c) { return PyBool_FromLong(p->fresh_down); }
+
+static PyObject *get_silent_since(PathState *p, void *c)    /* Estimator.silent_since */
+{
+    if (!p->last_reply.ok)
+        Py_RETURN_NONE;
+    return PyFloat_FromDouble(p->last_reply.v >= p->quiet_from ? p->last_reply.v : p->quiet_from);
+}
 
 static PyGetSetDef PathState_getset[] = {
     {"state", (getter)get_state, NULL, "estimator.State", NULL},
@@ -1056,6 +1089,8 @@ static PyGetSetDef PathState_getset[] = {
     {"recovered_at", (getter)get_recovered_at, NULL, NULL, NULL},
     {"smoothed", (getter)get_smoothed, NULL, "the engine's smoothed score (ms) or None", NULL},
     {"suppressed", (getter)get_suppressed, NULL, NULL, NULL},
+    {"fresh_down", (getter)get_fresh_down, NULL, "a failure the engine has not judged", NULL},
+    {"silent_since", (getter)get_silent_since, NULL, "Estimator.silent_since", NULL},
     {"counts", (getter)get_counts, NULL, "a copy of the counters", NULL},
     {"loss", (getter)get_loss, NULL, NULL, NULL},
     {"in_doubt", (getter)get_in_doubt, NULL, NULL, NULL},
@@ -1090,6 +1125,7 @@ static PyMethodDef PathState_methods[] = {
      "tick(now): time-based detection"},
     {"on_passive", (PyCFunction)(void (*)(void))PathState_on_passive, METH_VARARGS | METH_KEYWORDS,
      "on_passive(syn_sent, synack_rcvd, rtt_samples, now): datapath deltas"},
+    {"judge", (PyCFunction)PathState_judge, METH_O, "Estimator.judge(common_mode)"},
     {"pace", (PyCFunction)(void (*)(void))PathState_pace, METH_VARARGS | METH_KEYWORDS,
      "pace(n, timing, now): probed every n intervals from now on (Estimator.pace)"},
     {"next_deadline", (PyCFunction)PathState_next_deadline, METH_NOARGS,

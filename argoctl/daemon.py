@@ -3,8 +3,7 @@
     measurements (probes, datapath counters) --> estimators --> decisions --> eBPF maps
 
 Start-up (`Daemon.setup`, in the caller's thread):
-  1. take the single-instance lock (`argoctl.pid` in the state directory; `up`
-     and `down` refuse while it is held);
+  1. take the single-instance lock (`argoctl.pid`; `up` and `down` refuse then);
   2. `up`'s stages (apply.py: links, nft, datapath, maps), rolled back whole on
      any failure. The maps' first contents come from _adopt: path sets already
      in the maps are kept, and the engine starts from their choice: a restarted
@@ -16,15 +15,13 @@ probe sockets open there):
   - probers for every (destination, path) with a probe, each through the
     path's mark, faster while the engine has the path in doubt;
   - every probe interval ("round"): the datapath's passive counters per path
-    (SYNs, SYN-ACKs, handshake RTTs) go to the engine, then every destination
-    is decided; destinations with a path in doubt are also decided every
-    interval / fast_divisor, and a probe result that changes a path's state
-    decides its destination at once;
-  - a decision whose weights differ from what the maps hold is written (all of
-    a round's in one batched update), logged as one JSON line with its reason,
-    counted in the metrics;
-  - the live choices go to `state.json` (atomic rename) for `argoctl status`
-    and `argoctl explain`.
+    go to the engine, then every destination is decided; destinations with a
+    path in doubt also every interval / fast_divisor; a probe result that
+    changes a path's state, or a path's detection time (Engine.due), decides
+    its destinations at once;
+  - a decision whose weights differ from the maps is written (a round's in one
+    batch), logged as one JSON line with its reason, counted in the metrics;
+  - the live choices go to `state.json` (atomic rename) for status/explain.
 
 Stopping (SIGTERM, or a crash) leaves the datapath and the last decisions in
 the maps, so traffic keeps its paths while no daemon runs; `cleanup=True`
@@ -57,10 +54,9 @@ from argoctl.statefile import *  # noqa: F401,F403
 from argoctl.statefile import _JSTR, _json, _path_json, _written_json
 
 from argoctl.config.model import FAST_DIVISOR  # noqa: E402,F401  (Policy.timing: one place)
-# Fast probing is for a few paths in doubt. When many are (start-up, or the
-# host itself stalling), probing them all faster adds load exactly when the
-# host is short of it, makes replies late, and puts more paths in doubt: so at
-# most this fraction of the paths (and of the destinations) goes fast.
+# Fast probing is for a few paths in doubt. When many are (start-up, the host
+# stalling), probing them all faster loads the host when it is short, makes
+# replies late and puts more paths in doubt: at most this fraction goes fast.
 FAST_SHARE = 0.125
 FAST_MIN = 16
 STATE_REFRESH_S = 5.0        # state.json is rewritten at least this often (scores age)
@@ -99,10 +95,9 @@ class Options:
     cleanup: bool = False                    # on stop: detach and `down`
     fast_divisor: Optional[float] = None     # default: policy.timing.fast_divisor
     key: object = None                       # an EchoKey (default: policy's key file)
-    # Once running, move everything built so far (config, engine, probers, maps)
-    # out of the cyclic GC's sight: they live as long as the process, and full
-    # collections walking ~100k of them cost ~1% of a core at 1,000 x 4. For a
-    # process that is one daemon (`argoctl run`), not for tests running many.
+    # Once running, move everything built so far out of the cyclic GC's sight:
+    # full collections walking ~100k objects cost ~1% of a core at 1,000 x 4.
+    # For a process that is one daemon (`argoctl run`), not for tests.
     freeze_heap: bool = False
 
 
@@ -166,6 +161,7 @@ class Daemon:
                             max(FAST_MIN, int(len(self.dests) * FAST_SHARE)))
         self._pending: set[str] = set()
         self._pending_handle = None
+        self._deadline: Optional[float] = None   # the engine's next detection time (due())
         self._state_written_at = -1e9
         self._state_static: Optional[list] = None    # state_text's per-destination constants
         self._state_dirty = True
@@ -281,7 +277,6 @@ class Daemon:
         from argoctl.probe import ProbeScheduler
         self._loop = asyncio.get_running_loop()
         self._stop = stop or asyncio.Event()
-        pol = self.cfg.policy
         self.sched = ProbeScheduler.from_config(
             self.cfg, self._on_result, key=self.opts.key, in_doubt=self._in_doubt,
             fast_divisor=self.opts.fast_divisor,
@@ -302,8 +297,7 @@ class Daemon:
             gc.collect()
             gc.freeze()
         self.ready.set()
-        # READY=1 after the first apply (setup) with the loop running; the loop
-        # itself pings the watchdog, so a hung loop is what systemd restarts.
+        # READY=1 after setup with the loop running; the loop pings the watchdog.
         service.notify("READY=1", f"STATUS=steering {len(self.dests)} destination(s)")
         watchdog = service.Watchdog()
         next_round = self._loop.time()
@@ -319,8 +313,11 @@ class Daemon:
                         next_round = t + self.interval
                 elif self._fast_decisions():
                     self._decide_some(set(self._doubt))
+                self._on_deadlines()
                 self._maybe_write_state()
                 wait = min(next_round, t + fast) if self._fast_decisions() else next_round
+                if self._deadline is not None:   # (in the loop's time)
+                    wait = min(wait, t + self._deadline - self.clock())
                 if watchdog.interval is not None:     # a long probe interval still pings
                     wait = min(wait, t + watchdog.interval / 2)
                 try:
@@ -348,9 +345,8 @@ class Daemon:
 
     def _on_result(self, dest: str, path: str, seq: int, sent_ns: int,
                    rtt: Optional[float], now_ns: int) -> None:
-        # (counted by the prober: probe_results(). Results of compiled udp
-        # streams do not come here: the channel feeds the engine's compiled
-        # path state itself and calls _on_change.)
+        # (counted by the prober. Compiled udp streams' results do not come
+        # here: the channel feeds the compiled path state, calls _on_change.)
         if dest[0] == "@":       # fleet mode's tunnel legs
             self.fleet.on_peer_result(path, seq, sent_ns, rtt, now_ns)
             return
@@ -372,6 +368,15 @@ class Daemon:
         self._pending_handle = None
         dests, self._pending = self._pending, set()
         self._decide_some(dests)
+        self._deadline = self.engine.due(self.clock())[1]   # (a recovered path has one again)
+
+    def _on_deadlines(self) -> None:
+        """Decide at a detection time (silence since the last reply), not the next
+        round; replies already queued first (BFD reads before its timers fire)."""
+        if self._deadline is not None and self.clock() >= self._deadline:
+            self.sched.drain()
+            self._decide_some(self.engine.due(self.clock())[0])
+            self._deadline = self.engine.due(self.clock())[1]
 
     def _decide_some(self, dests) -> None:
         now = self.clock()
@@ -398,9 +403,11 @@ class Daemon:
 
     def _round(self) -> None:
         self.rounds += 1
+        self.sched.drain()                  # (as _on_deadlines)
         now = self.clock()
         self._poll_passive(now)
         decisions = self.engine.decide(now)
+        self._deadline = self.engine.due(now)[1]
         doubt = self._doubted(decisions)
         self._doubt_paths = len(doubt)      # (the fast-probing budget _retime applies)
         self._retime(decisions, doubt)

@@ -42,6 +42,9 @@ Rules, in order:
 5. policy.split: new flows are spread over the paths of the choice's tier
    whose smoothed score is within the switch margins of the best, weighted by
    1/score.
+6. Common-mode silence: a path going down while every other path is silent
+   too, one since the same instant (half a detection time), is a stalled prober
+   or host (or a dead uplink): down, not charged (no flap penalty or hold-down).
 
 Score (milliseconds; lower is better), per path:
 
@@ -328,11 +331,23 @@ class Engine:
         d.held_first = None      # a previous run's decision stands, not the config's split
 
     def next_deadline(self) -> Optional[float]:
-        """The earliest time an estimator changes state by time alone (see
-        Estimator.next_deadline): decide at it for detection on time."""
-        times = [t for d in self._dests.values() for ps in d.paths.values()
-                 if (t := ps.est.next_deadline()) is not None]
-        return min(times) if times else None
+        """The earliest time an estimator changes state by time alone (due())."""
+        return min((t for d in self._dests.values() for ps in d.paths.values()
+                    if (t := ps.est.next_deadline()) is not None), default=None)
+
+    def due(self, now: float) -> tuple[set[str], Optional[float]]:
+        """(destinations with a path changing state by time alone by `now`, the next
+        such time): decided at their deadline, as BFD's hold timer fires at the last
+        packet + detection time, not at the next periodic decision."""
+        dests, nxt = set(), None
+        for d in self._dests.values():
+            for ps in d.paths.values():
+                if (t := ps.est.next_deadline()) is not None:
+                    if t <= now:
+                        dests.add(d.name)
+                    elif nxt is None or t < nxt:
+                        nxt = t
+        return dests, nxt
 
     def last(self, dest: str) -> Optional[Decision]:
         """The latest decision for dest (None before the first decide())."""
@@ -351,6 +366,11 @@ class Engine:
 
     def _decide(self, d: _DestState, now: float) -> Decision:
         paths = d.paths
+        for p in d.order:
+            est = paths[p].est
+            est.tick(now)
+            if est.fresh_down:
+                self._judge(d, est)
         scores = {p: paths[p].score(p, now) for p in d.order}
         overlay = self.overlay
         if overlay is not None:
@@ -376,6 +396,23 @@ class Engine:
         dec = Decision(d.name, choice, weights, reason, scores, changed, now)
         d.last = dec
         return dec
+
+    def _judge(self, d: _DestState, est) -> None:
+        """Rule 6: common-mode or the path's own? (shared: the first dest judges)"""
+        since, slack = est.silent_since, est.detect / 2
+        together = False
+        if since is not None:
+            for q in d.order:
+                other = d.paths[q].est
+                if other is est:
+                    continue
+                s = other.silent_since
+                if s is None or s < since - slack:
+                    continue            # never answered, or dead long before
+                together = s <= since + slack   # else it answered after: not common
+                if not together:
+                    break
+        est.judge(together)
 
     def _margin(self, score: float) -> float:
         return max(self.policy.switch_relative * score, self.policy.switch_absolute_ms)

@@ -33,6 +33,11 @@ Reachability state machine (BFD-like, RFC 5880 detection time):
     unknown --detect_multiplier consecutive timeouts--> down (never worked:
                    not counted as a failure)
 
+A failure (down after having worked) is charged by the engine (flap damping,
+and a hold-down once the path recovers) unless the engine excuses it
+(`judge()`): every path of the destination went silent in the same instant,
+which is the prober or the host stalling, not this path failing (engine rule 6).
+
 RTT (RFC 6298): srtt += alpha (R - srtt), rttvar += beta (|srtt - R| - rttvar),
 beta = 1/4, first sample srtt = R, rttvar = R/2. Jitter (RFC 3550):
 J += (|R_i - R_(i-1)| - J) / 16 over consecutive active samples. Loss: lost
@@ -122,6 +127,9 @@ class Estimator:
         self.last_reply: Optional[float] = None
         self.recovered_at: Optional[float] = None
         self._failed = False   # down after having worked (not merely never up)
+        self._excused = False  # ... but the engine excused it (common-mode silence)
+        # A failure the engine has not yet judged (common-mode or this path's own)
+        self.fresh_down = False
         self.consecutive_ok = 0
         self.consecutive_miss = 0
         # seq -> replied? for the last loss_window resolved probes, plus a
@@ -146,7 +154,8 @@ class Estimator:
         self._snap_version = -1
         self.counts = {"replies": 0, "timeouts": 0, "late": 0, "duplicate": 0,
                        "syn_sent": 0, "synack_rcvd": 0, "passive_rtt": 0,
-                       "passive_fail": 0, "suspects": 0, "downs": 0, "recoveries": 0}
+                       "passive_fail": 0, "suspects": 0, "downs": 0, "recoveries": 0,
+                       "excused": 0}
 
     # -- inputs ---------------------------------------------------------
 
@@ -235,6 +244,28 @@ class Estimator:
         self.pace_n = n
         self._quiet_from = now
         self.version += 1
+
+    @property
+    def silent_since(self) -> Optional[float]:
+        """Since when silence counts (the last reply, or a later change of pace);
+        None before the first reply."""
+        last = self.last_reply
+        if last is None:
+            return None
+        return last if last >= self._quiet_from else self._quiet_from
+
+    def judge(self, common_mode: bool) -> None:
+        """The engine's verdict on a fresh failure (`fresh_down`). common_mode:
+        every path of the destination went silent in the same instant (a
+        stalled prober or host): the path stays down until it answers again,
+        but the failure is not charged: counts["excused"] takes it back from
+        counts["downs"] for flap damping, and its recovery starts no hold-down.
+        Otherwise the failure stands (charged as every failure is)."""
+        self.fresh_down = False
+        if common_mode and self.state is DOWN and self._failed and not self._excused:
+            self._excused = True
+            self.counts["excused"] += 1
+            self.version += 1
 
     def tick(self, now: float) -> None:
         """Time-based detection; call before reading a snapshot."""
@@ -372,10 +403,13 @@ class Estimator:
     def _maybe_recover(self, now: float) -> None:
         if self.consecutive_ok >= self.policy.recover_probes and not self._passive_failing:
             failed, self._failed = self._failed, False
+            excused, self._excused = self._excused, False
+            self.fresh_down = False
             self._enter(State.UP, now)
             if failed:
-                self.recovered_at = now
-                self.counts["recoveries"] += 1
+                if not excused:
+                    self.recovered_at = now
+                    self.counts["recoveries"] += 1
                 # The outage is accounted for by hold-down and flap damping;
                 # left in the loss window it would also read as random loss.
                 self._window.clear()
@@ -388,6 +422,7 @@ class Estimator:
         if state is State.DOWN and self.state is not State.UNKNOWN:
             self.counts["downs"] += 1   # a failure: flap damping and hold-down count it
             self._failed = True
+            self.fresh_down = True
         if state is State.SUSPECT:
             self.counts["suspects"] += 1
         self.state = state

@@ -120,8 +120,9 @@ class _PathState:
         if penalty:
             penalty *= 0.5 ** ((now - ps.penalty_at) / t.flap_half_life_s)
         ps.penalty_at = now
-        # A failure is a path going down, or its handshakes failing (passive).
-        downs = counts["downs"] + counts["passive_fail"]
+        # A failure is a path going down, or its handshakes failing (passive);
+        # a down the engine excused (common-mode silence) is not one.
+        downs = counts["downs"] + counts["passive_fail"] - counts["excused"]
         if downs > ps.downs_seen:
             cap = t.flap_reuse * 2 ** (t.flap_max_suppress_s / t.flap_half_life_s)
             penalty = min(cap, penalty + t.flap_penalty * (downs - ps.downs_seen))

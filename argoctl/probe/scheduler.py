@@ -275,6 +275,12 @@ class ProbeScheduler:
             prober.gen += 1            # its entry in the heap no longer counts
             self._schedule(prober, 0.0)
 
+    def drain(self) -> None:
+        """Read every reply already queued, at its kernel arrival time: before
+        silence is judged (a busy loop reading late must not make it silence)."""
+        for ch in self.channels.values():
+            ch.drain()
+
     def streams(self) -> list[PathProber]:
         """Each probe stream once (a shared one is in `probers` once per subscriber)."""
         return list({id(p): p for p in self.probers.values()}.values())

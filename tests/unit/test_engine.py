@@ -483,17 +483,18 @@ def test_a_reason_read_later_tells_the_numbers_of_its_own_decision():
 FAST = dict(probe_interval_ms=50, probe_timeout_ms=150, recover_probes=5)
 
 
-def _flapping(stalls=()):
+def _flapping(stalls=(), relay1=(), relay2=()):
     """direct (1 ms) down 2 s / up 2 s ten times from t = 10 s; relay1 (20 ms) and
     relay2 (26 ms) clean. `stalls`: rounds in which no path answers at all, as when
     the prober is starved (the bench's TCG VM): every path goes down together
-    (230: during a flap; 350: while direct is up, its third failure)."""
+    (230: during a flap; 350: while direct is up, its third failure). `relay1`,
+    `relay2`: outages of their own."""
     n, paths = 1600, ("direct", "relay1", "relay2")
     flaps = [(200 + 80 * k, 240 + 80 * k) for k in range(10)]
     eng = engine(paths=paths, **FAST)
     steps = replay(eng, "d", {"direct": series(n, 1, outages=flaps + list(stalls)),
-                              "relay1": series(n, 20, outages=stalls),
-                              "relay2": series(n, 26, outages=stalls)},
+                              "relay1": series(n, 20, outages=list(stalls) + list(relay1)),
+                              "relay2": series(n, 26, outages=list(stalls) + list(relay2))},
                    decide_every=0.0125)
     return eng, steps
 
@@ -524,7 +525,8 @@ def test_a_flapping_path_is_not_returned_to_during_its_hold_down(stalls):
 
 
 def test_among_held_paths_the_one_held_least_long_wins_not_the_fastest():
-    eng, steps = _flapping([(230, 235)])        # relay1 and relay2 down once, at 11.5 s
+    # relay1 and relay2 each fail once, 100 ms apart (not one instant: charged)
+    eng, steps = _flapping(relay1=[(230, 235)], relay2=[(232, 237)])
     later = [s.decision for s in steps if 13 < s.now < 40]
     assert later and all(d.choice == "relay1" for d in later)
     both_held = [d for d in later if d.scores["relay1"].tier_name == "held"
@@ -532,3 +534,121 @@ def test_among_held_paths_the_one_held_least_long_wins_not_the_fastest():
     assert both_held
     assert all(d.scores["relay1"].held_until < d.scores["direct"].held_until
                or d.scores["direct"].suppressed for d in both_held)
+
+
+# -- common-mode silence (rule 6) ------------------------------------------------
+
+def _standing(steps, at):
+    """{path: (flap penalty, held)} in the first decision at or after `at`."""
+    dec = next(s.decision for s in steps if s.now >= at)
+    return {p: (round(sc.penalty), sc.held_until is not None) for p, sc in dec.scores.items()}
+
+
+def test_a_stalled_prober_charges_no_path():
+    # The bench's VM (issue 12): the starved prober hears nothing on any path for
+    # 250-300 ms, every path goes down at once. That is not three path failures:
+    # afterwards the relays stand exactly as in the same trace without the stalls
+    # (not charged at all), direct is charged for its own flaps. (The stall at 350
+    # runs into direct's next flap at 360: direct does not come back in between,
+    # so that flap is one failure with the stall, excused: one flap less.)
+    stalls = [(230, 235), (350, 356)]
+    _, clean = _flapping()
+    _, starved = _flapping(stalls)
+    stalled = [s for s in starved if 11.5 < s.now < 11.75 or 17.5 < s.now < 17.8]
+    assert all(s.decision.scores["relay1"].state is State.DOWN for s in stalled[-3:])
+    for at in (12.0, 18.0, 30.0, 60.0):
+        a, b = _standing(starved, at), _standing(clean, at)
+        assert (a["relay1"], a["relay2"]) == (b["relay1"], b["relay2"]) == ((0, False),) * 2
+        assert a["direct"][1] == b["direct"][1] and b["direct"][0] - 1000 <= a["direct"][0] <= b["direct"][0]
+    assert _standing(starved, 18.0)["relay1"] == (0, False)
+    assert _standing(starved, 18.0)["direct"][0] >= 1000     # its own flaps still count
+    assert switches(starved)[0][1:] == ("direct", "relay1")
+    # (the relays' short downs only: new flows stay on relay1, never back to direct)
+    assert all(to != "direct" for _, _, to in switches(starved))
+
+
+def test_a_path_failing_on_its_own_is_charged_even_if_the_others_stall_after():
+    # direct dies at round 200; 150 ms later (its own detection time) the prober
+    # stalls: direct's failure is its own (the relays were still answering when
+    # it went silent), the relays' downs are the stall's.
+    _, steps = _flapping(stalls=[(203, 209)])
+    standing = _standing(steps, 11.0)
+    assert standing["direct"][0] > 900          # one failure (1000), decaying
+    assert standing["relay1"] == (0, False) and standing["relay2"] == (0, False)
+
+
+def test_a_dead_uplink_is_reported_down_and_any_path_that_returns_gets_the_traffic():
+    # A real common-mode failure: the host's uplink dies, every path is down for
+    # 5 s. Reported as down (every path, the reason says so) with the last choice
+    # kept up (rule 4: nothing to fail over to, never blackhole); then only relay1
+    # returns (direct stays dead): Orpheus, relay1 gets new flows at once, held or
+    # not; when direct returns it is not held for the uplink's failure.
+    n = 1200
+    eng = engine(paths=("direct", "relay1", "relay2"), **FAST)
+    steps = replay(eng, "d", {"direct": series(n, 1, outages=[(200, 400)]),
+                              "relay1": series(n, 20, outages=[(200, 300)]),
+                              "relay2": series(n, 26, outages=[(200, 500)])},
+                   decide_every=0.0125)
+    down = [s.decision for s in steps if 11 < s.now < 14.9]
+    assert down and all(all(sc.state is State.DOWN for sc in d.scores.values()) for d in down)
+    last = down[0].choice       # (make-before-break had moved new flows on as they went)
+    assert all(d.choice == last and d.weights[last] == (enginemod.TOTAL_WEIGHT, True)
+               and d.reason.startswith("all paths down") for d in down)
+    back = first_time(steps, lambda d: d.choice == "relay1", after=15.0)
+    assert back is not None and back < 15.0 + 0.5           # 5 probes at the fast pace
+    # direct returns at 20 s: usable (not held: the uplink was not its failure)
+    # and faster, so new flows go back to it within the dwell, not after 30 s
+    assert _standing(steps, 21.0)["direct"] == (0, False)
+    assert first_time(steps, lambda d: d.choice == "direct", after=20.0) < 21.0
+
+
+# -- detection time (issue 12's one-way gap) --------------------------------------
+
+def _leave_direct(at_deadlines: bool, phase: float):
+    """direct (1 ms) answers until round 200, relay1 (20 ms) always; decisions every
+    50 ms at `phase` after the sends (the daemon's rounds) and, `at_deadlines`, at
+    every Engine.due() time as the daemon now does. -> (last direct reply, when
+    new flows left direct, when direct was declared down)."""
+    eng = engine(paths=("direct", "relay1"), **FAST)
+    events = []
+    for i in range(260):
+        sent = i * 0.05
+        if i < 200:
+            events.append((sent + 0.001, "direct", i, sent, 0.001))
+        events.append((sent + 0.020, "relay1", i, sent, 0.020))
+    events.sort()
+    rounds = [i * 0.05 + phase for i in range(260)]
+    left = down = None
+    k, now = 0, 0.0
+    while k < len(events) or rounds:
+        nxt = eng.due(now)[1] if at_deadlines else None
+        cands = [t for t in (events[k][0] if k < len(events) else None,
+                             rounds[0] if rounds else None, nxt) if t is not None]
+        now = min(cands)
+        while k < len(events) and events[k][0] <= now:
+            at, p, seq, sent, rtt = events[k]
+            eng.path("d", p).on_reply(seq, sent, rtt, at)
+            k += 1
+        if rounds and rounds[0] <= now:
+            rounds.pop(0)
+        dec = eng.decide_one("d", now)
+        if left is None and now > 5 and dec.choice != "direct":
+            left = now
+        if down is None and dec.scores["direct"].state is State.DOWN:
+            down = now
+    return 199 * 0.05 + 0.001, left, down
+
+
+@pytest.mark.parametrize("phase", [0.005, 0.03, 0.049])
+def test_silence_is_judged_at_its_deadline_from_the_last_reply_not_at_the_next_round(phase):
+    # BFD declares a session down detect_mult x interval after the last packet
+    # received (BIRD arms a hold timer there). argoctl's rule is the same (new flows
+    # move at the first miss, suspect_after; down at detect), but the daemon used
+    # to look only at its rounds (every interval): up to an interval late, 25 ms
+    # on average at 50 ms probes: the bench's one-way 179 ms against BIRD's 137.
+    t = dataclasses.replace(POLICY, **FAST).timing
+    last, left, down = _leave_direct(True, phase)
+    assert left == pytest.approx(last + t.suspect_after_s, abs=1e-9)
+    assert down == pytest.approx(last + t.detect_s, abs=1e-9)
+    _, left_rounds, _ = _leave_direct(False, phase)      # rounds only: the old loop
+    assert last + t.suspect_after_s <= left_rounds < last + t.suspect_after_s + 0.05 + 1e-9
