@@ -838,6 +838,7 @@ static PyObject *PathState_on_lost(PathState *p, PyObject *args, PyObject *kw)
     if (p->consecutive_miss < p->detect_multiplier)
         p->consecutive_miss = p->detect_multiplier;
     enter(p, S_DOWN, now);
+    p->fresh_down = 0;        /* its own failure, never a stall: charged, not judged */
     Py_RETURN_NONE;
 }
 

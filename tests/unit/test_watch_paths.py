@@ -42,10 +42,15 @@ def test_a_lost_path_is_down_at_once_and_recovers_only_by_replies():
         e = Engine(pol, [("origin", ("direct", "relay1"))], clock=lambda: 0.0, native=native)
         est = e.path("origin", "relay1")
         for i in range(5):
-            est.on_reply(i, i * 0.1, 0.01, i * 0.1 + 0.01)
+            for p in ("direct", "relay1"):
+                e.path("origin", p).on_reply(i, i * 0.1, 0.01, i * 0.1 + 0.01)
         assert est.state is State.UP
         assert e.on_path_lost("relay1", 0.6) == ["origin"]
         assert est.state is State.DOWN
+        # direct answered in the same instant: rule 6 would call that a stall, but a
+        # lost object is the path's own failure, charged (flap penalty, hold-down)
+        e.decide_one("origin", 0.6)
+        assert est.counts["excused"] == 0 and est.counts["downs"] == 1, native
         for i in range(5, 7):
             est.on_reply(i, i * 0.1, 0.01, i * 0.1 + 0.01)
         assert est.state is State.DOWN, native     # 2 replies: not yet
