@@ -54,9 +54,8 @@ from argoctl.statefile import *  # noqa: F401,F403
 from argoctl.statefile import _JSTR, _json, _path_json, _written_json
 
 from argoctl.config.model import FAST_DIVISOR  # noqa: E402,F401  (Policy.timing: one place)
-# Fast probing is for a few paths in doubt. When many are (start-up, the host
-# stalling), probing them all faster loads the host when it is short, makes
-# replies late and puts more paths in doubt: at most this fraction goes fast.
+# Fast probing is for a few paths in doubt: probing many faster (start-up, a stalling host)
+# loads a short host, makes replies late and puts more in doubt. At most this share goes fast.
 FAST_SHARE = 0.125
 FAST_MIN = 16
 STATE_REFRESH_S = 5.0        # state.json is rewritten at least this often (scores age)
@@ -95,9 +94,8 @@ class Options:
     cleanup: bool = False                    # on stop: detach and `down`
     fast_divisor: Optional[float] = None     # default: policy.timing.fast_divisor
     key: object = None                       # an EchoKey (default: policy's key file)
-    # Once running, move everything built so far out of the cyclic GC's sight:
-    # full collections walking ~100k objects cost ~1% of a core at 1,000 x 4.
-    # For a process that is one daemon (`argoctl run`), not for tests.
+    # Once running, move all built so far out of the cyclic GC's sight (full collections
+    # walking ~100k objects cost ~1% of a core at 1,000 x 4): for `argoctl run`, not tests.
     freeze_heap: bool = False
 
 
@@ -174,9 +172,8 @@ class Daemon:
     # -- start-up ---------------------------------------------------------------
 
     def setup(self) -> None:
-        """Lock, then `up`'s stages (apply.py: links, nft, datapath, maps), the maps'
-        first contents being what _adopt chooses. Any failure rolls back what this
-        start-up did. Raises DaemonError with a message on failure."""
+        """Lock, then `up`'s stages (apply.py: links, nft, datapath, maps; the maps' first
+        contents from _adopt). A failure rolls back this start-up, raises DaemonError."""
         from argoctl import apply
         self.lock.acquire()
         try:
@@ -345,8 +342,7 @@ class Daemon:
 
     def _on_result(self, dest: str, path: str, seq: int, sent_ns: int,
                    rtt: Optional[float], now_ns: int) -> None:
-        # (counted by the prober. Compiled udp streams' results do not come
-        # here: the channel feeds the compiled path state, calls _on_change.)
+        # (counted by the prober; compiled udp results skip this: their channel feeds the state)
         if dest[0] == "@":       # fleet mode's tunnel legs
             self.fleet.on_peer_result(path, seq, sent_ns, rtt, now_ns)
             return
@@ -590,7 +586,8 @@ class Daemon:
         def body():
             try:
                 with netlink.netns(self.opts.ns):
-                    asyncio.run(self.serve(self._stop_event()))
+                    self._stop = asyncio.Event()
+                    asyncio.run(self.serve(self._stop))
             except BaseException as e:   # surfaced by stop()
                 self._thread_error = e
                 log.exception("daemon loop crashed")
@@ -603,10 +600,6 @@ class Daemon:
         if self._thread_error is not None:
             self.stop()
         return self
-
-    def _stop_event(self) -> asyncio.Event:
-        self._stop = asyncio.Event()
-        return self._stop
 
     def stop(self, timeout: float = 30) -> None:
         """Stop a start_thread() daemon; leaves the datapath unless opts.cleanup."""
