@@ -826,6 +826,22 @@ static PyObject *PathState_on_timeout(PathState *p, PyObject *args, PyObject *kw
     Py_RETURN_NONE;
 }
 
+/* Estimator.on_lost: what the path rides on is gone (the daemon saw it go). */
+static PyObject *PathState_on_lost(PathState *p, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"now", NULL};
+    double now;
+    if (!ready(p) || !PyArg_ParseTupleAndKeywords(args, kw, "d", kwlist, &now))
+        return NULL;
+    p->version++;
+    p->consecutive_ok = 0;
+    if (p->consecutive_miss < p->detect_multiplier)
+        p->consecutive_miss = p->detect_multiplier;
+    enter(p, S_DOWN, now);
+    p->fresh_down = 0;        /* its own failure, never a stall: charged, not judged */
+    Py_RETURN_NONE;
+}
+
 static PyObject *PathState_on_result(PathState *p, PyObject *args, PyObject *kw)
 {
     int64_t seq;
@@ -1104,6 +1120,8 @@ static PyMethodDef PathState_methods[] = {
      METH_VARARGS | METH_KEYWORDS, "on_timeout(seq, now): a probe got no reply in time"},
     {"on_result", (PyCFunction)(void (*)(void))PathState_on_result, METH_VARARGS | METH_KEYWORDS,
      "on_result(seq, sent_at, rtt, now): rtt None = lost"},
+    {"on_lost", (PyCFunction)(void (*)(void))PathState_on_lost, METH_VARARGS | METH_KEYWORDS,
+     "Estimator.on_lost"},
     {"tick", (PyCFunction)(void (*)(void))PathState_tick, METH_VARARGS | METH_KEYWORDS,
      "tick(now): time-based detection"},
     {"on_passive", (PyCFunction)(void (*)(void))PathState_on_passive, METH_VARARGS | METH_KEYWORDS,

@@ -204,8 +204,10 @@ def probe_cmd(config_file: str, count: int, interval: float | None, key_file: st
         except KeyFileError as e:
             click.echo(f"argoctl probe: {e}", err=True)
             sys.exit(2)
+    from argoctl.probe.source import lan_sources
     try:
-        rows, rejects = asyncio.run(probe.probe_once(cfg, key, count, interval))
+        sources = lan_sources(None, cfg.node.steer_interfaces)   # as `run` probes
+        rows, rejects = asyncio.run(probe.probe_once(cfg, key, count, interval, sources))
     except (OSError, ValueError) as e:
         click.echo(f"argoctl probe: {e}", err=True)
         sys.exit(1)

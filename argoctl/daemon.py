@@ -41,11 +41,12 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-from argoctl import home as homes, keys, maps, netlink, service
+from argoctl import home as homes, keys, maps, netlink, service, watch
 from argoctl.config import Config, choice_of  # noqa: F401  (re-exported)
 from argoctl.datapath import pathset  # noqa: F401  (re-exported)
 from argoctl.engine import Decision, Engine
 from argoctl.estimator import State
+from argoctl.probe.source import lan_sources
 
 log = logging.getLogger("argoctl.daemon")
 
@@ -53,9 +54,8 @@ from argoctl.statefile import *  # noqa: F401,F403
 from argoctl.statefile import _JSTR, _json, _path_json, _written_json
 
 from argoctl.config.model import FAST_DIVISOR  # noqa: E402,F401  (Policy.timing: one place)
-# Fast probing is for a few paths in doubt. When many are (start-up, the host
-# stalling), probing them all faster loads the host when it is short, makes
-# replies late and puts more paths in doubt: at most this fraction goes fast.
+# Fast probing is for a few paths in doubt: probing many faster (start-up, a stalling host)
+# loads a short host, makes replies late and puts more in doubt. At most this share goes fast.
 FAST_SHARE = 0.125
 FAST_MIN = 16
 STATE_REFRESH_S = 5.0        # state.json is rewritten at least this often (scores age)
@@ -84,8 +84,6 @@ def initial_weights(cfg: Config, dest) -> dict[str, tuple[int, bool]]:
     return dest.first_weights()
 
 
-# -- the state file ----------------------------------------------------------------
-
 @dataclass
 class Options:
     ns: Optional[str] = None                 # network namespace (None: the current one)
@@ -96,9 +94,8 @@ class Options:
     cleanup: bool = False                    # on stop: detach and `down`
     fast_divisor: Optional[float] = None     # default: policy.timing.fast_divisor
     key: object = None                       # an EchoKey (default: policy's key file)
-    # Once running, move everything built so far out of the cyclic GC's sight:
-    # full collections walking ~100k objects cost ~1% of a core at 1,000 x 4.
-    # For a process that is one daemon (`argoctl run`), not for tests.
+    # Once running, move all built so far out of the cyclic GC's sight (full collections
+    # walking ~100k objects cost ~1% of a core at 1,000 x 4): for `argoctl run`, not tests.
     freeze_heap: bool = False
 
 
@@ -142,6 +139,8 @@ class Daemon:
         self.sched = None
         self.fleet = None                        # argoctl.fleet.agent.FleetAgent with [fleet]
         self.exporter = None
+        self.watch = None
+        self.probe_sources: dict[int, str] = {}
         self.attach_result = None
         self.adopted: dict[str, bool] = {}
         self.written: dict[str, dict[str, tuple[int, bool]]] = {}   # what the maps hold
@@ -173,9 +172,8 @@ class Daemon:
     # -- start-up ---------------------------------------------------------------
 
     def setup(self) -> None:
-        """Lock, then `up`'s stages (apply.py: links, nft, datapath, maps), the maps'
-        first contents being what _adopt chooses. Any failure rolls back what this
-        start-up did. Raises DaemonError with a message on failure."""
+        """Lock, then `up`'s stages (apply.py: links, nft, datapath, maps; the maps' first
+        contents from _adopt). A failure rolls back this start-up, raises DaemonError."""
         from argoctl import apply
         self.lock.acquire()
         try:
@@ -189,6 +187,8 @@ class Daemon:
                 log.warning(json.dumps({"event": "run_file_damaged", "message": w}))
             self.attach_result = ctx.attach
             self.maps = maps.Maps(self.home.pin_dir)
+            # probes see what data sees: sourced from the steered LAN (probe/source.py)
+            self.probe_sources = lan_sources(self.opts.ns, self.cfg.node.steer_interfaces)
             if self.cfg.fleet is not None:
                 self._fleet_setup()
         except BaseException:
@@ -279,11 +279,14 @@ class Daemon:
             fast_divisor=self.opts.fast_divisor,
             # compiled udp streams feed the compiled estimators without Python
             sink=self.engine.native_sink, on_change=self._on_change,
+            sources=self.probe_sources,
             # the compiled udp path reads CLOCK_MONOTONIC itself: same clock, in ns
             clock=time.monotonic_ns if self.clock is time.monotonic
             else lambda: int(self.clock() * 1e9))
         self._start_metrics()
         self.sched.start()
+        if self.opts.apply_config:     # it watches what it applied (watch.py)
+            self.watch = watch.Watch(self).start(self._loop)
         if self.fleet is not None:
             self.fleet.attach(self.sched)
             await self.fleet.start()
@@ -319,6 +322,8 @@ class Daemon:
                 except asyncio.TimeoutError:
                     pass
         finally:
+            if self.watch is not None:
+                self.watch.stop()
             if self.fleet is not None:
                 await self.fleet.stop()
             self.sched.stop()
@@ -337,8 +342,7 @@ class Daemon:
 
     def _on_result(self, dest: str, path: str, seq: int, sent_ns: int,
                    rtt: Optional[float], now_ns: int) -> None:
-        # (counted by the prober. Compiled udp streams' results do not come
-        # here: the channel feeds the compiled path state, calls _on_change.)
+        # (counted by the prober; compiled udp results skip this: their channel feeds the state)
         if dest[0] == "@":       # fleet mode's tunnel legs
             self.fleet.on_peer_result(path, seq, sent_ns, rtt, now_ns)
             return
@@ -559,9 +563,8 @@ class Daemon:
         self._state_dirty = False
 
     def _start_metrics(self) -> None:
-        listen = self.opts.metrics_listen
-        if listen is None:
-            listen = self.cfg.policy.metrics_listen
+        listen = (self.cfg.policy.metrics_listen if self.opts.metrics_listen is None
+                  else self.opts.metrics_listen)
         if not listen:
             return
         from argoctl import metrics
@@ -583,7 +586,8 @@ class Daemon:
         def body():
             try:
                 with netlink.netns(self.opts.ns):
-                    asyncio.run(self.serve(self._stop_event()))
+                    self._stop = asyncio.Event()
+                    asyncio.run(self.serve(self._stop))
             except BaseException as e:   # surfaced by stop()
                 self._thread_error = e
                 log.exception("daemon loop crashed")
@@ -596,10 +600,6 @@ class Daemon:
         if self._thread_error is not None:
             self.stop()
         return self
-
-    def _stop_event(self) -> asyncio.Event:
-        self._stop = asyncio.Event()
-        return self._stop
 
     def stop(self, timeout: float = 30) -> None:
         """Stop a start_thread() daemon; leaves the datapath unless opts.cleanup."""

@@ -95,7 +95,8 @@ except ImportError:      # not built: the pure-Python estimator and score
     _pathcore = None
 
 from argoctl.pathscore import *  # noqa: F401,F403
-from argoctl.pathscore import _ALL_UP, _NONE_DOWN, _NONE_UP, _PathState, _Scoring
+from argoctl.pathscore import (_ALL_UP, _NONE_DOWN, _NONE_UP, _PathState, _Scoring, _fmt,
+                                _held_txt, _score_txt)
 
 
 class Decision:
@@ -286,6 +287,15 @@ class Engine:
                  if path in d.paths}
         for ps in users.values():
             ps.est.on_passive(syn_sent, synack_rcvd, rtt_samples if len(users) == 1 else (), now)
+
+    def on_path_lost(self, path: str, now: float) -> list[str]:
+        """`path` lost a kernel object it needs: down at once for every destination
+        using it. Returns those destinations (decide them now)."""
+        users = {id(d.paths[path]): d.paths[path] for d in self._dests.values()
+                 if path in d.paths}
+        for ps in users.values():
+            ps.est.on_lost(now)
+        return [n for n, d in self._dests.items() if path in d.paths]
 
     def pace(self, dest: str, path: str, n: int, now: float) -> None:
         """(dest, path)'s stream (and every destination sharing it) is probed
@@ -629,20 +639,6 @@ def _held_rank(s: PathScore) -> tuple:
     if s.suppressed:
         return (1, s.penalty)
     return (0, -math.inf if s.held_until is None else s.held_until)
-
-
-def _held_txt(s: PathScore, now: float) -> str:
-    if s.suppressed:
-        return f"suppressed, flap penalty {s.penalty:.0f}"
-    return "held {:.1f}s more".format(s.held_until - now) if s.held_until is not None else "held"
-
-
-def _score_txt(s: PathScore) -> str:
-    return f", {s.smoothed_ms:.1f} ms" if s.smoothed_ms is not None else ""
-
-
-def _fmt(v: Optional[float]) -> str:
-    return "-" if v is None else f"{v:.1f}ms"
 
 
 if _pathcore is not None:

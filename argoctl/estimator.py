@@ -214,6 +214,18 @@ class Estimator:
         elif self.state is State.UP:
             self._enter(State.SUSPECT, now)
 
+    def on_lost(self, now: float) -> None:
+        """What the path rides on is gone (its tunnel, route or rule, seen by the
+        daemon's watch): down now, as after detect_multiplier lost probes. It comes
+        back only by the usual recovery (recover_probes replies in a row). The
+        failure is the path's own, never a stall (rule 6): the others just answered,
+        so the engine would call it common-mode; it is charged as judged."""
+        self.version += 1
+        self.consecutive_ok = 0
+        self.consecutive_miss = max(self.consecutive_miss, self.policy.detect_multiplier)
+        self._enter(State.DOWN, now)
+        self.fresh_down = False
+
     def on_result(self, seq: int, sent_at: float, rtt: Optional[float], now: float) -> None:
         """One probe's outcome: rtt in seconds, or None when it was lost."""
         if rtt is None:

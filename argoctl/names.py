@@ -17,12 +17,21 @@ MAX_PEER_NAME = IFNAMSIZ - len(LINK_PREFIX)  # 12
 # contrib/rt_protos.d/argoctl.conf names it). babeld uses 42, bird 12, zebra 11..
 RTPROT_ARGOCTL = 176
 
+# Every peer's table also holds a blackhole default route of this metric (the
+# tunnel's route has a lower one, so it wins while it exists): marked traffic
+# never falls through to the main table.
+DROP_METRIC = 4278190080   # 0xff000000: far below any metric a user or daemon sets
+
 # Default routing tables and rule priorities: path id N uses
 # table TABLE_BASE + N and rule priority RULE_PRIORITY_BASE + N.
 # Path id 0 is "direct" (its rule looks up the main table).
 DEFAULT_TABLE_BASE = 7200
 DEFAULT_RULE_PRIORITY_BASE = 7200
 MAX_PATH_ID = 254  # peers get ids 1..254
+# One more rule, at RULE_PRIORITY_BASE + DROP_RULE_OFFSET (after every path's):
+# `not fwmark 0/MASK blackhole`. A packet carrying a path's mark whose rule is
+# gone is dropped there instead of reaching the main table with its LAN source.
+DROP_RULE_OFFSET = MAX_PATH_ID + 1
 DIRECT_PATH_ID = 0
 RESERVED_TABLES = frozenset({0, 253, 254, 255})  # unspec, default, main, local
 

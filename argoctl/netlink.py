@@ -25,6 +25,7 @@ from argoctl import names
 from argoctl.runfiles import ACCEPT_RA as _ACCEPT_RA, DEVICES as _DEVICES
 from argoctl.runfiles import Saved  # noqa: F401  (Applier keeps one)
 from argoctl.config import Routing
+from argoctl.rtbatch import FIB_RULE_INVERT, FR_ACT_BLACKHOLE, RTN_TYPES
 from argoctl.wireguard import read_link as _read_wireguard, wg_info  # noqa: F401
 from argoctl.plan import (GLOBAL_SYSCTLS, Address, Link, Nft, Op, PlanError, Route, Rule, State,
                           Sysctl)
@@ -233,7 +234,7 @@ def _our_tables(r: Routing) -> range:
 
 
 def _our_priorities(r: Routing) -> range:
-    return range(r.rule_priority_base, r.rule_priority_base + names.MAX_PATH_ID + 1)
+    return range(r.rule_priority_base, r.rule_priority_base + names.DROP_RULE_OFFSET + 1)
 
 
 def read_owned(ipr, routing: Routing = Routing(), wg=None, nft=None,
@@ -266,6 +267,11 @@ def read_owned(ipr, routing: Routing = Routing(), wg=None, nft=None,
                 continue
             dst = ("default" if msg["dst_len"] == 0
                    else f"{msg.get_attr('RTA_DST')}/{msg['dst_len']}")
+            rtype = RTN_TYPES.get(msg["type"], f"type{msg['type']}")
+            if rtype != "unicast":
+                routes.append(Route(family, _route_table(msg), dst, "", rtype,
+                                    msg.get_attr("RTA_PRIORITY") or 0))
+                continue
             dev = by_index.get(msg.get_attr("RTA_OIF"), f"if{msg.get_attr('RTA_OIF')}")
             routes.append(Route(family, _route_table(msg), dst, dev))
     prios = _our_priorities(routing)
@@ -281,6 +287,11 @@ def read_owned(ipr, routing: Routing = Routing(), wg=None, nft=None,
             # else (a user's rule there with a from/to/iif selector is left alone).
             if prio not in prios or mask != routing.fwmark_mask or msg["src_len"] or \
                     msg["dst_len"] or msg.get_attr("FRA_IIFNAME") or msg.get_attr("FRA_OIFNAME"):
+                continue
+            if prio == routing.priority(names.DROP_RULE_OFFSET):
+                if msg["action"] == FR_ACT_BLACKHOLE and msg["flags"] & FIB_RULE_INVERT \
+                        and not mark:
+                    rules.append(Rule(family, prio, 0, mask, 0, "blackhole"))
                 continue
             if table in tables or (table == RT_TABLE_MAIN and mark == direct_mark):
                 rules.append(Rule(family, prio, mark, mask, table))

@@ -190,3 +190,19 @@ class _PathState:
                                        ps.suppressed, held_until, snap)
         ps.scored_now, ps.scored_version = now, est.version
         return scored
+
+
+# -- the text of decisions (engine.py) ----------------------------------
+
+def _held_txt(s: PathScore, now: float) -> str:
+    if s.suppressed:
+        return f"suppressed, flap penalty {s.penalty:.0f}"
+    return "held {:.1f}s more".format(s.held_until - now) if s.held_until is not None else "held"
+
+
+def _score_txt(s: PathScore) -> str:
+    return f", {s.smoothed_ms:.1f} ms" if s.smoothed_ms is not None else ""
+
+
+def _fmt(v: Optional[float]) -> str:
+    return "-" if v is None else f"{v:.1f}ms"

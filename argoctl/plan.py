@@ -89,11 +89,13 @@ class Route:
     family: int
     table: int
     dst: str                           # "default" or a prefix
-    dev: str
+    dev: str                           # "" for a route without a device (blackhole)
+    type: str = "unicast"              # unicast | blackhole
+    metric: int = 0                    # compared for blackhole routes only (see read_owned)
 
     @property
     def key(self):
-        return (self.family, self.table, self.dst)
+        return (self.family, self.table, self.dst, self.type)
 
 
 @dataclass(frozen=True, order=True)
@@ -103,6 +105,7 @@ class Rule:
     mark: int
     mask: int
     table: int
+    action: str = "table"              # table: lookup `table`; blackhole: `not fwmark 0/mask`
 
     @property
     def key(self):
@@ -197,8 +200,13 @@ def describe(obj) -> str:
     if isinstance(obj, Address):
         return f"address {obj.local} peer {obj.peer} dev {obj.dev}"
     if isinstance(obj, Route):
+        if obj.type != "unicast":
+            return (f"route -{obj.family} {obj.type} {obj.dst} table {obj.table}"
+                    f" metric {obj.metric} proto {names.RTPROT_ARGOCTL}")
         return (f"route -{obj.family} {obj.dst} dev {obj.dev} table {obj.table}"
                 f" proto {names.RTPROT_ARGOCTL}")
+    if isinstance(obj, Rule) and obj.action == "blackhole":
+        return f"rule -{obj.family} priority {obj.priority} not fwmark 0x0/{obj.mask:#x} blackhole"
     if isinstance(obj, Rule):
         table = "main" if obj.table == 254 else obj.table
         return (f"rule -{obj.family} priority {obj.priority} fwmark {obj.mark:#x}/{obj.mask:#x}"
@@ -259,6 +267,9 @@ def desired(config: Config, env: Env) -> State:
     for family in (4, 6):
         rules.append(Rule(family, r.priority(names.DIRECT_PATH_ID), r.mark(names.DIRECT_PATH_ID),
                           r.fwmark_mask, r.table(names.DIRECT_PATH_ID)))
+        if config.peers:    # a marked packet whose path rule is gone never reaches main
+            rules.append(Rule(family, r.priority(names.DROP_RULE_OFFSET), 0, r.fwmark_mask, 0,
+                              "blackhole"))
     for peer in config.peers:
         link = _link(config, peer, env, private)
         links.append(link)
@@ -275,6 +286,12 @@ def desired(config: Config, env: Env) -> State:
                                  str(config.node.tunnel_address), str(peer.tunnel_address)))
         for family in (4, 6):
             routes.append(Route(family, r.table(peer.id), "default", dev))
+            # The table ends in a drop: if the tunnel route goes (device deleted
+            # behind our back), marked traffic is dropped here instead of falling
+            # through to the main table and leaving directly with the client's
+            # address. Only direct uses main.
+            routes.append(Route(family, r.table(peer.id), "default", "", "blackhole",
+                                names.DROP_METRIC))
             rules.append(Rule(family, r.priority(peer.id), r.mark(peer.id), r.fwmark_mask,
                               r.table(peer.id)))
     if config.node.relay:

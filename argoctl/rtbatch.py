@@ -33,7 +33,9 @@ from pyroute2.netlink.rtnl.tcmsg import tcmsg
 RT_TABLE_MAIN = 254
 RT_TABLE_COMPAT = 252     # a rule's header field when the table id needs FRA_TABLE
 RTN_UNICAST = 1
-FR_ACT_TO_TBL = 1
+RTN_TYPES = {1: "unicast", 6: "blackhole", 7: "unreachable", 8: "prohibit"}   # rtnetlink.h
+RTN = {name: n for n, name in RTN_TYPES.items()}
+FR_ACT_TO_TBL, FR_ACT_BLACKHOLE, FIB_RULE_INVERT = 1, 6, 0x2      # linux/fib_rules.h
 CHUNK = 128               # messages a send: their acks fit any receive buffer
 
 _FLAGS = {"add": NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
@@ -54,8 +56,14 @@ def request(op, index):
     if isinstance(o, Route):
         dst, dst_len = (None, 0) if o.dst == "default" else (
             o.dst.split("/")[0], int(o.dst.split("/")[1]))
-        return route({"add": "add", "change": "replace", "remove": "del"}[a], family,
-                     o.table, index(o.dev), dst, dst_len, names.RTPROT_ARGOCTL)
+        cmd = {"add": "add", "change": "replace", "remove": "del"}[a]
+        if o.type != "unicast":          # a path table's drop: no device, its metric
+            return route(cmd, family, o.table, 0, dst, dst_len, names.RTPROT_ARGOCTL,
+                         RTN[o.type], o.metric)
+        return route(cmd, family, o.table, index(o.dev), dst, dst_len, names.RTPROT_ARGOCTL)
+    if o.action == "blackhole":          # `not fwmark 0/MASK blackhole`
+        return rule("add" if a == "add" else "del", family, o.priority, 0, o.mask, 0,
+                    FR_ACT_BLACKHOLE, FIB_RULE_INVERT)
     return rule("add" if a == "add" else "del", family, o.priority, o.mark, o.mask, o.table)
 
 
@@ -66,11 +74,18 @@ def _header(msg, kind: int, cmd: str):
 
 
 def route(cmd: str, family: int, table: int, oif: int, dst: Optional[str] = None,
-          dst_len: int = 0, proto: int = 0):
-    """`ip route add|replace|del DST dev OIF table TABLE proto PROTO`."""
+          dst_len: int = 0, proto: int = 0, kind: int = RTN_UNICAST, metric: int = 0):
+    """`ip route add|replace|del DST dev OIF table TABLE proto PROTO`; of another
+    `kind` than unicast (blackhole...): `ip route add KIND DST table TABLE proto
+    PROTO metric METRIC` (no device; a del names its kind and metric)."""
     m = rtmsg()
     m["family"], m["dst_len"], m["proto"] = family, dst_len, proto
     m["table"] = table if table < 256 else RT_TABLE_MAIN
+    if kind != RTN_UNICAST:
+        m["type"] = kind
+        m["attrs"] = [("RTA_TABLE", table)] + ([("RTA_DST", dst)] if dst is not None else [])
+        m["attrs"].append(("RTA_PRIORITY", metric))
+        return _header(m, RTM_DELROUTE if cmd == "del" else RTM_NEWROUTE, cmd)
     m["type"] = 0 if cmd == "del" else RTN_UNICAST
     m["attrs"] = [("RTA_TABLE", table), ("RTA_OIF", oif)]
     if dst is not None:
@@ -103,13 +118,17 @@ def filters(index: int, parent: int):
     return m
 
 
-def rule(cmd: str, family: int, priority: int, mark: int, mask: int, table: int):
-    """`ip rule add|del priority P fwmark MARK/MASK lookup TABLE`."""
+def rule(cmd: str, family: int, priority: int, mark: int, mask: int, table: int,
+         action: int = FR_ACT_TO_TBL, flags: int = 0):
+    """`ip rule add|del priority P fwmark MARK/MASK lookup TABLE`; with action
+    FR_ACT_BLACKHOLE (no table) and flags FIB_RULE_INVERT: `ip rule add|del
+    priority P not fwmark MARK/MASK blackhole`."""
     m = fibmsg()
-    m["family"], m["action"] = family, FR_ACT_TO_TBL
+    m["family"], m["action"], m["flags"] = family, action, flags
     m["table"] = table if table < 256 else RT_TABLE_COMPAT
-    m["attrs"] = [("FRA_PRIORITY", priority), ("FRA_FWMARK", mark), ("FRA_FWMASK", mask),
-                  ("FRA_TABLE", table)]
+    m["attrs"] = [("FRA_PRIORITY", priority), ("FRA_FWMARK", mark), ("FRA_FWMASK", mask)]
+    if action == FR_ACT_TO_TBL:
+        m["attrs"].append(("FRA_TABLE", table))
     return _header(m, RTM_DELRULE if cmd == "del" else RTM_NEWRULE, cmd)
 
 

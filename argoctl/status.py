@@ -41,8 +41,8 @@ def collect(ns: Optional[str] = None, config: Optional[Config] = None,
                     s.close()
     return {"tunnels": tunnels, "paths": _paths(state, routing, config),
             "foreign_rules": foreign_rules, "mark_conflicts": conflicts,
-            "routes": [{"family": r.family, "table": r.table, "dst": r.dst, "dev": r.dev}
-                       for r in state.routes],
+            "routes": [{"family": r.family, "table": r.table, "dst": r.dst, "dev": r.dev,
+                        "type": r.type} for r in state.routes],
             "nft": ({"table": f"{names.NFT_FAMILY} {names.NFT_TABLE}",
                      "digest": state.nft[0].digest, "rules": dict(state.nft[0].chains)}
                     if state.nft else None),
@@ -67,11 +67,13 @@ def _tunnel(ipr, wg, link) -> dict:
 
 def _paths(state, routing: Routing, config: Optional[Config]) -> list[dict]:
     rules = {(r.family, r.priority): r for r in state.rules}
-    routes = {(r.family, r.table): r for r in state.routes if r.dst == "default"}
+    routes = {(r.family, r.table): r for r in state.routes
+              if r.dst == "default" and r.type == "unicast"}
     if config:
         wanted = [(DIRECT, names.DIRECT_PATH_ID)] + [(p.name, p.id) for p in config.peers]
     else:
-        ids = sorted({r.priority - routing.rule_priority_base for r in state.rules})
+        ids = sorted({r.priority - routing.rule_priority_base for r in state.rules
+                      if r.action == "table"})
         wanted = [(DIRECT if i == names.DIRECT_PATH_ID else
                    next((r.dev for (f, t), r in routes.items() if t == routing.table(i)), "?"),
                    i) for i in ids]
@@ -124,7 +126,8 @@ def render(data: dict, console=None) -> None:
     for col in ("family", "table", "destination", "device"):
         rt.add_column(col)
     for r in data["routes"]:
-        rt.add_row(f"IPv{r['family']}", str(r["table"]), r["dst"], r["dev"])
+        rt.add_row(f"IPv{r['family']}", str(r["table"]), r["dst"],
+                   r["dev"] if r.get("type", "unicast") == "unicast" else r["type"])
     console.print(rt)
     if data["nft"]:
         rules = ", ".join(f"{c} {n}" for c, n in data["nft"]["rules"].items())

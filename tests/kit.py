@@ -12,10 +12,16 @@ from argoctl import mac
 
 # -- forged and replayed replies -------------------------------------------------------
 
+def probe_addr(daemon, path: str) -> tuple[str, int]:
+    """The local (address, port) of the daemon's probe socket for `path` (IPv4):
+    the steered LAN's side of the node (probe/source.py)."""
+    mark = daemon.cfg.routing.mark(daemon.cfg.path_id(path))
+    return daemon.sched.channels[("udp", mark, socket.AF_INET)].sock.getsockname()[:2]
+
+
 def probe_port(daemon, path: str) -> int:
     """The local UDP port of the daemon's probe socket for `path` (IPv4)."""
-    mark = daemon.cfg.routing.mark(daemon.cfg.path_id(path))
-    return daemon.sched.channels[("udp", mark, socket.AF_INET)].sock.getsockname()[1]
+    return probe_addr(daemon, path)[1]
 
 
 def capture_replies(host, ifname: str, port: int, seconds: float) -> list[bytes]:

@@ -536,9 +536,9 @@ class LoopLab:
         if fleet:
             self._start_relays()
         if self.daemon is not None:
-            self._reload_edge()
+            self.reload_edge()
 
-    def _reload_edge(self) -> None:
+    def reload_edge(self) -> None:
         """The edge's daemon re-reads its config (reload.reload: what SIGHUP does)."""
         from argoctl import reload as reloadmod
         started = time.monotonic()

@@ -71,10 +71,13 @@ def summary(p: PathProber, dest: Optional[str] = None, path: Optional[str] = Non
 
 
 async def probe_once(cfg: cfgmod.Config, key: Optional[EchoKey], count: int,
-                     interval_ms: Optional[float] = None) -> tuple[list[dict], dict]:
-    """Probe every (destination, path) of `cfg` `count` times; (summaries, rejects)."""
+                     interval_ms: Optional[float] = None,
+                     sources: Optional[dict[int, str]] = None) -> tuple[list[dict], dict]:
+    """Probe every (destination, path) of `cfg` `count` times; (summaries, rejects).
+    `sources`: as the daemon's (probe/source.py), so both measure the same thing."""
     kw = {} if interval_ms is None else {"interval_ms": interval_ms}
-    sched = ProbeScheduler.from_config(cfg, lambda *a: None, key=key, count=count, **kw)
+    sched = ProbeScheduler.from_config(cfg, lambda *a: None, key=key, count=count,
+                                       sources=sources, **kw)
     sched.start()
     try:
         await sched.wait_idle()

@@ -32,12 +32,17 @@ def _family(addr) -> int:
     return socket.AF_INET6 if version == 6 else socket.AF_INET
 
 
-def _marked_socket(family: int, type_: int, proto: int, mark: int) -> socket.socket:
+def _marked_socket(family: int, type_: int, proto: int, mark: int,
+                   source: Optional[str] = None) -> socket.socket:
+    """A probe socket: the path's mark, and (if given) the source address the
+    traffic it stands for has (ProbeScheduler's `sources`: see docs/engine.md)."""
     s = socket.socket(family, type_ | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC, proto)
     try:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, mark)
         if type_ != socket.SOCK_STREAM:
             s.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+        if source:
+            s.bind((source, 0))
     except OSError:
         s.close()
         raise
@@ -58,6 +63,7 @@ class _Channel:
 
     def __init__(self, sched: "ProbeScheduler", mark: int, family: int):
         self.sched, self.mark, self.family = sched, mark, family
+        self.source: Optional[str] = sched.sources.get(family)
         self.sock: Optional[socket.socket] = None
         self.track: Outstanding = Outstanding()
 
@@ -120,7 +126,7 @@ class UdpChannel(_Channel):
         self.track = EchoTracker(key, sched.wire_seqs)
 
     def open(self):
-        s = _marked_socket(self.family, socket.SOCK_DGRAM, 0, self.mark)
+        s = _marked_socket(self.family, socket.SOCK_DGRAM, 0, self.mark, self.source)
         big_rcvbuf(s)
         return s
 
@@ -295,7 +301,7 @@ class IcmpChannel(_Channel):
             self.mode = "dgram" if ping_socket_allowed() else "raw"
         s = _marked_socket(self.family,
                            socket.SOCK_DGRAM if self.mode == "dgram" else socket.SOCK_RAW,
-                           self.proto, self.mark)
+                           self.proto, self.mark, self.source)
         big_rcvbuf(s)
         # ping sockets: the kernel sets and demuxes the id (the socket's "port")
         self.ident = random.getrandbits(16) if self.mode == "raw" else 0
@@ -349,7 +355,7 @@ class TcpChannel(_Channel):
         self.track = _TcpOutstanding(sched)
 
     def send(self, prober, seq, sent, deadline):
-        s = _marked_socket(self.family, socket.SOCK_STREAM, 0, self.mark)
+        s = _marked_socket(self.family, socket.SOCK_STREAM, 0, self.mark, self.source)
         # close() then sends an RST: no FIN exchange, no TIME_WAIT on either side
         s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         rc = s.connect_ex((str(prober.spec.target), prober.spec.port))

@@ -74,11 +74,14 @@ class ProbeScheduler:
                  rng: Optional[random.Random] = None, icmp_mode: str = "auto",
                  intervals: Optional[dict[str, float]] = None, tick_ms: float = 5,
                  native: Optional[bool] = None, sink: Optional[Sink] = None,
-                 on_change: Optional[OnChange] = None):
+                 on_change: Optional[OnChange] = None,
+                 sources: Optional[dict[int, str]] = None):
         """`native`: udp streams on the compiled path (argoctl._echo), which
         times with CLOCK_MONOTONIC; None = when it is built and `clock` is
         time.monotonic_ns. `sink` and `on_change`: see the module's docstring
-        (both or neither; used by native udp streams only)."""
+        (both or neither; used by native udp streams only). `sources`: socket
+        family -> the address every probe of that family is sent from (None:
+        the kernel's choice, i.e. the tunnel's own address on a relay path)."""
         if (sink is None) != (on_change is None):
             raise ValueError("sink and on_change go together")
         if native is None:
@@ -86,6 +89,7 @@ class ProbeScheduler:
         elif native and (_echo is None or clock is not time.monotonic_ns):
             raise ValueError("native udp probes need argoctl._echo and clock=time.monotonic_ns")
         self.native = native
+        self.sources = dict(sources or {})
         self.on_result = on_result
         self.sink, self.on_change = sink, on_change
         self.in_doubt = in_doubt

@@ -97,11 +97,14 @@ def test_up_builds_the_planned_state(env, kind):
     assert link.mtu == expected_mtu
     assert [(a.local, a.peer) for a in st.addresses] == [(TUNNEL_ADDR["edge"],
                                                            TUNNEL_ADDR["relay1"])]
-    assert {(r.family, r.table, r.dev) for r in st.routes} == {(4, 7201, "ag-relay1"),
-                                                                (6, 7201, "ag-relay1")}
-    assert {(r.family, r.priority, r.mark, r.table) for r in st.rules} == {
-        (4, 7200, 0xFF, 254), (6, 7200, 0xFF, 254),
-        (4, 7201, MARK, 7201), (6, 7201, MARK, 7201)}
+    # the tunnel's route, and under it the drop: marked traffic never falls to main
+    assert {(r.family, r.table, r.dev, r.type) for r in st.routes} == {
+        (4, 7201, "ag-relay1", "unicast"), (6, 7201, "ag-relay1", "unicast"),
+        (4, 7201, "", "blackhole"), (6, 7201, "", "blackhole")}
+    assert {(r.family, r.priority, r.mark, r.table, r.action) for r in st.rules} == {
+        (4, 7200, 0xFF, 254, "table"), (6, 7200, 0xFF, 254, "table"),
+        (4, 7201, MARK, 7201, "table"), (6, 7201, MARK, 7201, "table"),
+        (4, 7455, 0, 0, "blackhole"), (6, 7455, 0, 0, "blackhole")}
     assert len(st.nft) == 1
     # The tunnel itself works: ping the far end's tunnel address.
     assert env["edge"].ping(TUNNEL_ADDR["relay1"], count=3, timeout=3)

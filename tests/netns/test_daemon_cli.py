@@ -153,3 +153,41 @@ def test_run_then_up_status_explain_and_down_see_one_datapath(env):
     assert "pin(s) removed" in r.stdout
     assert not [e for e in os.listdir("/sys/fs/bpf") if env["ns"] in e]
     assert "argoctl" not in _steering(env) and not _our_rules(env)
+
+
+def _direct_up(d) -> bool:
+    return d["running"] and \
+        d["destinations"]["origin"]["paths"].get("direct", {}).get("state") == "up"
+
+
+def test_run_puts_back_a_rule_deleted_behind_its_back_and_keeps_running(env):
+    """The watch (argoctl/watch.py) in `argoctl run` as systemd runs it: direct's
+    rule deleted under the daemon is seen at once (its rtnetlink event), the path
+    marked down and logged, the rule put back, the path trusted again after the
+    usual recovery; and the daemon outlives its periodic full checks (once, a
+    helper those checks forked stopped it silently)."""
+    p = _run(env)
+    _wait_state(env, _direct_up)
+    rule = _our_rules(env)
+    t0 = time.monotonic()
+    env["lab"]["edge"].run(["ip", "-4", "rule", "del", "priority",
+                            str(DEFAULT_RULE_PRIORITY_BASE)], check=True)
+    while _our_rules(env) != rule and time.monotonic() < t0 + 20:
+        time.sleep(0.02)
+    back = time.monotonic() - t0
+    assert _our_rules(env) == rule, "the daemon did not put its rule back"
+    print(f"\ndirect's rule put back after {back:.3f} s")
+    _wait_state(env, _direct_up, timeout=30)
+    time.sleep(12)                        # two periodic checks (WATCH_INTERVAL_S = 5)
+    assert p.poll() is None, p.communicate()[1]
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=30)
+    assert p.returncode == 0, err
+    events = [json.loads(m) for _, _, m in map(parse_line, err.splitlines()) if m[:1] == "{"]
+    # from the deletion event itself (before the check's dumps), then the check
+    deleted = [e for e in events if e["event"] == "owned_object_deleted"]
+    assert deleted and deleted[0]["paths_down"] == ["direct"], err
+    changed = [e for e in events if e["event"] == "owned_state_changed"]
+    assert changed and changed[0]["paths_down"] == ["direct"], err
+    assert any("rule -4 priority 7200" in op for op in changed[0]["missing_or_changed"]), err
+    assert [e for e in events if e["event"] == "repaired"], err

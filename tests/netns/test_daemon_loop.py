@@ -171,7 +171,7 @@ def test_forged_and_replayed_replies_change_no_decision(loop):
     history = len(d.history)
     before = dict(d.sched.rejects()["direct"])
     n = kit.spoof(t["client"], captured * 3 + kit.forged_replies(captured, 50), looplab.ORIGIN,
-                  looplab.RESPONDER_PORT, t["edge"].address(4), port)
+                  looplab.RESPONDER_PORT, kit.probe_addr(d, "direct")[0], port)
     time.sleep(0.5)
     after = d.sched.rejects()["direct"]
     got = {k: after.get(k, 0) - before.get(k, 0) for k in ("replayed", "forged", "malformed")}

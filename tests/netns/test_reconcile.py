@@ -241,3 +241,45 @@ tunnel_address = "198.51.100.202"
     with pytest.raises(plan.PlanError, match="no underlay route to peer address 203.0.113.99"):
         apply.up(cfg, ns=host.netns, run_dir=host.run_dir)
     assert snap(host) == pre
+
+
+def test_drop_route_and_rule_are_made_read_back_and_drop_marked_traffic(host, tmp_path):
+    """The objects that keep marked traffic out of main (a peer table's blackhole
+    under its tunnel route, `not fwmark 0/MASK blackhole` after every path's rule)
+    through the same Applier and read_owned as `up`, on the real kernel. The
+    tunnel itself needs GRE (tests/integration/test_truthful.py)."""
+    from pyroute2 import IPRoute
+    from argoctl import names
+    r = host.cfg.routing
+    drops = [plan.Route(f, r.table(1), "default", "", "blackhole", names.DROP_METRIC)
+             for f in (4, 6)] + \
+            [plan.Rule(f, r.priority(names.DROP_RULE_OFFSET), 0, r.fwmark_mask, 0, "blackhole")
+             for f in (4, 6)]
+    host.run(["ip", "rule", "add", "priority", str(r.priority(0)), "fwmark",
+              f"{r.mark(0):#x}/{r.fwmark_mask:#x}", "lookup", "main"], check=True)
+
+    def owned():
+        with host.inside(), IPRoute() as ipr:
+            st = netlink.read_owned(ipr, r)
+        return {o for o in (*st.routes, *st.rules) if o in drops}
+
+    def route_get(mark):
+        return host.run(["ip", "-4", "route", "get", "203.0.113.5", "mark", hex(mark)])
+
+    def apply_ops(action):
+        with host.inside(), IPRoute() as ipr:
+            a = netlink.Applier(ipr, None, None, netlink.Saved(str(tmp_path)))
+            a.apply([plan.Op(action, o) for o in drops])
+    host.run(["ip", "route", "add", "203.0.113.0/24", "dev", "lo"], check=True)
+    assert route_get(r.mark(1)).returncode == 0          # before: relay1's mark falls to main
+    apply_ops("add")
+    assert owned() == set(drops)
+    out = host.run(["ip", "-4", "route", "show", "table", str(r.table(1))], check=True).stdout
+    assert "blackhole default" in out and "proto 176" in out, out
+    # relay1's mark, its own rule and tunnel route absent: dropped, never main
+    assert route_get(r.mark(1)).returncode != 0
+    for mark in (0, r.mark(0)):                          # unmarked and direct: main
+        got = route_get(mark)
+        assert got.returncode == 0 and "dev lo" in got.stdout, got
+    apply_ops("remove")
+    assert owned() == set() and route_get(r.mark(1)).returncode == 0

@@ -8,7 +8,7 @@ import ipaddress
 
 import pytest
 
-from argoctl import keys, plan
+from argoctl import keys, names, plan
 from argoctl.config import Config, Node, Peer, Routing
 from argoctl.plan import Address, Link, Nft, Op, Route, Rule, State, Sysctl
 
@@ -57,12 +57,18 @@ def test_gre_peer_gets_link_address_table_and_rules():
                                                             1476)
     assert (link.local, link.remote, link.ttl) == ("192.0.2.1", "192.0.2.2", 64)
     assert st.addresses == (Address("ag-relay1", 4, "198.51.100.200", "198.51.100.201"),)
+    # the tunnel route, and under it a drop: a missing tunnel never falls through to main
     assert set(st.routes) == {Route(4, 7201, "default", "ag-relay1"),
-                              Route(6, 7201, "default", "ag-relay1")}
+                              Route(6, 7201, "default", "ag-relay1"),
+                              Route(4, 7201, "default", "", "blackhole", names.DROP_METRIC),
+                              Route(6, 7201, "default", "", "blackhole", names.DROP_METRIC)}
     assert set(st.rules) == {Rule(4, 7200, 0xFF, 0xFF, 254),
                              Rule(6, 7200, 0xFF, 0xFF, 254),
                              Rule(4, 7201, 0x1, 0xFF, 7201),
-                             Rule(6, 7201, 0x1, 0xFF, 7201)}
+                             Rule(6, 7201, 0x1, 0xFF, 7201),
+                             # after every path's rule: a marked packet never reaches main
+                             Rule(4, 7455, 0, 0xFF, 0, "blackhole"),
+                             Rule(6, 7455, 0, 0xFF, 0, "blackhole")}
     assert Sysctl("net/ipv4/conf/ag-relay1/rp_filter", "2") in st.sysctls
     assert Sysctl("net/ipv4/ip_forward", "1") in st.sysctls
 
@@ -136,7 +142,8 @@ def test_diff_from_empty_orders_links_first_and_forwarding_last():
     first = {k: kinds.index(k) for k in ("Address", "Route", "Rule", "Nft")}
     assert first["Address"] < first["Route"] < first["Rule"] < first["Nft"]
     assert [op.obj.path for op in ops[-2:]] == list(plan.FORWARDING)
-    assert len(ops) == 2 + 6 + 2 + 4 + 6 + 1 + 2
+    # routes: tunnel + drop per family; rules: direct, 2 paths, the drop rule per family
+    assert len(ops) == 2 + 6 + 2 + (4 + 4) + (6 + 2) + 1 + 2
 
 
 def test_diff_of_equal_states_is_empty_and_states_compare_regardless_of_order():

@@ -45,6 +45,21 @@ for cmd in ("add", "del"):
                           lambda b, c=cmd, f=fam, t=table: b.rule(
                               c, family=f, priority=7201, fwmark=0x1, fwmask=0xff, table=t,
                               action="FR_ACT_TO_TBL")))
+# a path table's drop (plan: Route type blackhole, its metric; no device) and the
+# rule that keeps marked packets from main (`not fwmark 0/MASK blackhole`)
+for cmd in ("add", "replace", "del"):
+    for fam, dst, dst_len in ((V4, None, 0), (V6, None, 0), (V6, "2001:db8:1::", 64)):
+        CASES.append((("route", cmd, fam, 7201, 0, dst, dst_len, 176, 6, 0xff000000),
+                      lambda b, c=cmd, f=fam, d=dst, n=dst_len: b.route(
+                          c, family=f, table=7201, proto=176, **({"dst": d} if d else {}),
+                          dst_len=n, type="blackhole", priority=0xff000000)))
+for cmd in ("add", "del"):
+    for fam in (V4, V6):
+        CASES.append((("rule", cmd, fam, 7263, 0, 0xff, 0, rtbatch.FR_ACT_BLACKHOLE,
+                       rtbatch.FIB_RULE_INVERT),
+                      lambda b, c=cmd, f=fam: b.rule(
+                          c, family=f, priority=7263, fwmark=0, fwmask=0xff,
+                          action="FR_ACT_BLACKHOLE", flags=rtbatch.FIB_RULE_INVERT)))
 
 
 def _no_seq(data: bytes) -> bytes:
@@ -62,4 +77,39 @@ def test_same_bytes_as_pyroute2s_api(args, api):
         ipb.close()
     msg = getattr(rtbatch, args[0])(*args[1:])
     msg.encode()
+    assert _no_seq(bytes(msg.data)) == _no_seq(want)
+
+
+def _ipbatch(api) -> bytes:
+    ipb = IPBatch()
+    try:
+        api(ipb)
+        return bytes(ipb.batch)
+    finally:
+        ipb.close()
+
+
+@pytest.mark.parametrize("action,cmd", [("add", "add"), ("change", "replace"),
+                                        ("remove", "del")])
+def test_plans_drop_route_is_the_blackhole_route(action, cmd):
+    """The plan's drop (what truthful's tables end in) becomes the kernel's
+    blackhole route with its metric and no device, whatever the op."""
+    from argoctl import names
+    from argoctl.plan import Op, Route
+    drop = Route(4, 7201, "default", "", "blackhole", names.DROP_METRIC)
+    msg = rtbatch.request(Op(action, drop, drop), lambda name: pytest.fail(f"index({name})"))
+    msg.encode()
+    want = _ipbatch(lambda b: b.route(cmd, family=V4, table=7201, proto=names.RTPROT_ARGOCTL,
+                                      dst_len=0, type="blackhole", priority=names.DROP_METRIC))
+    assert _no_seq(bytes(msg.data)) == _no_seq(want)
+
+
+@pytest.mark.parametrize("action,cmd", [("add", "add"), ("remove", "del")])
+def test_plans_blackhole_rule_is_the_inverted_fwmark_rule(action, cmd):
+    from argoctl.plan import Op, Rule
+    rule = Rule(6, 7263, 0, 0xff, 0, "blackhole")
+    msg = rtbatch.request(Op(action, rule), lambda name: pytest.fail(f"index({name})"))
+    msg.encode()
+    want = _ipbatch(lambda b: b.rule(cmd, family=V6, priority=7263, fwmark=0, fwmask=0xff,
+                                     action="FR_ACT_BLACKHOLE", flags=rtbatch.FIB_RULE_INVERT))
     assert _no_seq(bytes(msg.data)) == _no_seq(want)
