@@ -404,7 +404,8 @@ class Daemon:
                 self._state_dirty = True
 
     def _poll_passive(self, now: float) -> None:
-        """Per-path deltas of the datapath's passive TCP counters into the engine."""
+        """Per-path deltas of the datapath's passive TCP counters into the engine
+        (and, in fleet mode, which destinations carry traffic)."""
         users = {p for d in self.dests.values() for p in d.paths}
         for path in users:
             st = self.maps.path_stats(self.cfg.path_id(path))
@@ -423,6 +424,11 @@ class Daemon:
                 self.engine.on_path_passive(path, dsyn, dack, samples, now)
                 if self.fleet is not None:
                     self.fleet.on_passive(path, dsyn, dack)
+        if self.fleet is not None and self.opts.cgroup is None:
+            # idle is known only when steer_tc sees every packet (local sockets
+            # are marked at connect, not counted): rates.py
+            self.fleet.on_traffic({d.name: self.maps.dest_stats(d.id).packets
+                                   for d in self.cfg.destinations}, now)
 
     def _apply(self, decisions: dict[str, Decision], doubt: set[tuple[str, str]]) -> None:
         """Write decisions whose weights differ from the maps (one batch), log them.

@@ -95,6 +95,7 @@ class FleetAgent:
         self._writes_window: list[float] = []
         self._syn_prev: dict[str, tuple[int, int]] = {}
         self._syn_delta: dict[str, tuple[int, int]] = {}
+        self._packets_prev: dict[str, int] = {}
         self.publish_skipped = 0
         self.restarts = 0
         # per-stream rates (rates.py): (dest, path) -> pace, peer -> pace; absent = 1
@@ -412,6 +413,16 @@ class FleetAgent:
         if path == DIRECT:
             s, a = self._syn_delta.get(DIRECT, (0, 0))
             self._syn_delta[DIRECT] = (s + syn, a + synack)
+
+    def on_traffic(self, packets: dict[str, int], now: float) -> None:
+        """The datapath's packet counters per destination (cumulative): which
+        destinations carry traffic here (rates.py, idle). A first read is
+        history: counted from the next."""
+        for dest, n in packets.items():
+            prev = self._packets_prev.get(dest)
+            self._packets_prev[dest] = n
+            if prev is not None:
+                self.evidence.on_traffic(dest, max(0, n - prev), now)
 
     def _leg_of(self, snap: Snapshot, now: float, wall: float, probe: Optional[str],
                 syn=(0, 0)) -> Leg:
