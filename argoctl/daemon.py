@@ -3,8 +3,7 @@
     measurements (probes, datapath counters) --> estimators --> decisions --> eBPF maps
 
 Start-up (`Daemon.setup`, in the caller's thread):
-  1. take the single-instance lock (`argoctl.pid` in the state directory; `up`
-     and `down` refuse while it is held);
+  1. take the single-instance lock (`argoctl.pid`; `up` and `down` refuse then);
   2. `up`'s stages (apply.py: links, nft, datapath, maps), rolled back whole on
      any failure. The maps' first contents come from _adopt: path sets already
      in the maps are kept, and the engine starts from their choice: a restarted
@@ -15,16 +14,14 @@ The loop (`Daemon.serve`, asyncio, in the node's network namespace so the
 probe sockets open there):
   - probers for every (destination, path) with a probe, each through the
     path's mark, faster while the engine has the path in doubt;
-  - every probe interval ("round"): the datapath's passive counters per path
-    (SYNs, SYN-ACKs, handshake RTTs) go to the engine, then every destination
-    is decided; destinations with a path in doubt are also decided every
-    interval / fast_divisor, and a probe result that changes a path's state
-    decides its destination at once;
-  - a decision whose weights differ from what the maps hold is written (all of
-    a round's in one batched update), logged as one JSON line with its reason,
-    counted in the metrics;
-  - the live choices go to `state.json` (atomic rename) for `argoctl status`
-    and `argoctl explain`.
+  - every probe interval ("round"; in fleet mode also at once when a choice on
+    demand leaves a SYN unanswered): the datapath's passive counters per path
+    go to the engine, then every destination is decided; destinations with a
+    path in doubt also every interval / fast_divisor; a probe result that
+    changes a path's state decides its destination at once;
+  - a decision whose weights differ from the maps is written (a round's in one
+    batch), logged as one JSON line with its reason, counted in the metrics;
+  - the live choices go to `state.json` (atomic rename) for status/explain.
 
 Stopping (SIGTERM, or a crash) leaves the datapath and the last decisions in
 the maps, so traffic keeps its paths while no daemon runs; `cleanup=True`
@@ -56,10 +53,9 @@ from argoctl.statefile import *  # noqa: F401,F403
 from argoctl.statefile import _JSTR, _json, _path_json, _written_json
 
 from argoctl.config.model import FAST_DIVISOR  # noqa: E402,F401  (Policy.timing: one place)
-# Fast probing is for a few paths in doubt. When many are (start-up, or the
-# host itself stalling), probing them all faster adds load exactly when the
-# host is short of it, makes replies late, and puts more paths in doubt: so at
-# most this fraction of the paths (and of the destinations) goes fast.
+# Fast probing is for a few paths in doubt. When many are (start-up, the host
+# stalling), probing them all faster loads the host when it is short, makes
+# replies late and puts more paths in doubt: at most this fraction goes fast.
 FAST_SHARE = 0.125
 FAST_MIN = 16
 STATE_REFRESH_S = 5.0        # state.json is rewritten at least this often (scores age)
@@ -89,8 +85,6 @@ def initial_weights(cfg: Config, dest) -> dict[str, tuple[int, bool]]:
     return dest.first_weights()
 
 
-# -- the state file ----------------------------------------------------------------
-
 @dataclass
 class Options:
     ns: Optional[str] = None                 # network namespace (None: the current one)
@@ -101,10 +95,9 @@ class Options:
     cleanup: bool = False                    # on stop: detach and `down`
     fast_divisor: Optional[float] = None     # default: policy.timing.fast_divisor
     key: object = None                       # an EchoKey (default: policy's key file)
-    # Once running, move everything built so far (config, engine, probers, maps)
-    # out of the cyclic GC's sight: they live as long as the process, and full
-    # collections walking ~100k of them cost ~1% of a core at 1,000 x 4. For a
-    # process that is one daemon (`argoctl run`), not for tests running many.
+    # Once running, move everything built so far out of the cyclic GC's sight:
+    # full collections walking ~100k objects cost ~1% of a core at 1,000 x 4.
+    # For a process that is one daemon (`argoctl run`), not for tests.
     freeze_heap: bool = False
 
 
@@ -297,25 +290,29 @@ class Daemon:
             gc.collect()
             gc.freeze()
         self.ready.set()
-        # READY=1 after the first apply (setup) with the loop running; the loop
-        # itself pings the watchdog, so a hung loop is what systemd restarts.
+        # READY=1 after setup with the loop running; the loop pings the watchdog.
         service.notify("READY=1", f"STATUS=steering {len(self.dests)} destination(s)")
         watchdog = service.Watchdog()
-        next_round = self._loop.time()
+        next_round = next_look = self._loop.time()
         fast = self.interval / self.opts.fast_divisor
         try:
             while not self._stop.is_set():
                 watchdog.ping()
                 t = self._loop.time()
-                if t >= next_round:
+                early = self.fleet is not None and t >= next_look    # rates.Evidence.look
+                if early:
+                    next_look = t + self.fleet.look_s
+                    early = self.fleet.handshakes_unanswered(self._syns)
+                if t >= next_round or early:
                     self._round()
-                    next_round += self.interval
+                    next_round = t + self.interval if early else next_round + self.interval
                     if next_round < t:           # we fell behind: do not burst
                         next_round = t + self.interval
                 elif self._fast_decisions():
                     self._decide_some(set(self._doubt))
                 self._maybe_write_state()
                 wait = min(next_round, t + fast) if self._fast_decisions() else next_round
+                wait = min(wait, next_look) if self.fleet is not None else wait
                 if watchdog.interval is not None:     # a long probe interval still pings
                     wait = min(wait, t + watchdog.interval / 2)
                 try:
@@ -341,9 +338,8 @@ class Daemon:
 
     def _on_result(self, dest: str, path: str, seq: int, sent_ns: int,
                    rtt: Optional[float], now_ns: int) -> None:
-        # (counted by the prober: probe_results(). Results of compiled udp
-        # streams do not come here: the channel feeds the engine's compiled
-        # path state itself and calls _on_change.)
+        # (counted by the prober. Compiled udp streams' results do not come
+        # here: the channel feeds the compiled path state, calls _on_change.)
         if dest[0] == "@":       # fleet mode's tunnel legs
             self.fleet.on_peer_result(path, seq, sent_ns, rtt, now_ns)
             return
@@ -403,9 +399,13 @@ class Daemon:
                 log.info(json.dumps(ev))
                 self._state_dirty = True
 
+    def _syns(self, path: str) -> tuple[int, int]:     # (as _poll_passive counts them)
+        st = self.maps.path_stats(self.cfg.path_id(path))
+        return st.syns + st.reroutes, st.synacks
+
     def _poll_passive(self, now: float) -> None:
         """Per-path deltas of the datapath's passive TCP counters into the engine
-        (and, in fleet mode, which destinations carry traffic)."""
+        (in fleet mode also which destinations carry traffic)."""
         users = {p for d in self.dests.values() for p in d.paths}
         for path in users:
             st = self.maps.path_stats(self.cfg.path_id(path))
@@ -425,8 +425,7 @@ class Daemon:
                 if self.fleet is not None:
                     self.fleet.on_passive(path, dsyn, dack)
         if self.fleet is not None and self.opts.cgroup is None:
-            # idle is known only when steer_tc sees every packet (local sockets
-            # are marked at connect, not counted): rates.py
+            # idle is known only if steer_tc sees every packet (no local steering)
             self.fleet.on_traffic({d.name: self.maps.dest_stats(d.id).packets
                                    for d in self.cfg.destinations}, now)
 

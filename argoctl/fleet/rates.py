@@ -49,6 +49,7 @@ DIRECT = "direct"
 DEMAND_PACE = 10          # the choice, vouched for by real traffic
 CHECK_PACE = 8            # alternatives with a fresh composed estimate, the direct leg
 FRESH_INTERVALS = 2.0     # passive evidence older than this many intervals is not fresh
+LOOKS = 4                 # looks per interval at the SYN counters of choices on demand
 
 
 def check_pace(interval_s: float, ttl_s: float) -> int:
@@ -73,6 +74,7 @@ class Evidence:
         # dest -> when its last packet was seen (None: none since watched);
         # a destination never reported on is not idle (traffic unknown)
         self.traffic: dict[str, Optional[float]] = {}
+        self._looked: dict[str, tuple[int, int]] = {}   # look(): counters at the last look
 
     def on_passive(self, path: str, syn: int, synack: int, now: float) -> None:
         if syn > synack:
@@ -80,6 +82,22 @@ class Evidence:
         elif synack > 0:
             self.last_good[path] = now
             self.bad.pop(path, None)
+
+    def look(self, paths: set[str], read: Callable[[str], tuple[int, int]]) -> bool:
+        """Between rounds, LOOKS times an interval: the cumulative (SYNs, SYN-ACKs)
+        of `paths` (the choices on demand). True when one sent a SYN since the
+        last look that is not answered yet: the daemon then runs its round at
+        once, whose own counters decide (a SYN answered meanwhile is no alarm).
+        Without it, traffic that stops being answered on a choice probed every
+        DEMAND_PACE intervals waited up to a round to be noticed."""
+        hit = False
+        looked = {}
+        for p in paths:
+            looked[p] = cur = read(p)
+            prev = self._looked.get(p)
+            hit |= prev is not None and cur[0] - prev[0] > cur[1] - prev[1]
+        self._looked = looked
+        return hit
 
     def fresh(self, path: str, now: float) -> bool:
         t = self.last_good.get(path)

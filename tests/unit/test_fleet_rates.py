@@ -114,6 +114,26 @@ def test_evidence_is_fresh_only_while_handshakes_complete():
     assert ev.fresh("direct", 5.0) and not ev.failing("direct")
 
 
+def test_a_look_between_rounds_catches_a_syn_not_yet_answered(rig):
+    cfg, eng, agent, clock = rig
+    counters = {"direct": (10, 10)}
+    read = counters.__getitem__
+    assert not agent.handshakes_unanswered(read)       # nothing on demand: no look at all
+    rounds(eng, agent, clock, RTTS, 8, syn=(2, 2), legs=UP_LEGS)
+    assert agent.pace_of("origin", "direct") == rates.DEMAND_PACE
+    assert not agent.handshakes_unanswered(read)       # first look: a baseline
+    counters["direct"] = (12, 12)                      # answered between looks
+    assert not agent.handshakes_unanswered(read)
+    counters["direct"] = (13, 12)                      # a SYN since, unanswered: a round now
+    assert agent.handshakes_unanswered(read)
+    counters["direct"] = (13, 13)                      # its SYN-ACK came: quiet again
+    assert not agent.handshakes_unanswered(read)
+    agent.mode = "local"                               # local mode: nothing paced, no looks
+    rounds(eng, agent, clock, RTTS, 1, syn=(2, 2))
+    counters["direct"] = (20, 13)
+    assert not agent.handshakes_unanswered(read)
+
+
 def test_a_destination_is_idle_only_when_its_traffic_is_counted_and_quiet():
     ev = rates.Evidence(1.0)
     assert not ev.idle("origin", 0.0)             # never counted: unknown, not idle
