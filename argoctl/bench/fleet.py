@@ -423,7 +423,11 @@ def bench_fleet(ctx, lab: bool, edges: int, relays: int, tcp_rate: float, warmup
                                f"{'a --sim' if lab else 'a --lab'} option")
     if lab:
         from argoctl.bench import fleetlab
+        from argoctl.lab.fleet import MAX_ORIGINS
         from argoctl.lab.topo import TopologyError
+        if destinations > MAX_ORIGINS:
+            raise click.UsageError(f"--destinations {destinations}: the lab's origin host "
+                                   f"serves 1 to {MAX_ORIGINS}")
         try:
             out = fleetlab.run(edges, relays, seconds, 15.0 if warmup is None else warmup,
                                warmup_off, tcp_rate, alternatives, ttl_s, destinations,
