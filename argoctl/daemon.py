@@ -46,6 +46,7 @@ from argoctl.config import Config, choice_of  # noqa: F401  (re-exported)
 from argoctl.datapath import pathset  # noqa: F401  (re-exported)
 from argoctl.engine import Decision, Engine
 from argoctl.estimator import State
+from argoctl.passive import PassiveCounters
 
 log = logging.getLogger("argoctl.daemon")
 
@@ -150,7 +151,7 @@ class Daemon:
         self.rounds = 0
         self.history: deque[Record] = deque(maxlen=HISTORY)
         self.started_wall = time.time()
-        self._passive_prev: dict[str, tuple[int, ...]] = {}
+        self.passive = PassiveCounters(cfg)
         self._doubt: set[str] = set()            # destinations with a path not up
         n_paths = sum(len(d.paths) for d in cfg.destinations)
         self._doubt_paths = n_paths               # at start every path is unknown
@@ -302,7 +303,8 @@ class Daemon:
                 early = self.fleet is not None and t >= next_look    # rates.Evidence.look
                 if early:
                     next_look = t + self.fleet.look_s
-                    early = self.fleet.handshakes_unanswered(self._syns)
+                    early = self.fleet.handshakes_unanswered(
+                        lambda p: self.passive.syns(self.maps, p))
                 if t >= next_round or early:
                     self._round()
                     next_round = t + self.interval if early else next_round + self.interval
@@ -399,35 +401,8 @@ class Daemon:
                 log.info(json.dumps(ev))
                 self._state_dirty = True
 
-    def _syns(self, path: str) -> tuple[int, int]:     # (as _poll_passive counts them)
-        st = self.maps.path_stats(self.cfg.path_id(path))
-        return st.syns + st.reroutes, st.synacks
-
     def _poll_passive(self, now: float) -> None:
-        """Per-path deltas of the datapath's passive TCP counters into the engine
-        (in fleet mode also which destinations carry traffic)."""
-        users = {p for d in self.dests.values() for p in d.paths}
-        for path in users:
-            st = self.maps.path_stats(self.cfg.path_id(path))
-            cur = (st.syns, st.synacks, st.rtt_sum_ns, st.rtt_count, st.reroutes)
-            prev = self._passive_prev.get(path)
-            self._passive_prev[path] = cur
-            if prev is None:
-                continue     # first read: counters from before this run are history
-            dsyn, dack, dsum, dcount, dmoved = (max(0, c - p) for c, p in zip(cur, prev))
-            # A flow rerouted off the path is a SYN it left unanswered for an RTO:
-            # without the reroute it would have been retransmitted there, and
-            # counted as one more unanswered SYN. Same evidence, either way.
-            dsyn += dmoved
-            if dsyn or dack or dcount:
-                samples = [dsum / dcount / 1e9] if dcount else []
-                self.engine.on_path_passive(path, dsyn, dack, samples, now)
-                if self.fleet is not None:
-                    self.fleet.on_passive(path, dsyn, dack)
-        if self.fleet is not None and self.opts.cgroup is None:
-            # idle is known only if steer_tc sees every packet (no local steering)
-            self.fleet.on_traffic({d.name: self.maps.dest_stats(d.id).packets
-                                   for d in self.cfg.destinations}, now)
+        self.passive.poll(self.maps, self.engine, self.fleet, now, self.opts.cgroup is None)
 
     def _apply(self, decisions: dict[str, Decision], doubt: set[tuple[str, str]]) -> None:
         """Write decisions whose weights differ from the maps (one batch), log them.
