@@ -14,7 +14,8 @@ The loop (`Daemon.serve`, asyncio, in the node's network namespace so the
 probe sockets open there):
   - probers for every (destination, path) with a probe, each through the
     path's mark, faster while the engine has the path in doubt;
-  - every probe interval ("round"): the datapath's passive counters per path
+  - every probe interval ("round"; in fleet mode also at once when a choice on
+    demand leaves a SYN unanswered): the datapath's passive counters per path
     go to the engine, then every destination is decided; destinations with a
     path in doubt also every interval / fast_divisor; a probe result that
     changes a path's state, or a path's detection time (Engine.due), decides
@@ -46,6 +47,7 @@ from argoctl.config import Config, choice_of  # noqa: F401  (re-exported)
 from argoctl.datapath import pathset  # noqa: F401  (re-exported)
 from argoctl.engine import Decision, Engine
 from argoctl.estimator import State
+from argoctl.passive import PassiveCounters
 from argoctl.probe.source import lan_sources
 
 log = logging.getLogger("argoctl.daemon")
@@ -150,7 +152,7 @@ class Daemon:
         self.rounds = 0
         self.history: deque[Record] = deque(maxlen=HISTORY)
         self.started_wall = time.time()
-        self._passive_prev: dict[str, tuple[int, ...]] = {}
+        self.passive = PassiveCounters(cfg)
         self._doubt: set[str] = set()            # destinations with a path not up
         n_paths = sum(len(d.paths) for d in cfg.destinations)
         self._doubt_paths = n_paths               # at start every path is unknown
@@ -297,15 +299,20 @@ class Daemon:
         # READY=1 after setup with the loop running; the loop pings the watchdog.
         service.notify("READY=1", f"STATUS=steering {len(self.dests)} destination(s)")
         watchdog = service.Watchdog()
-        next_round = self._loop.time()
+        next_round = next_look = self._loop.time()
         fast = self.interval / self.opts.fast_divisor
         try:
             while not self._stop.is_set():
                 watchdog.ping()
                 t = self._loop.time()
-                if t >= next_round:
+                early = self.fleet is not None and t >= next_look    # rates.Evidence.look
+                if early:
+                    next_look = t + self.fleet.look_s
+                    early = self.fleet.handshakes_unanswered(
+                        lambda p: self.passive.syns(self.maps, p))
+                if t >= next_round or early:
                     self._round()
-                    next_round += self.interval
+                    next_round = t + self.interval if early else next_round + self.interval
                     if next_round < t:           # we fell behind: do not burst
                         next_round = t + self.interval
                 elif self._fast_decisions():
@@ -313,6 +320,7 @@ class Daemon:
                 self._on_deadlines()
                 self._maybe_write_state()
                 wait = min(next_round, t + fast) if self._fast_decisions() else next_round
+                wait = min(wait, next_look) if self.fleet is not None else wait
                 if self._deadline is not None:   # (in the loop's time)
                     wait = min(wait, t + self._deadline - self.clock())
                 if watchdog.interval is not None:     # a long probe interval still pings
@@ -414,25 +422,7 @@ class Daemon:
                 self._state_dirty = True
 
     def _poll_passive(self, now: float) -> None:
-        """Per-path deltas of the datapath's passive TCP counters into the engine."""
-        users = {p for d in self.dests.values() for p in d.paths}
-        for path in users:
-            st = self.maps.path_stats(self.cfg.path_id(path))
-            cur = (st.syns, st.synacks, st.rtt_sum_ns, st.rtt_count, st.reroutes)
-            prev = self._passive_prev.get(path)
-            self._passive_prev[path] = cur
-            if prev is None:
-                continue     # first read: counters from before this run are history
-            dsyn, dack, dsum, dcount, dmoved = (max(0, c - p) for c, p in zip(cur, prev))
-            # A flow rerouted off the path is a SYN it left unanswered for an RTO:
-            # without the reroute it would have been retransmitted there, and
-            # counted as one more unanswered SYN. Same evidence, either way.
-            dsyn += dmoved
-            if dsyn or dack or dcount:
-                samples = [dsum / dcount / 1e9] if dcount else []
-                self.engine.on_path_passive(path, dsyn, dack, samples, now)
-                if self.fleet is not None:
-                    self.fleet.on_passive(path, dsyn, dack)
+        self.passive.poll(self.maps, self.engine, self.fleet, now, self.opts.cgroup is None)
 
     def _apply(self, decisions: dict[str, Decision], doubt: set[tuple[str, str]]) -> None:
         """Write decisions whose weights differ from the maps (one batch), log them.

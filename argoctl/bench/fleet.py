@@ -371,7 +371,7 @@ def _size(value: str) -> Optional[tuple[int, int]]:
     return h, p
 
 
-SIM_ONLY = ("hosts", "paths", "destinations", "larger")
+SIM_ONLY = ("hosts", "paths", "larger")
 LAB_ONLY = ("edges", "relays", "tcp_rate", "warmup_off", "ttl_s")
 
 
@@ -395,7 +395,7 @@ LAB_ONLY = ("edges", "relays", "tcp_rate", "warmup_off", "ttl_s")
               help="(sim)")
 @click.option("--paths", type=click.IntRange(2, 8), default=4, show_default=True, help="(sim)")
 @click.option("--destinations", type=click.IntRange(1, 1000), default=4, show_default=True,
-              help="(sim)")
+              help="origins every host reaches (lab: 1-4, served by the origin's host)")
 @click.option("--seconds", type=click.FloatRange(min=5), default=20.0, show_default=True,
               help="counted seconds per mode (after --warmup)")
 @click.option("--warmup", type=click.FloatRange(min=0), default=None,
@@ -423,10 +423,14 @@ def bench_fleet(ctx, lab: bool, edges: int, relays: int, tcp_rate: float, warmup
                                f"{'a --sim' if lab else 'a --lab'} option")
     if lab:
         from argoctl.bench import fleetlab
+        from argoctl.lab.fleet import MAX_ORIGINS
         from argoctl.lab.topo import TopologyError
+        if destinations > MAX_ORIGINS:
+            raise click.UsageError(f"--destinations {destinations}: the lab's origin host "
+                                   f"serves 1 to {MAX_ORIGINS}")
         try:
             out = fleetlab.run(edges, relays, seconds, 15.0 if warmup is None else warmup,
-                               warmup_off, tcp_rate, alternatives, ttl_s,
+                               warmup_off, tcp_rate, alternatives, ttl_s, destinations,
                                say=lambda m: click.echo(f"bench fleet: {m}", err=True))
         except TopologyError as e:
             raise click.UsageError(str(e))

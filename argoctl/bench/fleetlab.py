@@ -2,12 +2,14 @@
 12-host fleet lab (argoctl/lab/fleet.py), with real packets.
 
 One lab, one run: 9 edges (each steering its client's UDP stream and TCP
-connections to the origin) and 3 relays, one real daemon each, 1 s probes,
+connections to the origin's host, which serves 4 destinations, as the
+simulation's fleet: its TCP connections take them in turn) and 3 relays, one real daemon each, 1 s probes,
 stand-in relay paths, nats-server in the lab's `bus` namespace. Probes are
 counted on the wire by nftables counters the bench adds in the lab's
 namespaces (its own table, gone with the namespaces):
 
-  per origin:  UDP packets to the responder's port arriving at the origin (input)
+  per origin:  UDP packets to the responder's port arriving at the origin's host
+               (input), per destination it serves (each its own address)
   per host:    probe packets each host sends (output): UDP to the responder's
                port (end to end) and ICMP echo requests (fleet mode's tunnel legs)
 
@@ -92,8 +94,9 @@ class ProbeCounters:
                 self._read(self.origin).get("e2e", 0))
 
 
-def rates(before, after, seconds: float, edges: list[str]) -> dict:
-    """Probes per second from two ProbeCounters.read()s."""
+def rates(before, after, seconds: float, edges: list[str], origins: int = 1) -> dict:
+    """Probes per second from two ProbeCounters.read()s; per origin: what arrived
+    at the origin's host over the `origins` destinations it serves."""
     (h0, o0), (h1, o1) = before, after
     per_host = {h: sum(h1[h].values()) - sum(h0[h].values()) for h in h1}
     legs = {h: h1[h].get("legs", 0) - h0[h].get("legs", 0) for h in h1}
@@ -101,7 +104,7 @@ def rates(before, after, seconds: float, edges: list[str]) -> dict:
 
     def mean(hs, d=per_host):
         return round(statistics.mean(d[h] for h in hs) / seconds, 2) if hs else None
-    return {"per_origin": round((o1 - o0) / seconds, 2), "per_host": mean(list(per_host)),
+    return {"per_origin": round((o1 - o0) / seconds / origins, 2), "per_host": mean(list(per_host)),
             "per_edge": mean(edges), "per_relay": mean(relays),
             "tunnel_legs_per_host": mean(list(legs), legs),
             "sent_to_origin": round(sum(per_host[h] - legs[h] for h in per_host) / seconds, 2)}
@@ -149,7 +152,7 @@ def _window(lab, counters: ProbeCounters, warmup: float, seconds: float) -> dict
     before, t0 = counters.read(), time.monotonic()
     time.sleep(seconds)
     after, took = counters.read(), time.monotonic() - t0
-    return {**rates(before, after, took, lab.edge_names), "counted_s": round(took, 1),
+    return {**rates(before, after, took, lab.edge_names, lab.origins), "counted_s": round(took, 1),
             "choices": lab.choices(), "srtts": _srtts(lab)}
 
 
@@ -188,17 +191,17 @@ def regret(table: dict, off: dict, on: dict) -> dict:
 
 def run(edges: int = 9, relays: int = 3, seconds: float = 20.0, warmup: float = 15.0,
         warmup_off: float = 5.0, tcp_rate: float = 4.0, alternatives: int = 2,
-        ttl_s: float = 15.0, say=lambda m: None) -> dict:
+        ttl_s: float = 15.0, origins: int = 4, say=lambda m: None) -> dict:
     from argoctl.lab.fleet import FleetLab, POLICY, FLEET
     fleet = {**FLEET, "ttl_s": ttl_s, "alternatives": alternatives}
     out = {"lab": "fleet", "hosts": edges + relays, "edges": edges, "relays": relays,
-           "destinations": 1, "paths_per_edge": relays + 1,
+           "destinations": origins, "paths_per_edge": relays + 1,
            "probe_interval_ms": POLICY["probe_interval_ms"], "fleet": fleet,
            "probes": "real: packets counted by nftables counters in the lab's namespaces "
                      "(per origin: arriving at the responder; per host: sent, tunnel legs "
                      "included)",
-           "traffic": f"per edge: its client's UDP stream and {tcp_rate:g} TCP connections/s "
-                      "to the origin",
+           "traffic": f"per edge: its client's UDP stream to the first destination and "
+                      f"{tcp_rate:g} TCP connections/s to the {origins} in turn",
            "regret": f"median RTT of the edges' choices on and off, both priced on one table: "
                      f"the median of {PINGS} pings per edge and path (its fwmark), taken "
                      "after the off phase; no netem on this kernel: every lab path is a "
@@ -211,7 +214,8 @@ def run(edges: int = 9, relays: int = 3, seconds: float = 20.0, warmup: float = 
         timings[phase] = round(time.monotonic() - t_start, 1)
     prefix = f"agb{os.getpid()}"
     with tempfile.TemporaryDirectory(prefix="argoctl-bench-fleetlab-") as directory:
-        lab = FleetLab(prefix, directory, edges, relays, fleet=fleet, tcp_rate=tcp_rate)
+        lab = FleetLab(prefix, directory, edges, relays, fleet=fleet, tcp_rate=tcp_rate,
+                       origins=origins)
         try:
             say("starting the fleet lab (one datapath compile per host)")
             lab.start()

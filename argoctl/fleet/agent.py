@@ -93,13 +93,14 @@ class FleetAgent:
         self._next_publish = 0.0
         self._task: Optional[asyncio.Task] = None
         self._writes_window: list[float] = []
-        self._syn_prev: dict[str, tuple[int, int]] = {}
         self._syn_delta: dict[str, tuple[int, int]] = {}
+        self._packets_prev: dict[str, int] = {}
         self.publish_skipped = 0
         self.restarts = 0
         # per-stream rates (rates.py): (dest, path) -> pace, peer -> pace; absent = 1
         self.evidence = rates.Evidence(cfg.policy.timing.interval_s)
         self.check_pace = rates.check_pace(cfg.policy.timing.interval_s, self.fc.ttl_s)
+        self.look_s = cfg.policy.timing.interval_s / rates.LOOKS   # handshakes_unanswered
         self.paces: dict[tuple[str, str], int] = {}
         self.peer_paces: dict[str, int] = {}
         self.polls = 0
@@ -412,6 +413,22 @@ class FleetAgent:
         if path == DIRECT:
             s, a = self._syn_delta.get(DIRECT, (0, 0))
             self._syn_delta[DIRECT] = (s + syn, a + synack)
+
+    def handshakes_unanswered(self, read: Callable[[str], tuple[int, int]]) -> bool:
+        """rates.Evidence.look on the paths of the choices on demand (none in local
+        mode). `read(path)`: its datapath's cumulative (SYNs, SYN-ACKs)."""
+        paths = {p for (_, p), n in self.paces.items() if n == rates.DEMAND_PACE}
+        return self.evidence.look(paths, read)
+
+    def on_traffic(self, packets: dict[str, int], now: float) -> None:
+        """The datapath's packet counters per destination (cumulative): which
+        destinations carry traffic here (rates.py, idle). A first read is
+        history: counted from the next."""
+        for dest, n in packets.items():
+            prev = self._packets_prev.get(dest)
+            self._packets_prev[dest] = n
+            if prev is not None:
+                self.evidence.on_traffic(dest, max(0, n - prev), now)
 
     def _leg_of(self, snap: Snapshot, now: float, wall: float, probe: Optional[str],
                 syn=(0, 0)) -> Leg:

@@ -13,7 +13,15 @@ single-host behaviour. In fleet mode, per destination (docs/fleet.md, "Rates"):
   FRESH_INTERVALS, no SYN left unanswered since): a slow end-to-end check every
   DEMAND_PACE intervals keeps its RTT and catches what per-path counters cannot
   attribute to one destination. Without such evidence the choice is probed at
-  the full rate.
+  the full rate, unless the destination is idle.
+- **Idle**: no packet to the destination went through this host's datapath for
+  FRESH_INTERVALS (a relay's own destinations, usually): its choice protects no
+  traffic here, and what its probes feed is the leg published for the others,
+  so it is checked like this host's direct leg when not chosen (`check_pace`).
+  The first packet ends it: full rate, with a poll, at the next round. A relay
+  that loses the origin then says so within about one check plus a timeout, not
+  one probe interval; an edge does not wait for that: it verifies a relay path
+  end to end before moving traffic onto it.
 - **Check**: the other streams of the plan (this host's direct leg, which the
   others compose with, and the k alternatives) every `check_pace` intervals, a
   relay path only while its composed estimate (relay's published leg + tunnel
@@ -41,6 +49,7 @@ DIRECT = "direct"
 DEMAND_PACE = 10          # the choice, vouched for by real traffic
 CHECK_PACE = 8            # alternatives with a fresh composed estimate, the direct leg
 FRESH_INTERVALS = 2.0     # passive evidence older than this many intervals is not fresh
+LOOKS = 4                 # looks per interval at the SYN counters of choices on demand
 
 
 def check_pace(interval_s: float, ttl_s: float) -> int:
@@ -62,6 +71,10 @@ class Evidence:
         self.fresh_s = FRESH_INTERVALS * interval_s
         self.last_good: dict[str, float] = {}
         self.bad: dict[str, float] = {}          # path -> since when
+        # dest -> when its last packet was seen (None: none since watched);
+        # a destination never reported on is not idle (traffic unknown)
+        self.traffic: dict[str, Optional[float]] = {}
+        self._looked: dict[str, tuple[int, int]] = {}   # look(): counters at the last look
 
     def on_passive(self, path: str, syn: int, synack: int, now: float) -> None:
         if syn > synack:
@@ -70,12 +83,41 @@ class Evidence:
             self.last_good[path] = now
             self.bad.pop(path, None)
 
+    def look(self, paths: set[str], read: Callable[[str], tuple[int, int]]) -> bool:
+        """Between rounds, LOOKS times an interval: the cumulative (SYNs, SYN-ACKs)
+        of `paths` (the choices on demand). True when one sent a SYN since the
+        last look that is not answered yet: the daemon then runs its round at
+        once, whose own counters decide (a SYN answered meanwhile is no alarm).
+        Without it, traffic that stops being answered on a choice probed every
+        DEMAND_PACE intervals waited up to a round to be noticed."""
+        hit = False
+        looked = {}
+        for p in paths:
+            looked[p] = cur = read(p)
+            prev = self._looked.get(p)
+            hit |= prev is not None and cur[0] - prev[0] > cur[1] - prev[1]
+        self._looked = looked
+        return hit
+
     def fresh(self, path: str, now: float) -> bool:
         t = self.last_good.get(path)
         return path not in self.bad and t is not None and now - t <= self.fresh_s
 
     def failing(self, path: str) -> bool:
         return path in self.bad
+
+    def on_traffic(self, dest: str, packets: int, now: float) -> None:
+        """Packets steered to `dest` by the datapath since the last poll."""
+        if packets > 0:
+            self.traffic[dest] = now
+        else:
+            self.traffic.setdefault(dest, None)
+
+    def idle(self, dest: str, now: float) -> bool:
+        if dest not in self.traffic:
+            return False
+        t = self.traffic[dest]
+        return t is None or now - t > self.fresh_s
 
 
 def in_doubt(dec) -> bool:
@@ -110,7 +152,8 @@ def paces(dec, probed: set[str], policy, check: int, evidence: Evidence, now: fl
             out[p] = 1 if snap.consecutive_ok > 0 else check
             continue
         if p == choice:
-            out[p] = DEMAND_PACE if evidence.fresh(p, now) else 1
+            out[p] = (DEMAND_PACE if evidence.fresh(p, now)
+                      else check if evidence.idle(dec.dest, now) else 1)
             continue
         better = (cur_ms is not None and s.smoothed_ms is not None
                   and cur_ms - s.smoothed_ms >= _margin(policy, cur_ms))

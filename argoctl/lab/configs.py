@@ -71,6 +71,9 @@ class LabTopology:
     # Per relay, the tunnel kind between it and the edges when not the lab's
     # `kind` (e.g. (("relay2", "wireguard"),) for relay1 over GRE, relay2 over WireGuard).
     tunnels: tuple[tuple[str, str], ...] = ()
+    # More destinations served by the origin's host besides the first:
+    # (name, prefixes, responder address), e.g. the fleet lab's other origins.
+    more_destinations: tuple[tuple[str, tuple[str, ...], str], ...] = ()
 
     @property
     def edges(self) -> tuple[LabHost, ...]:
@@ -230,13 +233,15 @@ def render_config(topo: LabTopology, host_name: str, kind: str, key_files: KeyFi
                     f"listen_port = {ours}  # {host.name} listens here for {peer.name}"]
     if edge or topo.relays_probe:
         paths = ["direct", *(r.name for r in topo.relays)] if edge else ["direct"]
-        out += ["", "[[destination]]",
-                f"name = {_q(topo.origin_name)}",
-                f"prefixes = {_list(topo.origin_prefixes)}",
-                f"paths = {_list(paths)}  # preference order when measurements tie",
-                f"probe = {{ kind = \"udp\", target = {_q(topo.origin_target)}, "
-                f"port = {topo.responder_port} }}  # argoctl responder on the origin",
-                "",
+        for name, prefixes, target in ((topo.origin_name, topo.origin_prefixes,
+                                        topo.origin_target), *topo.more_destinations):
+            out += ["", "[[destination]]",
+                    f"name = {_q(name)}",
+                    f"prefixes = {_list(prefixes)}",
+                    f"paths = {_list(paths)}  # preference order when measurements tie",
+                    f"probe = {{ kind = \"udp\", target = {_q(target)}, "
+                    f"port = {topo.responder_port} }}  # argoctl responder on the origin"]
+        out += ["",
                 "[policy]",
                 "# The responder authenticates probes with this shared key (same file on origin).",
                 f"responder_key_file = {_q(key_files.responder)}"]

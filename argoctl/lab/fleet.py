@@ -57,6 +57,7 @@ POLICY = {"probe_interval_ms": 1000, "detect_multiplier": 3, "probe_timeout_ms":
 FLEET = {"publish_interval_ms": 500, "ttl_s": 15, "alternatives": 1}
 STREAM_PPS = 20             # each client's UDP stream (one datagram per 50 ms)
 TCP_RATE = 4                # each client's new TCP connections a second (0: none)
+MAX_ORIGINS = 4             # destinations served by the origin's host (ORIGIN_PREFIX's /26s)
 TCP_TIMEOUT_S = 2.0         # a connection not made in this long is given up (1 SYN retry)
 
 
@@ -64,7 +65,22 @@ def host_names(edges: int, relays: int) -> tuple[list[str], list[str]]:
     return [f"e{i}" for i in range(1, edges + 1)], [f"r{j}" for j in range(1, relays + 1)]
 
 
-def fleet_topology(prefix: str, edges: int, relays: int) -> netns_topo.Topology:
+def origin_destinations(origins: int) -> list[tuple[str, tuple[str, ...], str]]:
+    """(name, prefixes, responder address) of each destination the origin's host
+    serves: one, the lab's usual origin; more: ORIGIN_PREFIX cut into /26s
+    (destinations may not overlap), the first still holding ORIGIN_SERVER."""
+    if not 1 <= origins <= MAX_ORIGINS:
+        raise netns_topo.TopologyError(f"origins: {origins}, not 1..{MAX_ORIGINS}")
+    if origins == 1:
+        return [("origin", (netns_topo.ORIGIN_PREFIX[0],), netns_topo.ORIGIN_SERVER[0])]
+    net = ipaddress.ip_network(netns_topo.ORIGIN_PREFIX[0])
+    server = int(ipaddress.ip_address(netns_topo.ORIGIN_SERVER[0])) - int(net[0])
+    return [("origin" if k == 0 else f"origin{k + 1}", (str(sub),), str(sub[server]))
+            for k, sub in enumerate(list(net.subnets(new_prefix=26))[:origins])]
+
+
+def fleet_topology(prefix: str, edges: int, relays: int,
+                   origins: int = 1) -> netns_topo.Topology:
     """The lab's namespaces, links and routes (not started)."""
     es, rs = host_names(edges, relays)
     links = edges * (relays + 1) + relays + edges + relays
@@ -75,7 +91,8 @@ def fleet_topology(prefix: str, edges: int, relays: int) -> netns_topo.Topology:
     for k, name in enumerate(es + rs, 1):
         t.add_host(name, loopback=f"192.0.2.{k}")
     origin = t.add_host("origin", loopback=ORIGIN_LOOPBACK)
-    t.add_address(origin, netns_topo.ORIGIN_SERVER[0])
+    for _, _, server in origin_destinations(origins):
+        t.add_address(origin, server)
     pool = LINK_POOL.subnets(new_prefix=31)
 
     def link(a, b):
@@ -112,17 +129,18 @@ def add_bus(t: netns_topo.Topology, hosts, loopback: str, subnets) -> None:
 
 
 def lab_topology(edges: list[str], relays: list[str], policy: dict,
-                 fleet: dict) -> labconfig.LabTopology:
+                 fleet: dict, origins: int = 1) -> labconfig.LabTopology:
     """What the configs say (argoctl/lab/configs.py): every edge steers its client LAN."""
     def host(k: int, name: str, lan: Optional[str] = None) -> labconfig.LabHost:
         return labconfig.LabHost(name, f"192.0.2.{k}", f"198.51.100.{128 + k}", lan,
                                  relay=lan is None)
     es = [host(k, e, f"to-c{k}") for k, e in enumerate(edges, 1)]
     rs = [host(k, r) for k, r in enumerate(relays, len(edges) + 1)]
+    (name, prefixes, target), *more = origin_destinations(origins)
     return labconfig.LabTopology(
         edge=es[0], more_edges=tuple(es[1:]), relays=tuple(rs),
-        origin_prefixes=(netns_topo.ORIGIN_PREFIX[0],),
-        origin_target=netns_topo.ORIGIN_SERVER[0], policy=tuple(policy.items()),
+        origin_prefixes=prefixes, origin_target=target, origin_name=name,
+        more_destinations=tuple(more), policy=tuple(policy.items()),
         relays_probe=True, relays_peer=False, fleet=tuple(fleet.items()))
 
 
@@ -136,6 +154,9 @@ class FleetLab:
     fleet: dict = field(default_factory=lambda: dict(FLEET))
     pps: float = STREAM_PPS
     tcp_rate: float = TCP_RATE
+    # destinations the origin's host serves (origin_destinations): each client's
+    # TCP connections take them in turn; its UDP stream goes to the first
+    origins: int = 1
     topo: object = None
     nats: object = None
     configs: dict = field(default_factory=dict)
@@ -179,7 +200,7 @@ class FleetLab:
         es, rs = self.edge_names, self.relay_names
         t0 = time.monotonic()
         try:
-            self.topo = t = fleet_topology(self.prefix, self.edges, self.relays)
+            self.topo = t = fleet_topology(self.prefix, self.edges, self.relays, self.origins)
             t.start()
             self._mark("namespaces", t0)
             workdir = os.path.join(self.directory, "nats")
@@ -189,7 +210,7 @@ class FleetLab:
             self.nats.start()
             self._mark("nats", t0)
             lt = lab_topology(es, rs, self.policy,
-                              {"servers": tuple(self.nats.urls), **self.fleet})
+                              {"servers": tuple(self.nats.urls), **self.fleet}, self.origins)
             paths = labconfig.write_lab_configs(
                 self.directory, lt, "gre",
                 credentials={h: self.nats.credentials(h) for h in es + rs})
@@ -211,8 +232,9 @@ class FleetLab:
             if self.tcp_rate > 0:
                 self.tcp = loop.TcpServer(t["origin"])
                 for e in es:
-                    self.connectors[e] = loop.Connector(t[self.client_of(e)], self.tcp_rate,
-                                                        timeout=TCP_TIMEOUT_S)
+                    self.connectors[e] = loop.Connector(
+                        t[self.client_of(e)], self.tcp_rate, timeout=TCP_TIMEOUT_S,
+                        dst=tuple(d[2] for d in origin_destinations(self.origins)))
         except BaseException:
             self.stop()
             raise
@@ -252,7 +274,7 @@ class FleetLab:
         settings = {"servers": tuple(self.nats.urls), **self.fleet} if fleet else {}
         creds = {h: self.nats.credentials(h) for h in es + rs} if fleet else None
         paths = labconfig.write_lab_configs(
-            self.directory, lab_topology(es, rs, self.policy, settings), "gre",
+            self.directory, lab_topology(es, rs, self.policy, settings, self.origins), "gre",
             credentials=creds)
         for h in es + rs:
             self.daemons.pop(h).stop()

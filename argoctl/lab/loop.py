@@ -271,22 +271,24 @@ def tcp_connect(host, dst: str = ORIGIN, port: int = TCP_PORT, timeout: float = 
 class Connector(_Thread):
     """New TCP connections from `host`, one every 1/rate seconds, each in its own
     thread so a slow handshake does not delay the next: `attempts` holds
-    (start, seconds to connect or None if it failed within `timeout`)."""
+    (start, seconds to connect or None if it failed within `timeout`). `dst`: an
+    address, or several taken in turn."""
 
-    def __init__(self, host, rate: float = 10, dst: str = ORIGIN, port: int = TCP_PORT,
-                 timeout: float = 5.0):
+    def __init__(self, host, rate: float = 10, dst: str | tuple[str, ...] = ORIGIN,
+                 port: int = TCP_PORT, timeout: float = 5.0):
         super().__init__()
-        self.host, self.dst, self.rate, self.timeout = host, (dst, port), rate, timeout
+        self.host, self.rate, self.timeout = host, rate, timeout
+        self.dsts = [(a, port) for a in ((dst,) if isinstance(dst, str) else dst)]
         self.attempts: list[tuple[float, Optional[float]]] = []
         self._workers: list[threading.Thread] = []
         self._start(self._loop, "connector")
 
-    def _one(self, sock: socket.socket) -> None:
+    def _one(self, sock: socket.socket, dst: tuple[str, int]) -> None:
         t0 = time.monotonic()
         with sock:
             sock.settimeout(self.timeout)
             try:
-                sock.connect(self.dst)
+                sock.connect(dst)
                 ok = time.monotonic() - t0
             except OSError:
                 ok = None
@@ -302,7 +304,8 @@ class Connector(_Thread):
             nxt = max(nxt + 1.0 / self.rate, now - 0.5)
             with self.host.inside():
                 sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            w = threading.Thread(target=self._one, args=(sock,), daemon=True)
+            dst = self.dsts[len(self._workers) % len(self.dsts)]
+            w = threading.Thread(target=self._one, args=(sock, dst), daemon=True)
             w.start()
             self._workers.append(w)
 

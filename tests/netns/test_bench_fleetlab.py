@@ -36,6 +36,8 @@ def test_counters_count_probe_packets_sent_and_arriving(pair):
     assert r["per_origin"] == 2.5 and r["per_host"] == 4.0 and r["per_edge"] == 4.0
     assert r["tunnel_legs_per_host"] == 1.5 and r["sent_to_origin"] == 2.5
     assert r["per_relay"] is None
+    # the origin's host serving 5 destinations: per origin is per destination
+    assert fleetlab.rates(before, after, 2.0, edges=["a"], origins=5)["per_origin"] == 0.5
 
 
 def test_regret_prices_both_modes_choices_on_one_table():

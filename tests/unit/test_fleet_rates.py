@@ -114,6 +114,36 @@ def test_evidence_is_fresh_only_while_handshakes_complete():
     assert ev.fresh("direct", 5.0) and not ev.failing("direct")
 
 
+def test_a_look_between_rounds_catches_a_syn_not_yet_answered(rig):
+    cfg, eng, agent, clock = rig
+    counters = {"direct": (10, 10)}
+    read = counters.__getitem__
+    assert not agent.handshakes_unanswered(read)       # nothing on demand: no look at all
+    rounds(eng, agent, clock, RTTS, 8, syn=(2, 2), legs=UP_LEGS)
+    assert agent.pace_of("origin", "direct") == rates.DEMAND_PACE
+    assert not agent.handshakes_unanswered(read)       # first look: a baseline
+    counters["direct"] = (12, 12)                      # answered between looks
+    assert not agent.handshakes_unanswered(read)
+    counters["direct"] = (13, 12)                      # a SYN since, unanswered: a round now
+    assert agent.handshakes_unanswered(read)
+    counters["direct"] = (13, 13)                      # its SYN-ACK came: quiet again
+    assert not agent.handshakes_unanswered(read)
+    agent.mode = "local"                               # local mode: nothing paced, no looks
+    rounds(eng, agent, clock, RTTS, 1, syn=(2, 2))
+    counters["direct"] = (20, 13)
+    assert not agent.handshakes_unanswered(read)
+
+
+def test_a_destination_is_idle_only_when_its_traffic_is_counted_and_quiet():
+    ev = rates.Evidence(1.0)
+    assert not ev.idle("origin", 0.0)             # never counted: unknown, not idle
+    ev.on_traffic("origin", 0, 1.0)
+    assert ev.idle("origin", 1.0)
+    ev.on_traffic("origin", 5, 2.0)
+    assert not ev.idle("origin", 4.0)
+    assert ev.idle("origin", 4.5)                 # no packet for 2 intervals
+
+
 def test_check_pace_keeps_published_legs_within_the_ttl():
     assert rates.check_pace(1.0, 15.0) == 7          # measured twice per 15 s TTL
     assert rates.check_pace(0.1, 15.0) == rates.CHECK_PACE
@@ -127,12 +157,17 @@ def rig(tmp_path, request, monkeypatch):
     return make_rig(tmp_path, CFG)
 
 
-def rounds(eng, agent, clock, rtts: dict, n: int, syn=None, legs=None):
+def rounds(eng, agent, clock, rtts: dict, n: int, syn=None, legs=None, packets=None):
     """n daemon rounds of 1 s: the streams due answer (path -> rtt s; None:
     lost), the passive counters of the choice's path (syn: (sent, acked) or
-    None: no traffic), relays' legs published, then decide, plan and paces."""
+    None: no handshakes), the datapath's packets to the origin per round
+    (packets: None, not counted: local steering), relays' legs published, then
+    decide, plan and paces."""
     dec = None
     for _ in range(n):
+        if packets is not None:
+            agent._packets_sum = getattr(agent, "_packets_sum", 0) + packets
+            agent.on_traffic({"origin": agent._packets_sum}, clock.t + 1.0)
         clock.t += 1.0
         for (h, st, r) in legs or ():
             publish(agent, h, st, r, clock.t)
@@ -173,12 +208,50 @@ def test_a_choice_carrying_real_traffic_is_probed_on_demand_only(rig):
     assert eng.path("origin", "relay2").detect == 21.0
 
 
-def test_without_traffic_the_choice_is_probed_at_the_full_rate(rig):
+def test_traffic_without_handshakes_keeps_the_choice_at_the_full_rate(rig):
     cfg, eng, agent, clock = rig
-    dec = rounds(eng, agent, clock, RTTS, 8, syn=None, legs=UP_LEGS)
+    # UDP only through the datapath, or traffic not counted (local steering)
+    for packets in (None, 50):      # (counted from the second on)
+        dec = rounds(eng, agent, clock, RTTS, 8, syn=None, legs=UP_LEGS, packets=packets)
+        assert dec.choice == "direct"
+        assert agent.pace_of("origin", "direct") == 1
+        assert agent.pace_of("origin", "relay2") == 7
+
+
+def test_an_idle_destination_has_its_choice_checked_and_traffic_ends_that(rig):
+    cfg, eng, agent, clock = rig
+    dec = rounds(eng, agent, clock, RTTS, 8, syn=None, legs=UP_LEGS, packets=0)
     assert dec.choice == "direct"
-    assert agent.pace_of("origin", "direct") == 1
-    assert agent.pace_of("origin", "relay2") == 7
+    # nothing to protect here: the choice feeds only the published leg
+    assert agent.pace_of("origin", "direct") == agent.check_pace == 7
+    assert eng.path("origin", "direct").detect == 21.0
+    polls = agent.polls
+    # the first packets: full rate at the next round, with a poll
+    rounds(eng, agent, clock, RTTS, 1, syn=None, legs=UP_LEGS, packets=3)
+    assert agent.pace_of("origin", "direct") == 1 and agent.polls > polls
+    assert eng.path("origin", "direct").detect == 3.0
+    # quiet again for more than FRESH_INTERVALS: checked again
+    rounds(eng, agent, clock, RTTS, 3, syn=None, legs=UP_LEGS, packets=0)
+    assert agent.pace_of("origin", "direct") == 7
+
+
+def test_an_idle_destination_whose_choice_is_lost_is_verified_at_the_full_rate(rig):
+    cfg, eng, agent, clock = rig
+    rounds(eng, agent, clock, RTTS, 8, syn=None, legs=UP_LEGS, packets=0)
+    assert agent.pace_of("origin", "direct") == 7
+    dead = dict(RTTS, direct=None)
+    for _ in range(12):
+        dec = rounds(eng, agent, clock, dead, 1, syn=None, legs=UP_LEGS, packets=0)
+        if dec.scores["direct"].state is not State.UP:
+            break
+    # the missed check makes it suspect: verified at the full rate from then on,
+    # so it is down (and published so) a base detection time later, not 3 checks
+    assert dec.scores["direct"].state is State.SUSPECT
+    assert agent.pace_of("origin", "direct") == 1, agent.paces
+    since = clock.t
+    while dec.scores["direct"].state is not State.DOWN and clock.t < since + 10:
+        dec = rounds(eng, agent, clock, dead, 1, syn=None, legs=UP_LEGS, packets=0)
+    assert dec.scores["direct"].state is State.DOWN and clock.t - since <= 3.0
 
 
 def test_an_unanswered_syn_puts_every_path_back_to_full_rate_at_once(rig):

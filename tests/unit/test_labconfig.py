@@ -232,3 +232,30 @@ def test_mixed_tunnels_relay1_gre_relay2_wireguard(tmp_path):
     with pytest.raises(ValueError, match="unknown tunnel kind 'vxlan'"):
         labconfig.write_lab_configs(str(tmp_path), dataclasses.replace(
             lab, tunnels=(("relay1", "vxlan"),)), "gre")
+
+
+def test_fleet_lab_origins_are_separate_destinations_of_one_host(tmp_path):
+    """The fleet bench's shape (argoctl/lab/fleet.py, origins=4): every host gets
+    one destination per origin, non-overlapping prefixes each holding its own
+    responder address, the first still the lab's usual server; edges have every
+    path to each, relays their direct leg."""
+    from argoctl.lab import fleet
+    es, rs = fleet.host_names(2, 2)
+    paths = labconfig.write_lab_configs(str(tmp_path), fleet.lab_topology(
+        es, rs, fleet.POLICY, {}, origins=4), "gre")
+    cfgs = {h: config.load(p) for h, p in paths.items()}
+    edge, relay = cfgs["e1"], cfgs["r1"]
+    assert [d.name for d in edge.destinations] == ["origin", "origin2", "origin3", "origin4"]
+    nets = [ipaddress.ip_network(d.prefixes[0]) for d in edge.destinations]
+    targets = [ipaddress.ip_address(str(d.probe.target)) for d in edge.destinations]
+    assert all(t in n for t, n in zip(targets, nets))
+    assert str(targets[0]) == topo.ORIGIN_SERVER[0]
+    assert not any(a.overlaps(b) for i, a in enumerate(nets) for b in nets[i + 1:])
+    assert all(n.subnet_of(ipaddress.ip_network(topo.ORIGIN_PREFIX[0])) for n in nets)
+    assert all(d.paths == ("direct", "r1", "r2") for d in edge.destinations)
+    assert [d.paths for d in relay.destinations] == [("direct",)] * 4
+    # one origin: the lab's usual destination, unchanged
+    one = fleet.origin_destinations(1)
+    assert one == [("origin", (topo.ORIGIN_PREFIX[0],), topo.ORIGIN_SERVER[0])]
+    with pytest.raises(topo.TopologyError, match="origins: 5"):
+        fleet.origin_destinations(5)
