@@ -91,9 +91,15 @@ def ip_batch(want) -> tuple[list[str], list[str]]:
         out.append(f"addr add {a.local}{peer} dev {a.dev}")
     for r in want.routes:
         dst = r.dst if r.dst != "default" else ("0.0.0.0/0" if r.family == 4 else "::/0")
+        if r.type != "unicast":          # a path table's drop route (kind, metric, no device)
+            out.append(f"route add {r.type} {dst} table {r.table} metric {r.metric} "
+                       f"proto {names.RTPROT_ARGOCTL}")
+            continue
         out.append(f"route add {dst} dev {r.dev} table {r.table} proto {names.RTPROT_ARGOCTL}")
     for r in want.rules:
         (out if r.family == 4 else rules6).append(
+            f"rule add priority {r.priority} not fwmark 0x0/{r.mask:#x} blackhole"
+            if r.action == "blackhole" else
             f"rule add priority {r.priority} fwmark {r.mark:#x}/{r.mask:#x} lookup {r.table}")
     return out, rules6
 

@@ -38,8 +38,21 @@ def test_reference_batches_write_every_rule_in_its_family(tmp_path):
         for fam, flag in ((4, "-4"), (6, "-6")):
             got = sorted((int(r[r.index("fwmark") + 1].split("/")[0], 16), r[-1])
                          for r in _rules(ns, flag))
-            exp = sorted((r.mark, "main" if r.table == 254 else str(r.table))
+            exp = sorted((0, "blackhole") if r.action == "blackhole" else
+                         (r.mark, "main" if r.table == 254 else str(r.table))
                          for r in want.rules if r.family == fam)
-            assert got == exp and len(exp) == 4, (fam, got, exp)   # 3 paths + the direct one
+            # 3 paths + the direct one, and the rule that drops marked traffic with no table
+            assert got == exp and len(exp) == 5, (fam, got, exp)
+        # the path tables' drop routes need no device: written and read back here too
+        drops = [line for line in lines if line.startswith("route add blackhole")]
+        subprocess.run(["ip", "-n", ns, "-batch", "-"], input="\n".join(drops) + "\n",
+                       text=True, check=True)
+        for fam, flag in ((4, "-4"), (6, "-6")):
+            shown = subprocess.run(["ip", "-n", ns, flag, "route", "show", "table", "all",
+                                    "type", "blackhole"], capture_output=True, text=True,
+                                   check=True).stdout.splitlines()
+            exp = [r for r in want.routes if r.family == fam and r.type == "blackhole"]
+            assert len(shown) == len(exp) == 3, (fam, shown, exp)
+            assert all(f"metric {exp[0].metric}" in line for line in shown), shown
     finally:
         subprocess.run(["ip", "netns", "del", ns], check=False)
