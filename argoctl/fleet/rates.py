@@ -130,6 +130,19 @@ def _margin(policy, score: float) -> float:
     return max(policy.switch_relative * score, policy.switch_absolute_ms)
 
 
+def _beats(policy, cur, smoothed: Optional[float], raw: Optional[float]) -> bool:
+    """A candidate (its smoothed and raw score) better than the choice `cur` as
+    the engine's rule 2 (engine.py) needs it to switch: by the margins on the
+    smoothed score and on the raw one. A choice checked every DEMAND_PACE
+    intervals keeps a high smoothed score long after one slow reply; the engine
+    does not switch for that, so nothing is about to be chosen."""
+    if cur.smoothed_ms is None or smoothed is None:
+        return False
+    if cur.smoothed_ms - smoothed < _margin(policy, cur.smoothed_ms):
+        return False
+    return cur.raw_ms is None or raw is None or cur.raw_ms - raw >= _margin(policy, cur.raw_ms)
+
+
 def paces(dec, probed: set[str], policy, check: int, evidence: Evidence, now: float,
           compose: Callable[[str], Optional[object]], relays: set[str]) -> dict[str, int]:
     """{path: pace} for the probed paths of one destination's decision `dec`.
@@ -138,7 +151,6 @@ def paces(dec, probed: set[str], policy, check: int, evidence: Evidence, now: fl
     cur = dec.scores.get(choice)
     if in_doubt(dec) or evidence.failing(choice):
         return {p: 1 for p in probed}
-    cur_ms = cur.smoothed_ms
     out = {}
     for p in probed:
         s = dec.scores.get(p)
@@ -155,9 +167,7 @@ def paces(dec, probed: set[str], policy, check: int, evidence: Evidence, now: fl
             out[p] = (DEMAND_PACE if evidence.fresh(p, now)
                       else check if evidence.idle(dec.dest, now) else 1)
             continue
-        better = (cur_ms is not None and s.smoothed_ms is not None
-                  and cur_ms - s.smoothed_ms >= _margin(policy, cur_ms))
-        if better:
+        if _beats(policy, cur, s.smoothed_ms, s.raw_ms):
             out[p] = 1                     # about to be chosen: verify at full rate
             continue
         if p in relays:
@@ -166,7 +176,7 @@ def paces(dec, probed: set[str], policy, check: int, evidence: Evidence, now: fl
                 out[p] = 1                 # nothing fresh vouches for it between checks
                 continue
             ms = (c.rtt_ms + c.jitter_ms)
-            if cur_ms is not None and cur_ms - ms >= _margin(policy, cur_ms):
+            if _beats(policy, cur, ms, ms):
                 out[p] = 1                 # on paper about to win: verify it
                 continue
         out[p] = check

@@ -295,6 +295,22 @@ def test_a_path_about_to_be_chosen_is_verified_at_full_rate(rig):
     assert dec.choice == "relay1" and dec.reason.startswith("switch direct -> relay1")
 
 
+def test_a_choice_slow_once_does_not_make_an_alternative_about_to_be_chosen(rig):
+    cfg, eng, agent, clock = rig
+    rtts = {"direct": 0.040, "relay1": 0.031, "relay2": 0.026}
+    legs = (("relay1", "up", 30.0), ("relay2", "up", 25.0))
+    dec = rounds(eng, agent, clock, rtts, 3, syn=(2, 2), legs=legs)
+    assert dec.choice == "direct"
+    # direct answers fast again: its raw score is back, its smoothed one still
+    # high (one sample an interval here; on demand, one per 10 intervals)
+    dec = rounds(eng, agent, clock, dict(rtts, direct=0.010), 1, syn=(2, 2), legs=legs)
+    s = dec.scores
+    assert s["direct"].smoothed_ms - s["relay2"].smoothed_ms >= 5.0
+    assert s["direct"].raw_ms < s["relay2"].raw_ms
+    # the engine does not switch for that, so relay2 is not verified at full rate
+    assert dec.choice == "direct" and agent.pace_of("origin", "relay2") == 7
+
+
 def test_local_mode_probes_every_stream_at_the_full_rate(rig):
     cfg, eng, agent, clock = rig
     rounds(eng, agent, clock, RTTS, 8, syn=(2, 2), legs=UP_LEGS)
