@@ -3,6 +3,7 @@ Fixtures live in tests/plugin.py."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import struct
@@ -123,3 +124,18 @@ def check_fleet_scenario(fleet: dict) -> dict:
     assert sorted(before[r]["how"] for r in ("relay1", "relay2")) == \
         ["composed", "end-to-end"], before
     return f
+
+
+@contextlib.contextmanager
+def running_with_tcp(lab):
+    """`lab` (a LoopLab) started with a TCP server on its origin (lab.tcp); both
+    stopped on the way out, whatever happened."""
+    from argoctl.lab import loop as looplab
+    try:
+        lab.start()
+        lab.tcp = looplab.TcpServer(lab.topo["origin"])
+        yield lab
+    finally:
+        if getattr(lab, "tcp", None):
+            lab.tcp.stop()
+        lab.stop()

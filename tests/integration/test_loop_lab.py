@@ -34,14 +34,8 @@ def loop(lab_module, tmp_path_factory):
     for r in RELAYS:
         t.link("edge", r).impair(delay_ms=RELAY_DELAY_MS[r], direction="both")
     lab = looplab.LoopLab(t, str(tmp_path_factory.mktemp("loop")), POLICY, tunnels="gre")
-    try:
-        lab.start()
-        lab.tcp = looplab.TcpServer(t["origin"])
+    with kit.running_with_tcp(lab):
         yield lab
-    finally:
-        if getattr(lab, "tcp", None):
-            lab.tcp.stop()
-        lab.stop()
 
 
 @pytest.fixture
@@ -122,8 +116,8 @@ def test_a_blackholed_direct_moves_the_stream_and_new_connections(steady):
         assert recs[leave].previous == "direct", recs[leave]
         assert not [r for r in recs[leave:] if r.choice == "direct"]
         # recovery: direct comes back only once hold-down has passed, then wins again
-        t.link("edge", "origin").clear()
-        t1 = time.monotonic()
+        t1 = time.monotonic()      # before: in the VM tc takes seconds, the link
+        t.link("edge", "origin").clear()     # is clear before it returns
         assert loop.wait_for(lambda: d.engine.path("origin", "direct").state is State.UP, 10)
         up_at = d.engine.path("origin", "direct").snapshot().recovered_at
         assert loop.wait_for(lambda: loop.choice() == "direct", 30), d.engine.last("origin").reason
@@ -156,8 +150,8 @@ def test_b_added_latency_moves_traffic_and_its_removal_brings_it_back(steady):
         # a slower path is not a dead one: direct stays up, so the stream (a pinned
         # flow) may stay; new connections take the faster relay
         assert _connect_via(loop) in RELAYS
-        t.link("edge", "origin").clear()
-        t1 = time.monotonic()
+        t1 = time.monotonic()      # before: in the VM tc takes seconds, the link
+        t.link("edge", "origin").clear()     # is clear before it returns
         assert loop.wait_for(lambda: loop.choice() == "direct", 60), d.engine.last("origin").reason
         back = next(r for r in _since(loop, t1) if r.choice == "direct")
         assert back.reason.startswith("switch relay"), back.reason

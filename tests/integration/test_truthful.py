@@ -28,6 +28,7 @@ import time
 
 import pytest
 
+import kit
 from argoctl.estimator import State
 from argoctl.lab import loop as looplab
 
@@ -55,14 +56,8 @@ def tlab(lab_module, tmp_path_factory):
                           "priority 0 ; }"], check=True)
     t["edge"].run(["nft", f"add rule ip {NFT_TABLE} post oifname to-origin ip saddr {CLIENT} "
                           "counter"], check=True)
-    try:
-        lab.start()
-        lab.tcp = looplab.TcpServer(t["origin"])
+    with kit.running_with_tcp(lab):
         yield lab
-    finally:
-        if getattr(lab, "tcp", None):
-            lab.tcp.stop()
-        lab.stop()
 
 
 def leaked(lab) -> int:
