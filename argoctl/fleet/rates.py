@@ -136,11 +136,10 @@ def _beats(policy, cur, smoothed: Optional[float], raw: Optional[float]) -> bool
     smoothed score and on the raw one. A choice checked every DEMAND_PACE
     intervals keeps a high smoothed score long after one slow reply; the engine
     does not switch for that, so nothing is about to be chosen."""
-    if cur.smoothed_ms is None or smoothed is None:
-        return False
-    if cur.smoothed_ms - smoothed < _margin(policy, cur.smoothed_ms):
-        return False
-    return cur.raw_ms is None or raw is None or cur.raw_ms - raw >= _margin(policy, cur.raw_ms)
+    if None in (cur.smoothed_ms, cur.raw_ms, smoothed, raw):
+        return False                   # (the engine: no switch without both scores)
+    return (cur.smoothed_ms - smoothed >= _margin(policy, cur.smoothed_ms)
+            and cur.raw_ms - raw >= _margin(policy, cur.raw_ms))
 
 
 def paces(dec, probed: set[str], policy, check: int, evidence: Evidence, now: float,
