@@ -267,6 +267,7 @@ typedef struct {
     opt_t srtt, rttvar;
     double jitter;
     opt_t last_rtt, last_reply, recovered_at;
+    opt_t gap_from, gap_to;   /* Estimator.gap_from / gap_to */
     ring_t recent;            /* latest active RTTs (s) */
     int failed;
     int excused;              /* ... but the engine excused it (Estimator.judge) */
@@ -373,6 +374,13 @@ static void on_reply(PathState *p, int64_t seq, double sent_at, opt_t rtt_in, do
     } else {
         p->rttvar.v += (fabs(p->srtt.v - rtt) - p->rttvar.v) * RTT_BETA;
         p->srtt.v = p->srtt.v + (rtt - p->srtt.v) * p->rtt_alpha;
+    }
+    if (p->last_reply.ok) {
+        double last = fmax(p->last_reply.v, p->quiet_from);
+        if (now - last >= p->detect * 0.5) {
+            p->gap_from = some(last);
+            p->gap_to = some(now);
+        }
     }
     p->last_reply = some(now);
     p->consecutive_ok++;
@@ -1044,6 +1052,8 @@ OPT_GETTER(rttvar)
 OPT_GETTER(last_rtt)
 OPT_GETTER(last_reply)
 OPT_GETTER(recovered_at)
+OPT_GETTER(gap_from)
+OPT_GETTER(gap_to)
 OPT_GETTER(smoothed)
 
 static PyObject *get_counts(PathState *p, void *c) { return counts_dict(p); }
@@ -1092,6 +1102,8 @@ static PyGetSetDef PathState_getset[] = {
     {"suppressed", (getter)get_suppressed, NULL, NULL, NULL},
     {"fresh_down", (getter)get_fresh_down, NULL, "a failure the engine has not judged", NULL},
     {"silent_since", (getter)get_silent_since, NULL, "Estimator.silent_since", NULL},
+    {"gap_from", (getter)get_gap_from, NULL, "Estimator.gap_from", NULL},
+    {"gap_to", (getter)get_gap_to, NULL, "Estimator.gap_to", NULL},
     {"counts", (getter)get_counts, NULL, "a copy of the counters", NULL},
     {"loss", (getter)get_loss, NULL, NULL, NULL},
     {"in_doubt", (getter)get_in_doubt, NULL, NULL, NULL},

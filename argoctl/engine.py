@@ -43,8 +43,8 @@ Rules, in order:
    whose smoothed score is within the switch margins of the best, weighted by
    1/score.
 6. Common-mode silence: a path going down while every other path is silent
-   too, one since the same instant (half a detection time), is a stalled prober
-   or host (or a dead uplink): down, not charged (no flap penalty or hold-down).
+   too (or was, past its deadline), one since the same instant (half a detection
+   time), is a stalled prober or host (or a dead uplink): down, not charged.
 
 Score (milliseconds; lower is better), per path:
 
@@ -399,7 +399,8 @@ class Engine:
         return dec
 
     def _judge(self, d: _DestState, est) -> None:
-        """Rule 6: common-mode or the path's own? (shared: the first dest judges)"""
+        """Rule 6: common-mode or the path's own? (shared: the first dest judges) Others
+        silent since the same instant: still, or past our deadline (after a stall)."""
         since, slack = est.silent_since, est.detect / 2
         together = False
         if since is not None:
@@ -410,9 +411,12 @@ class Engine:
                 s = other.silent_since
                 if s is None or s < since - slack:
                     continue            # never answered, or dead long before
-                together = s <= since + slack   # else it answered after: not common
-                if not together:
-                    break
+                together = s <= since + slack
+                if not together:        # it answered after: silent past our deadline?
+                    g = other.gap_from
+                    if g is None or abs(g - since) > slack or other.gap_to <= since + est.detect:
+                        break
+                    together = True
         est.judge(together)
 
     def _margin(self, score: float) -> float:

@@ -125,6 +125,10 @@ class Estimator:
         self.last_rtt: Optional[float] = None
         self.recent: deque[float] = deque(maxlen=RECENT)   # latest active RTTs (s)
         self.last_reply: Optional[float] = None
+        # The latest silence of at least half a detection time that a reply
+        # ended: (its start, as silent_since was, and that reply's time).
+        self.gap_from: Optional[float] = None
+        self.gap_to: Optional[float] = None
         self.recovered_at: Optional[float] = None
         self._failed = False   # down after having worked (not merely never up)
         self._excused = False  # ... but the engine excused it (common-mode silence)
@@ -191,6 +195,14 @@ class Estimator:
         else:
             self.rttvar += (abs(srtt - rtt) - self.rttvar) * RTT_BETA
             self.srtt = srtt + (rtt - srtt) * self.policy.rtt_alpha
+        last = self.last_reply
+        if last is not None:
+            if last < self._quiet_from:
+                last = self._quiet_from
+            if now - last >= self.detect * 0.5:
+                # a silence this long ended: the engine's rule 6 may need it
+                # after this reply (Estimator.gap)
+                self.gap_from, self.gap_to = last, now
         self.last_reply = now
         self.consecutive_ok += 1
         self.consecutive_miss = 0

@@ -602,6 +602,63 @@ def test_a_dead_uplink_is_reported_down_and_any_path_that_returns_gets_the_traff
     assert first_time(steps, lambda d: d.choice == "direct", after=20.0) < 21.0
 
 
+RTT3 = {"direct": 0.001, "relay1": 0.020, "relay2": 0.026}
+
+
+def _stalled_loop(stall_s: float, relays_dead_s: float = 0.0):
+    """Three paths probed every 50 ms, decisions every 12.5 ms (the daemon's
+    rounds and deadlines). At t = 10 s the daemon's loop stalls `stall_s`:
+    nothing is sent, nothing decided. When it runs again it sends to every path
+    and reads direct's reply (1 ms: the drain before judging silence) before it
+    decides; the relays' (20, 26 ms) come after. relays_dead_s: the relays
+    themselves answer nothing for that long from 10 s. -> (engine, steps after
+    the stall)."""
+    eng = engine(paths=tuple(RTT3), **FAST)
+    stop, resume = 10.0, 10.0 + stall_s
+    sends = [i * 0.05 for i in range(200)] + [resume + i * 0.05 for i in range(60)]
+    events = sorted((sent + r, 0, p, seq, sent, r) for seq, sent in enumerate(sends)
+                    for p, r in RTT3.items()
+                    if p == "direct" or not stop <= sent < stop + relays_dead_s)
+    events += [(k * 0.0125, 1) for k in range(int(stop / 0.0125))]
+    events += [(resume + 0.0015 + k * 0.0125, 1) for k in range(240)]
+    steps = []
+    for ev in sorted(events):
+        if ev[1] == 0:
+            at, _, p, seq, sent, rtt = ev
+            eng.path("d", p).on_reply(seq, sent, rtt, at)
+        else:
+            dec = eng.decide_one("d", ev[0])
+            if ev[0] > resume:
+                steps.append(dataclasses.make_dataclass("S", ["now", "decision"])(ev[0], dec))
+    return eng, steps
+
+
+def test_after_a_stalled_loop_the_first_path_to_answer_does_not_charge_the_others():
+    # The bench's VM (issue 12, the decision logs of 2026-12-03): the daemon's
+    # loop stalls 300 ms. When it runs again, direct's fresh reply is read before
+    # the relays are judged: they were silent from the same instant as direct,
+    # but direct "answered since", so rule 6 charged them (a flap penalty and a
+    # 30 s hold-down per stall: after a few, every path was suppressed and held).
+    # direct's silence ended after their deadlines: one event, nobody charged.
+    _, steps = _stalled_loop(0.3)
+    first = steps[0].decision
+    assert first.scores["direct"].state is State.UP
+    assert first.scores["relay1"].state is State.DOWN
+    assert first.scores["relay2"].state is State.DOWN
+    assert _standing(steps, 12.0) == {p: (0, False) for p in RTT3}
+    assert {s.decision.choice for s in steps} == {"direct"}
+
+
+def test_a_path_silent_past_its_deadline_while_another_answered_is_charged():
+    # The same short silence (100 ms) on every path, but the relays stay silent
+    # (their own failure): direct answered again before their deadlines.
+    _, steps = _stalled_loop(0.1, relays_dead_s=1.0)
+    later = _standing(steps, 12.0)
+    assert later["direct"] == (0, False)
+    assert later["relay1"][0] > 900 and later["relay2"][0] > 900
+    assert later["relay1"][1] and later["relay2"][1]        # held after they return
+
+
 # -- detection time (issue 12's one-way gap) --------------------------------------
 
 def _leave_direct(at_deadlines: bool, phase: float):
