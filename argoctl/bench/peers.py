@@ -40,6 +40,7 @@ from typing import Optional
 
 import click
 
+from argoctl.bench import peerstrace
 from argoctl.bench.report import emit
 from argoctl.lab import env as labmod
 from argoctl.lab import faults as labfaults
@@ -80,7 +81,11 @@ SCENARIOS = {
 ROW_KEYS = ("system", "setting", "scenario", "failover_ms", "ok_pct", "median_ms", "p95_ms",
             "switches")
 UP_TIMEOUT_S = 90           # babeld's defaults (4 s hellos) take a while to route
-SETTLE_TIMEOUT_S = 75       # argoctl's default hold-down is 30 s
+SETTLE_TIMEOUT_S = 75       # a restarted system settles on direct
+# After a scenario, how long a system may take to come back to direct by itself
+# before it is restarted: argoctl's hold-down (30 s) and its end; the peers
+# come back within seconds. Longer (flap damping) is reported as null.
+RETURN_WAIT_S = 45
 _TAG = labtraffic.MSG        # client id, request id, attempt
 
 
@@ -193,7 +198,9 @@ class PeersEnv(labmod.LabEnv):
                 t.start()
                 self.geography(t)
             if self.system == "argoctl":
-                self.loop = LoopLab(t, self.directory, self.policy, tunnels="gre")
+                # origin's responder in its own process, as babeld and BIRD are
+                self.loop = LoopLab(t, self.directory, self.policy, tunnels="gre",
+                                    responder_process=True)
                 self.loop.start()
             else:
                 self.mesh = labpeers.PeerMesh(t, self.system, self.setting,
@@ -208,6 +215,18 @@ class PeersEnv(labmod.LabEnv):
             self.stop()
             raise
         return self
+
+    def restart(self) -> None:
+        """The system restarted on the standing lab, the same for every system,
+        so that what it learnt in one scenario (hold-downs, flap penalties, BFD
+        and babel state) does not carry into the next: argoctl's edge daemon
+        (it adopts its running datapath, as a `systemctl restart` does), or
+        babeld / BIRD on every node."""
+        if self.system == "argoctl":
+            self.loop.daemon.stop()
+            self.loop.start_daemon()
+        else:
+            self.mesh.restart()
 
     def up(self) -> bool:
         """The system routes: argoctl has chosen direct with every path up; a
@@ -312,30 +331,42 @@ def warm_up(system: str, setting: str) -> float:
 
 
 def run_system(system: str, setting: str, scenarios: list[str], *, rate: float = RATE,
-               say=lambda m: None, prefix: Optional[str] = None, topo=None) -> list[dict]:
+               say=lambda m: None, prefix: Optional[str] = None, topo=None,
+               log_dir: Optional[str] = None, last_return: bool = False) -> list[dict]:
     """`system` at `setting` alone on a lab (a fresh one, or `topo`: a started
-    standard lab with the geography); each scenario in turn; a row each."""
+    standard lab with the geography); each scenario in turn; a row each.
+    Between scenarios: how long the system took to come back to direct by
+    itself (`back_direct_s`, up to RETURN_WAIT_S), then it is restarted, so
+    that every scenario starts from a fresh system settled on direct (the
+    same for all; see docs/peers.md). last_return: the last scenario's
+    `back_direct_s` too. log_dir: argoctl's decision log per scenario."""
     env = PeersEnv(system, setting, prefix or f"agpr{os.getpid()}", topo=topo)
-    rows = []
+    rows, trace = [], None
     try:
         t_start = time.monotonic()
         say(f"{system}/{setting}: starting the lab ({env.prefix}-*)")
         env.start()
-        up = env.loop_wait(env.up, UP_TIMEOUT_S)
-        if not up and system != "argoctl":
-            raise labpeers.PeerError(f"{system} ({setting}) did not come up within "
-                                     f"{UP_TIMEOUT_S} s" + _outputs(env))
-        # argoctl routes from the start (direct is its fallback): not having measured
-        # every path yet (a starved VM) is noted, not fatal
-        say(f"{system}/{setting}: " + (f"up after {time.monotonic() - t_start:.1f} s" if up
-                                       else f"paths still in doubt after {UP_TIMEOUT_S} s"))
-        time.sleep(warm_up(system, setting))     # the alternatives learned too
+        _come_up(env, say, t_start)
+        if system == "argoctl" and log_dir:
+            trace = peerstrace.DecisionTrace(env.daemon)
         env.start_traffic(rate)
-        for name in scenarios:
+        t_end = time.monotonic()
+        for i, name in enumerate(scenarios):
             sc = scenario(name)
+            if i:
+                t_restart = time.monotonic()
+                env.restart()
+                if trace is not None:
+                    trace.daemon = env.daemon
+                _come_up(env, say, t_restart, "restarted")
+            t_wait = time.monotonic()
             settled = env.loop_wait(env.steady_direct, SETTLE_TIMEOUT_S)
+            settle = {"settle_s": round(time.monotonic() - t_wait, 1)}
+            if system == "argoctl":
+                settle["standing_before"] = peerstrace.standing(env.daemon)
             say(f"{system}/{setting}/{name}: " + ("playing" if settled else
-                                                  "not steady on direct; playing anyway"))
+                                                  "not steady on direct; playing anyway: "
+                                                  f"{settle.get('standing_before')}"))
             env.applying.clear()
             t_play = time.monotonic()
             end = labmod.play(env, sc)
@@ -349,16 +380,59 @@ def run_system(system: str, setting: str, scenarios: list[str], *, rate: float =
                    # failover counts from the last
                    "impair_apply_ms": round(1000 * (t_imp - env.applying[0][0]), 1)
                    if env.applying else None,
-                   "fault": "netlink" if env.faults is not None else "tc"}
+                   "fault": "netlink" if env.faults is not None else "tc", **settle}
             if system == "argoctl":
                 row["to_direct"] = _returns_to_direct(env.daemon, t_imp, end)
+            if i + 1 < len(scenarios) or last_return:
+                row.update(back_on_direct(env, end))
+            if trace is not None:
+                log = os.path.join(log_dir, f"{system}-{setting}-{name}.jsonl")
+                trace.dump(log, t_imp, t_end, time.monotonic(), head=row)
+                row["decision_log"] = log
+            t_end = time.monotonic()
             say(f"{system}/{setting}/{name}: failover {row['failover_ms']} ms, ok "
                 f"{row['ok_pct']}%, median {row['median_ms']} ms, p95 {row['p95_ms']} ms, "
-                f"{row['switches']} switches, paths {row['paths']}")
+                f"{row['switches']} switches, paths {row['paths']}, back on direct after "
+                f"{row.get('back_direct_s', '(not measured)')} s")
             rows.append(row)
     finally:
+        if trace is not None:
+            trace.stop()
         env.stop()
     return rows
+
+
+def _come_up(env: PeersEnv, say, t0: float, what: str = "up") -> None:
+    """Until the system routes (a peer: fatal if not within UP_TIMEOUT_S), then
+    its warm-up."""
+    system, setting = env.system, env.setting
+    up = env.loop_wait(env.up, UP_TIMEOUT_S)
+    if not up and system != "argoctl":
+        raise labpeers.PeerError(f"{system} ({setting}) did not come up within "
+                                 f"{UP_TIMEOUT_S} s" + _outputs(env))
+    # argoctl routes from the start (direct is its fallback): not having measured
+    # every path yet (a starved VM) is noted, not fatal
+    say(f"{system}/{setting}: " + (f"{what} after {time.monotonic() - t0:.1f} s" if up
+                                   else f"paths still in doubt after {UP_TIMEOUT_S} s"))
+    time.sleep(warm_up(system, setting))     # the alternatives learned too
+
+
+def back_on_direct(env: PeersEnv, end: float) -> dict:
+    """After a scenario's end: when the system, by itself, carried every request
+    over direct both ways again: `back_direct_s`, the start of the last request
+    that did not (answered or not), in seconds after the end (0: none); None if
+    not steady on direct within RETURN_WAIT_S. argoctl: its standing then
+    (`standing_after`: which path holds it, penalty, hold-down)."""
+    back = env.loop_wait(env.steady_direct, RETURN_WAIT_S)
+    out: dict = {"back_direct_s": None}
+    if back:
+        rows = env.answered(end, time.monotonic() - DEADLINE_S)
+        off = [r["started"] for r in rows
+               if not (r["ok"] and r.get("fwd") == "direct" and r.get("ret") == "direct")]
+        out["back_direct_s"] = round(max(off) - end, 1) if off else 0.0
+    if env.system == "argoctl":
+        out["standing_after"] = peerstrace.standing(env.daemon)
+    return out
 
 
 def _returns_to_direct(daemon, since: float, until: float, most: int = 8) -> list:
@@ -429,7 +503,11 @@ def table(rows: list[dict]):
               help="Requests per second.")
 @click.option("--json", "as_json", is_flag=True,
               help="Only JSON lines on stdout (the table still goes to stderr).")
-def bench_peers(systems, settings, scenarios, rate, as_json) -> None:
+@click.option("--log-dir", type=click.Path(file_okay=False), default=None,
+              help="Write argoctl's decision log per scenario here (JSON lines: each "
+                   "path's changes of standing and each decision, from before the "
+                   "settle wait to the end of the scenario).")
+def bench_peers(systems, settings, scenarios, rate, as_json, log_dir) -> None:
     """argoctl, babeld (type tunnel, RTT-aware) and BIRD (static routes + BFD)
     each alone on the standard lab over GRE, through the same scenarios with
     the same traffic: failover ms, requests ok %, median/p95 latency, path
@@ -440,18 +518,21 @@ def bench_peers(systems, settings, scenarios, rate, as_json) -> None:
     argv = ["bench", "peers", *sum((["--system", s] for s in systems), []),
             *sum((["--setting", s] for s in settings), []),
             *sum((["--scenario", s] for s in scenarios), []), "--rate", str(rate)] \
-        + (["--json"] if as_json else [])
+        + (["--json"] if as_json else []) + (["--log-dir", log_dir] if log_dir else [])
     rc = in_vm_or_here(argv)
     if rc is not None:
         sys.exit(rc)
     from rich.console import Console
     err = Console(stderr=True)
     labmod.raise_on_sigterm()
+    if log_dir:
+        os.makedirs(log_dir, exist_ok=True)
     rows, failed = [], []
     for system in systems or SYSTEMS:
         for setting in settings or SETTINGS:
             try:
                 got = run_system(system, setting, list(scenarios or SCENARIOS), rate=rate,
+                                 log_dir=log_dir, last_return=True,
                                  say=lambda m: err.print(f"bench peers: {m}", highlight=False,
                                                          markup=False))
             except (labpeers.PeerError, netns_topo.TopologyError) as e:

@@ -23,6 +23,7 @@ import asyncio
 import os
 import socket
 import struct
+import subprocess
 import sys
 import threading
 import time
@@ -399,6 +400,33 @@ class ResponderThread(_Thread):
             self._t.join(10)
 
 
+class ResponderProcess:
+    """`argoctl responder` as its own process in `host`, as on a real origin: its
+    replies do not wait for this process's other threads (the bench's traffic,
+    the daemon thread) to release the interpreter."""
+
+    def __init__(self, host, key_file: str, port: int = RESPONDER_PORT):
+        self.proc = host.popen([sys.executable, "-m", "argoctl", "responder",
+                                "--listen", f"0.0.0.0:{port}", "--key-file", key_file,
+                                "--rate", "1000000", "--global-rate", "1000000"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        bound = wait_for(lambda: self.proc.poll() is not None or host.run(
+            ["ss", "-Hlun", f"sport = :{port}"]).stdout.strip() != "", 60, 0.2)
+        if not bound or self.proc.poll() is not None:
+            err = self.stop()
+            raise RuntimeError(f"argoctl responder on {host.name} did not start: {err}")
+
+    def stop(self) -> str:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        try:
+            _, err = self.proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            _, err = self.proc.communicate()
+        return (err or b"").decode(errors="replace").strip()[-400:]
+
+
 # -- the lab with a running daemon ---------------------------------------------------
 
 def wait_for(pred, timeout: float, step: float = 0.05) -> bool:
@@ -440,6 +468,8 @@ class LoopLab:
     relay_datapaths: dict = field(default_factory=dict)  # relay -> "adopted" (or "compiled")
     _relay_pins: dict = field(default_factory=dict)    # compile_datapaths
     reload_s: Optional[float] = None           # the edge daemon's last reload
+    # origin's responder as its own process (ResponderProcess), not a thread here
+    responder_process: bool = False
 
     def start(self, daemon: bool = True) -> "LoopLab":
         from argoctl import home
@@ -452,8 +482,11 @@ class LoopLab:
             self._up_relays()
         else:
             fake_paths(t, self.configs["edge"])
-        key = mac.read_key(self.configs["edge"].policy.responder_key_file)
-        self.responder = ResponderThread(t["origin"], key)
+        key_file = self.configs["edge"].policy.responder_key_file
+        if self.responder_process:
+            self.responder = ResponderProcess(t["origin"], key_file)
+        else:
+            self.responder = ResponderThread(t["origin"], mac.read_key(key_file))
         self.sink = Sink(t["origin"])
         if fleet:
             self._start_relays()

@@ -236,7 +236,7 @@ class PeerMesh:
 
     def _start_daemon(self, node: str) -> subprocess.Popen:
         host = self.topo[node]
-        log = open(os.path.join(self.directory, f"{self.system}-{node}.out"), "wb")
+        log = open(os.path.join(self.directory, f"{self.system}-{node}.out"), "ab")
         with log:
             if self.system == "babeld":
                 conf = os.path.join(self.directory, f"babeld-{node}.conf")
@@ -279,8 +279,19 @@ class PeerMesh:
         return all(any(r.startswith(OVERLAY[far]) for r in self.routes(node))
                    for node, far in (("edge", "origin"), ("origin", "edge")))
 
-    def stop(self) -> None:
-        """Daemons ended (SIGTERM, then SIGKILL), tunnels, rules and routes removed."""
+    def restart(self) -> None:
+        """The daemons ended and started again on the standing mesh, their routes
+        flushed in between: what they knew of the last scenario is gone."""
+        self._end_daemons()
+        for node in self._built:
+            self.topo[node].run(["ip", "route", "flush", "table", str(PEER_TABLE)])
+        for node in NODES:
+            self.procs[node] = self._start_daemon(node)
+        time.sleep(0.5)
+        self.check_running()
+
+    def _end_daemons(self) -> None:
+        """SIGTERM, then SIGKILL after 5 s."""
         for proc in self.procs.values():
             if proc.poll() is None:
                 proc.terminate()
@@ -291,6 +302,10 @@ class PeerMesh:
                 proc.kill()
                 proc.wait()
         self.procs.clear()
+
+    def stop(self) -> None:
+        """Daemons ended (SIGTERM, then SIGKILL), tunnels, rules and routes removed."""
+        self._end_daemons()
         for node in self._built:
             host = self.topo[node]
             lines = [f"link del {t.ifname}" for t in tunnels(node)]
