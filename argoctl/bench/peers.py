@@ -7,7 +7,9 @@ babeld / BIRD on every mesh node over a GRE mesh (argoctl/lab/peers.py). The
 same traffic generator (argoctl/lab/traffic.py: a request every 1/rate s from
 the client, each attempt a new flow, retried after 250 ms, failed after 2 s)
 then lives through the same scenarios, one after another, each from a steady
-state on the direct path.
+state on the direct path: between scenarios the system is restarted (the same
+for all; docs/peers.md says why), after the bench noted how long it took to
+come back to direct by itself (back_direct_s).
 
 Which path a request took is read from packets, the same way for every
 system: origin's echo service notes the interface each attempt arrived on
