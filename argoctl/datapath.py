@@ -26,7 +26,7 @@ from argoctl import bpfsys, home, maps, names
 from argoctl.hooks import (FILTER_PREFIX, SOCK_PROGRAMS, TC_HANDLE, TC_INGRESS,  # noqa: F401
                            TC_PRIO, TC_PROGRAMS, _cgroup_attach, _cgroup_attached,
                            _cgroup_detach, _link, _netlink, _no_step, _our_filters,
-                           _remove_clsact, _tc_attach, _tc_detach, _tc_detach_all,
+                           _remove_clsact, _tc_detach, _tc_detach_all, tc_attach_all,
                            ClsactDevices, remove_clsacts)
 from argoctl.config import Config
 from argoctl.config import rules as config_rules
@@ -349,28 +349,28 @@ def attach(config: Config, pin_dir: str = names.BPF_PIN_DIR, netns: Optional[str
         clsact = ClsactDevices(ipr)        # what had one before (never recorded as ours)
         from argoctl import rtbatch       # (a socket of this namespace: netns None)
         sender = rtbatch.Sender() if netns is None else None
+        devices = []            # (ifname, ifindex, program, fd): attached in batches
         for ifname in config.node.steer_interfaces:
             link = links.get(ifname)
             prog = "steer_eth" if link["ifi_type"] == ARPHRD_ETHER else "steer_l3"
-            if _tc_attach(ipr, link["index"], prog, progs[prog], ifname, res, step, intents,
-                          clsact, sender):
-                res.newly_attached.append(ifname)
-            res.steered.append(ifname)
+            devices.append((ifname, link["index"], prog, progs[prog]))
+        steered = list(config.node.steer_interfaces)
         passive = [names.link_name(p.name) for p in config.peers]
         watch = [p.address for p in config.peers]
         watch += [d.prefixes[0].network_address for d in config.destinations if d.prefixes]
         passive += [i for i in _route_ifnames(ipr, watch, snap, links) if i not in passive]
+        passive = [i for i in passive if i in links and i not in steered]
         for ifname in passive:
-            link = links.get(ifname)
-            if link is None or ifname in res.steered:
-                continue
+            link = links[ifname]
             prog = "passive_eth" if link["ifi_type"] == ARPHRD_ETHER else "passive_l3"
-            if _tc_attach(ipr, link["index"], prog, progs[prog], ifname, res, step, intents,
-                          clsact, sender):
-                res.newly_attached.append(ifname)
-            res.passive.append(ifname)
-        if sender is not None:
-            sender.close()
+            devices.append((ifname, link["index"], prog, progs[prog]))
+        try:
+            tc_attach_all(ipr, devices, res, step, intents, clsact, sender)
+        finally:
+            if sender is not None:
+                sender.close()
+        res.steered += steered
+        res.passive += passive
         if cgroup:
             _cgroup_attach(progs, cgroup, res, step)
     return res

@@ -23,7 +23,8 @@ from pyroute2.netlink import (NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl import (RTM_DELADDR, RTM_DELROUTE, RTM_DELRULE, RTM_GETADDR,
                                    RTM_GETLINK, RTM_GETROUTE, RTM_GETRULE, RTM_GETTFILTER,
-                                   RTM_NEWADDR, RTM_NEWLINK, RTM_NEWROUTE, RTM_NEWRULE)
+                                   RTM_NEWADDR, RTM_NEWLINK, RTM_NEWQDISC, RTM_NEWROUTE,
+                                   RTM_NEWRULE, RTM_NEWTFILTER)
 from pyroute2.netlink.rtnl.fibmsg import fibmsg
 from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import IFF_UP, ifinfmsg
@@ -37,6 +38,8 @@ RTN_TYPES = {1: "unicast", 6: "blackhole", 7: "unreachable", 8: "prohibit"}   # 
 RTN = {name: n for n, name in RTN_TYPES.items()}
 FR_ACT_TO_TBL, FR_ACT_BLACKHOLE, FIB_RULE_INVERT = 1, 6, 0x2      # linux/fib_rules.h
 SOL_NETLINK = 270
+TC_H_CLSACT = 0xFFFF0000
+TCA_BPF_FLAG_ACT_DIRECT = 1
 NETLINK_GET_STRICT_CHK = 12
 CHUNK = 128               # messages a send: their acks fit any receive buffer
 
@@ -109,6 +112,28 @@ def link_up(index: int, alias: str):
     m["index"], m["flags"], m["change"] = index, IFF_UP, IFF_UP
     m["attrs"] = [("IFLA_IFALIAS", alias)]
     return _header(m, RTM_NEWLINK, "del")       # (a change: no create flags)
+
+
+def clsact(index: int):
+    """`tc qdisc add dev INDEX clsact`."""
+    m = tcmsg()
+    m["index"], m["handle"], m["parent"] = index, TC_H_CLSACT, TC_H_CLSACT | 0xFFF1
+    m["attrs"] = [("TCA_KIND", "clsact")]
+    return _header(m, RTM_NEWQDISC, "add")
+
+
+def bpf_filter(index: int, parent: int, prio: int, handle: int, fd: int, name: str,
+               protocol: int = 0x0003, classid: int = 1):
+    """`tc filter replace dev INDEX parent PARENT prio PRIO handle HANDLE protocol
+    PROTOCOL bpf fd FD name NAME classid CLASSID direct-action`."""
+    m = tcmsg()
+    m["index"], m["handle"], m["parent"] = index, handle, parent
+    m["info"] = (prio << 16) | socket.htons(protocol)
+    m["attrs"] = [("TCA_KIND", "bpf"),
+                  ("TCA_OPTIONS", {"attrs": [("TCA_BPF_CLASSID", classid), ("TCA_BPF_FD", fd),
+                                             ("TCA_BPF_NAME", name),
+                                             ("TCA_BPF_FLAGS", TCA_BPF_FLAG_ACT_DIRECT)]})]
+    return _header(m, RTM_NEWTFILTER, "replace")
 
 
 def filters(index: int, parent: int):
