@@ -266,17 +266,23 @@ def _route_ifnames(ipr, addresses, snap=None, links=None) -> list[str]:
     every table and filters in Python); `links`: {name: link} from a dump."""
     import ipaddress
     import socket
-    routes: dict[int, list] = {}
+    # per family: {prefix length: {network as an int: oifs}} (the first route of a
+    # prefix wins, as before): an address is matched by one dict look-up per prefix
+    # length, longest first, not against every route (200 x 200 tests in the bench)
+    routes: dict[int, Optional[dict]] = {}
     for fam, af in ((4, socket.AF_INET), (6, socket.AF_INET6)):
-        rs = []
+        rs: Optional[dict] = {}
+        n = 0
         for msg in (snap.routes(af, table=254) if snap is not None
                     else ipr.get_routes(family=af, table=254)):
             oifs = [msg.get_attr("RTA_OIF")] if msg.get_attr("RTA_OIF") else \
                 [nh["oif"] for nh in (msg.get_attr("RTA_MULTIPATH") or []) if nh.get("oif")]
             dst = msg.get_attr("RTA_DST") or ("0.0.0.0" if fam == 4 else "::")
             if msg["type"] == 1 and oifs:          # RTN_UNICAST: goes out of a device
-                rs.append((ipaddress.ip_network(f"{dst}/{msg['dst_len']}"), oifs))
-            if len(rs) > MAIN_TABLE_DUMP_MAX:
+                net = ipaddress.ip_network(f"{dst}/{msg['dst_len']}")
+                rs.setdefault(net.prefixlen, {}).setdefault(int(net.network_address), oifs)
+                n += 1
+            if n > MAIN_TABLE_DUMP_MAX:
                 rs = None
                 break
         routes[fam] = rs
@@ -302,9 +308,13 @@ def _route_ifnames(ipr, addresses, snap=None, links=None) -> list[str]:
                 if oif:
                     add(oif)
             continue
-        best = max((r for r in table if ip in r[0]), key=lambda r: r[0].prefixlen, default=None)
-        for oif in best[1] if best else ():
-            add(oif)
+        value, bits = int(ip), ip.max_prefixlen
+        for plen in sorted(table, reverse=True):
+            best = table[plen].get(value >> (bits - plen) << (bits - plen))
+            if best is not None:
+                for oif in best:
+                    add(oif)
+                break
     return out
 
 
