@@ -1,5 +1,5 @@
 """Wall-clock time (no profiler: cProfile inflates pyroute2's many small calls
-~10x under TCG) of the main parts of `argoctl bench up`'s `up` and no-op `up`,
+several times under TCG) of the main parts of `argoctl bench up`'s `up` and no-op `up`,
 inclusive, per phase. Run it where GRE exists (the VM):
     python -m argoctl.lab.vm -- .venv/bin/python scripts/walltime_up.py [PEERS PREFIXES]
 """
