@@ -55,6 +55,7 @@ class Context:
     # config's first path sets (config.first_weights)
     pathsets: Optional[Callable] = None
     ipr: object = None
+    snap: object = None                  # netlink.Snapshot: the dumps this call shares
     nft: object = None
     applier: Optional[Applier] = None
     intents: Optional[Intents] = None
@@ -101,7 +102,10 @@ class Links(Stage):
         return not isinstance(op.obj, NftObject)
 
     def apply(self, ctx: Context) -> None:
-        ctx.applier.apply([op for op in ctx.ops if self.mine(op)])
+        ops = [op for op in ctx.ops if self.mine(op)]
+        ctx.applier.apply(ops)
+        if ops:
+            ctx.snap.forget()       # (the next stages dump what this one changed)
         ctx.extra["journal_" + self.name] = ctx.applier.journal
         try:
             runfiles.load_routing(ctx.state_dir)
@@ -143,7 +147,8 @@ class Datapath(Stage):
         kw = {"sizes": ctx.sizes} if ctx.sizes is not None else {}
         try:
             datapath.attach(ctx.config, pin_dir=ctx.home.pin_dir, netns=None, cgroup=ctx.cgroup,
-                            res=ctx.attach, step=ctx.step, intents=ctx.intents, **kw)
+                            res=ctx.attach, step=ctx.step, intents=ctx.intents,
+                            snap=ctx.snap, **kw)
         except BaseException:
             self.rollback(ctx)
             raise
@@ -217,6 +222,7 @@ def _run(ctx: Context, body, command: str, lock: bool) -> Context:
     try:
         with netlink.netns(ctx.ns):
             ctx.ipr = IPRoute()
+            ctx.snap = netlink.Snapshot()
             try:
                 ctx.nft = nft.Client()
                 ctx.intents = Intents(ctx.state_dir)
@@ -230,6 +236,7 @@ def _run(ctx: Context, body, command: str, lock: bool) -> Context:
                         ctx.warnings.append(w)
                 if ctx.applier is not None:
                     ctx.applier.close()
+                ctx.snap.close()
                 ctx.ipr.close()
     finally:
         if held is not None:
@@ -239,7 +246,7 @@ def _run(ctx: Context, body, command: str, lock: bool) -> Context:
 
 def _current(ctx: Context) -> plan.State:
     return netlink.read_owned(ctx.ipr, ctx.routing, wg=lambda: ctx.applier.wg, nft=ctx.nft,
-                              saved=ctx.applier.saved.load())
+                              saved=ctx.applier.saved.load(), snap=ctx.snap)
 
 
 def up(config: Config, ns: Optional[str] = None, dry_run: bool = False,
@@ -264,7 +271,7 @@ def up(config: Config, ns: Optional[str] = None, dry_run: bool = False,
         if "links" in ctx.stages or "nft" in ctx.stages:
             current = _current(ctx)
             from argoctl import foreign     # another user of our mark bits: refuse, name it
-            conflicts = foreign.mark_conflicts(ctx.ipr, ctx.config.routing, current)
+            conflicts = foreign.mark_conflicts(ctx.ipr, ctx.config.routing, current, ctx.snap)
             if conflicts:
                 raise plan.PlanError(foreign.conflict_message(ctx.config.routing, conflicts))
             ctx.ops = plan.diff(current, plan.desired(

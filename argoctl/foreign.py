@@ -45,9 +45,10 @@ def _mark(msg):
     return mark or 0, 0xFFFFFFFF if mask is None else mask
 
 
-def _rules(ipr, owned: set):
+def _rules(ipr, owned: set, snap=None):
+    """`snap` (netlink.Snapshot): the rules the caller dumped already."""
     for family, af in FAMILIES.items():
-        for msg in ipr.get_rules(family=af):
+        for msg in (snap.rules(af) if snap is not None else ipr.get_rules(family=af)):
             prio = msg.get_attr("FRA_PRIORITY") or 0
             key = (family, prio, msg.get_attr("FRA_FWMARK") or 0, msg.get_attr("FRA_FWMASK"))
             if key not in owned:
@@ -58,11 +59,11 @@ def _owned(state) -> set:
     return {(r.family, r.priority, r.mark, r.mask) for r in state.rules}
 
 
-def mark_conflicts(ipr, routing: Routing, state) -> list[str]:
+def mark_conflicts(ipr, routing: Routing, state, snap=None) -> list[str]:
     """Foreign rules (not in `state`, what argoctl owns) that match on bits of
     argoctl's fwmark mask with a mark that sets bits there (or inverted)."""
     out = []
-    for family, _, msg in _rules(ipr, _owned(state)):
+    for family, _, msg in _rules(ipr, _owned(state), snap):
         mark, mask = _mark(msg)
         if mark is None or not mask & routing.fwmark_mask:
             continue

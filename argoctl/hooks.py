@@ -134,6 +134,68 @@ def _tc_attach(ipr, ifindex: int, prog: str, fd: int, ifname: str = "",
     return True
 
 
+def tc_attach_all(ipr, devices: list, res, step=_no_step, intents=None,
+                  clsact: Optional[ClsactDevices] = None, sender=None) -> list[str]:
+    """_tc_attach for each of `devices` [(ifname, ifindex, prog, fd)], in batches
+    (rtbatch; `sender`: of the caller's namespace, None: one device at a time): the
+    devices whose filter is missing get their clsact qdisc (the journal takes all
+    their names in one write first), then their filters, a batch each, every ack
+    read. What took effect is in `res` (clsact_added, newly_attached) before the
+    first failure raises, so undo() takes back exactly that. Returns the names
+    newly attached."""
+    clsact = clsact if clsact is not None else ClsactDevices(ipr)
+    if sender is None:
+        out = []
+        for ifname, ifindex, prog, fd in devices:
+            if _tc_attach(ipr, ifindex, prog, fd, ifname, res, step, intents, clsact):
+                out.append(ifname)
+                res.newly_attached.append(ifname)
+        return out
+    from argoctl import rtbatch
+    need = []
+    for ifname, ifindex, prog, fd in devices:
+        want = _filter_name(prog, bpfsys.prog_info(fd).id)
+        if want not in _our_filters(ipr, ifindex, sender):
+            need.append((ifname, ifindex, prog, fd, want))
+    bare = [(n, i) for n, i, *_ in need if i not in clsact.have]
+    if bare:
+        recorded = intents.clsact() if intents is not None else {}
+        fresh = [(n, i) for n, i in bare if recorded.get(n) != i]
+        if intents is not None and fresh:
+            intents.add_clsact(*fresh[0], *fresh[1:])
+        try:
+            for n, _ in bare:
+                step(f"clsact {n}")     # (a SIGKILL here: the window the journal covers)
+            outcomes = sender.run([rtbatch.clsact(i) for _, i in bare])
+        except BaseException:
+            if intents is not None and fresh:
+                intents.drop_clsact(*[n for n, _ in fresh])
+            raise
+        failed = None
+        for (n, i), err in zip(bare, outcomes):
+            if err is not None and intents is not None and (n, i) in fresh:
+                intents.drop_clsact(n)   # not made (or one added since the dump: theirs)
+            if err is None and res is not None:
+                res.clsact_added.append(n)  # this call made it (undo takes it back)
+            if err is None or err.code == errno.EEXIST:
+                clsact.have.add(i)
+            elif failed is None:
+                failed = err
+        if failed is not None:
+            raise failed
+    for n, _, prog, _, _ in need:
+        step(f"filter {prog} {n}")
+    # "replace" swaps the program in one step: no packet sees no filter.
+    outcomes = sender.run([rtbatch.bpf_filter(i, TC_INGRESS, TC_PRIO, TC_HANDLE, fd, want)
+                           for _, i, _, fd, want in need])
+    out = [d[0] for d, err in zip(need, outcomes) if err is None]
+    res.newly_attached.extend(out)
+    for err in outcomes:
+        if err is not None:
+            raise err
+    return out
+
+
 def _tc_detach(ipr, idx: int) -> None:
     try:
         ipr.tc("del-filter", "bpf", idx, TC_HANDLE, parent=TC_INGRESS,

@@ -91,14 +91,16 @@ class Intents:
     def links(self) -> list[str]:
         return self.load()["links"]
 
-    def add_clsact(self, ifname: str, ifindex: int) -> None:
+    def add_clsact(self, ifname: str, ifindex: int, *more: tuple[str, int]) -> None:
+        """Qdiscs about to be added: (ifname, ifindex), then more pairs (one write)."""
         doc = self.load()
-        doc["clsact"][ifname] = ifindex
+        for name, index in ((ifname, ifindex), *more):
+            doc["clsact"][name] = index
         self._store(doc)
 
-    def drop_clsact(self, ifname: str) -> None:
+    def drop_clsact(self, *ifnames: str) -> None:
         doc = self.load()
-        if doc["clsact"].pop(ifname, None) is not None:
+        if [n for n in ifnames if doc["clsact"].pop(n, None) is not None]:
             self._store(doc)
 
     def clsact(self) -> dict[str, int]:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from argoctl import names
+from argoctl.rtbatch import Snapshot
 # (the run files `up` keeps, saved sysctls and ranges, are runfiles.py's; re-exported)
 from argoctl.runfiles import ACCEPT_RA as _ACCEPT_RA, DEVICES as _DEVICES
 from argoctl.runfiles import Saved  # noqa: F401  (Applier keeps one)
@@ -61,11 +62,6 @@ def state_dir(ns: Optional[str], run_dir: str = names.RUN_DIR) -> str:
 
 
 # ---------------------------------------------------------------------------- helpers
-
-def _attr(msg, name, default=None):
-    v = msg.get_attr(name)
-    return default if v is None else v
-
 
 def _family(addr: str) -> int:
     return ipaddress.ip_address(addr).version
@@ -179,9 +175,9 @@ class KernelEnv:
 
 # ---------------------------------------------------------------------------- reading
 
-def _owned_links(ipr) -> dict[str, tuple[int, object]]:
+def _owned_links(snap: Snapshot) -> dict[str, tuple[int, object]]:
     out = {}
-    for msg in ipr.get_links():
+    for msg in snap.links():
         name = msg.get_attr("IFLA_IFNAME")
         if not name.startswith(names.LINK_PREFIX):
             continue
@@ -238,13 +234,17 @@ def _our_priorities(r: Routing) -> range:
 
 
 def read_owned(ipr, routing: Routing = Routing(), wg=None, nft=None,
-               saved: Optional[dict] = None) -> State:
-    """Everything of ours in the current namespace, as a State (see module doc)."""
-    links = _owned_links(ipr)
+               saved: Optional[dict] = None, snap: Optional[Snapshot] = None) -> State:
+    """Everything of ours in the current namespace, as a State (see module doc).
+    `snap`: the call's dumps (None: taken here, for this read alone)."""
+    if snap is None:
+        with Snapshot() as snap:
+            return read_owned(ipr, routing, wg, nft, saved, snap)
+    links = _owned_links(snap)
     by_index = {idx: name for name, (idx, _) in links.items()}
     addr_msgs = {}
     if links:   # one dump for all links, not one per link (100 peers: 100 dumps)
-        for msg in ipr.get_addr():
+        for msg in snap.addresses():
             addr_msgs.setdefault(msg["index"], []).append(msg)
     st_links, addrs, sysctls = [], [], []
     for name, (idx, msg) in links.items():
@@ -262,8 +262,10 @@ def read_owned(ipr, routing: Routing = Routing(), wg=None, nft=None,
     tables = _our_tables(routing)
     routes = []
     for family, af in FAMILIES.items():
-        for msg in ipr.get_routes(family=af, table=None):
-            if msg["proto"] != names.RTPROT_ARGOCTL or _route_table(msg) not in tables:
+        # protocol 176 only, filtered in the kernel: the main and local tables (a
+        # local route per address, a multicast one per device) are not even sent
+        for msg in snap.routes(af, names.RTPROT_ARGOCTL):
+            if _route_table(msg) not in tables:
                 continue
             dst = ("default" if msg["dst_len"] == 0
                    else f"{msg.get_attr('RTA_DST')}/{msg['dst_len']}")
@@ -278,7 +280,7 @@ def read_owned(ipr, routing: Routing = Routing(), wg=None, nft=None,
     direct_mark = routing.mark(names.DIRECT_PATH_ID)
     rules = []
     for family, af in FAMILIES.items():
-        for msg in ipr.get_rules(family=af):
+        for msg in snap.rules(af):
             prio = msg.get_attr("FRA_PRIORITY") or 0
             table = msg.get_attr("FRA_TABLE") or msg["table"]
             mark = msg.get_attr("FRA_FWMARK") or 0

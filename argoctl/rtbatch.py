@@ -21,9 +21,10 @@ from pyroute2.netlink import (NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
                               NLM_F_REPLACE, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR,
                               nlmsgerr)
 from pyroute2.netlink.exceptions import NetlinkError
-from pyroute2.netlink.rtnl import (RTM_DELADDR, RTM_DELROUTE, RTM_DELRULE, RTM_NEWADDR,
-                                   RTM_GETROUTE, RTM_GETTFILTER, RTM_NEWLINK, RTM_NEWROUTE,
-                                   RTM_NEWRULE)
+from pyroute2.netlink.rtnl import (RTM_DELADDR, RTM_DELROUTE, RTM_DELRULE, RTM_GETADDR,
+                                   RTM_GETLINK, RTM_GETROUTE, RTM_GETRULE, RTM_GETTFILTER,
+                                   RTM_NEWADDR, RTM_NEWLINK, RTM_NEWQDISC, RTM_NEWROUTE,
+                                   RTM_NEWRULE, RTM_NEWTFILTER)
 from pyroute2.netlink.rtnl.fibmsg import fibmsg
 from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import IFF_UP, ifinfmsg
@@ -36,6 +37,10 @@ RTN_UNICAST = 1
 RTN_TYPES = {1: "unicast", 6: "blackhole", 7: "unreachable", 8: "prohibit"}   # rtnetlink.h
 RTN = {name: n for n, name in RTN_TYPES.items()}
 FR_ACT_TO_TBL, FR_ACT_BLACKHOLE, FIB_RULE_INVERT = 1, 6, 0x2      # linux/fib_rules.h
+SOL_NETLINK = 270
+TC_H_CLSACT = 0xFFFF0000
+TCA_BPF_FLAG_ACT_DIRECT = 1
+NETLINK_GET_STRICT_CHK = 12
 CHUNK = 128               # messages a send: their acks fit any receive buffer
 
 _FLAGS = {"add": NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
@@ -109,11 +114,58 @@ def link_up(index: int, alias: str):
     return _header(m, RTM_NEWLINK, "del")       # (a change: no create flags)
 
 
+def clsact(index: int):
+    """`tc qdisc add dev INDEX clsact`."""
+    m = tcmsg()
+    m["index"], m["handle"], m["parent"] = index, TC_H_CLSACT, TC_H_CLSACT | 0xFFF1
+    m["attrs"] = [("TCA_KIND", "clsact")]
+    return _header(m, RTM_NEWQDISC, "add")
+
+
+def bpf_filter(index: int, parent: int, prio: int, handle: int, fd: int, name: str,
+               protocol: int = 0x0003, classid: int = 1):
+    """`tc filter replace dev INDEX parent PARENT prio PRIO handle HANDLE protocol
+    PROTOCOL bpf fd FD name NAME classid CLASSID direct-action`."""
+    m = tcmsg()
+    m["index"], m["handle"], m["parent"] = index, handle, parent
+    m["info"] = (prio << 16) | socket.htons(protocol)
+    m["attrs"] = [("TCA_KIND", "bpf"),
+                  ("TCA_OPTIONS", {"attrs": [("TCA_BPF_CLASSID", classid), ("TCA_BPF_FD", fd),
+                                             ("TCA_BPF_NAME", name),
+                                             ("TCA_BPF_FLAGS", TCA_BPF_FLAG_ACT_DIRECT)]})]
+    return _header(m, RTM_NEWTFILTER, "replace")
+
+
 def filters(index: int, parent: int):
     """`tc filter show dev INDEX parent PARENT` (a dump)."""
     m = tcmsg()
     m["index"], m["parent"] = index, parent
     m["header"]["type"] = RTM_GETTFILTER
+    m["header"]["flags"] = NLM_F_REQUEST | NLM_F_DUMP
+    return m
+
+
+def routes(family: int, proto: int = 0, table: int = 0):
+    """`ip route show table TABLE proto PROTO` (a dump; 0: any). A Sender opened
+    with strict=True has the kernel filter by them (NETLINK_GET_STRICT_CHK): what
+    the other tables hold is never sent nor decoded. The caller still checks each
+    route (a kernel without strict checking sends them all)."""
+    m = rtmsg()
+    m["family"], m["proto"] = family, proto
+    m["table"] = table if table < 256 else RT_TABLE_COMPAT
+    if table >= 256:
+        m["attrs"] = [("RTA_TABLE", table)]
+    m["header"]["type"] = RTM_GETROUTE
+    m["header"]["flags"] = NLM_F_REQUEST | NLM_F_DUMP
+    return m
+
+
+def dump(kind: int, cls, family: int = 0):
+    """A dump request of every object of a kind (RTM_GETLINK, RTM_GETADDR,
+    RTM_GETRULE...) as pyroute2's class `cls` of it, for one family (0: all)."""
+    m = cls()
+    m["family"] = family
+    m["header"]["type"] = kind
     m["header"]["flags"] = NLM_F_REQUEST | NLM_F_DUMP
     return m
 
@@ -133,11 +185,19 @@ def rule(cmd: str, family: int, priority: int, mark: int, mask: int, table: int,
 
 
 class Sender:
-    """A NETLINK_ROUTE socket of the namespace it was opened in (the caller's)."""
+    """A NETLINK_ROUTE socket of the namespace it was opened in (the caller's).
+    strict: the kernel checks requests strictly and filters dumps by the fields
+    they set (NETLINK_GET_STRICT_CHK; a `route get` with a table set is refused
+    there, so route_get wants a Sender without it)."""
 
-    def __init__(self):
+    def __init__(self, strict: bool = False):
         self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        if strict:
+            try:
+                self.sock.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 1)
+            except OSError:       # (before 4.20: unfiltered dumps, checked by the caller)
+                pass
         self.sock.bind((0, 0))
         self.seq = 0
 
@@ -181,24 +241,19 @@ class Sender:
         out = []
         while True:
             buf = self.sock.recv(1 << 20)
-            off = 0
-            while off + 16 <= len(buf):
-                hdr = nlmsgerr(buf[off:])
-                hdr.decode()
-                length, kind = hdr["header"]["length"], hdr["header"]["type"]
-                if length < 16:
-                    break
-                if hdr["header"]["sequence_number"] == self.seq:
-                    if kind == NLMSG_DONE:
-                        return out
-                    if kind == NLMSG_ERROR:
-                        if hdr["error"]:
-                            raise NetlinkError(-hdr["error"], _strerror(-hdr["error"]))
-                    else:
-                        m = cls(bytes(buf[off:off + length]))
-                        m.decode()
-                        out.append(m)
-                off += (length + 3) & ~3
+            for off, length, kind, seq, hdr in _headers(buf):
+                if seq != self.seq:
+                    continue
+                if kind == NLMSG_DONE:
+                    return out
+                if kind == NLMSG_ERROR:
+                    code = -hdr["error"]
+                    if code:
+                        raise NetlinkError(code, _strerror(code))
+                else:
+                    m = cls(bytes(buf[off:off + length]))
+                    m.decode()
+                    out.append(m)
 
     def exchange(self, msgs: list) -> list[tuple[Optional[NetlinkError], Optional[bytes]]]:
         """run(), and each request's answer (a message of its sequence number that
@@ -221,22 +276,81 @@ class Sender:
         replies: dict[int, bytes] = {}
         while len(outcome) < len(msgs):
             buf = self.sock.recv(1 << 20)
-            off = 0
-            while off + 16 <= len(buf):
-                ack = nlmsgerr(buf[off:])
-                ack.decode()
-                hdr = ack["header"]
-                if hdr["length"] < 16:
-                    break
-                seq = hdr["sequence_number"]
+            for off, length, kind, seq, hdr in _headers(buf):
                 if first <= seq <= self.seq:
-                    if hdr["type"] == NLMSG_ERROR:
-                        code = -ack["error"]
+                    if kind == NLMSG_ERROR:
+                        code = -hdr["error"]
                         outcome[seq] = NetlinkError(code, _strerror(code)) if code else None
                     else:
-                        replies[seq] = bytes(buf[off:off + hdr["length"]])
-                off += (hdr["length"] + 3) & ~3
+                        replies[seq] = bytes(buf[off:off + length])
         return [(outcome[first + i], replies.get(first + i)) for i in range(len(msgs))]
+
+
+class Snapshot:
+    """The dumps one call reads, each asked of the kernel once and decoded by
+    pyroute2's classes: `read_owned`, the mark-conflict check and the datapath
+    attach of one `up` share them (the link dump, decoded in Python, cost as much
+    as the rest of a no-op `up`). Its own socket, in the namespace it was opened in,
+    with strict checking (routes filtered by protocol in the kernel)."""
+
+    def __init__(self):
+        self._sender = None
+        self._cache: dict = {}
+
+    def close(self) -> None:
+        if self._sender is not None:
+            self._sender.close()
+            self._sender = None
+
+    def __enter__(self) -> "Snapshot":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _dump(self, key, make):
+        if key not in self._cache:
+            if self._sender is None:
+                self._sender = Sender(strict=True)
+            msg, cls = make()
+            self._cache[key] = self._sender.dump(msg, cls)
+        return self._cache[key]
+
+    def links(self) -> list:
+        return self._dump("links", lambda: (dump(RTM_GETLINK, ifinfmsg), ifinfmsg))
+
+    def forget(self) -> None:
+        """The namespace changed (a stage wrote to it): dump again when asked."""
+        self._cache.clear()
+
+    def addresses(self) -> list:
+        return self._dump("addresses", lambda: (dump(RTM_GETADDR, ifaddrmsg), ifaddrmsg))
+
+    def routes(self, af: int, proto: int = 0, table: int = 0) -> list:
+        """Routes with protocol `proto` in table `table` (0: any), as the kernel
+        filtered them (and checked here again)."""
+        return [m for m in self._dump(("routes", af, proto, table),
+                                      lambda: (routes(af, proto=proto, table=table), rtmsg))
+                if (not proto or m["proto"] == proto)
+                and (not table or (m.get_attr("RTA_TABLE") or m["table"]) == table)]
+
+    def rules(self, af: int) -> list:
+        return self._dump(("rules", af), lambda: (dump(RTM_GETRULE, fibmsg, af), fibmsg))
+
+
+def _headers(buf: bytes):
+    """(offset, length, type, sequence number) of each message in a receive buffer,
+    its header decoded by pyroute2 in place (at its offset: the rest of the buffer
+    is not copied for each message)."""
+    off = 0
+    while off + 16 <= len(buf):
+        hdr = nlmsgerr(buf, offset=off)
+        hdr.decode()
+        h = hdr["header"]
+        if h["length"] < 16:
+            return
+        yield off, h["length"], h["type"], h["sequence_number"], hdr
+        off += (h["length"] + 3) & ~3
 
 
 def _strerror(code: int) -> str:
