@@ -568,18 +568,13 @@ class Engine:
             if d.split != members:
                 d.split, d.weights = members, {choice: TOTAL_WEIGHT}
             return {p: _ALL_UP if p == choice else
-                    (_NONE_DOWN if s.state is S_DOWN else _NONE_UP)
+                    (_NONE_DOWN if _down(s) else _NONE_UP)
                     for p, s in scores.items()}
         split = self._split_weights(d, scores, members)
         d.split, d.weights = members, split
-        out = {}
-        for p in d.order:
-            # Down paths are marked down (their flows move); everything else
-            # stays up so pinned flows stay. The choice is always up: when all
-            # paths are down we keep the last choice rather than blackhole.
-            up = scores[p].state is not S_DOWN or p == choice
-            out[p] = (split.get(p, 0), up)
-        return out
+        # Down paths are marked down (their flows move); the rest stay up so pinned
+        # flows stay. The choice is always up: all down, we keep it (no blackhole).
+        return {p: (split.get(p, 0), not _down(scores[p]) or p == choice) for p in d.order}
 
     def _split_members(self, d: _DestState, scores: dict[str, PathScore],
                        choice: str) -> tuple[str, ...]:
@@ -612,6 +607,11 @@ class Engine:
                 and max(abs(d.weights[p] - w[p]) for p in w) < 2 * step):
             return d.weights
         return w
+
+
+def _down(s: PathScore) -> bool:
+    """Pinned flows move: down by our probes, or by the fleet overlay (unprobed)."""
+    return s.state is S_DOWN or s.tier == DOWN
 
 
 def _best(scores: dict[str, PathScore], tier: int, skip: Optional[str]) -> Optional[PathScore]:

@@ -432,8 +432,14 @@ class FleetAgent:
 
     def _leg_of(self, snap: Snapshot, now: float, wall: float, probe: Optional[str],
                 syn=(0, 0)) -> Leg:
-        age = 0.0 if snap.last_reply is None else max(0.0, now - snap.last_reply)
-        at = wall - min(age, self.fc.ttl_s) if snap.last_reply is not None else wall
+        # An RTT is as old as the reply it came from; a down verdict is measured
+        # now (the silence is current). Dated by its last reply, a leg that went
+        # down more than a TTL after it arrived as already expired: the fleet
+        # never heard that this host lost the destination.
+        if snap.last_reply is None or snap.state is State.DOWN:
+            at = wall
+        else:
+            at = wall - min(max(0.0, now - snap.last_reply), self.fc.ttl_s)
         return Leg(snap.state.value, snap.srtt_ms, snap.jitter_ms, snap.loss, at, probe, syn)
 
     def own_legs(self, now: float, wall: float) -> tuple[dict[str, Leg], dict[str, Leg]]:

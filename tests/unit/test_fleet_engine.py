@@ -129,6 +129,9 @@ def test_orpheus_a_relay_that_reaches_the_origin_takes_traffic_before_we_probed_
     assert "failover direct -> relay2" in dec.reason
     assert eng.path("origin", "relay2").snapshot().counts["replies"] == 0
     assert dec.weights["direct"] == (0, False) and dec.weights["relay2"][0] == 100
+    # relay1, unprobed here and down by its relay's word, is marked down in the
+    # datapath too: a flow pinned to it moves (our estimator never sees it fail)
+    assert dec.weights["relay1"] == (0, False)
 
 
 def test_an_unverified_path_never_displaces_a_working_one(rig):
@@ -215,3 +218,22 @@ def test_a_failover_waits_for_an_answer_from_a_path_last_heard_from_long_ago(rig
         dec = step(eng, agent, clock, {"direct": None, "relay1": None, "relay2": 0.020}, i)
         choices.append(dec.choice)
     assert choices[0] == "relay2" and "relay1" not in choices, choices
+
+
+def test_a_leg_that_goes_down_long_after_its_last_reply_is_published_fresh(rig):
+    """A host whose direct leg dies is heard saying so for a TTL, however long it
+    was silent before the verdict (an idle relay checks its leg seldom)."""
+    cfg, eng, agent, clock = rig
+    for i in range(5):
+        step(eng, agent, clock, {"direct": 0.010}, i)
+    up, _ = agent.own_legs(clock.t, WALL0 + clock.t)
+    assert up["origin"].state == "up" and up["origin"].at <= WALL0 + clock.t
+    i = 5
+    while clock.t < 25.0:                   # silent for longer than the 15 s TTL
+        step(eng, agent, clock, {"direct": None}, i)
+        i += 1
+    wall = WALL0 + clock.t
+    legs, _ = agent.own_legs(clock.t, wall)
+    leg = legs["origin"]
+    assert leg.state == "down"
+    assert agent.view.fresh(leg, wall + 1.0) is leg    # readers see it for a TTL
