@@ -32,10 +32,10 @@ Rules, in order:
 3. Make-before-break: when the current choice turns suspect and a path of a
    better tier exists, new flows go there at once (weight), but the suspect
    path stays *up* in the datapath so its established flows stay pinned until
-   the verdict. Only a path that is down is marked down (its flows move). If
-   it recovers before the verdict, new flows go back to it at once, once per
-   policy.hold_down_s (in doubt again sooner, it must win on score for a
-   hold-down, like a path left for latency).
+   the verdict. Only a down path (by our probes, or by its relay's report in
+   fleet mode) is marked down: its flows move. If it recovers before the
+   verdict, new flows go back to it at once, once per policy.hold_down_s (in
+   doubt again sooner, like a path left for latency, it must win for a hold-down).
 4. No measurements yet: "direct" if it is a candidate, else the first path.
    All paths down: keep the last choice, and keep it up (marking everything
    down would blackhole), so traffic resumes the moment it comes back.
