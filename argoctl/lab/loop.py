@@ -411,7 +411,7 @@ class ResponderProcess:
                                 "--rate", "1000000", "--global-rate", "1000000"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         bound = wait_for(lambda: self.proc.poll() is not None or host.run(
-            ["ss", "-Hlun", f"sport = :{port}"]).stdout.strip() != "", 60, 0.2)
+            ["ss", "-Hlun", f"sport = :{port}"]).stdout.strip() != "", 240, 0.2)
         if not bound or self.proc.poll() is not None:
             err = self.stop()
             raise RuntimeError(f"argoctl responder on {host.name} did not start: {err}")
