@@ -24,9 +24,11 @@ def test_relay_failure_and_flapping_link():
 
     # five 1.5 s blackholes: direct-only loses requests (a request may be retried
     # for 2 s, so only those caught early in a blackhole fail: about 50 here),
-    # argoctl none; flap damping parks it on a relay instead of following every
-    # flap (10 transitions): one switch in the VM run that set these bounds
+    # argoctl none; hold-down and flap damping park it on a relay instead of
+    # following every flap: fewer than half of direct's 5 returns are followed.
+    # (Not a bound on all switches: in a starved TCG guest the relays flap too,
+    # and moves between them, or off a held relay, are not direct's flaps.)
     assert flap["argoctl"]["success_pct"] >= 99.0, flap
     assert flap["direct_only"]["failed"] >= 20, flap
     assert flap["switches"] and flap["switches"][0]["from"] == "direct", flap["switches"]
-    assert len(flap["switches"]) <= 3, flap["switches"]
+    assert sum(s["to"] == "direct" for s in flap["switches"]) <= 2, flap["switches"]
