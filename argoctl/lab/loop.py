@@ -410,6 +410,7 @@ class ResponderProcess:
                                 "--listen", f"0.0.0.0:{port}", "--key-file", key_file,
                                 "--rate", "1000000", "--global-rate", "1000000"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # generous: a Python process start in a loaded TCG guest took over 60 s
         bound = wait_for(lambda: self.proc.poll() is not None or host.run(
             ["ss", "-Hlun", f"sport = :{port}"]).stdout.strip() != "", 240, 0.2)
         if not bound or self.proc.poll() is not None:
