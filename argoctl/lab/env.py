@@ -89,7 +89,8 @@ class LabEnv:
                 for (a, b), ms in GEOGRAPHY.items():
                     self._base[(a, b)] = ms
                     t.link(a, b).impair(delay_ms=ms)
-            self.loop = loop.LoopLab(t, self.directory, self.policy, tunnels=self.tunnels)
+            self.loop = loop.LoopLab(t, self.directory, self.policy, tunnels=self.tunnels,
+                                     responder_process=True)
             self.loop.start()
             # the interface each request arrives on (which relay it took)
             self.echo = labtraffic.EchoServer(t["origin"], netns_topo.ORIGIN_SERVER[0],

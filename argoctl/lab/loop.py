@@ -14,7 +14,9 @@ to-relay1 / to-relay2 the relays. Two ways to make the relay paths:
   forwards to origin, origin answers straight to edge. Same marks, same
   datapath, same decisions; no tunnel.
 
-Everything runs in one process: each new Python process costs seconds in the VM.
+The edge's daemon and the lab's traffic run in this process (a new Python
+process costs seconds in the VM); origin's responder and, in fleet mode, the
+relays' daemons can run as processes of their own (argoctl/lab/processes.py).
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ import asyncio
 import os
 import socket
 import struct
-import subprocess
 import sys
 import threading
 import time
@@ -34,6 +35,7 @@ from typing import Optional
 from argoctl import config as cfgmod
 from argoctl import mac
 from argoctl.lab import configs as labconfig
+from argoctl.lab.processes import DaemonProcess, ResponderProcess
 
 ORIGIN = "203.0.113.10"
 RESPONDER_PORT = labconfig.RESPONDER_PORT
@@ -400,34 +402,6 @@ class ResponderThread(_Thread):
             self._t.join(10)
 
 
-class ResponderProcess:
-    """`argoctl responder` as its own process in `host`, as on a real origin: its
-    replies do not wait for this process's other threads (the bench's traffic,
-    the daemon thread) to release the interpreter."""
-
-    def __init__(self, host, key_file: str, port: int = RESPONDER_PORT):
-        self.proc = host.popen([sys.executable, "-m", "argoctl", "responder",
-                                "--listen", f"0.0.0.0:{port}", "--key-file", key_file,
-                                "--rate", "1000000", "--global-rate", "1000000"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        # generous: a Python process start in a loaded TCG guest took over 60 s
-        bound = wait_for(lambda: self.proc.poll() is not None or host.run(
-            ["ss", "-Hlun", f"sport = :{port}"]).stdout.strip() != "", 240, 0.2)
-        if not bound or self.proc.poll() is not None:
-            err = self.stop()
-            raise RuntimeError(f"argoctl responder on {host.name} did not start: {err}")
-
-    def stop(self) -> str:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-        try:
-            _, err = self.proc.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            _, err = self.proc.communicate()
-        return (err or b"").decode(errors="replace").strip()[-400:]
-
-
 # -- the lab with a running daemon ---------------------------------------------------
 
 def wait_for(pred, timeout: float, step: float = 0.05) -> bool:
@@ -485,7 +459,7 @@ class LoopLab:
             fake_paths(t, self.configs["edge"])
         key_file = self.configs["edge"].policy.responder_key_file
         if self.responder_process:
-            self.responder = ResponderProcess(t["origin"], key_file)
+            self.responder = ResponderProcess(t["origin"], key_file, RESPONDER_PORT)
         else:
             self.responder = ResponderThread(t["origin"], mac.read_key(key_file))
         self.sink = Sink(t["origin"])
@@ -517,7 +491,6 @@ class LoopLab:
 
     def _start_relays(self) -> None:
         """Fleet mode: the relays' daemons (probing the origin, publishing legs)."""
-        from argoctl.daemon import Daemon, Options
         t = self.topo
         if self.tunnels != "gre" and not self._tunnel_addresses:
             # edge's tunnel legs: the relays answer on their tunnel addresses
@@ -528,27 +501,24 @@ class LoopLab:
         # compiled side by side first (seconds each, a minute in the VM), then adopted
         compile_datapaths({r: t[r].netns for r in labconfig.RELAYS}, self._relay_pins)
         self.relay_compile_s = round(time.monotonic() - started, 1)
+        # each a process of its own (argoctl/lab/processes.py: why), started side by side
         for r in labconfig.RELAYS:
-            opts = Options(ns=t[r].netns, run_dir=self.run_dir, cgroup=None,
-                           apply_config=False, metrics_listen="")
-            self.relay_daemons[r] = d = Daemon(self.configs[r], opts)
-            d.start_thread()
-            self.relay_datapaths[r] = "compiled" if d.attach_result.compiled else "adopted"
+            self.relay_daemons[r] = DaemonProcess(
+                self.configs[r].path, t[r].netns, self.run_dir,
+                os.path.join(self.directory, f"{r}-daemon.log"))
+        for r, d in self.relay_daemons.items():
+            self.relay_datapaths[r] = d.wait_started().datapath
         self.relay_start_s = round(time.monotonic() - started, 1)
 
     def _stop_relays(self) -> None:
         """The relays' daemons stopped, their datapaths detached and unpinned
         (also those compiled for a daemon that never started)."""
-        from argoctl import datapath
         relays, self.relay_daemons = self.relay_daemons, {}
-        for d in relays.values():
-            try:
-                d.stop()
-            except Exception as e:      # the others still stop
-                print(f"argoctl lab: stopping {d.cfg.node.name}'s daemon: {e}",
+        for r, d in relays.items():
+            status = d.stop()
+            if status not in (0, None):
+                print(f"argoctl lab: {r}'s daemon exited with {status}: {d.log_tail(400)}",
                       file=sys.stderr)
-            finally:
-                datapath.detach(d.home.pin_dir, netns=d.opts.ns, cgroup=None)
         remove_datapaths(self._relay_pins)
 
     def enter_fleet(self, nats, fleet: dict, kinds: Optional[dict] = None) -> None:

@@ -1,0 +1,159 @@
+"""Lab hosts' programs run as processes of their own, as on real hosts: origin's
+responder and, in fleet mode, the relays' daemons.
+
+In the TCG VM a Python process costs seconds to start, but a thread shares the
+lab's interpreter: with the edge's daemon, both relays' daemons, the echo
+service and the clients in one process, the demo's clients got a quarter of
+their send rate in fleet mode (CI, 2026-12-03) and every request timed out.
+A process each lets the guest's scheduler, not one interpreter lock, share
+the vCPUs.
+
+`python -m argoctl.lab.processes daemon ...` is a relay's daemon (what
+`argoctl run` does, with the lab's options: its datapath adopted from the pins
+compiled for it, no `up` of its own, no metrics listener)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from typing import Optional
+
+# generous: a Python process start in a loaded TCG guest took over 60 s
+START_TIMEOUT_S = 240.0
+
+
+def _wait_for(pred, timeout: float, step: float = 0.2) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(step)
+    return pred()
+
+
+def _stop(proc: subprocess.Popen, timeout: float = 30.0) -> None:
+    """SIGTERM, then SIGKILL if it is still there after `timeout`."""
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+class ResponderProcess:
+    """`argoctl responder` as its own process in `host`: its replies do not
+    wait for the lab's other threads to release the interpreter."""
+
+    def __init__(self, host, key_file: str, port: int):
+        self.proc = host.popen([sys.executable, "-m", "argoctl", "responder",
+                                "--listen", f"0.0.0.0:{port}", "--key-file", key_file,
+                                "--rate", "1000000", "--global-rate", "1000000"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        bound = _wait_for(lambda: self.proc.poll() is not None or host.run(
+            ["ss", "-Hlun", f"sport = :{port}"]).stdout.strip() != "", START_TIMEOUT_S)
+        if not bound or self.proc.poll() is not None:
+            err = self.stop()
+            raise RuntimeError(f"argoctl responder on {host.name} did not start: {err}")
+
+    def stop(self) -> str:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        try:
+            _, err = self.proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            _, err = self.proc.communicate()
+        return (err or b"").decode(errors="replace").strip()[-400:]
+
+
+class DaemonProcess:
+    """A host's daemon as its own process, for namespace `netns`, its log (JSON
+    lines on stderr) in `log_path`. Returns once the daemon has started (its
+    "start" event); `datapath` then says whether it compiled or adopted."""
+
+    def __init__(self, config_path: str, netns: str, run_dir: str, log_path: str):
+        self.log_path = log_path
+        self.datapath: Optional[str] = None
+        with open(log_path, "wb") as log:      # a new log: its start event is this one's
+            # the root namespace's process; the daemon works in `netns` (as the
+            # in-process daemon does): `ip netns exec` would hide bpffs and its pins
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "argoctl.lab.processes", "daemon", "--config",
+                 config_path, "--netns", netns, "--run-dir", run_dir],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
+                start_new_session=True)
+
+    def wait_started(self, timeout: float = START_TIMEOUT_S) -> "DaemonProcess":
+        def started() -> bool:
+            self.datapath = self._start_event()
+            return self.datapath is not None or self.proc.poll() is not None
+        _wait_for(started, timeout)
+        if self.datapath is None:
+            self.stop()
+            raise RuntimeError(f"the daemon for {self.log_path} did not start: {self.log_tail()}")
+        return self
+
+    def _start_event(self) -> Optional[str]:
+        try:
+            with open(self.log_path, errors="replace") as f:
+                for line in f:
+                    i = line.find('{"event": "start"')
+                    if i >= 0:
+                        return json.loads(line[i:]).get("datapath")
+        except (OSError, ValueError):
+            pass
+        return None
+
+    def log_tail(self, n: int = 2000) -> str:
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return f.read()[-n:].strip()
+        except OSError:
+            return ""
+
+    def stop(self) -> Optional[int]:
+        """Stopped (SIGTERM: the datapath stays, as after `argoctl run`); its exit
+        status (negative: a signal)."""
+        _stop(self.proc)
+        return self.proc.returncode
+
+
+def _daemon_main(args) -> int:
+    import logging
+
+    from argoctl import config, netlink, reload, service
+    from argoctl.daemon import Daemon, Options
+    service.setup_logging(logging.INFO)
+    cfg = config.load(args.config)
+    d = Daemon(cfg, Options(ns=args.netns, run_dir=args.run_dir, cgroup=None,
+                            apply_config=False, metrics_listen=""))
+    d.setup()
+    current = [d]
+    try:
+        with netlink.netns(args.netns):
+            reload.run_until_signal(d, current)
+    finally:
+        current[0].close()
+    return 0
+
+
+def main(argv: Optional[list] = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m argoctl.lab.processes")
+    sub = p.add_subparsers(dest="what", required=True)
+    d = sub.add_parser("daemon", help="a lab host's daemon (argoctl run with the lab's options)")
+    d.add_argument("--config", required=True)
+    d.add_argument("--netns", required=True)
+    d.add_argument("--run-dir", required=True)
+    args = p.parse_args(argv)
+    os.makedirs(args.run_dir, exist_ok=True)
+    return _daemon_main(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
