@@ -165,6 +165,8 @@ class PeersEnv(labmod.LabEnv):
                          policy=ARGOCTL_POLICY[setting] if system == "argoctl" else {})
         self.system, self.setting = system, setting
         self.mesh = self.tap = self.client = None
+        self.edge: Optional[peerstrace.EdgeDaemon] = None     # argoctl's
+        self._lives = 0                 # argoctl's edge daemons started (a log each)
         self._shared = topo
         self._base.update(labmod.GEOGRAPHY)
         self.faults: Optional[labfaults.Faults] = None
@@ -200,10 +202,12 @@ class PeersEnv(labmod.LabEnv):
                 t.start()
                 self.geography(t)
             if self.system == "argoctl":
-                # origin's responder in its own process, as babeld and BIRD are
+                # the edge's daemon and origin's responder each a process of its
+                # own, as babeld and BIRD are (peerstrace.py: why)
                 self.loop = LoopLab(t, self.directory, self.policy, tunnels="gre",
                                     responder_process=True)
-                self.loop.start()
+                self.loop.start(daemon=False)
+                self._start_edge()
             else:
                 self.mesh = labpeers.PeerMesh(t, self.system, self.setting,
                                               self.directory).start()
@@ -225,8 +229,8 @@ class PeersEnv(labmod.LabEnv):
         (it adopts its running datapath, as a `systemctl restart` does), or
         babeld / BIRD on every node."""
         if self.system == "argoctl":
-            self.loop.daemon.stop()
-            self.loop.start_daemon()
+            self._stop_edge()
+            self._start_edge()
         else:
             self.mesh.restart()
 
@@ -234,8 +238,7 @@ class PeersEnv(labmod.LabEnv):
         """The system routes: argoctl has chosen direct with every path up; a
         peer has put its routes into the table client traffic uses."""
         if self.system == "argoctl":
-            d = self.daemon
-            return d.choices().get("origin") == "direct" and not d._doubt
+            return self.edge.routes_direct()
         self.mesh.check_running()
         return self.mesh.routed()
 
@@ -243,7 +246,21 @@ class PeersEnv(labmod.LabEnv):
         self.client = labtraffic.RequestClient(self.topo["client"], netns_topo.ORIGIN_SERVER[0],
                                    rate=rate, client_id=7, deadline=DEADLINE_S)
 
+    def _start_edge(self) -> None:
+        self._lives += 1
+        self.edge = peerstrace.EdgeDaemon(
+            self.loop, os.path.join(self.directory, f"edge-daemon-{self._lives}.log"))
+
+    def _stop_edge(self) -> None:
+        edge, self.edge = self.edge, None
+        if edge is not None:
+            edge.stop()
+
     def stop(self) -> None:
+        try:
+            self._stop_edge()       # before the lab detaches its datapath
+        except Exception as e:      # keep tearing down
+            click.echo(f"bench peers: stopping argoctl's edge daemon: {e}", err=True)
         for x in (self.client, self.tap, self.mesh):
             if x is not None:
                 try:
@@ -350,7 +367,7 @@ def run_system(system: str, setting: str, scenarios: list[str], *, rate: float =
         env.start()
         _come_up(env, say, t_start)
         if system == "argoctl" and log_dir:
-            trace = peerstrace.DecisionTrace(env.daemon)
+            trace = peerstrace.DecisionTrace(env.edge)
         env.start_traffic(rate)
         t_end = time.monotonic()
         for i, name in enumerate(scenarios):
@@ -359,13 +376,13 @@ def run_system(system: str, setting: str, scenarios: list[str], *, rate: float =
                 t_restart = time.monotonic()
                 env.restart()
                 if trace is not None:
-                    trace.daemon = env.daemon
+                    trace.edge = env.edge
                 _come_up(env, say, t_restart, "restarted")
             t_wait = time.monotonic()
             settled = env.loop_wait(env.steady_direct, SETTLE_TIMEOUT_S)
             settle = {"settle_s": round(time.monotonic() - t_wait, 1)}
             if system == "argoctl":
-                settle["standing_before"] = peerstrace.standing(env.daemon)
+                settle["standing_before"] = peerstrace.standing(env.edge)
             say(f"{system}/{setting}/{name}: " + ("playing" if settled else
                                                   "not steady on direct; playing anyway: "
                                                   f"{settle.get('standing_before')}"))
@@ -384,7 +401,7 @@ def run_system(system: str, setting: str, scenarios: list[str], *, rate: float =
                    if env.applying else None,
                    "fault": "netlink" if env.faults is not None else "tc", **settle}
             if system == "argoctl":
-                row["to_direct"] = _returns_to_direct(env.daemon, t_imp, end)
+                row["to_direct"] = peerstrace.returns_to_direct(env.edge, t_imp, end)
             if i + 1 < len(scenarios) or last_return:
                 row.update(back_on_direct(env, end))
             if trace is not None:
@@ -433,16 +450,8 @@ def back_on_direct(env: PeersEnv, end: float) -> dict:
                if not (r["ok"] and r.get("fwd") == "direct" and r.get("ret") == "direct")]
         out["back_direct_s"] = round(max(off) - end, 1) if off else 0.0
     if env.system == "argoctl":
-        out["standing_after"] = peerstrace.standing(env.daemon)
+        out["standing_after"] = peerstrace.standing(env.edge)
     return out
-
-
-def _returns_to_direct(daemon, since: float, until: float, most: int = 8) -> list:
-    """argoctl's decisions that gave new flows back to direct during the fault
-    (seconds into it, the reason, each path's tier): why it went back, if it did."""
-    return [{"at_s": round(r.at - since, 2), "reason": r.reason, "tiers": r.tiers}
-            for r in list(daemon.history)
-            if since <= r.at <= until and r.choice == "direct" and r.previous != "direct"][:most]
 
 
 def _outputs(env: PeersEnv) -> str:

@@ -8,9 +8,10 @@ their send rate in fleet mode (CI, 2026-12-03) and every request timed out.
 A process each lets the guest's scheduler, not one interpreter lock, share
 the vCPUs.
 
-`python -m argoctl.lab.processes daemon ...` is a relay's daemon (what
-`argoctl run` does, with the lab's options: its datapath adopted from the pins
-compiled for it, no `up` of its own, no metrics listener)."""
+`python -m argoctl.lab.processes daemon ...` is a lab host's daemon: what
+`argoctl run` does, with the lab's options (its run directory, no metrics
+listener, no local steering; a relay's datapath adopted from the pins compiled
+for it and no `up` of its own; `--apply` for edge in `bench peers`)."""
 
 from __future__ import annotations
 
@@ -77,7 +78,10 @@ class DaemonProcess:
     lines on stderr) in `log_path`. Returns once the daemon has started (its
     "start" event); `datapath` then says whether it compiled or adopted."""
 
-    def __init__(self, config_path: str, netns: str, run_dir: str, log_path: str):
+    def __init__(self, config_path: str, netns: str, run_dir: str, log_path: str,
+                 apply: bool = False):
+        """apply: the daemon runs `up` first (as `argoctl run` does), else it only
+        adopts or compiles its datapath (the relays, `up` by the lab)."""
         self.log_path = log_path
         self.datapath: Optional[str] = None
         with open(log_path, "wb") as log:      # a new log: its start event is this one's
@@ -85,7 +89,8 @@ class DaemonProcess:
             # in-process daemon does): `ip netns exec` would hide bpffs and its pins
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "argoctl.lab.processes", "daemon", "--config",
-                 config_path, "--netns", netns, "--run-dir", run_dir],
+                 config_path, "--netns", netns, "--run-dir", run_dir,
+                 *(["--apply"] if apply else [])],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
                 start_new_session=True)
 
@@ -132,7 +137,7 @@ def _daemon_main(args) -> int:
     service.setup_logging(logging.INFO)
     cfg = config.load(args.config)
     d = Daemon(cfg, Options(ns=args.netns, run_dir=args.run_dir, cgroup=None,
-                            apply_config=False, metrics_listen=""))
+                            apply_config=args.apply, metrics_listen=""))
     d.setup()
     current = [d]
     try:
@@ -150,6 +155,7 @@ def main(argv: Optional[list] = None) -> int:
     d.add_argument("--config", required=True)
     d.add_argument("--netns", required=True)
     d.add_argument("--run-dir", required=True)
+    d.add_argument("--apply", action="store_true", help="`up` first, as argoctl run does")
     args = p.parse_args(argv)
     os.makedirs(args.run_dir, exist_ok=True)
     return _daemon_main(args)
