@@ -278,12 +278,8 @@ class PeersEnv(labmod.LabEnv):
 
     @staticmethod
     def loop_wait(pred, timeout: float, step: float = 0.2) -> bool:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if pred():
-                return True
-            time.sleep(step)
-        return pred()
+        from argoctl.lab.processes import wait_for
+        return wait_for(pred, timeout, step)
 
     # -- reading the traffic -----------------------------------------------------------
 

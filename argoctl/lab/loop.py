@@ -35,7 +35,7 @@ from typing import Optional
 from argoctl import config as cfgmod
 from argoctl import mac
 from argoctl.lab import configs as labconfig
-from argoctl.lab.processes import DaemonProcess, ResponderProcess
+from argoctl.lab.processes import DaemonProcess, ResponderProcess, wait_for
 
 ORIGIN = "203.0.113.10"
 RESPONDER_PORT = labconfig.RESPONDER_PORT
@@ -403,16 +403,6 @@ class ResponderThread(_Thread):
 
 
 # -- the lab with a running daemon ---------------------------------------------------
-
-def wait_for(pred, timeout: float, step: float = 0.05) -> bool:
-    """Poll `pred` until it holds (True) or `timeout` seconds pass (its last value)."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(step)
-    return pred()
-
 
 @dataclass
 class LoopLab:

@@ -27,7 +27,8 @@ from typing import Optional
 START_TIMEOUT_S = 240.0
 
 
-def _wait_for(pred, timeout: float, step: float = 0.2) -> bool:
+def wait_for(pred, timeout: float, step: float = 0.05) -> bool:
+    """Poll `pred` until it holds (True) or `timeout` seconds pass (its last value)."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         if pred():
@@ -56,8 +57,8 @@ class ResponderProcess:
                                 "--listen", f"0.0.0.0:{port}", "--key-file", key_file,
                                 "--rate", "1000000", "--global-rate", "1000000"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        bound = _wait_for(lambda: self.proc.poll() is not None or host.run(
-            ["ss", "-Hlun", f"sport = :{port}"]).stdout.strip() != "", START_TIMEOUT_S)
+        bound = wait_for(lambda: self.proc.poll() is not None or host.run(
+            ["ss", "-Hlun", f"sport = :{port}"]).stdout.strip() != "", START_TIMEOUT_S, 0.2)
         if not bound or self.proc.poll() is not None:
             err = self.stop()
             raise RuntimeError(f"argoctl responder on {host.name} did not start: {err}")
@@ -98,7 +99,7 @@ class DaemonProcess:
         def started() -> bool:
             self.datapath = self._start_event()
             return self.datapath is not None or self.proc.poll() is not None
-        _wait_for(started, timeout)
+        wait_for(started, timeout, 0.2)
         if self.datapath is None:
             self.stop()
             raise RuntimeError(f"the daemon for {self.log_path} did not start: {self.log_tail()}")
