@@ -49,6 +49,7 @@ from argoctl.lab import faults as labfaults
 from argoctl.lab import peers as labpeers
 from argoctl.lab import topo as netns_topo
 from argoctl.lab import traffic as labtraffic
+from argoctl.lab.processes import wait_for
 from argoctl.lab.scenario import Scenario, parse_scenario
 
 SYSTEMS = ("argoctl", *labpeers.SYSTEMS)
@@ -278,7 +279,6 @@ class PeersEnv(labmod.LabEnv):
 
     @staticmethod
     def loop_wait(pred, timeout: float, step: float = 0.2) -> bool:
-        from argoctl.lab.processes import wait_for
         return wait_for(pred, timeout, step)
 
     # -- reading the traffic -----------------------------------------------------------

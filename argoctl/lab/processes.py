@@ -37,17 +37,6 @@ def wait_for(pred, timeout: float, step: float = 0.05) -> bool:
     return pred()
 
 
-def _stop(proc: subprocess.Popen, timeout: float = 30.0) -> None:
-    """SIGTERM, then SIGKILL if it is still there after `timeout`."""
-    if proc.poll() is None:
-        proc.terminate()
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 class ResponderProcess:
     """`argoctl responder` as its own process in `host`: its replies do not
     wait for the lab's other threads to release the interpreter."""
@@ -126,7 +115,13 @@ class DaemonProcess:
     def stop(self) -> Optional[int]:
         """Stopped (SIGTERM: the datapath stays, as after `argoctl run`); its exit
         status (negative: a signal)."""
-        _stop(self.proc)
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
         return self.proc.returncode
 
 
