@@ -22,6 +22,9 @@ from typing import Optional
 
 from argoctl import names
 from argoctl.rtbatch import Snapshot
+from argoctl.sysctl import (IPV6_FORWARDING, accept_ra_1 as _accept_ra_1,
+                            device_forwarding as _device_forwarding,
+                            read as _sysctl_read, write as _sysctl_write)
 # (the run files `up` keeps, saved sysctls and ranges, are runfiles.py's; re-exported)
 from argoctl.runfiles import ACCEPT_RA as _ACCEPT_RA, DEVICES as _DEVICES
 from argoctl.runfiles import Saved  # noqa: F401  (Applier keeps one)
@@ -65,49 +68,6 @@ def state_dir(ns: Optional[str], run_dir: str = names.RUN_DIR) -> str:
 
 def _family(addr: str) -> int:
     return ipaddress.ip_address(addr).version
-
-
-def _sysctl_read(path: str) -> Optional[str]:
-    try:
-        with open("/proc/sys/" + path) as f:
-            return f.read().strip()
-    except FileNotFoundError:
-        return None
-
-
-def _sysctl_write(path: str, value: str) -> None:
-    with open("/proc/sys/" + path, "w") as f:
-        f.write(value)
-
-
-IPV6_FORWARDING = "net/ipv6/conf/all/forwarding"
-
-
-def _accept_ra_1() -> dict[str, str]:
-    """{accept_ra path: "1"} of every device (and the default) that accepts router
-    advertisements only while not forwarding: with forwarding on, such a SLAAC host
-    would let its RA-learnt default route expire. 2 accepts them either way."""
-    out = {}
-    for dev in sorted(os.listdir("/proc/sys/net/ipv6/conf")):
-        path = f"net/ipv6/conf/{dev}/accept_ra"
-        if dev != "all" and _sysctl_read(path) == "1":
-            out[path] = "1"
-    return out
-
-
-def _device_forwarding(global_path: str) -> dict[str, str]:
-    """{sysctl path: value} of every device's (and the default) forwarding knob of
-    the family of `global_path` (net/ipv4/ip_forward or net/ipv6/conf/all/forwarding)."""
-    base = "net/ipv4/conf" if global_path.startswith("net/ipv4/") else "net/ipv6/conf"
-    out = {}
-    for dev in sorted(os.listdir("/proc/sys/" + base)):
-        if dev == "all":
-            continue
-        path = f"{base}/{dev}/forwarding"
-        value = _sysctl_read(path)
-        if value is not None:
-            out[path] = value
-    return out
 
 
 # ---------------------------------------------------------------------------- env for plan
