@@ -45,26 +45,23 @@ def _filter_name(prog: str, prog_id: int) -> str:
     return f"{FILTER_PREFIX}{prog}-{prog_id}"
 
 
-def _our_filters(ipr, ifindex: int, sender=None) -> list[str]:
-    """Names of our bpf filters on the interface's clsact ingress. `sender`
-    (rtbatch.Sender, the caller's namespace): the dump without pyroute2's request
-    machinery (a no-op `up` asks once per device)."""
+def _our_filters(ipr, ifindex: int) -> list[str]:
+    """Names of our bpf filters on the interface's clsact ingress."""
     out = []
     try:
-        if sender is not None:
-            from argoctl import rtbatch
-            from pyroute2.netlink.rtnl.tcmsg import tcmsg
-            flt = sender.dump(rtbatch.filters(ifindex, TC_INGRESS), tcmsg)
-        else:
-            flt = ipr.get_filters(index=ifindex, parent=TC_INGRESS)
+        flt = ipr.get_filters(index=ifindex, parent=TC_INGRESS)
     except Exception:
         return out
     for f in flt:
-        opts = f.get_attr("TCA_OPTIONS")
-        name = opts.get_attr("TCA_BPF_NAME") if opts is not None else None
+        name = _bpf_name(f)
         if name and name.startswith(FILTER_PREFIX) and (f["info"] >> 16) == TC_PRIO:
             out.append(name)
     return out
+
+
+def _bpf_name(f) -> Optional[str]:
+    opts = f.get_attr("TCA_OPTIONS")
+    return opts.get_attr("TCA_BPF_NAME") if opts is not None else None
 
 
 def _no_step(what: str) -> None:
@@ -118,11 +115,11 @@ def _ensure_clsact(ipr, ifindex: int, ifname: str, res, step, intents,
 
 def _tc_attach(ipr, ifindex: int, prog: str, fd: int, ifname: str = "",
                res=None, step=_no_step, intents=None,
-               clsact: Optional[ClsactDevices] = None, sender=None) -> bool:
+               clsact: Optional[ClsactDevices] = None) -> bool:
     """Attach (or atomically replace) our filter; False if already in place.
     `clsact`: shared by the calls of one attach (None: this call's own)."""
     want = _filter_name(prog, bpfsys.prog_info(fd).id)
-    if want in _our_filters(ipr, ifindex, sender):
+    if want in _our_filters(ipr, ifindex):
         return False
     _ensure_clsact(ipr, ifindex, ifname, res, step, intents,
                    clsact if clsact is not None else ClsactDevices(ipr))
@@ -152,10 +149,17 @@ def tc_attach_all(ipr, devices: list, res, step=_no_step, intents=None,
                 res.newly_attached.append(ifname)
         return out
     from argoctl import rtbatch
+    from pyroute2.netlink.rtnl.tcmsg import tcmsg
+    ids = {fd: bpfsys.prog_info(fd).id for fd in {d[3] for d in devices}}
+    # our filter is the one at (TC_PRIO, ETH_P_ALL, TC_HANDLE): a `get` of it per
+    # device, all in one send (a dump each, one at a time, was ~0.8 s under TCG
+    # at 101 devices); an error (no clsact, no such filter) means not in place
+    found = sender.get([rtbatch.filter_get(i, TC_INGRESS, TC_PRIO, TC_HANDLE)
+                        for _, i, _, _ in devices], tcmsg)
     need = []
-    for ifname, ifindex, prog, fd in devices:
-        want = _filter_name(prog, bpfsys.prog_info(fd).id)
-        if want not in _our_filters(ipr, ifindex, sender):
+    for (ifname, ifindex, prog, fd), f in zip(devices, found):
+        want = _filter_name(prog, ids[fd])
+        if isinstance(f, Exception) or _bpf_name(f) != want:
             need.append((ifname, ifindex, prog, fd, want))
     bare = [(n, i) for n, i, *_ in need if i not in clsact.have]
     if bare:

@@ -136,13 +136,15 @@ def bpf_filter(index: int, parent: int, prio: int, handle: int, fd: int, name: s
     return _header(m, RTM_NEWTFILTER, "replace")
 
 
-def filters(index: int, parent: int):
-    """`tc filter show dev INDEX parent PARENT` (a dump)."""
+def filter_get(index: int, parent: int, prio: int, handle: int, protocol: int = 0x0003):
+    """`tc filter get dev INDEX parent PARENT prio PRIO handle HANDLE protocol
+    PROTOCOL bpf`: one filter, not a dump, so that many go in one send (the kernel
+    runs one dump at a time on a socket)."""
     m = tcmsg()
-    m["index"], m["parent"] = index, parent
-    m["header"]["type"] = RTM_GETTFILTER
-    m["header"]["flags"] = NLM_F_REQUEST | NLM_F_DUMP
-    return m
+    m["index"], m["handle"], m["parent"] = index, handle, parent
+    m["info"] = (prio << 16) | socket.htons(protocol)
+    m["attrs"] = [("TCA_KIND", "bpf")]
+    return _header(m, RTM_GETTFILTER, "del")    # (a request: no create flags)
 
 
 def routes(family: int, proto: int = 0, table: int = 0):
@@ -219,6 +221,11 @@ class Sender:
             m["dst_len"], m["table"] = a.max_prefixlen, RT_TABLE_MAIN
             m["attrs"] = [("RTA_DST", str(a))]
             msgs.append(_header(m, RTM_GETROUTE, "del"))     # (a request: no create flags)
+        return self.get(msgs, rtmsg)
+
+    def get(self, msgs: list, cls) -> list:
+        """Requests that each have one answer (not dumps): the answers decoded as
+        `cls` (pyroute2's class), or the kernel's errors (NetlinkError)."""
         out = []
         for err, reply in self.exchange(msgs):
             if err is None and reply is None:
@@ -226,7 +233,7 @@ class Sender:
             if err is not None:
                 out.append(err)
                 continue
-            msg = rtmsg(reply)
+            msg = cls(reply)
             msg.decode()
             out.append(msg)
         return out

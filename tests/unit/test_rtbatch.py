@@ -41,8 +41,6 @@ CASES.append((("bpf_filter", 5, 0xFFFFFFF2, 7200, 1, 7, "argoctl-passive_l3-12")
               lambda b: b.tc("replace-filter", "bpf", 5, 1, fd=7, name="argoctl-passive_l3-12",
                              parent=0xFFFFFFF2, prio=7200, classid=1, direct_action=True,
                              protocol=0x0003)))
-CASES.append((("filters", 5, 0xFFFFFFF2),
-              lambda b: b.get_filters(index=5, parent=0xFFFFFFF2)))
 for cmd in ("add", "del"):
     for fam in (V4, V6):
         for table in (254, 7201):
@@ -118,3 +116,21 @@ def test_plans_blackhole_rule_is_the_inverted_fwmark_rule(action, cmd):
     want = _ipbatch(lambda b: b.rule(cmd, family=V6, priority=7263, fwmark=0, fwmask=0xff,
                                      action="FR_ACT_BLACKHOLE", flags=rtbatch.FIB_RULE_INVERT))
     assert _no_seq(bytes(msg.data)) == _no_seq(want)
+
+
+def test_filter_get_names_the_filter_bpf_filter_makes():
+    """The `get` of our filter addresses what `replace-filter` created: same device,
+    parent, handle, priority and protocol (tcmsg's fields), and kind bpf."""
+    from pyroute2.netlink.rtnl.tcmsg import tcmsg
+    made = rtbatch.bpf_filter(5, 0xFFFFFFF2, 7200, 1, 7, "argoctl-steer_l3-3")
+    get = rtbatch.filter_get(5, 0xFFFFFFF2, 7200, 1)
+    fields = ("index", "parent", "handle", "info")
+    decoded = []
+    for m in (made, get):
+        m.encode()
+        d = tcmsg(bytes(m.data))
+        d.decode()
+        decoded.append(d)
+    assert [decoded[1][f] for f in fields] == [decoded[0][f] for f in fields]
+    assert decoded[1].get_attr("TCA_KIND") == "bpf"
+    assert decoded[1]["header"]["type"] == rtbatch.RTM_GETTFILTER
