@@ -106,6 +106,17 @@ def addr(cmd: str, family: int, index: int, prefixlen: int, local: str, address:
     return _header(m, RTM_DELADDR if cmd == "del" else RTM_NEWADDR, cmd)
 
 
+def link_add(name: str, kind: str, mtu: int, data: list = ()):
+    """`ip link add NAME mtu MTU type KIND` with the kind's IFLA_INFO_DATA
+    attributes (pyroute2's names and order: IFLA_GRE_LOCAL...)."""
+    m = ifinfmsg()
+    info = [("IFLA_INFO_KIND", kind)]
+    if data:
+        info.append(("IFLA_INFO_DATA", {"attrs": list(data)}))
+    m["attrs"] = [("IFLA_IFNAME", name), ("IFLA_MTU", mtu), ("IFLA_LINKINFO", {"attrs": info})]
+    return _header(m, RTM_NEWLINK, "add")
+
+
 def link_up(index: int, alias: str):
     """`ip link set dev INDEX alias ALIAS up`."""
     m = ifinfmsg()

@@ -118,6 +118,31 @@ def test_plans_blackhole_rule_is_the_inverted_fwmark_rule(action, cmd):
     assert _no_seq(bytes(msg.data)) == _no_seq(want)
 
 
+GRE_KEY = {"ikey": 7, "okey": 7, "iflags": 0x2000, "oflags": 0x2000}
+
+
+@pytest.mark.parametrize("link,kw", [
+    (dict(kind="gre", local="192.0.2.1", remote="192.0.2.2", ttl=64),
+     dict(gre_local="192.0.2.1", gre_remote="192.0.2.2", gre_ttl=64)),
+    (dict(kind="gre", local="192.0.2.1", remote="192.0.2.2", ttl=64, gre_key=7),
+     dict(gre_local="192.0.2.1", gre_remote="192.0.2.2", gre_ttl=64,
+          **{"gre_" + k: v for k, v in GRE_KEY.items()})),
+    (dict(kind="ip6gre", local="2001:db8::1", remote="2001:db8::2", ttl=64, gre_key=7),
+     dict(ip6gre_local="2001:db8::1", ip6gre_remote="2001:db8::2", ip6gre_ttl=64,
+          **{"ip6gre_" + k: v for k, v in GRE_KEY.items()})),
+    (dict(kind="wireguard"), {}),
+], ids=["gre", "gre-key", "ip6gre-key", "wireguard"])
+def test_tunnel_creation_is_pyroute2s_link_add(link, kw):
+    """What the Applier sends to create a tunnel is what IPRoute.link("add") sent."""
+    from argoctl.netlink import link_data
+    from argoctl.plan import Link
+    l = Link(name="ag-relay1", mtu=1400, **link)
+    msg = rtbatch.link_add(l.name, l.kind, l.mtu, link_data(l))
+    msg.encode()
+    want = _ipbatch(lambda b: b.link("add", ifname="ag-relay1", kind=l.kind, mtu=1400, **kw))
+    assert _no_seq(bytes(msg.data)) == _no_seq(want)
+
+
 def test_filter_get_names_the_filter_bpf_filter_makes():
     """The `get` of our filter addresses what `replace-filter` created: same device,
     parent, handle, priority and protocol (tcmsg's fields), and kind bpf."""
