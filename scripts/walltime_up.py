@@ -17,15 +17,16 @@ argoctl.apply:_current argoctl.netlink:read_owned argoctl.netlink:_owned_links
 argoctl.netlink:remove_interrupted argoctl.foreign:mark_conflicts argoctl.plan:desired
 argoctl.plan:diff argoctl.netlink:KernelEnv._route argoctl.netlink:_read_link
 argoctl.apply:Links.apply argoctl.apply:Nft.apply argoctl.apply:Datapath.apply argoctl.apply:Maps.apply
-argoctl.netlink:Applier._links_add argoctl.netlink:Applier._create argoctl.netlink:Applier._batch
+argoctl.netlink:Applier._links_add argoctl.netlink:Applier._batch
 argoctl.netlink:Applier._sysctl_set argoctl.netlink:_sysctl_write argoctl.netlink:_sysctl_read
-argoctl.datapath:ensure_loaded argoctl.datapath:_route_ifnames argoctl.datapath:_tc_attach
+argoctl.datapath:ensure_loaded argoctl.datapath:_route_ifnames argoctl.hooks:tc_attach_all
 argoctl.hooks:_ensure_clsact argoctl.hooks:_our_filters
 argoctl.datapath:map_contents argoctl.datapath:program argoctl.datapath:_ifname
 argoctl.nft:Client.read argoctl.nft:Client.add argoctl.nft:Client.__init__
 argoctl.intent:Intents.load argoctl.intent:Intents._store
 argoctl.runfiles:save_routing argoctl.runfiles:load_routing argoctl.runfiles:write_json
 argoctl.rtbatch:Sender.run argoctl.rtbatch:Sender.dump argoctl.rtbatch:Sender.route_get
+argoctl.rtbatch:Sender.get
 argoctl.rtbatch:Sender.__init__
 pyroute2:IPRoute.__init__ pyroute2:IPRoute.close
 """.split()
@@ -58,7 +59,7 @@ for t in TARGETS:
         print(f"(not timed: {t}: {e})")
 # the names other modules imported by value
 from argoctl import datapath, hooks  # noqa: E402
-for n in ("_ensure_clsact", "_our_filters"):
+for n in ("_ensure_clsact", "_our_filters", "tc_attach_all"):
     setattr(datapath, n, getattr(hooks, n))
 
 from pyroute2 import IPRoute  # noqa: E402
