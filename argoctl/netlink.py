@@ -318,8 +318,8 @@ class Applier:
         so the intent journal takes their names first (one write): a kill before the
         alias leaves devices `up`/`down` know. A step per device, then all are
         created in one batch (rtbatch: a pyroute2 request each was ~14 ms under
-        TCG); one dump gives their indexes; WireGuard ones are configured; one batch
-        gives them our alias and brings them up. Any failure deletes every device of
+        TCG); their indexes are looked up by name; WireGuard ones are configured;
+        one batch gives them our alias and brings them up. Any failure deletes every device of
         the group that was made (none has our alias yet) before it propagates."""
         from argoctl import rtbatch
         links = [op.obj for op in ops]
@@ -339,7 +339,9 @@ class Applier:
                 if err is not None:
                     raise err
             k = first
-            index = {m.get_attr("IFLA_IFNAME"): m["index"] for m in self.ipr.get_links()}
+            # their indexes by name (an ioctl each, in this namespace), not from a
+            # link dump that pyroute2 decodes whole (~40 attributes a device)
+            index = {l.name: socket.if_nametoindex(l.name) for l in made}
             for l in made:
                 self._ifindex[l.name] = index[l.name]
                 if l.kind == "wireguard":
