@@ -356,9 +356,9 @@ def attach(config: Config, pin_dir: str = names.BPF_PIN_DIR, netns: Optional[str
             if (s.fwmark_mask != config.routing.fwmark_mask or s.abi != maps.ABI
                     or maps.reroute_on(s) != config.policy.reroute):
                 m.write_settings(config.routing.fwmark_mask, reroute=config.policy.reroute)
-        clsact = ClsactDevices(ipr)        # what had one before (never recorded as ours)
         from argoctl import rtbatch       # (a socket of this namespace: netns None)
         sender = rtbatch.Sender() if netns is None else None
+        clsact = ClsactDevices(ipr, sender)   # what had one before (never recorded as ours)
         devices = []            # (ifname, ifindex, program, fd): attached in batches
         for ifname in config.node.steer_interfaces:
             link = links.get(ifname)

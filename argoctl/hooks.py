@@ -73,15 +73,22 @@ class ClsactDevices:
     namespace, at the first question (a no-op `up`, with every filter in place,
     asks none), so that argoctl knows what was there before it journals anything."""
 
-    def __init__(self, ipr):
+    def __init__(self, ipr, sender=None):
         self.ipr = ipr
-        self._have: Optional[set[int]] = None
+        self.sender = sender         # rtbatch.Sender of this namespace: the dump without
+        self._have: Optional[set[int]] = None      # IPRoute's machinery (~0.2 s, TCG)
 
     @property
     def have(self) -> set[int]:
         if self._have is None:
-            self._have = {q["index"] for q in self.ipr.get_qdiscs()
-                          if q.get_attr("TCA_KIND") == "clsact"}
+            if self.sender is not None:
+                from argoctl import rtbatch
+                from pyroute2.netlink.rtnl import RTM_GETQDISC
+                from pyroute2.netlink.rtnl.tcmsg import tcmsg
+                qdiscs = self.sender.dump(rtbatch.dump(RTM_GETQDISC, tcmsg), tcmsg)
+            else:
+                qdiscs = self.ipr.get_qdiscs()
+            self._have = {q["index"] for q in qdiscs if q.get_attr("TCA_KIND") == "clsact"}
         return self._have
 
 
