@@ -461,11 +461,7 @@ def _write(m, sets: dict[int, list[maps.Path]], want: dict[tuple[int, bytes], in
 def map_contents(pin_dir: str) -> dict:
     """What the maps steer by (prefixes, path sets), to put back with restore_contents."""
     with maps.Maps(pin_dir) as m:
-        sets = {}
-        for i in m.dest_ids():
-            cur = m.pathset(i)
-            if cur is not None:
-                sets[i] = cur[1]
+        sets = {i: paths for i, (_, paths) in sorted(m.pathsets().items())}
         return {"prefixes": m.prefix_keys(), "sets": sets}
 
 

@@ -310,6 +310,12 @@ class Maps:
             return None
         return decode_pathset(buf.raw)
 
+    def pathsets(self) -> dict[int, tuple[int, list[Path]]]:
+        """Every destination's (generation, paths): one batched read, not a
+        lookup per destination."""
+        return {_U32.unpack(k)[0]: decode_pathset(v)
+                for k, v in bpfsys.lookup_batch(self.fd["pathsets"], 4, _PATHSET.size)}
+
     def generations(self) -> dict[int, int]:
         """Current generation of every destination (one batched read)."""
         gens = {}
