@@ -273,14 +273,18 @@ def _route_ifnames(ipr, addresses, snap=None, links=None) -> list[str]:
     for fam, af in ((4, socket.AF_INET), (6, socket.AF_INET6)):
         rs: Optional[dict] = {}
         n = 0
+        bits = 32 if fam == 4 else 128
         for msg in (snap.routes(af, table=254) if snap is not None
                     else ipr.get_routes(family=af, table=254)):
-            oifs = [msg.get_attr("RTA_OIF")] if msg.get_attr("RTA_OIF") else \
+            oif = msg.get_attr("RTA_OIF")
+            oifs = [oif] if oif else \
                 [nh["oif"] for nh in (msg.get_attr("RTA_MULTIPATH") or []) if nh.get("oif")]
-            dst = msg.get_attr("RTA_DST") or ("0.0.0.0" if fam == 4 else "::")
             if msg["type"] == 1 and oifs:          # RTN_UNICAST: goes out of a device
-                net = ipaddress.ip_network(f"{dst}/{msg['dst_len']}")
-                rs.setdefault(net.prefixlen, {}).setdefault(int(net.network_address), oifs)
+                # the network as an int from its bytes (ipaddress parsing its text
+                # was half of this look-up)
+                dst, plen = msg.get_attr("RTA_DST"), msg["dst_len"]
+                net = int.from_bytes(socket.inet_pton(af, dst), "big") if dst else 0
+                rs.setdefault(plen, {}).setdefault(net >> (bits - plen) << (bits - plen), oifs)
                 n += 1
             if n > MAIN_TABLE_DUMP_MAX:
                 rs = None
@@ -297,7 +301,8 @@ def _route_ifnames(ipr, addresses, snap=None, links=None) -> list[str]:
         if name != "lo" and name not in out:
             out.append(name)
     for a in addresses:
-        ip = ipaddress.ip_address(a)
+        ip = a if isinstance(a, (ipaddress.IPv4Address, ipaddress.IPv6Address)) \
+            else ipaddress.ip_address(a)     # (the watch list holds addresses already)
         table = routes[ip.version]
         if table is None:
             try:
