@@ -19,7 +19,7 @@ from typing import Optional
 
 from pyroute2.netlink import (NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
                               NLM_F_REPLACE, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR,
-                              nlmsgerr)
+                              nlmsg, nlmsgerr)
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl import (RTM_DELADDR, RTM_DELROUTE, RTM_DELRULE, RTM_GETADDR,
                                    RTM_GETLINK, RTM_GETROUTE, RTM_GETRULE, RTM_GETTFILTER,
@@ -357,16 +357,21 @@ class Snapshot:
 
 
 def _headers(buf: bytes):
-    """(offset, length, type, sequence number) of each message in a receive buffer,
-    its header decoded by pyroute2 in place (at its offset: the rest of the buffer
-    is not copied for each message)."""
+    """(offset, length, type, sequence number, message) of each message in a receive
+    buffer, its header decoded by pyroute2 in place (at its offset: the rest of the
+    buffer is not copied for each message); an error or ack is decoded as nlmsgerr
+    (its "error"), any other message only as far as its header (as nlmsgerr, its
+    payload was walked as extended-ack attributes: a fifth of a dump's decoding)."""
     off = 0
     while off + 16 <= len(buf):
-        hdr = nlmsgerr(buf, offset=off)
+        hdr = nlmsg(buf, offset=off)
         hdr.decode()
         h = hdr["header"]
         if h["length"] < 16:
             return
+        if h["type"] == NLMSG_ERROR:
+            hdr = nlmsgerr(buf, offset=off)
+            hdr.decode()
         yield off, h["length"], h["type"], h["sequence_number"], hdr
         off += (h["length"] + 3) & ~3
 
