@@ -329,6 +329,21 @@ def all_direct(rows: list[dict], since: float, until: float) -> bool:
     return bool(ok) and all(r.get("fwd") == "direct" and r.get("ret") == "direct" for r in ok)
 
 
+def at_fault(rows: list[dict], t_imp: float) -> dict:
+    """`direct_at_fault`, and when not, which attempts were elsewhere (sent at
+    seconds from the fault, fwd, ret: up to five) so a reader can tell a move
+    from a stray pinned flow."""
+    since = t_imp - AT_FAULT_S
+    off = [{"sent_s": round(r["sent_at"] - t_imp, 3), "fwd": r.get("fwd"), "ret": r.get("ret")}
+           for r in rows if r["ok"] and r.get("sent_at") is not None
+           and since <= r["sent_at"] < t_imp
+           and not (r.get("fwd") == "direct" and r.get("ret") == "direct")]
+    out = {"direct_at_fault": all_direct(rows, since, t_imp)}
+    if off:
+        out["off_direct_before"] = off[:5]
+    return out
+
+
 def metrics(rows: list[dict], t_imp: float) -> dict:
     """The issue's metrics over one scenario's requests (see the module docstring)."""
     ok = [r for r in rows if r["ok"]]
@@ -405,9 +420,7 @@ def run_system(system: str, setting: str, scenarios: list[str], *, rate: float =
             t_imp = env.applying[0][1] if env.applying else t_play
             row = {"bench": "peers", "system": system, "setting": setting, "scenario": name,
                    **metrics(env.answered(t_imp, end), t_imp), "settled_before": settled,
-                   "direct_at_fault": all_direct(
-                       env.answered(t_imp - AT_FAULT_S - DEADLINE_S, t_imp),
-                       t_imp - AT_FAULT_S, t_imp),
+                   **at_fault(env.answered(t_imp - AT_FAULT_S - DEADLINE_S, t_imp), t_imp),
                    "duration_s": round(end - t_imp, 1), "rate_per_s": rate,
                    # the first step's sends took this long (first to last);
                    # failover counts from the last

@@ -136,3 +136,12 @@ def test_direct_at_the_fault_means_every_attempt_sent_before_it_went_direct_both
     # sent just before the fault, answered by its retry after it, over a relay: still direct
     retried = _row(9.99, "relay1", "relay1", lat=0.3, sent=10.24)
     assert benchpeers.all_direct([before, retried], t0 - 0.5, t0)
+
+
+def test_the_attempts_off_direct_before_the_fault_are_listed():
+    t0 = 10.0
+    got = benchpeers.at_fault([_row(9.7, "direct", "direct"), _row(9.9, "relay2", "direct"),
+                               _row(9.0, "relay1", "relay1")], t0)
+    assert got == {"direct_at_fault": False,
+                   "off_direct_before": [{"sent_s": -0.1, "fwd": "relay2", "ret": "direct"}]}
+    assert benchpeers.at_fault([_row(9.7, "direct", "direct")], t0) == {"direct_at_fault": True}
