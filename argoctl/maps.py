@@ -18,13 +18,15 @@ from typing import Iterable, Mapping, Optional, Sequence
 
 from argoctl import bpfsys, names
 
-ABI = 3          # ARGOCTL_ABI in bpf/include/consts.h
+ABI = 4          # ARGOCTL_ABI in bpf/include/consts.h
 MAX_PATHS = 8
 MAX_PATH_IDS = 256
 PATH_DOWN, PATH_UP = 0, 1
 FLOW_SYN_RETRANS = 1
 SETTING_REROUTE = 1   # settings.flags: protective reroute on
 MAX_REROUTES = 2      # re-pins per flow / local socket
+PIN_IDLE_NS = 30 * 10**9   # a non-TCP pin idle this long is placed anew
+PIN_TOUCH_NS = 10**9       # flow_val.seen_ns granularity
 
 u8, u16, u32, u64 = ctypes.c_uint8, ctypes.c_uint16, ctypes.c_uint32, ctypes.c_uint64
 
@@ -54,7 +56,7 @@ class FlowKey(ctypes.Structure):
 class FlowVal(ctypes.Structure):
     _fields_ = [("dest_id", u32), ("generation", u32), ("mark", u32), ("lpm_epoch", u32),
                 ("path_idx", u8), ("path_id", u8), ("flags", u8), ("reroutes", u8),
-                ("tried", u8), ("pad", u8 * 3), ("syn_ns", u64)]
+                ("tried", u8), ("pad", u8 * 3), ("syn_ns", u64), ("seen_ns", u64)]
 
 
 class Settings(ctypes.Structure):

@@ -363,18 +363,22 @@ def fleet_tables(summary: dict) -> list:
     return out
 
 
-def in_vm_or_here(argv: list[str]) -> Optional[int]:
+def in_vm_or_here(argv: list[str], rwdirs: tuple[str, ...] = ()) -> Optional[int]:
     """On a kernel without GRE/WireGuard/netem, run `argoctl ARGV` in the
-    distribution-kernel VM and return its exit code; None: run here."""
+    distribution-kernel VM and return its exit code; None: run here. It runs
+    in the caller's directory (relative paths mean what they meant here);
+    `rwdirs`: where it writes, besides the checkout (the rest is read-only)."""
     from argoctl.lab import vm
     if os.environ.get("ARGOCTL_IN_VM") or not vm.use_vm():
         return None
     missing = ", ".join(vm.missing_features()) or "(ARGOCTL_VM=always)"
     click.echo(f"argoctl: this kernel lacks {missing}; running in the distribution-kernel VM "
                f"(virtme-ng, ~30 s to boot; the lab exists only for this run)", err=True)
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    here = os.path.abspath(__file__)      # <checkout>/argoctl/lab/demo.py
+    checkout = os.path.dirname(os.path.dirname(os.path.dirname(here)))
     labmod.raise_on_sigterm()     # vm.run kills the VM on the way out
-    return vm.run([sys.executable, "-m", "argoctl", *argv], cwd=repo)
+    return vm.run([sys.executable, "-m", "argoctl", *argv], cwd=os.getcwd(),
+                  rwdirs=[checkout, *rwdirs])
 
 
 def run_and_report(scenarios, rate: float, as_json: bool, tunnels: str,

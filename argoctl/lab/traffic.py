@@ -18,7 +18,7 @@ import socket
 import struct
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 ECHO_PORT = 9100
@@ -94,6 +94,7 @@ class Request:
     started: float                      # monotonic
     attempts: int = 0
     last_sent: float = 0.0
+    sent: list = field(default_factory=list)    # monotonic time of each attempt
     latency: Optional[float] = None     # seconds; None: failed or pending
     done: bool = False
 
@@ -151,6 +152,7 @@ class RequestClient:
         sel.register(s, selectors.EVENT_READ, req)
         req.attempts += 1
         req.last_sent = now
+        req.sent.append(now)
 
     def _loop(self) -> None:
         sel = selectors.DefaultSelector()

@@ -169,12 +169,22 @@ def _bin_dir() -> str:
     return os.path.dirname(found)
 
 
+def rwdir_roots(dirs) -> list[str]:
+    """The absolute directories of `dirs` that are not inside another one of them."""
+    out: list[str] = []
+    for d in sorted(set(os.path.abspath(d) for d in dirs), key=len):
+        if not any(d == r or d.startswith(r.rstrip(os.sep) + os.sep) for r in out):
+            out.append(d)
+    return out
+
+
 def vng_argv(script: str, *, kernel: Kernel, cwd: str, rwdirs: list[str],
              cpus: int = DEFAULT_CPUS, memory: str = DEFAULT_MEMORY) -> list[str]:
     """The virtme-ng command line that runs the guest script file `script`."""
     out = [os.path.join(_bin_dir(), "vng"), "--run", str(kernel.vmlinuz), "--disable-kvm",
            "--cpus", str(cpus), "--memory", memory, "--cwd", cwd]
-    for d in dict.fromkeys(os.path.abspath(d) for d in rwdirs):
+    # A directory inside another one shared is shared already (no second 9p mount).
+    for d in rwdir_roots(rwdirs):
         out += ["--rwdir", d]
     return out + ["--exec", f"sh {shlex.quote(script)}"]
 

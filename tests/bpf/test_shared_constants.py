@@ -15,7 +15,7 @@ from argoctl.probe import channels, results
 
 BPF_CONSTS = ("ARGOCTL_ABI", "MAX_PATHS", "MAX_PATH_IDS", "MAX_DESTS", "MAX_PREFIXES_V4",
               "MAX_PREFIXES_V6", "MAX_FLOWS", "PATH_DOWN", "PATH_UP", "FLOW_SYN_RETRANS",
-              "SETTING_REROUTE", "MAX_REROUTES")
+              "SETTING_REROUTE", "MAX_REROUTES", "PIN_IDLE_NS", "PIN_TOUCH_NS")
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,8 @@ def test_bpf_constants_match_python(bpf_consts):
         "MAX_PREFIXES_V6": sizes.max_prefixes_v6, "MAX_FLOWS": sizes.max_flows,
         "PATH_DOWN": maps.PATH_DOWN, "PATH_UP": maps.PATH_UP,
         "FLOW_SYN_RETRANS": maps.FLOW_SYN_RETRANS, "SETTING_REROUTE": maps.SETTING_REROUTE,
-        "MAX_REROUTES": maps.MAX_REROUTES}
+        "MAX_REROUTES": maps.MAX_REROUTES, "PIN_IDLE_NS": maps.PIN_IDLE_NS,
+        "PIN_TOUCH_NS": maps.PIN_TOUCH_NS}
     assert names.MAX_PATH_ID < bpf_consts["MAX_PATH_IDS"]      # every path id has its stats slot
     # the direct path's mark field value (all ones) is an index too
     assert (names.DEFAULT_FWMARK_MASK >> names.mark_shift(names.DEFAULT_FWMARK_MASK)) \

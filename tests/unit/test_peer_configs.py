@@ -71,10 +71,10 @@ def test_unknown_setting_is_refused():
         labpeers.PeerMesh(None, "ospf", "fast", "/x")
 
 
-def _row(start, fwd, ret, ok=True, lat=0.02):
+def _row(start, fwd, ret, ok=True, lat=0.02, sent=None):
     return {"started": start, "ok": ok, "latency": lat if ok else None,
-            **({"fwd": fwd, "ret": ret, "fwd_at": start + lat / 2, "ret_at": start + lat}
-               if ok else {})}
+            **({"fwd": fwd, "ret": ret, "fwd_at": start + lat / 2, "ret_at": start + lat,
+                "sent_at": start if sent is None else sent} if ok else {})}
 
 
 def test_metrics_failover_is_the_first_answered_delivery_elsewhere_and_switches_count_moves():
@@ -109,3 +109,39 @@ def test_target_needs_ok_at_least_the_best_peers_and_failover_within_ten_percent
     assert benchpeers.target([r("argoctl", "fast", 60.0, 900.0), *never])["outage"]["met"]
     assert not benchpeers.target([r("argoctl", "fast", 60.0, None),
                                   r("bird-bfd", "default", 50.0, 400.0)])["outage"]["met"]
+
+
+def test_a_system_off_direct_before_the_fault_has_no_failover_time():
+    """babeld in run E's brownout: requests over a relay 20 ms after a +100 ms
+    fault, before anything could show the delay. A move under way at the fault
+    is not a failover: neither a peer's best time nor argoctl's."""
+    def r(system, fo, at_fault=True):
+        return {"system": system, "setting": "fast", "scenario": "brownout", "ok_pct": 100.0,
+                "failover_ms": fo, "direct_at_fault": at_fault}
+    early = r("babeld", 20.0, at_fault=False)
+    got = benchpeers.target([r("argoctl", 160.0), early, r("bird-bfd", None)])["brownout"]
+    assert got["met"] and got["best_peer_failover_ms"] is None
+    assert not benchpeers.target([r("argoctl", 160.0), r("babeld", 20.0)])["brownout"]["met"]
+    assert not benchpeers.target([r("argoctl", 100.0, at_fault=False),
+                                  r("bird-bfd", 150.0)])["brownout"]["met"]
+
+
+def test_direct_at_the_fault_means_every_attempt_sent_before_it_went_direct_both_ways():
+    t0 = 10.0
+    lost = _row(9.8, None, None, ok=False)
+    before = _row(9.7, "direct", "direct")
+    assert benchpeers.all_direct([before, lost], t0 - 0.5, t0)
+    assert not benchpeers.all_direct([before, _row(9.9, "relay2", "direct")], t0 - 0.5, t0)
+    assert not benchpeers.all_direct([lost], t0 - 0.5, t0)     # nothing answered: unknown
+    # sent just before the fault, answered by its retry after it, over a relay: still direct
+    retried = _row(9.99, "relay1", "relay1", lat=0.3, sent=10.24)
+    assert benchpeers.all_direct([before, retried], t0 - 0.5, t0)
+
+
+def test_the_attempts_off_direct_before_the_fault_are_listed():
+    t0 = 10.0
+    got = benchpeers.at_fault([_row(9.7, "direct", "direct"), _row(9.9, "relay2", "direct"),
+                               _row(9.0, "relay1", "relay1")], t0)
+    assert got == {"direct_at_fault": False,
+                   "off_direct_before": [{"sent_s": -0.1, "fwd": "relay2", "ret": "direct"}]}
+    assert benchpeers.at_fault([_row(9.7, "direct", "direct")], t0) == {"direct_at_fault": True}

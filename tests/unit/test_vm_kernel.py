@@ -31,3 +31,11 @@ def test_a_kernel_without_netem_is_not_usable_for_the_vm(tmp_path):
 def test_the_installed_distribution_kernel_is_found():
     k = vm.find_kernel()
     assert k.vmlinuz.is_file() and set(vm.VM_NEEDS) <= vm._modules_of(k.version)
+
+
+def test_only_outermost_directories_are_shared_with_the_vm():
+    """The checkout and a log directory inside it: one 9p share, the checkout's;
+    a directory elsewhere is shared too (`bench peers --log-dir /elsewhere`)."""
+    assert vm.rwdir_roots(["/work/repo", "/work/repo/bench-logs/runE", "/srv/logs",
+                           "/work/repo-2", "/srv/logs/"]) == \
+        ["/srv/logs", "/work/repo", "/work/repo-2"]

@@ -8,7 +8,7 @@
 
 /* Bumped whenever a struct in structs.h changes layout: a running datapath
  * with another ABI is reloaded, never adopted. */
-#define ARGOCTL_ABI 3
+#define ARGOCTL_ABI 4
 
 #define MAX_PATHS 8          /* paths per destination */
 #define MAX_PATH_IDS 256     /* path ids 0..254 (+1 spare): index of per-path stats */
@@ -42,6 +42,17 @@
 /* Protective reroute: at most this many re-pins per flow (or local socket), each
  * to a path it has not been on; a flow that got nowhere after that stays put. */
 #define MAX_REROUTES 2
+
+/* A pin that has seen no packet for this long is no longer a flow: its next
+ * packet is placed by the weights. Not TCP (an established connection moved
+ * off a masquerading relay breaks); for UDP and the rest it is conntrack's
+ * unreplied-UDP timeout, after which the relay's NAT entry is gone anyway, so
+ * the pin protects nothing and would send a reused port (a resolver's, a QUIC
+ * client's) down a path the weights left long ago. */
+#define PIN_IDLE_NS 30000000000ULL
+/* flow_val.seen_ns is rewritten at most this often: a write per packet would
+ * dirty the shared LRU entry on every CPU. */
+#define PIN_TOUCH_NS 1000000000ULL
 
 /* Seed of the flow hash: any odd constant; fixed so a restart keeps choices. */
 #define FLOW_HASH_SEED 0x9e3779b9

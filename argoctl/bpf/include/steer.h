@@ -151,15 +151,22 @@ static __always_inline __u32 steer_flow(struct parsed *p, __u32 len, __u32 segs,
 
     int is_syn = key->proto == IPPROTO_TCP && (p->tcp_flags & (TCPF_SYN_ | TCPF_ACK_)) == TCPF_SYN_;
     __u64 now = is_syn ? bpf_ktime_get_ns() : 0;
+    /* Only non-TCP pins expire, so only they read a clock (a helper call is
+     * a sixth of this program's cost); the coarse one, a tick's resolution,
+     * is enough for idle times of seconds. TCP: seen stays 0, never expires. */
+    __u64 seen = key->proto == IPPROTO_TCP ? 0 : bpf_ktime_get_coarse_ns();
     __u32 mark, path_id;
 
     if (fv && fv->dest_id == dest_id && fv->generation == ps->generation &&
-        path_usable(ps, fv->path_idx, fv->mark)) {
+        path_usable(ps, fv->path_idx, fv->mark) &&
+        (!seen || seen - fv->seen_ns <= PIN_IDLE_NS)) {
         /* Established flow on a live path: stays (weights do not matter). */
         mark = fv->mark;
         path_id = fv->path_id;
         if (fv->lpm_epoch != s->lpm_epoch)
             fv->lpm_epoch = s->lpm_epoch;
+        if (seen && seen - fv->seen_ns > PIN_TOUCH_NS)
+            fv->seen_ns = seen;
         if (is_syn) {
             if (fv->syn_ns) {
                 /* The SYN again and no SYN-ACK since: the first one got no
@@ -210,6 +217,7 @@ static __always_inline __u32 steer_flow(struct parsed *p, __u32 len, __u32 segs,
         /* (a flow re-placed mid-handshake keeps its count: the bound is per flow) */
         nv.reroutes = fv && fv->dest_id == dest_id ? fv->reroutes : 0;
         nv.syn_ns = now;
+        nv.seen_ns = seen;
         flows.update(key, &nv);
     }
 

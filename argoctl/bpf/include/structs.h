@@ -58,6 +58,7 @@ struct flow_val {
     __u8 tried;       /* bit i: the flow has been on path index i */
     __u8 pad[3];
     __u64 syn_ns;     /* time of the last SYN sent, 0 once answered */
+    __u64 seen_ns;    /* last packet (within PIN_TOUCH_NS), coarse clock; 0: TCP */
 };
 
 /* Runtime settings, index 0 of an array map, written by maps.py. */
