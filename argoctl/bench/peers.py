@@ -320,25 +320,18 @@ class PeersEnv(labmod.LabEnv):
             all(r.get("fwd") == "direct" and r.get("ret") == "direct" for r in ok)
 
 
-def all_direct(rows: list[dict], since: float, until: float) -> bool:
-    """Every answered attempt sent in [since, until) went direct both ways (and
-    some were). By the attempt, not the request: a request sent just before a
-    fault is answered by its retry, sent after it, over the path moved to."""
-    ok = [r for r in rows if r["ok"] and r.get("sent_at") is not None
-          and since <= r["sent_at"] < until]
-    return bool(ok) and all(r.get("fwd") == "direct" and r.get("ret") == "direct" for r in ok)
-
-
 def at_fault(rows: list[dict], t_imp: float) -> dict:
-    """`direct_at_fault`, and when not, which attempts were elsewhere (sent at
-    seconds from the fault, fwd, ret: up to five) so a reader can tell a move
-    from a stray pinned flow."""
-    since = t_imp - AT_FAULT_S
+    """`direct_at_fault`: every answered attempt sent in the AT_FAULT_S before the
+    fault went direct both ways (and some were). By the attempt, not the request:
+    a request sent just before a fault is answered by its retry, sent after it,
+    over the path moved to. When not, `off_direct_before` lists the attempts that
+    were elsewhere (sent at seconds from the fault, fwd, ret: up to five), so a
+    reader can tell a move from a stray pinned flow."""
+    sent = [r for r in rows if r["ok"] and r.get("sent_at") is not None
+            and t_imp - AT_FAULT_S <= r["sent_at"] < t_imp]
     off = [{"sent_s": round(r["sent_at"] - t_imp, 3), "fwd": r.get("fwd"), "ret": r.get("ret")}
-           for r in rows if r["ok"] and r.get("sent_at") is not None
-           and since <= r["sent_at"] < t_imp
-           and not (r.get("fwd") == "direct" and r.get("ret") == "direct")]
-    out = {"direct_at_fault": all_direct(rows, since, t_imp)}
+           for r in sent if not (r.get("fwd") == "direct" and r.get("ret") == "direct")]
+    out = {"direct_at_fault": bool(sent) and not off}
     if off:
         out["off_direct_before"] = off[:5]
     return out

@@ -127,15 +127,16 @@ def test_a_system_off_direct_before_the_fault_has_no_failover_time():
 
 
 def test_direct_at_the_fault_means_every_attempt_sent_before_it_went_direct_both_ways():
-    t0 = 10.0
+    def direct(rows):
+        return benchpeers.at_fault(rows, 10.0)["direct_at_fault"]
     lost = _row(9.8, None, None, ok=False)
     before = _row(9.7, "direct", "direct")
-    assert benchpeers.all_direct([before, lost], t0 - 0.5, t0)
-    assert not benchpeers.all_direct([before, _row(9.9, "relay2", "direct")], t0 - 0.5, t0)
-    assert not benchpeers.all_direct([lost], t0 - 0.5, t0)     # nothing answered: unknown
+    assert direct([before, lost])
+    assert not direct([before, _row(9.9, "relay2", "direct")])
+    assert not direct([lost])     # nothing answered: unknown
     # sent just before the fault, answered by its retry after it, over a relay: still direct
     retried = _row(9.99, "relay1", "relay1", lat=0.3, sent=10.24)
-    assert benchpeers.all_direct([before, retried], t0 - 0.5, t0)
+    assert direct([before, retried])
 
 
 def test_the_attempts_off_direct_before_the_fault_are_listed():
