@@ -57,7 +57,7 @@ from argoctl.lab.scenario import Scenario, parse_scenario
 
 SYSTEMS = ("argoctl", *labpeers.SYSTEMS)
 SETTINGS = labpeers.SETTINGS
-AT_FAULT_S = 0.5            # the requests started this long before a fault must be direct
+AT_FAULT_S = 0.5            # the attempts sent this long before a fault must be direct
 RATE = 50.0                 # requests per second: 20 ms resolution for failover
 DEADLINE_S = 2.0            # as the demo
 # argoctl: probes every 50 ms, down after 3 missed (as BFD 50 ms x 3), or its
@@ -302,8 +302,8 @@ class PeersEnv(labmod.LabEnv):
             row = {"started": r.started, "ok": r.latency is not None, "latency": r.latency}
             rep = replies.get(r.rid)
             if row["ok"] and rep is not None:
-                fwd = arrivals.get((r.rid, rep[1]))
                 att = rep[1]
+                fwd = arrivals.get((r.rid, att))
                 row.update(ret_at=rep[0], ret=path_of(rep[2]),
                            sent_at=r.sent[att] if att < len(r.sent) else None,
                            fwd_at=fwd[0] if fwd else None,

@@ -92,11 +92,17 @@ class EchoServer:
 class Request:
     rid: int
     started: float                      # monotonic
-    attempts: int = 0
-    last_sent: float = 0.0
-    sent: list = field(default_factory=list)    # monotonic time of each attempt
+    sent: list[float] = field(default_factory=list)    # monotonic time of each attempt
     latency: Optional[float] = None     # seconds; None: failed or pending
     done: bool = False
+
+    @property
+    def attempts(self) -> int:
+        return len(self.sent)
+
+    @property
+    def last_sent(self) -> float:
+        return self.sent[-1] if self.sent else 0.0
 
 
 @dataclass(frozen=True)
@@ -150,8 +156,6 @@ class RequestClient:
         except OSError:
             pass            # no route / refused: the retry or the deadline decides
         sel.register(s, selectors.EVENT_READ, req)
-        req.attempts += 1
-        req.last_sent = now
         req.sent.append(now)
 
     def _loop(self) -> None:
