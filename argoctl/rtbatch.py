@@ -244,9 +244,7 @@ class Sender:
             if err is not None:
                 out.append(err)
                 continue
-            msg = cls(reply)
-            msg.decode()
-            out.append(msg)
+            out.append(decode(cls, reply))
         return out
 
     def dump(self, msg, cls) -> list:
@@ -269,9 +267,7 @@ class Sender:
                     if code:
                         raise NetlinkError(code, _strerror(code))
                 else:
-                    m = cls(bytes(buf[off:off + length]))
-                    m.decode()
-                    out.append(m)
+                    out.append(decode(cls, bytes(buf[off:off + length])))
 
     def exchange(self, msgs: list) -> list[tuple[Optional[NetlinkError], Optional[bytes]]]:
         """run(), and each request's answer (a message of its sequence number that
@@ -354,6 +350,18 @@ class Snapshot:
 
     def rules(self, af: int) -> list:
         return self._dump(("rules", af), lambda: (dump(RTM_GETRULE, fibmsg, af), fibmsg))
+
+    def messages(self) -> list:
+        """Every message of the dumps it holds (as decoded: `.data` is the kernel's)."""
+        return [m for msgs in self._cache.values() for m in msgs]
+
+
+def decode(cls, raw: bytes):
+    """One message decoded by pyroute2's class `cls` (its attributes are decoded
+    when read)."""
+    m = cls(raw)
+    m.decode()
+    return m
 
 
 def _headers(buf: bytes):

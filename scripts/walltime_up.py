@@ -1,5 +1,5 @@
 """Wall-clock time (no profiler: cProfile inflates pyroute2's many small calls
-several times under TCG) of the main parts of `argoctl bench up`'s `up` and no-op `up`,
+several times under TCG) of the main parts of `argoctl bench up`'s `up`, no-op `up` and `down`,
 inclusive, per phase. Run it where GRE exists (the VM):
     python -m argoctl.lab.vm -- .venv/bin/python scripts/walltime_up.py [PEERS PREFIXES]
 """
@@ -19,6 +19,8 @@ argoctl.plan:diff argoctl.netlink:KernelEnv._route argoctl.netlink:_read_link
 argoctl.apply:Links.apply argoctl.apply:Nft.apply argoctl.apply:Datapath.apply argoctl.apply:Maps.apply
 argoctl.netlink:Applier._links_add argoctl.netlink:Applier._batch
 argoctl.netlink:Applier._sysctl_set argoctl.netlink:_sysctl_write argoctl.netlink:_sysctl_read
+argoctl.netlink:Applier._link_remove argoctl.netlink:Applier._index argoctl.netlink:Applier.execute
+argoctl.datapath:detach argoctl.apply:Datapath.down argoctl.apply:Links.down argoctl.apply:Nft.down argoctl.apply:Maps.down
 argoctl.datapath:ensure_loaded argoctl.datapath:_route_ifnames argoctl.hooks:tc_attach_all
 argoctl.hooks:_ensure_clsact argoctl.hooks:_our_filters
 argoctl.datapath:map_contents argoctl.datapath:program argoctl.datapath:_ifname
@@ -80,25 +82,27 @@ def _by_method(fn):
 IPRoute._run_force_sync = _by_method(IPRoute._run_force_sync)
 IPRoute._run_generic_rtnl = _by_method(IPRoute._run_generic_rtnl)
 
-_real_up = apply.up
-_phase = ["up", "noop"]
+_phase = ["up", "noop", "down"]
 
 
-def _timed_up(*a, **kw):
-    name = _phase.pop(0) if _phase else "extra"
-    acc.clear()
-    t0 = time.monotonic()
-    try:
-        return _real_up(*a, **kw)
-    finally:
-        total = time.monotonic() - t0
-        print(f"===== phase {name}: {total:.3f} s (wall, inclusive times) =====")
-        for k, (n, s) in sorted(acc.items(), key=lambda kv: -kv[1][1]):
-            print(f"{s:8.3f} s {n:6d}x  {k}")
-        sys.stdout.flush()
+def _timing(real):
+    def timed(*a, **kw):
+        name = _phase.pop(0) if _phase else "extra"
+        acc.clear()
+        t0 = time.monotonic()
+        try:
+            return real(*a, **kw)
+        finally:
+            total = time.monotonic() - t0
+            print(f"===== phase {name}: {total:.3f} s (wall, inclusive times) =====")
+            for k, (n, s) in sorted(acc.items(), key=lambda kv: -kv[1][1]):
+                print(f"{s:8.3f} s {n:6d}x  {k}")
+            sys.stdout.flush()
+    return timed
 
 
-apply.up = _timed_up
+apply.up = _timing(apply.up)
+apply.down = _timing(apply.down)
 peers, prefixes = (int(x) for x in sys.argv[1:3]) if len(sys.argv) > 2 else (100, 10000)
 for line in benchup.run(peers, prefixes, None):
     print(json.dumps(line))

@@ -30,6 +30,9 @@ def test_reference_batches_write_every_rule_in_its_family(tmp_path):
         with netlink.netns(ns), IPRoute() as ipr:
             want = plan.desired(cfg, netlink.KernelEnv(ipr))
         lines, rules6 = bench_up.ip_batch(want)
+        # the library's share is measured on the same requests as the reference's
+        _, requests, _ = bench_up.library_seconds(plan.diff(plan.State(), want), [])
+        assert requests == len(lines) + len(rules6) > 0
         rules4 = [line for line in lines if line.startswith("rule ")]
         subprocess.run(["ip", "-n", ns, "-batch", "-"], input="\n".join(rules4) + "\n",
                        text=True, check=True)
