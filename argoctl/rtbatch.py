@@ -21,7 +21,8 @@ from pyroute2.netlink import (NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
                               NLM_F_REPLACE, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR,
                               nlmsg, nlmsgerr)
 from pyroute2.netlink.exceptions import NetlinkError
-from pyroute2.netlink.rtnl import (RTM_DELADDR, RTM_DELROUTE, RTM_DELRULE, RTM_GETADDR,
+from pyroute2.netlink.rtnl import (RTM_DELADDR, RTM_DELLINK, RTM_DELQDISC, RTM_DELROUTE,
+                                   RTM_DELRULE, RTM_DELTFILTER, RTM_GETADDR,
                                    RTM_GETLINK, RTM_GETROUTE, RTM_GETRULE, RTM_GETTFILTER,
                                    RTM_NEWADDR, RTM_NEWLINK, RTM_NEWQDISC, RTM_NEWROUTE,
                                    RTM_NEWRULE, RTM_NEWTFILTER)
@@ -49,11 +50,15 @@ _FLAGS = {"add": NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
 
 
 def request(op, index):
-    """The request of an address, route or rule op (plan.Op) of the Applier's;
-    `index(name)`: a device's ifindex."""
+    """The request of an address, route or rule op (plan.Op) of the Applier's, or
+    of a link's removal; `index(name)`: a device's ifindex."""
     from argoctl import names
-    from argoctl.plan import Address, Route
+    from argoctl.plan import Address, Link, Route
     o, a = op.obj, op.action
+    if isinstance(o, Link):
+        if a != "remove":
+            raise ValueError(f"a link's {a} is not one request: {op}")
+        return link_del(index(o.name))
     family = socket.AF_INET if o.family == 4 else socket.AF_INET6
     if isinstance(o, Address):
         return addr("add" if a == "add" else "del", family, index(o.dev),
@@ -117,6 +122,13 @@ def link_add(name: str, kind: str, mtu: int, data: list = ()):
     return _header(m, RTM_NEWLINK, "add")
 
 
+def link_del(index: int):
+    """`ip link del dev INDEX`."""
+    m = ifinfmsg()
+    m["index"] = index
+    return _header(m, RTM_DELLINK, "del")
+
+
 def link_up(index: int, alias: str):
     """`ip link set dev INDEX alias ALIAS up`."""
     m = ifinfmsg()
@@ -131,6 +143,12 @@ def clsact(index: int):
     m["index"], m["handle"], m["parent"] = index, TC_H_CLSACT, TC_H_CLSACT | 0xFFF1
     m["attrs"] = [("TCA_KIND", "clsact")]
     return _header(m, RTM_NEWQDISC, "add")
+
+
+def clsact_del(index: int):
+    """`tc qdisc del dev INDEX clsact`."""
+    m = clsact(index)
+    return _header(m, RTM_DELQDISC, "del")
 
 
 def bpf_filter(index: int, parent: int, prio: int, handle: int, fd: int, name: str,
@@ -156,6 +174,23 @@ def filter_get(index: int, parent: int, prio: int, handle: int, protocol: int = 
     m["info"] = (prio << 16) | socket.htons(protocol)
     m["attrs"] = [("TCA_KIND", "bpf")]
     return _header(m, RTM_GETTFILTER, "del")    # (a request: no create flags)
+
+
+def filter_del(index: int, parent: int, prio: int, handle: int, protocol: int = 0x0003):
+    """`tc filter del dev INDEX parent PARENT prio PRIO handle HANDLE protocol
+    PROTOCOL bpf`."""
+    m = filter_get(index, parent, prio, handle, protocol)
+    m["attrs"].append(("TCA_OPTIONS", {"attrs": [("TCA_BPF_FLAGS", 0)]}))   # (as pyroute2)
+    return _header(m, RTM_DELTFILTER, "del")
+
+
+def filters(index: int, parent: int):
+    """`tc filter show dev INDEX parent PARENT` (a dump)."""
+    m = tcmsg()
+    m["index"], m["parent"] = index, parent
+    m["header"]["type"] = RTM_GETTFILTER
+    m["header"]["flags"] = NLM_F_REQUEST | NLM_F_DUMP
+    return m
 
 
 def routes(family: int, proto: int = 0, table: int = 0):

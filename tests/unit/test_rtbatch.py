@@ -36,7 +36,12 @@ CASES = [
 ]
 CASES.append((("link_up", 7, "argoctl:relay1"),
               lambda b: b.link("set", index=7, ifalias="argoctl:relay1", state="up")))
+CASES.append((("link_del", 7), lambda b: b.link("del", index=7)))
 CASES.append((("clsact", 5), lambda b: b.tc("add", "clsact", 5)))
+CASES.append((("clsact_del", 5), lambda b: b.tc("del", "clsact", 5)))
+CASES.append((("filter_del", 5, 0xFFFFFFF2, 7200, 1),
+              lambda b: b.tc("del-filter", "bpf", 5, 1, parent=0xFFFFFFF2, prio=7200,
+                             protocol=0x0003)))
 CASES.append((("bpf_filter", 5, 0xFFFFFFF2, 7200, 1, 7, "argoctl-passive_l3-12"),
               lambda b: b.tc("replace-filter", "bpf", 5, 1, fd=7, name="argoctl-passive_l3-12",
                              parent=0xFFFFFFF2, prio=7200, classid=1, direct_action=True,
