@@ -483,11 +483,18 @@ def detach(pin_dir: str = names.BPF_PIN_DIR, netns: Optional[str] = None,
     if cgroup is not None and not os.path.isdir(cgroup):
         cgroup = None
     progs = _pinned_programs(pin_dir) if os.path.isdir(pin_dir) else {}
-    with _netlink(progs, netns) as ipr:
-        removed = _tc_detach_all(ipr)
-        if cgroup:
-            _cgroup_detach(progs, cgroup)
-        clsact = remove_clsacts(ipr, intents, removed) if intents is not None else []
+    from argoctl import rtbatch       # (a socket of this namespace: netns None)
+    sender = rtbatch.Sender() if netns is None else None
+    try:
+        with _netlink(progs, netns) as ipr:
+            removed = _tc_detach_all(ipr, sender)
+            if cgroup:
+                _cgroup_detach(progs, cgroup)
+            clsact = remove_clsacts(ipr, intents, removed, sender) \
+                if intents is not None else []
+    finally:
+        if sender is not None:
+            sender.close()
     unpinned = []
     if os.path.isdir(pin_dir):
         for entry in sorted(os.listdir(pin_dir)):

@@ -216,8 +216,13 @@ def _tc_detach(ipr, idx: int) -> None:
             raise
 
 
-def _tc_detach_all(ipr) -> list[str]:
-    """Remove our filters from every interface of the namespace."""
+def _tc_detach_all(ipr, sender=None) -> list[str]:
+    """Remove our filters from every interface of the namespace. `sender` (rtbatch,
+    of the caller's namespace): a `get` of our one filter per device in one send,
+    then the deletes in one (through IPRoute, a link dump, a filter dump a device
+    and a request each were ~2.5 s under TCG at 101 devices)."""
+    if sender is not None:
+        return _tc_detach_batch(sender)
     removed = []
     for link in ipr.get_links():
         idx = link["index"]
@@ -227,7 +232,35 @@ def _tc_detach_all(ipr) -> list[str]:
     return removed
 
 
-def _foreign_filters(ipr, ifindex: int) -> bool:
+def _tc_detach_batch(sender) -> list[str]:
+    import socket
+    from argoctl import rtbatch
+    from pyroute2.netlink.rtnl.tcmsg import tcmsg
+    devices = socket.if_nameindex()         # [(index, name)] of this namespace
+    found = sender.get([rtbatch.filter_get(i, TC_INGRESS, TC_PRIO, TC_HANDLE)
+                        for i, _ in devices], tcmsg)
+    ours = [(i, n) for (i, n), f in zip(devices, found)   # (an error: no filter there)
+            if not isinstance(f, Exception) and (_bpf_name(f) or "").startswith(FILTER_PREFIX)]
+    outcomes = sender.run([rtbatch.filter_del(i, TC_INGRESS, TC_PRIO, TC_HANDLE)
+                           for i, _ in ours])
+    failed = [e for e in outcomes if e is not None and e.code not in (errno.ENOENT, errno.EINVAL)]
+    if failed:
+        raise failed[0]
+    return [n for _, n in ours]
+
+
+def _foreign_filters(ipr, ifindex: int, sender=None) -> bool:
+    if sender is not None:      # (a dump each, on the batch socket: not IPRoute's)
+        from argoctl import rtbatch
+        from pyroute2.netlink.rtnl.tcmsg import tcmsg
+        for parent in (TC_INGRESS, TC_EGRESS):
+            try:
+                flt = sender.dump(rtbatch.filters(ifindex, parent), tcmsg)
+            except Exception:
+                continue
+            if any((f["info"] >> 16) != TC_PRIO for f in flt):
+                return True
+        return False
     for parent in (TC_INGRESS, TC_EGRESS):
         try:
             flt = ipr.get_filters(index=ifindex, parent=parent)
@@ -255,19 +288,34 @@ def _remove_clsact(ipr, ifname: str, ifindex: int, intents) -> bool:
     return removed
 
 
-def remove_clsacts(ipr, intents, filtered: list[str] = ()) -> list[str]:
+def remove_clsacts(ipr, intents, filtered: list[str] = (), sender=None) -> list[str]:
     """Every clsact qdisc the intent journal says argoctl added (see _remove_clsact).
     If the journal was damaged (intents.lost), also those on the devices in
     `filtered` (where argoctl's filters were just removed) that nobody else's
-    filters use: what argoctl added there is no longer known."""
+    filters use: what argoctl added there is no longer known. `sender` (rtbatch,
+    of the caller's namespace): the deletes in one send, the records dropped in
+    one journal write (one each was ~1.5 s under TCG at 101 devices)."""
     recorded = intents.clsact()
     if intents.lost:
         for n in filtered:
             link = _link(ipr, n)
             if link is not None:
                 recorded.setdefault(n, link["index"])
-    return [n for n, idx in sorted(recorded.items())
-            if _remove_clsact(ipr, n, idx, intents)]
+    if sender is None:
+        return [n for n, idx in sorted(recorded.items())
+                if _remove_clsact(ipr, n, idx, intents)]
+    import socket
+    from argoctl import rtbatch
+    now = {n: i for i, n in socket.if_nameindex()}
+    # the same device still (not a new one of that name), with no one else's filter
+    gone = [(n, idx) for n, idx in sorted(recorded.items())
+            if now.get(n) == idx and not _foreign_filters(ipr, idx, sender)]
+    outcomes = sender.run([rtbatch.clsact_del(idx) for _, idx in gone])
+    intents.drop_clsact(*recorded)
+    failed = [e for e in outcomes if e is not None and e.code not in (errno.ENOENT, errno.EINVAL)]
+    if failed:
+        raise failed[0]
+    return [n for (n, _), e in zip(gone, outcomes) if e is None]
 
 
 def _link(ipr, ifname: str):

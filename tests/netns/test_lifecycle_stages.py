@@ -151,6 +151,26 @@ def test_down_removes_the_clsact_it_added_and_keeps_one_that_was_there(node):
     assert not any(q["kind"] == "clsact" for q in after["tc"]["lan2"]["qdisc"])
 
 
+def test_down_keeps_a_clsact_it_added_once_another_filter_uses_it(node):
+    """A user's filter put on argoctl's clsact makes the qdisc theirs too: `down`
+    removes argoctl's filter and forgets the qdisc, which stays with their filter."""
+    node.run(["ip", "link", "add", "lan2", "type", "veth", "peer", "name", "lan2p"], check=True)
+    cfg2 = CONFIG.replace('["to-b"]', '["to-b", "lan2"]')
+    path = os.path.join(os.path.dirname(node.run_dir), "edge2.toml")
+    with open(path, "w") as f:
+        f.write(cfg2)
+    node.cfg = config.load(path)
+    ctx = up(node)
+    assert "lan2" in ctx.attach.clsact_added
+    node.run(["tc", "filter", "add", "dev", "lan2", "egress", "prio", "3", "bpf",
+              "bytecode", "1,6 0 0 0,", "classid", "1"], check=True)     # (classic BPF)
+    apply.down(ns=node.netns, run_dir=node.run_dir, cgroup=node.cgroup)
+    after = snap(node)
+    assert any(q["kind"] == "clsact" for q in after["tc"]["lan2"]["qdisc"])
+    assert not after["tc"]["lan2"]["ingress"]              # argoctl's filter is gone
+    assert [f.get("pref") for f in after["tc"]["lan2"]["egress"]][:1] == [3]   # theirs stays
+
+
 RELAY_FIRST = CONFIG.replace('paths = ["direct"]', 'paths = ["relay1", "direct"]') + """
 [[peer]]
 name = "relay1"
