@@ -130,14 +130,19 @@ def test_a_failure_at_every_stage_of_runs_start_up_changes_nothing(node, monkeyp
     assert snap(node) == pre
 
 
-def test_down_removes_the_clsact_it_added_and_keeps_one_that_was_there(node):
-    node.run(["tc", "qdisc", "add", "dev", "to-b", "clsact"], check=True)
+def _steer_lan2_too(node) -> None:
+    """A second steered device, lan2, made for the test (no clsact on it)."""
     node.run(["ip", "link", "add", "lan2", "type", "veth", "peer", "name", "lan2p"], check=True)
     cfg2 = CONFIG.replace('["to-b"]', '["to-b", "lan2"]')
     path = os.path.join(os.path.dirname(node.run_dir), "edge2.toml")
     with open(path, "w") as f:
         f.write(cfg2)
     node.cfg = config.load(path)
+
+
+def test_down_removes_the_clsact_it_added_and_keeps_one_that_was_there(node):
+    node.run(["tc", "qdisc", "add", "dev", "to-b", "clsact"], check=True)
+    _steer_lan2_too(node)
     pre = snap(node)
     ctx = up(node)
     assert ctx.attach.clsact_added == ["lan2"]       # to-b had one: not argoctl's
@@ -154,12 +159,7 @@ def test_down_removes_the_clsact_it_added_and_keeps_one_that_was_there(node):
 def test_down_keeps_a_clsact_it_added_once_another_filter_uses_it(node):
     """A user's filter put on argoctl's clsact makes the qdisc theirs too: `down`
     removes argoctl's filter and forgets the qdisc, which stays with their filter."""
-    node.run(["ip", "link", "add", "lan2", "type", "veth", "peer", "name", "lan2p"], check=True)
-    cfg2 = CONFIG.replace('["to-b"]', '["to-b", "lan2"]')
-    path = os.path.join(os.path.dirname(node.run_dir), "edge2.toml")
-    with open(path, "w") as f:
-        f.write(cfg2)
-    node.cfg = config.load(path)
+    _steer_lan2_too(node)
     ctx = up(node)
     assert "lan2" in ctx.attach.clsact_added
     node.run(["tc", "filter", "add", "dev", "lan2", "egress", "prio", "3", "bpf",
