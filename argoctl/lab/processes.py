@@ -18,8 +18,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from typing import Optional
 
@@ -125,9 +127,26 @@ class DaemonProcess:
         return self.proc.returncode
 
 
+def exit_with_parent(poll_s: float = 0.5) -> threading.Thread:
+    """SIGTERM this process once its parent is gone: a lab killed by SIGKILL cannot
+    stop the daemons it started (each in a session of its own), so they stop
+    themselves. A thread watching getppid() (the orphan is re-parented), not
+    PR_SET_PDEATHSIG, which fires when the parent's forking *thread* ends."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        os.kill(os.getpid(), signal.SIGTERM)
+    t = threading.Thread(target=watch, name="exit-with-parent", daemon=True)
+    t.start()
+    return t
+
+
 def _daemon_main(args) -> int:
     import logging
 
+    exit_with_parent()
     from argoctl import config, netlink, reload, service
     from argoctl.daemon import Daemon, Options
     service.setup_logging(logging.INFO)
