@@ -27,7 +27,7 @@ from argoctl.hooks import (FILTER_PREFIX, SOCK_PROGRAMS, TC_HANDLE, TC_INGRESS, 
                            TC_PRIO, TC_PROGRAMS, _cgroup_attach, _cgroup_attached,
                            _cgroup_detach, _link, _netlink, _no_step, _our_filters,
                            _remove_clsact, _tc_detach, _tc_detach_all, tc_attach_all,
-                           ClsactDevices, remove_clsacts)
+                           ClsactDevices, filters_in_place, remove_clsacts)
 from argoctl.config import Config
 from argoctl.config import rules as config_rules
 
@@ -521,10 +521,19 @@ def status(pin_dir: str = names.BPF_PIN_DIR, netns: Optional[str] = None,
     progs = _pinned_programs(pin_dir)
     with _netlink(progs, netns) as ipr:
         filters = {}
-        for link in ipr.get_links():
-            ours = _our_filters(ipr, link["index"])
-            if ours:
-                filters[link.get_attr("IFLA_IFNAME")] = ours
+        if netns is None:                     # (a batch socket of this namespace)
+            from argoctl import rtbatch
+            sender = rtbatch.Sender()
+            try:
+                for _, ifname, name in filters_in_place(sender):
+                    filters[ifname] = [name]
+            finally:
+                sender.close()
+        else:
+            for link in ipr.get_links():
+                ours = _our_filters(ipr, link["index"])
+                if ours:
+                    filters[link.get_attr("IFLA_IFNAME")] = ours
         cg = bool(cgroup) and _cgroup_attached(progs, cgroup)
     with maps.Maps(pin_dir) as m:
         s = m.settings()
