@@ -254,29 +254,27 @@ def filters_in_place(sender) -> list[tuple[int, str, str]]:
 def _tc_detach_batch(sender) -> list[str]:
     from argoctl import rtbatch
     ours = filters_in_place(sender)
-    outcomes = sender.run([rtbatch.filter_del(i, TC_INGRESS, TC_PRIO, TC_HANDLE)
-                           for i, _, _ in ours])
-    failed = [e for e in outcomes if e is not None and e.code not in (errno.ENOENT, errno.EINVAL)]
-    if failed:
-        raise failed[0]
+    _raise_unless_gone(sender.run([rtbatch.filter_del(i, TC_INGRESS, TC_PRIO, TC_HANDLE)
+                                   for i, _, _ in ours]))
     return [n for _, n, _ in ours]
 
 
+def _raise_unless_gone(outcomes: list) -> None:
+    """The first error of a batch of deletes, but for what was gone already."""
+    for e in outcomes:
+        if e is not None and e.code not in (errno.ENOENT, errno.EINVAL):
+            raise e
+
+
 def _foreign_filters(ipr, ifindex: int, sender=None) -> bool:
-    if sender is not None:      # (a dump each, on the batch socket: not IPRoute's)
-        from argoctl import rtbatch
-        from pyroute2.netlink.rtnl.tcmsg import tcmsg
-        for parent in (TC_INGRESS, TC_EGRESS):
-            try:
-                flt = sender.dump(rtbatch.filters(ifindex, parent), tcmsg)
-            except Exception:
-                continue
-            if any((f["info"] >> 16) != TC_PRIO for f in flt):
-                return True
-        return False
+    """Whether a filter not at argoctl's priority sits on the device's clsact.
+    `sender` (rtbatch, of the caller's namespace): its dumps, not IPRoute's."""
+    from argoctl import rtbatch
+    from pyroute2.netlink.rtnl.tcmsg import tcmsg
     for parent in (TC_INGRESS, TC_EGRESS):
         try:
-            flt = ipr.get_filters(index=ifindex, parent=parent)
+            flt = (sender.dump(rtbatch.filters(ifindex, parent), tcmsg) if sender is not None
+                   else ipr.get_filters(index=ifindex, parent=parent))
         except Exception:
             continue
         if any((f["info"] >> 16) != TC_PRIO for f in flt):
@@ -325,9 +323,7 @@ def remove_clsacts(ipr, intents, filtered: list[str] = (), sender=None) -> list[
             if now.get(n) == idx and not _foreign_filters(ipr, idx, sender)]
     outcomes = sender.run([rtbatch.clsact_del(idx) for _, idx in gone])
     intents.drop_clsact(*recorded)
-    failed = [e for e in outcomes if e is not None and e.code not in (errno.ENOENT, errno.EINVAL)]
-    if failed:
-        raise failed[0]
+    _raise_unless_gone(outcomes)
     return [n for (n, _), e in zip(gone, outcomes) if e is None]
 
 
